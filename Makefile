@@ -1,0 +1,62 @@
+# One command per gate: `make test`, `make lint`, `make demo`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help venv test unit integration lint fmt crd k8s sandbox sandbox-down demo bench clean
+
+help:
+	@echo "make test          install what is missing, build the local control plane, run every test"
+	@echo "make lint          ruff format --check, ruff check, mypy --strict, import contracts"
+	@echo "make demo          sandbox (kube-apiserver + moto) + operator converging an example mesh"
+	@echo "make sandbox       start the local kube-apiserver/etcd and a moto server in the background"
+	@echo "make sandbox-down  stop what 'make sandbox' started"
+	@echo "make crd           regenerate crds/ from the pydantic models"
+	@echo "make bench         AWS call budget benchmark on a moto server"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+venv: $(STAMP)
+
+k8s: $(STAMP)
+	$(PY) -m tests.cluster.build
+
+test: $(STAMP) k8s
+	$(PY) -m pytest tests
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/mypy
+	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator tests bench
+
+crd: $(STAMP)
+	$(VENV)/bin/sgmesh crd > crds/nodegroupmesh.yaml
+
+sandbox: $(STAMP) k8s
+	$(PY) -m tests.cluster.sandbox up
+
+sandbox-down: $(STAMP)
+	$(PY) -m tests.cluster.sandbox down
+
+demo: $(STAMP) k8s
+	$(PY) -m examples.demo
+
+bench: $(STAMP)
+	$(PY) bench/call_budget.py
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,416 @@
+"""The NodeGroupMesh resource as pydantic models: the single source of truth for its schema.
+
+The CRD in `crds/` is generated from these models (see `sgmesh.crd`), so every constraint the
+API server can enforce is declared here once: enums, ranges, patterns and CEL rules. The same
+models validate a YAML file for the CLI and a custom resource body for the operator.
+
+This module is pure: it imports no AWS or Kubernetes library and does no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "KIND",
+    "MAX_CLUSTER_NAME_LENGTH",
+    "MAX_MESH_NAME_LENGTH",
+    "AutoScalingGroups",
+    "CniPolicy",
+    "Condition",
+    "DeletionPolicy",
+    "InvalidSpecError",
+    "MemberStatus",
+    "Mode",
+    "NodeGroupMesh",
+    "NodeGroupMeshSpec",
+    "NodeGroupMeshStatus",
+    "Protocol",
+    "RuleCounts",
+    "Selector",
+    "Traffic",
+    "cni_policy_arn",
+    "partition_of",
+    "validate_cluster_name",
+]
+
+API_GROUP = "sgmesh.io"
+API_VERSION = "v1alpha1"
+KIND = "NodeGroupMesh"
+
+# Ownership tags are `sgmesh.io/<cluster>/<mesh>`; IAM and EC2 cap tag keys at 128 characters,
+# so the two names are bounded: 10 + 50 + 1 + 63 = 124.
+MAX_CLUSTER_NAME_LENGTH = 50
+MAX_MESH_NAME_LENGTH = 63
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+CLUSTER_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+
+SECURITY_GROUP_ID = r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$"
+REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
+POLICY_ARN = r"^arn:aws(-[a-z]+)*:iam::(aws|[0-9]{12}):policy/[\w+=,.@/-]+$"
+# ASG names: 1-255 characters, no colon (AWS rejects names that look like ARNs).
+ASG_NAME = r"^[^:]{1,255}$"
+
+SecurityGroupId = Annotated[str, StringConstraints(pattern=SECURITY_GROUP_ID)]
+AsgName = Annotated[str, StringConstraints(pattern=ASG_NAME, min_length=1, max_length=255)]
+
+
+class InvalidSpecError(ValueError):
+    """A spec that cannot be reconciled; the message names the field and the value."""
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+
+class Protocol(enum.StrEnum):
+    ALL = "all"
+    TCP = "tcp"
+    UDP = "udp"
+    ICMP = "icmp"
+
+
+class Mode(enum.StrEnum):
+    ENFORCE = "Enforce"
+    DRY_RUN = "DryRun"
+
+
+class DeletionPolicy(enum.StrEnum):
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+PORTED_PROTOCOLS = frozenset({Protocol.TCP, Protocol.UDP})
+
+
+class Traffic(_Model):
+    """One kind of traffic every member SG admits from every member SG."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!(self.protocol in ['tcp', 'udp']) || "
+                    "(has(self.fromPort) && has(self.toPort))",
+                    "message": "fromPort and toPort are required for tcp and udp",
+                    "fieldPath": ".fromPort",
+                },
+                {
+                    "rule": "self.protocol in ['tcp', 'udp'] || "
+                    "(!has(self.fromPort) && !has(self.toPort))",
+                    "message": "fromPort and toPort apply to tcp and udp only",
+                    "fieldPath": ".protocol",
+                },
+                {
+                    "rule": "!has(self.fromPort) || !has(self.toPort) || "
+                    "self.fromPort <= self.toPort",
+                    "message": "fromPort must be less than or equal to toPort",
+                    "fieldPath": ".fromPort",
+                },
+            ]
+        }
+    )
+
+    protocol: Protocol = Field(description="all | tcp | udp | icmp (all ICMP types).")
+    from_port: int | None = Field(
+        default=None, ge=0, le=65535, description="First port (tcp and udp only)."
+    )
+    to_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Last port (tcp and udp only)."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _ports_fit_protocol(self) -> Traffic:
+        has_ports = self.from_port is not None or self.to_port is not None
+        if self.protocol in PORTED_PROTOCOLS:
+            if self.from_port is None or self.to_port is None:
+                raise ValueError(
+                    f"fromPort and toPort are required for protocol {self.protocol.value!r}"
+                )
+            if self.from_port > self.to_port:
+                raise ValueError(
+                    f"fromPort {self.from_port} is greater than toPort {self.to_port}"
+                )
+        elif has_ports:
+            raise ValueError(
+                f"fromPort and toPort apply to tcp and udp only, not to {self.protocol.value!r}"
+            )
+        return self
+
+
+class Selector(_Model):
+    """An ASG matches when it has every tag listed (value "*": key present) and the prefix."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.tags) && size(self.tags) > 0) || has(self.namePrefix)",
+                    "message": "a selector needs tags or namePrefix; an empty one would match "
+                    "every ASG of the region",
+                }
+            ]
+        }
+    )
+
+    tags: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=128)],
+        Annotated[str, StringConstraints(max_length=256)],
+    ] = Field(default_factory=dict, description='Tags the ASG must carry; "*" means any value.')
+    name_prefix: str | None = Field(
+        default=None, min_length=1, max_length=255, description="The ASG name starts with this."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _not_empty(self) -> Selector:
+        if not self.tags and self.name_prefix is None:
+            raise ValueError(
+                "a selector needs tags or namePrefix; an empty one would match every ASG"
+            )
+        return self
+
+    def matches(self, name: str, tags: dict[str, str]) -> bool:
+        if self.name_prefix is not None and not name.startswith(self.name_prefix):
+            return False
+        return all(
+            key in tags and (wanted == "*" or tags[key] == wanted)
+            for key, wanted in self.tags.items()
+        )
+
+
+class AutoScalingGroups(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.names) && size(self.names) > 0) || "
+                    "(has(self.selectors) && size(self.selectors) > 0)",
+                    "message": "list at least one ASG name or one selector",
+                }
+            ]
+        }
+    )
+
+    names: list[AsgName] = Field(
+        default_factory=list, max_length=500, description="Exact ASG names."
+    )
+    selectors: list[Selector] = Field(
+        default_factory=list,
+        max_length=50,
+        description="An ASG joins when it matches any selector.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _something_listed(self) -> AutoScalingGroups:
+        if not self.names and not self.selectors:
+            raise ValueError("list at least one ASG name or one selector")
+        return self
+
+    @pydantic.field_validator("names")
+    @classmethod
+    def _unique_names(cls, names: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                raise ValueError(f"ASG name {name!r} is listed twice")
+            seen.add(name)
+        return names
+
+
+class CniPolicy(_Model):
+    attach: bool = Field(
+        default=True,
+        description="Attach the policy to every member node role; false when aws-node "
+        "gets its permissions through IRSA or Pod Identity.",
+    )
+    policy_arn: Annotated[str, StringConstraints(pattern=POLICY_ARN)] | None = Field(
+        default=None,
+        description="Default: AmazonEKS_CNI_Policy in the partition of the region.",
+    )
+    retain_on_removal: bool = Field(
+        default=True,
+        description="Keep an attachment the mesh made when its ASG leaves or the mesh goes.",
+    )
+
+
+class NodeGroupMeshSpec(_Model):
+    region: Annotated[str, StringConstraints(pattern=REGION)] | None = Field(
+        default=None, description="AWS region; default: the operator's region."
+    )
+    auto_scaling_groups: AutoScalingGroups = Field(description="The member ASGs.")
+    traffic: list[Traffic] = Field(
+        default_factory=lambda: [Traffic(protocol=Protocol.ALL)],
+        min_length=1,
+        max_length=20,
+        description="What every member SG admits from every member SG.",
+    )
+    extra_security_group_ids: list[SecurityGroupId] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Security groups that join as members without an ASG.",
+    )
+    cni_policy: CniPolicy = Field(default_factory=CniPolicy)
+    mode: Mode = Field(default=Mode.ENFORCE, description="DryRun plans and reports, no writes.")
+    deletion_policy: DeletionPolicy = Field(
+        default=DeletionPolicy.DELETE,
+        description="What happens to the rules the mesh owns when the mesh is deleted.",
+    )
+    resync_seconds: int = Field(
+        default=60, ge=10, le=86400, description="How often AWS is re-read and repaired."
+    )
+
+    @pydantic.field_validator("traffic")
+    @classmethod
+    def _unique_traffic(cls, traffic: list[Traffic]) -> list[Traffic]:
+        seen: set[Traffic] = set()
+        for entry in traffic:
+            if entry in seen:
+                raise ValueError(f"traffic entry {entry.model_dump(by_alias=True)} is listed twice")
+            seen.add(entry)
+        return traffic
+
+
+class MemberStatus(_Model):
+    name: str
+    security_group_ids: list[str] = Field(default_factory=list)
+    role_names: list[str] = Field(default_factory=list)
+    vpc_id: str | None = None
+
+
+class RuleCounts(_Model):
+    desired: int = Field(default=0, description="Ingress rules the mesh needs.")
+    present: int = Field(default=0, description="Desired rules that exist (owned or not).")
+    owned: int = Field(default=0, description="Rules that carry this mesh's ownership tag.")
+
+
+class Condition(_Model):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class NodeGroupMeshStatus(_Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    members: list[MemberStatus] = Field(default_factory=list)
+    member_count: int | None = Field(default=None, description="How many ASGs are members.")
+    rules: RuleCounts | None = None
+    pending_actions: list[str] = Field(
+        default_factory=list, description="DryRun: what Enforce would do."
+    )
+    last_sync_time: str | None = None
+
+
+class _Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[
+        str, StringConstraints(pattern=DNS_LABEL, min_length=1, max_length=MAX_MESH_NAME_LENGTH)
+    ]
+
+
+class NodeGroupMesh(_Model):
+    """A whole document, as in a file for `sgmesh plan -f` or a custom resource body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["sgmesh.io/v1alpha1"]
+    kind: Literal["NodeGroupMesh"]
+    metadata: _Metadata
+    spec: NodeGroupMeshSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @classmethod
+    def parse(cls, document: Any, source: str = "the resource") -> NodeGroupMesh:
+        """Validate a document, turning pydantic's errors into one clear `InvalidSpecError`."""
+        try:
+            return cls.model_validate(document)
+        except pydantic.ValidationError as error:
+            raise InvalidSpecError(describe_validation_error(error, document, source)) from None
+
+
+def describe_validation_error(error: pydantic.ValidationError, document: Any, source: str) -> str:
+    """One line per problem: the field path as in YAML, the value found, what is wrong."""
+    lines = []
+    for problem in error.errors(include_url=False):
+        location = _field_path(problem["loc"])
+        value = _value_at(document, problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        shown = "" if value is _MISSING else f" (value: {value!r})"
+        lines.append(f"{location}{shown}: {message}")
+    return f"invalid {source}: " + "; ".join(lines)
+
+
+_MISSING = object()
+
+
+def _field_path(location: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or "(document)"
+
+
+def _value_at(document: Any, location: tuple[int | str, ...]) -> Any:
+    current = document
+    for part in location:
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        else:
+            return _MISSING
+    return current
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    if region.startswith("us-iso-"):
+        return "aws-iso"
+    if region.startswith("us-isob-"):
+        return "aws-iso-b"
+    return "aws"
+
+
+def cni_policy_arn(spec: NodeGroupMeshSpec, region: str) -> str:
+    """The policy to attach: the spec's, or AmazonEKS_CNI_Policy in the region's partition."""
+    if spec.cni_policy.policy_arn is not None:
+        return spec.cni_policy.policy_arn
+    return f"arn:{partition_of(region)}:iam::aws:policy/AmazonEKS_CNI_Policy"
+
+
+def validate_cluster_name(cluster: str) -> str:
+    if len(cluster) > MAX_CLUSTER_NAME_LENGTH or not re.fullmatch(CLUSTER_NAME, cluster):
+        raise InvalidSpecError(
+            f"cluster name {cluster!r} is invalid: use 1-{MAX_CLUSTER_NAME_LENGTH} letters, "
+            "digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return cluster

@@ -1,0 +1,141 @@
+"""What discovery found in AWS: the members of a mesh and the state the planner works from.
+
+These are plain frozen values so that the planner stays a pure function and property tests
+can build any world without AWS. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ALL_PROTOCOLS",
+    "IngressRule",
+    "Member",
+    "MemberKind",
+    "Permission",
+    "Problem",
+    "ProblemKind",
+    "RoleState",
+    "Topology",
+]
+
+ALL_PROTOCOLS = "-1"
+
+
+@dataclass(frozen=True, order=True)
+class Permission:
+    """What an ingress rule admits: traffic of one protocol and port range from one SG.
+
+    Ports follow the EC2 API: -1/-1 for all protocols and for all ICMP types.
+    """
+
+    source_group_id: str
+    ip_protocol: str
+    from_port: int
+    to_port: int
+
+    def describe(self) -> str:
+        if self.ip_protocol == ALL_PROTOCOLS:
+            what = "all traffic"
+        elif self.from_port == -1:
+            what = f"all {self.ip_protocol}"
+        elif self.from_port == self.to_port:
+            what = f"{self.ip_protocol}/{self.from_port}"
+        else:
+            what = f"{self.ip_protocol}/{self.from_port}-{self.to_port}"
+        return f"{what} from {self.source_group_id}"
+
+
+@dataclass(frozen=True)
+class IngressRule:
+    """An inbound rule as AWS holds it. `permission` is None for CIDR and prefix-list rules."""
+
+    rule_id: str
+    group_id: str
+    permission: Permission | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+class MemberKind(enum.StrEnum):
+    AUTO_SCALING_GROUP = "AutoScalingGroup"
+    SECURITY_GROUP = "SecurityGroup"
+
+
+@dataclass(frozen=True)
+class Member:
+    """An ASG of the mesh (or an extra SG listed in the spec) with what it resolved to."""
+
+    name: str
+    security_group_ids: tuple[str, ...]
+    role_names: tuple[str, ...] = ()
+    vpc_id: str | None = None
+    kind: MemberKind = MemberKind.AUTO_SCALING_GROUP
+
+
+@dataclass(frozen=True)
+class RoleState:
+    name: str
+    attached_policy_arns: frozenset[str]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+class ProblemKind(enum.StrEnum):
+    """Why part of a mesh cannot converge; the values are status condition reasons."""
+
+    AUTO_SCALING_GROUP_NOT_FOUND = "AutoScalingGroupNotFound"
+    SECURITY_GROUP_NOT_FOUND = "SecurityGroupNotFound"
+    UNRESOLVED = "MemberUnresolved"
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    VPC_MISMATCH = "VpcMismatch"
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: ProblemKind
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """A mesh's members and what AWS holds that concerns them.
+
+    - `ingress_rules`: every inbound rule of every member SG, plus every rule anywhere that
+      carries this mesh's ownership tag.
+    - `counted_group_ids`: the SGs whose inbound rules were all read (quota counts need that).
+    - `security_group_vpcs`: member SG → VPC, for the SGs that exist.
+    - `roles`: every member role, plus every role that carries this mesh's ownership tag.
+    - `problems`: what discovery could not resolve. A member that is `UNRESOLVED` makes the
+      planner hold every removal, because what that member needs is unknown.
+    """
+
+    members: tuple[Member, ...] = ()
+    ingress_rules: tuple[IngressRule, ...] = ()
+    counted_group_ids: frozenset[str] = frozenset()
+    security_group_vpcs: Mapping[str, str] = field(default_factory=dict)
+    roles: Mapping[str, RoleState] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+
+    @property
+    def member_group_ids(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for member in self.members:
+            for group_id in member.security_group_ids:
+                seen.setdefault(group_id, None)
+        return tuple(seen)
+
+    @property
+    def member_role_names(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for member in self.members:
+            for role in member.role_names:
+                seen.setdefault(role, None)
+        return tuple(seen)
+
+    @property
+    def complete(self) -> bool:
+        return not any(problem.kind is ProblemKind.UNRESOLVED for problem in self.problems)
