@@ -1,0 +1,201 @@
+"""AWS clients for the pipeline, and the one place that says what an AWS error means.
+
+Clients come from the standard environment (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`),
+retry throttling and 5xx with botocore's standard retry mode, and count every call by
+operation so that the CLI, the benchmark and the metrics report the same figures.
+
+An error is never read as "gone": `classify` tells throttling and outages (retry later) from
+access denied and bad requests (a person must act); absence is only ever concluded from a
+successful answer, in discovery.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_iam import IAMClient
+
+__all__ = [
+    "MUTATING_OPERATIONS",
+    "AwsClients",
+    "AwsFailure",
+    "CallListener",
+    "ErrorKind",
+    "classify",
+    "default_region",
+    "error_code",
+    "make_clients",
+]
+
+# Operations that change AWS; everything else the pipeline calls only reads.
+MUTATING_OPERATIONS = frozenset(
+    {
+        "AuthorizeSecurityGroupIngress",
+        "RevokeSecurityGroupIngress",
+        "CreateTags",
+        "DeleteTags",
+        "AttachRolePolicy",
+        "DetachRolePolicy",
+        "TagRole",
+        "UntagRole",
+    }
+)
+
+CallListener = Callable[[str, str], None]
+"""Called with (service, operation) before each API call (after retries are not counted)."""
+
+
+@dataclass
+class AwsClients:
+    ec2: EC2Client
+    autoscaling: AutoScalingClient
+    iam: IAMClient
+    region: str
+    calls: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def mutating_calls(self) -> int:
+        return sum(n for operation, n in self.calls.items() if operation in MUTATING_OPERATIONS)
+
+
+def default_region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+
+
+def make_clients(
+    region: str | None = None,
+    session: boto3.Session | None = None,
+    max_attempts: int = 8,
+    listener: CallListener | None = None,
+) -> AwsClients:
+    """Clients for one region; IAM is global but is reached through the region's partition."""
+    session = session or boto3.Session()
+    resolved = region or session.region_name or default_region()
+    if not resolved:
+        raise ValueError(
+            "no AWS region: set spec.region, --region, or AWS_REGION in the environment"
+        )
+    config = botocore.config.Config(
+        region_name=resolved,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=5,
+        read_timeout=30,
+        user_agent_extra="sgmesh",
+    )
+    clients = AwsClients(
+        ec2=session.client("ec2", config=config),
+        autoscaling=session.client("autoscaling", config=config),
+        iam=session.client("iam", config=config),
+        region=resolved,
+    )
+
+    def count(model: Any, **_: Any) -> None:
+        service = model.service_model.service_name
+        clients.calls[model.name] += 1
+        if listener is not None:
+            listener(service, model.name)
+
+    for client in (clients.ec2, clients.autoscaling, clients.iam):
+        client.meta.events.register("before-call.*.*", count)
+    return clients
+
+
+class ErrorKind(enum.StrEnum):
+    """What an AWS failure asks of us; the values are status condition reasons."""
+
+    UNAVAILABLE = "AwsUnavailable"  # throttling, 5xx, timeouts, network: retry with backoff
+    ACCESS_DENIED = "AccessDenied"  # a permission is missing: a person must grant it
+    REJECTED = "AwsRequestRejected"  # AWS refused the request itself (limits, bad values)
+
+
+@dataclass(frozen=True)
+class AwsFailure:
+    kind: ErrorKind
+    code: str
+    operation: str
+    message: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind is ErrorKind.UNAVAILABLE
+
+    def describe(self) -> str:
+        if self.kind is ErrorKind.ACCESS_DENIED:
+            return (
+                f"access denied to {self.operation}: grant the operator's role this action "
+                f"({self.message})"
+            )
+        return f"{self.operation} failed with {self.code}: {self.message}"
+
+
+_THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "EC2ThrottledException",
+        "PriorRequestNotComplete",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "RequestExpired",
+        "IDPCommunicationError",
+    }
+)
+_ACCESS_DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnauthorizedAccess",
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+    }
+)
+
+
+def error_code(error: BaseException) -> str:
+    if isinstance(error, botocore.exceptions.ClientError):
+        return str(error.response.get("Error", {}).get("Code", "Unknown"))
+    return type(error).__name__
+
+
+def classify(error: BaseException) -> AwsFailure:
+    """Map a boto error to what the operator must do about it."""
+    if isinstance(error, botocore.exceptions.ClientError):
+        code = error_code(error)
+        operation = error.operation_name
+        message = str(error.response.get("Error", {}).get("Message", error))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        if code in _ACCESS_DENIED_CODES or status == 403:
+            return AwsFailure(ErrorKind.ACCESS_DENIED, code, operation, message)
+        if code in _THROTTLING_CODES or status >= 500 or status == 429:
+            return AwsFailure(ErrorKind.UNAVAILABLE, code, operation, message)
+        return AwsFailure(ErrorKind.REJECTED, code, operation, message)
+    if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
+        return AwsFailure(ErrorKind.ACCESS_DENIED, type(error).__name__, "credentials", str(error))
+    # Connection errors, timeouts, bad responses: the far side is not answering properly.
+    return AwsFailure(ErrorKind.UNAVAILABLE, type(error).__name__, "connection", str(error))
