@@ -195,7 +195,9 @@ def classify(error: BaseException) -> AwsFailure:
         if code in _THROTTLING_CODES or status >= 500 or status == 429:
             return AwsFailure(ErrorKind.UNAVAILABLE, code, operation, message)
         return AwsFailure(ErrorKind.REJECTED, code, operation, message)
-    if isinstance(error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
+    if isinstance(
+        error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError
+    ):
         return AwsFailure(ErrorKind.ACCESS_DENIED, type(error).__name__, "credentials", str(error))
     # Connection errors, timeouts, bad responses: the far side is not answering properly.
     return AwsFailure(ErrorKind.UNAVAILABLE, type(error).__name__, "connection", str(error))

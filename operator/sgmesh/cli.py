@@ -1,21 +1,315 @@
-"""The `sgmesh` command line."""
+"""The `sgmesh` command line: `plan`, `apply`, `crd` and `run` (the operator).
+
+`plan` and `apply` run the same pipeline as the operator on a NodeGroupMesh YAML file, with
+AWS reached through the standard environment. Exit codes: 0 converged / nothing to do,
+2 changes pending (plan, or DryRun), 1 error (bad input, AWS failure, a member not found).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
-from sgmesh import crd
+import botocore.exceptions
+import yaml
+
+from sgmesh import aws, crd, models, planning, reconcile
 
 __all__ = ["main"]
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PENDING = 2
+
+
+class UsageError(Exception):
+    """Bad input: the message names the file, field and value."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sgmesh")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("crd", help="print the NodeGroupMesh CRD")
+    parser = _parser()
     arguments = parser.parse_args(argv)
-    if arguments.command == "crd":
-        sys.stdout.write(crd.render_crd())
-    return 0
+    try:
+        result: int = arguments.handler(arguments)
+        return result
+    except (UsageError, models.InvalidSpecError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sgmesh",
+        description="Keep the node groups (ASGs) of an EKS cluster able to reach each other.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, help_text in (
+        ("plan", "show what apply would change, and why; writes nothing"),
+        ("apply", "converge AWS to the mesh"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument(
+            "-f", "--filename", required=True, type=Path, help="NodeGroupMesh YAML ('-': stdin)"
+        )
+        _add_settings(command)
+        command.add_argument("-o", "--output", choices=("text", "json"), default="text")
+        command.set_defaults(handler=_run_pipeline, write=name == "apply")
+
+    crd_command = commands.add_parser("crd", help="print the NodeGroupMesh CRD")
+    crd_command.set_defaults(handler=_print_crd)
+
+    run = commands.add_parser("run", help="run the operator (kopf) against the current cluster")
+    _add_settings(run)
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("SGMESH_METRICS_PORT", "8080")),
+        help="port of /metrics and /healthz (env SGMESH_METRICS_PORT; 0 disables)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("plain", "full", "json"),
+        default=os.environ.get("SGMESH_LOG_FORMAT", "plain"),
+        help="log format (env SGMESH_LOG_FORMAT)",
+    )
+    run.add_argument(
+        "--peering",
+        default=os.environ.get("SGMESH_PEERING", ""),
+        help="kopf peering name to keep one active replica (env SGMESH_PEERING; empty: standalone)",
+    )
+    run.add_argument("--verbose", action="store_true", help="debug logging")
+    run.set_defaults(handler=_run_operator)
+    return parser
+
+
+def _add_settings(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--cluster",
+        default=os.environ.get("SGMESH_CLUSTER_NAME", "default"),
+        help="cluster name, part of the ownership tag (env SGMESH_CLUSTER_NAME)",
+    )
+    command.add_argument(
+        "--region",
+        default=os.environ.get("SGMESH_REGION") or aws.default_region(),
+        help="default region when the spec names none (env SGMESH_REGION, AWS_REGION)",
+    )
+    command.add_argument(
+        "--rules-per-security-group",
+        type=int,
+        default=int(
+            os.environ.get(
+                "SGMESH_RULES_PER_SECURITY_GROUP", str(planning.DEFAULT_RULES_PER_SECURITY_GROUP)
+            )
+        ),
+        help="inbound rules quota per SG (env SGMESH_RULES_PER_SECURITY_GROUP)",
+    )
+
+
+def settings_from(arguments: argparse.Namespace) -> reconcile.Settings:
+    models.validate_cluster_name(arguments.cluster)
+    if arguments.rules_per_security_group < 1:
+        raise UsageError(
+            f"--rules-per-security-group must be at least 1, not "
+            f"{arguments.rules_per_security_group}"
+        )
+    return reconcile.Settings(
+        cluster=arguments.cluster, rules_per_security_group=arguments.rules_per_security_group
+    )
+
+
+def _print_crd(_: argparse.Namespace) -> int:
+    sys.stdout.write(crd.render_crd())
+    return EXIT_OK
+
+
+def _run_operator(arguments: argparse.Namespace) -> int:
+    from sgmesh import handlers  # noqa: PLC0415 - kopf is imported only when the operator runs
+
+    handlers.run(
+        handlers.OperatorSettings(
+            pipeline=settings_from(arguments),
+            region=arguments.region,
+            metrics_port=arguments.metrics_port,
+            log_format=arguments.log_format,
+            peering=arguments.peering or None,
+            verbose=arguments.verbose,
+        )
+    )
+    return EXIT_OK
+
+
+def load_meshes(path: Path) -> list[models.NodeGroupMesh]:
+    """Every NodeGroupMesh document in a YAML file, validated."""
+    source = "standard input" if str(path) == "-" else str(path)
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read {source}: {error.strerror}") from None
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as error:
+        raise UsageError(f"{source} is not valid YAML: {error}") from None
+    if not documents:
+        raise UsageError(f"{source} holds no NodeGroupMesh")
+    meshes = []
+    for index, document in enumerate(documents):
+        where = source if len(documents) == 1 else f"{source} (document {index + 1})"
+        if not isinstance(document, dict):
+            raise UsageError(f"{where} is not a mapping but {type(document).__name__}")
+        meshes.append(models.NodeGroupMesh.parse(document, where))
+    names = [mesh.name for mesh in meshes]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise UsageError(f"{source} defines mesh {duplicated[0]!r} more than once")
+    return meshes
+
+
+def _run_pipeline(arguments: argparse.Namespace) -> int:
+    meshes = load_meshes(arguments.filename)
+    settings = settings_from(arguments)
+    reports: list[dict[str, Any]] = []
+    exit_code = EXIT_OK
+    for mesh in meshes:
+        region = mesh.spec.region or arguments.region
+        if not region:
+            raise UsageError(
+                f"mesh {mesh.name!r}: no region; set spec.region, --region or AWS_REGION"
+            )
+        clients = aws.make_clients(region)
+        try:
+            outcome = reconcile.converge(clients, mesh, settings, write=arguments.write)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+            failure = aws.classify(error)
+            print(f"error: mesh {mesh.name!r}: {failure.describe()}", file=sys.stderr)
+            exit_code = EXIT_ERROR
+            continue
+        report = outcome_report(outcome, mesh, region, clients)
+        reports.append(report)
+        if arguments.output == "text":
+            _print_text(report, sys.stdout)
+        exit_code = max(exit_code, _exit_code(outcome), key=_severity)
+    if arguments.output == "json":
+        json.dump(reports[0] if len(meshes) == 1 and reports else reports, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return exit_code
+
+
+def _severity(code: int) -> int:
+    return {EXIT_OK: 0, EXIT_PENDING: 1, EXIT_ERROR: 2}[code]
+
+
+def _exit_code(outcome: reconcile.Outcome) -> int:
+    if outcome.failures or outcome.plan.problems:
+        return EXIT_ERROR
+    if outcome.pending or outcome.plan.held:
+        return EXIT_PENDING
+    return EXIT_OK
+
+
+def action_report(action: planning.Action) -> dict[str, Any]:
+    fields = {
+        key: value.describe() if key == "permission" else value
+        for key, value in vars(action).items()
+        if key not in {"kind", "reason"}
+    }
+    return {"kind": action.kind, "summary": action.describe(), "reason": action.reason, **fields}
+
+
+def outcome_report(
+    outcome: reconcile.Outcome, mesh: models.NodeGroupMesh, region: str, clients: aws.AwsClients
+) -> dict[str, Any]:
+    rules = outcome.rules()
+    return {
+        "mesh": mesh.name,
+        "cluster": outcome.owner.cluster,
+        "region": region,
+        "mode": mesh.spec.mode.value,
+        "members": [
+            {
+                "name": member.name,
+                "kind": member.kind.value,
+                "securityGroupIds": list(member.security_group_ids),
+                "roleNames": list(member.role_names),
+                "vpcId": member.vpc_id,
+            }
+            for member in outcome.topology.members
+        ],
+        "rules": {"desired": rules.desired, "present": rules.present, "owned": rules.owned},
+        "actions": [action_report(action) for action in outcome.plan.actions],
+        "held": [action_report(action) for action in outcome.plan.held],
+        "problems": [
+            {"reason": p.kind.value, "subject": p.subject, "message": p.message}
+            for p in outcome.plan.problems
+        ],
+        "applied": None
+        if outcome.applied is None
+        else {
+            "done": len(outcome.applied.done),
+            "failures": [
+                {
+                    "reason": failure.failure.kind.value,
+                    "code": failure.failure.code,
+                    "message": failure.failure.describe(),
+                    "actions": [action.describe() for action in failure.actions],
+                }
+                for failure in outcome.applied.failures
+            ],
+        },
+        "awsCalls": dict(sorted(clients.calls.items())),
+    }
+
+
+_SIGNS = {
+    "authorize": "+",
+    "attach": "+",
+    "tag-rule": "~",
+    "tag-role": "~",
+    "untag-rule": "~",
+    "untag-role": "~",
+    "revoke": "-",
+    "detach": "-",
+}
+
+
+def _print_text(report: dict[str, Any], out: TextIO) -> None:
+    for line in _text_lines(report):
+        print(line, file=out)
+
+
+def _text_lines(report: dict[str, Any]) -> Iterator[str]:
+    yield (
+        f"mesh {report['mesh']} (cluster {report['cluster']}, region {report['region']}, "
+        f"{report['mode']}): {len(report['members'])} members"
+    )
+    for member in report["members"]:
+        roles = ",".join(member["roleNames"]) or "-"
+        groups = ",".join(member["securityGroupIds"]) or "-"
+        yield f"  {member['name']}: SGs {groups}; roles {roles}; {member['vpcId'] or '-'}"
+    rules = report["rules"]
+    applied = report["applied"]
+    if not report["actions"]:
+        yield "no changes: AWS matches the mesh"
+    else:
+        verb = "applied" if applied is not None else "planned"
+        yield f"{len(report['actions'])} actions {verb}:"
+        for action in report["actions"]:
+            yield f"  {_SIGNS[action['kind']]} {action['summary']}"
+            yield f"      because {action['reason']}"
+    for action in report["held"]:
+        yield f"  held (member unresolved): {action['summary']}"
+    if applied is not None:
+        for failure in applied["failures"]:
+            yield f"failed ({failure['reason']}): {failure['message']}"
+            for summary in failure["actions"]:
+                yield f"  not done: {summary}"
+    for problem in report["problems"]:
+        yield f"problem ({problem['reason']}): {problem['message']}"
+    yield f"rules: {rules['desired']} desired, {rules['present']} present, {rules['owned']} owned"

@@ -19,6 +19,7 @@ from sgmesh import models
 __all__ = ["crd_manifest", "render_crd"]
 
 _DROPPED_KEYWORDS = frozenset({"title", "propertyNames", "$defs"})
+_NESTED_SCHEMAS = frozenset({"additionalProperties", "items", "allOf", "oneOf"})
 MAX_TAGS_PER_SELECTOR = 50
 
 
@@ -47,9 +48,7 @@ def _structural(schema: Any, definitions: dict[str, Any]) -> Any:
             continue  # unknown fields are pruned by the API server; `false` is not structural
         if key == "properties":
             result[key] = {name: _structural(prop, definitions) for name, prop in value.items()}
-        elif key == "additionalProperties" and isinstance(value, dict):
-            result[key] = _structural(value, definitions)
-        elif key in {"items", "allOf", "oneOf"}:
+        elif key in _NESTED_SCHEMAS:
             result[key] = _structural(value, definitions)
         else:
             result[key] = value

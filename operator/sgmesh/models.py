@@ -144,9 +144,7 @@ class Traffic(_Model):
                     f"fromPort and toPort are required for protocol {self.protocol.value!r}"
                 )
             if self.from_port > self.to_port:
-                raise ValueError(
-                    f"fromPort {self.from_port} is greater than toPort {self.to_port}"
-                )
+                raise ValueError(f"fromPort {self.from_port} is greater than toPort {self.to_port}")
         elif has_ports:
             raise ValueError(
                 f"fromPort and toPort apply to tcp and udp only, not to {self.protocol.value!r}"
@@ -379,9 +377,9 @@ def _field_path(location: tuple[int | str, ...]) -> str:
 def _value_at(document: Any, location: tuple[int | str, ...]) -> Any:
     current = document
     for part in location:
-        if isinstance(current, dict) and part in current:
-            current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+        in_mapping = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and part < len(current)
+        if in_mapping or in_list:
             current = current[part]
         else:
             return _MISSING

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from sgmesh import models, ownership, topology
@@ -59,8 +59,8 @@ class TrafficShape:
             return cls(topology.ALL_PROTOCOLS, -1, -1)
         if traffic.protocol is models.Protocol.ICMP:
             return cls("icmp", -1, -1)
-        assert traffic.from_port is not None and traffic.to_port is not None
-        return cls(traffic.protocol.value, traffic.from_port, traffic.to_port)
+        # The model guarantees both ports for tcp and udp.
+        return cls(traffic.protocol.value, traffic.from_port or 0, traffic.to_port or 0)
 
     def from_group(self, source_group_id: str) -> Permission:
         return Permission(source_group_id, self.ip_protocol, self.from_port, self.to_port)
@@ -191,7 +191,9 @@ class UntagRole:
         return f"forget {self.policy_arn} on role {self.role}"
 
 
-Action = Authorize | Revoke | TagRule | UntagRule | TagRole | AttachPolicy | DetachPolicy | UntagRole
+Action = (
+    Authorize | Revoke | TagRule | UntagRule | TagRole | AttachPolicy | DetachPolicy | UntagRole
+)
 RuleAction = Authorize | Revoke | TagRule | UntagRule
 REMOVALS = (Revoke, UntagRule, DetachPolicy, UntagRole)
 
@@ -435,9 +437,7 @@ def _role_actions(current: topology.Topology, intent: Intent) -> list[Action]:
             continue  # discovery reports a member role it could not read as a problem
         recorded = role.tags.get(owner.tag_key)
         wanted = intent.policy_arn if name in wanted_roles else None
-        claimed_by_others = {
-            role.tags[key] for key in ownership.other_mesh_keys(role.tags, owner)
-        }
+        claimed_by_others = {role.tags[key] for key in ownership.other_mesh_keys(role.tags, owner)}
         record_after = recorded
         why = fate = ""
 
@@ -460,12 +460,14 @@ def _role_actions(current: topology.Topology, intent: Intent) -> list[Action]:
                 actions.append(DetachPolicy(name, recorded, f"{why}; the mesh attached it"))
             record_after = None
 
-        if wanted is not None:
-            if wanted not in role.attached_policy_arns:
-                record_after = wanted
-            elif recorded == wanted or wanted in claimed_by_others:
-                record_after = wanted
-            # else: attached before the mesh came; never recorded, never detached.
+        # An attachment the mesh makes, or one a mesh made, is recorded; one that was there
+        # before any mesh came is never recorded, so it is never detached.
+        if wanted is not None and (
+            wanted not in role.attached_policy_arns
+            or recorded == wanted
+            or wanted in claimed_by_others
+        ):
+            record_after = wanted
 
         if record_after is not None and record_after != recorded:
             actions.append(

@@ -1,0 +1,121 @@
+"""The one pipeline: discover → plan → apply, shared by `sgmesh plan|apply` and the operator.
+
+`converge` reconciles a mesh; `withdraw` takes away what a deleted mesh owns. Both return an
+`Outcome` that the callers render (text, JSON, status, events, metrics) without deciding
+anything themselves. AWS errors propagate as botocore exceptions; callers classify them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from sgmesh import apply as applying
+from sgmesh import aws, discovery, models, ownership, planning
+from sgmesh.topology import ProblemKind, Topology
+
+__all__ = ["Outcome", "RuleCounts", "Settings", "converge", "withdraw"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the operator or CLI adds to a spec: who owns, and the account's quota."""
+
+    cluster: str = "default"
+    rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
+
+
+@dataclass(frozen=True)
+class RuleCounts:
+    desired: int
+    present: int
+    owned: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile found, planned and did. `applied` is None when nothing was written
+    on purpose (plan only, or `mode: DryRun`)."""
+
+    owner: ownership.Owner
+    topology: Topology
+    plan: planning.Plan
+    applied: applying.ApplyResult | None
+
+    @property
+    def pending(self) -> tuple[planning.Action, ...]:
+        """Actions not (yet) carried out: all of them in DryRun, the failed ones otherwise."""
+        if self.applied is None:
+            return self.plan.actions
+        return tuple(action for failure in self.applied.failures for action in failure.actions)
+
+    @property
+    def failures(self) -> list[applying.Failure]:
+        return [] if self.applied is None else self.applied.failures
+
+    @property
+    def converged(self) -> bool:
+        return not self.pending and not self.plan.problems and not self.plan.held
+
+    @property
+    def missing_asgs(self) -> list[str]:
+        return [
+            problem.subject
+            for problem in self.plan.problems
+            if problem.kind is ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND
+        ]
+
+    def rules(self) -> RuleCounts:
+        """Rule counts after the writes that succeeded."""
+        present, owned = self.plan.present_rules, self.plan.owned_rules
+        if self.applied is not None:
+            for action in self.applied.done:
+                if isinstance(action, planning.Authorize):
+                    present += 1
+                    owned += 1
+                elif isinstance(action, planning.TagRule):
+                    owned += 1
+                elif isinstance(action, planning.Revoke | planning.UntagRule):
+                    owned -= 1
+        return RuleCounts(self.plan.desired_rules, present, owned)
+
+
+def owner_of(mesh: models.NodeGroupMesh, settings: Settings) -> ownership.Owner:
+    return ownership.Owner(cluster=settings.cluster, mesh=mesh.name)
+
+
+def converge(
+    clients: aws.AwsClients,
+    mesh: models.NodeGroupMesh,
+    settings: Settings,
+    write: bool = True,
+) -> Outcome:
+    """Reconcile one mesh. Writes only when `write` and the spec's mode is Enforce."""
+    owner = owner_of(mesh, settings)
+    topology = discovery.discover(clients, mesh.spec, owner)
+    intent = planning.Intent.from_spec(
+        mesh.spec, owner, clients.region, settings.rules_per_security_group
+    )
+    plan = planning.plan(topology, intent)
+    enforce = write and mesh.spec.mode is models.Mode.ENFORCE
+    applied = applying.apply(clients, plan, owner) if enforce and not plan.empty else None
+    if enforce and applied is None:
+        applied = applying.ApplyResult()
+    return Outcome(owner, topology, plan, applied)
+
+
+def withdraw(
+    clients: aws.AwsClients,
+    mesh: models.NodeGroupMesh,
+    settings: Settings,
+    write: bool = True,
+) -> Outcome:
+    """Take away every rule and CNI attachment record this mesh owns (mesh deletion)."""
+    owner = owner_of(mesh, settings)
+    topology = dataclasses.replace(discovery.discover_owned(clients, owner), members=())
+    intent = planning.Intent.from_spec(
+        mesh.spec, owner, clients.region, settings.rules_per_security_group
+    )
+    plan = planning.plan(topology, intent)
+    applied = applying.apply(clients, plan, owner) if write else None
+    return Outcome(owner, topology, plan, applied)

@@ -1,0 +1,66 @@
+"""Small constructors for planner tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sgmesh import ownership, planning
+from sgmesh.topology import IngressRule, Member, Permission, RoleState, Topology
+
+CNI = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
+ALL = planning.TrafficShape("-1", -1, -1)
+DNS_UDP = planning.TrafficShape("udp", 53, 53)
+OWNER = ownership.Owner("prod", "airflow")
+OTHER = ownership.Owner("prod", "batch")
+
+
+def intent(
+    owner: ownership.Owner = OWNER,
+    traffic: Iterable[planning.TrafficShape] = (ALL,),
+    attach_cni: bool = True,
+    retain_cni: bool = True,
+    quota: int = 60,
+    policy_arn: str = CNI,
+) -> planning.Intent:
+    return planning.Intent(owner, tuple(traffic), attach_cni, policy_arn, retain_cni, quota)
+
+
+def member(name: str, *groups: str, roles: Iterable[str] = ()) -> Member:
+    return Member(name, tuple(groups), tuple(roles), "vpc-1")
+
+
+def world(
+    *members: Member,
+    rules: Iterable[IngressRule] = (),
+    roles: Iterable[RoleState] = (),
+    vpcs: dict[str, str] | None = None,
+) -> Topology:
+    groups = {g for m in members for g in m.security_group_ids}
+    rules = tuple(rules)
+    return Topology(
+        members=members,
+        ingress_rules=rules,
+        counted_group_ids=frozenset(groups),
+        security_group_vpcs=vpcs or dict.fromkeys(groups, "vpc-1"),
+        roles={role.name: role for role in roles},
+    )
+
+
+def rule(
+    rule_id: str,
+    group: str,
+    source: str | None,
+    *owners: ownership.Owner,
+    protocol: str = "-1",
+    ports: tuple[int, int] = (-1, -1),
+) -> IngressRule:
+    permission = None if source is None else Permission(source, protocol, *ports)
+    return IngressRule(rule_id, group, permission, {o.tag_key: ownership.OWNED for o in owners})
+
+
+def role(name: str, *attached: str, tags: dict[str, str] | None = None) -> RoleState:
+    return RoleState(name, frozenset(attached), tags or {})
+
+
+def kinds(plan: planning.Plan) -> list[str]:
+    return [action.kind for action in plan.actions]

@@ -1,0 +1,114 @@
+"""The spec's validation: every bad input is refused with the field and the value named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sgmesh import models
+
+
+def mesh(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "sgmesh.io/v1alpha1",
+        "kind": "NodeGroupMesh",
+        "metadata": {"name": "airflow"},
+        "spec": {"autoScalingGroups": {"names": ["eks-a"]}, **spec},
+    }
+
+
+def test_minimal_mesh_gets_the_documented_defaults() -> None:
+    spec = models.NodeGroupMesh.parse(mesh()).spec
+
+    assert spec.traffic == [models.Traffic(protocol=models.Protocol.ALL)]
+    assert spec.cni_policy == models.CniPolicy(attach=True, retain_on_removal=True)
+    assert spec.mode is models.Mode.ENFORCE
+    assert spec.deletion_policy is models.DeletionPolicy.DELETE
+    assert spec.resync_seconds == 60
+    assert models.cni_policy_arn(spec, "us-east-1") == (
+        "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
+    )
+
+
+@pytest.mark.parametrize(
+    ("region", "partition"),
+    [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"), ("eu-west-1", "aws")],
+)
+def test_default_cni_policy_follows_the_partition_of_the_region(
+    region: str, partition: str
+) -> None:
+    spec = models.NodeGroupMesh.parse(mesh()).spec
+    assert models.cni_policy_arn(spec, region).startswith(f"arn:{partition}:iam::aws:policy/")
+
+
+@pytest.mark.parametrize(
+    ("spec", "field", "value"),
+    [
+        ({"traffic": [{"protocol": "gre"}]}, "spec.traffic[0].protocol", "'gre'"),
+        ({"traffic": [{"protocol": "tcp"}]}, "spec.traffic[0]", "required for protocol 'tcp'"),
+        (
+            {"traffic": [{"protocol": "udp", "fromPort": 60, "toPort": 53}]},
+            "spec.traffic[0]",
+            "fromPort 60 is greater than toPort 53",
+        ),
+        (
+            {"traffic": [{"protocol": "tcp", "fromPort": 1, "toPort": 70000}]},
+            "spec.traffic[0].toPort",
+            "70000",
+        ),
+        (
+            {"traffic": [{"protocol": "all", "fromPort": 1, "toPort": 2}]},
+            "spec.traffic[0]",
+            "'all'",
+        ),
+        ({"autoScalingGroups": {}}, "spec.autoScalingGroups", "at least one ASG name"),
+        ({"autoScalingGroups": {"selectors": [{}]}}, "spec.autoScalingGroups.selectors[0]", "tags"),
+        ({"autoScalingGroups": {"names": ["a", "a"]}}, "spec.autoScalingGroups.names", "twice"),
+        ({"mode": "Yolo"}, "spec.mode", "'Yolo'"),
+        ({"deletionPolicy": "Orphan"}, "spec.deletionPolicy", "'Orphan'"),
+        ({"resyncSeconds": 5}, "spec.resyncSeconds", "5"),
+        ({"extraSecurityGroupIds": ["sg-xyz"]}, "spec.extraSecurityGroupIds[0]", "'sg-xyz'"),
+        ({"region": "mars-1"}, "spec.region", "'mars-1'"),
+        (
+            {"cniPolicy": {"policyArn": "AmazonEKS_CNI_Policy"}},
+            "spec.cniPolicy.policyArn",
+            "Amazon",
+        ),
+        ({"trafic": []}, "spec.trafic", "Extra inputs"),
+    ],
+)
+def test_bad_spec_is_refused_naming_field_and_value(
+    spec: dict[str, Any], field: str, value: str
+) -> None:
+    with pytest.raises(models.InvalidSpecError) as refused:
+        models.NodeGroupMesh.parse(mesh(**spec), "mesh.yaml")
+
+    message = str(refused.value)
+    assert message.startswith("invalid mesh.yaml: ")
+    assert field in message
+    assert value in message
+
+
+def test_mesh_name_must_be_a_short_dns_label() -> None:
+    document = mesh()
+    document["metadata"]["name"] = "Air_Flow"
+    with pytest.raises(models.InvalidSpecError, match=r"metadata\.name \(value: 'Air_Flow'\)"):
+        models.NodeGroupMesh.parse(document)
+
+
+def test_selector_matches_all_tags_and_the_prefix() -> None:
+    selector = models.Selector(tags={"team": "data", "env": "*"}, name_prefix="eks-")
+
+    assert selector.matches("eks-a", {"team": "data", "env": "prod"})
+    assert not selector.matches("eks-a", {"team": "data"})
+    assert not selector.matches("eks-a", {"team": "web", "env": "prod"})
+    assert not selector.matches("gke-a", {"team": "data", "env": "prod"})
+
+
+def test_cluster_name_is_bounded_so_the_ownership_tag_fits() -> None:
+    models.validate_cluster_name("prod-eu.1")
+    with pytest.raises(models.InvalidSpecError, match="cluster name"):
+        models.validate_cluster_name("x" * 51)
+    with pytest.raises(models.InvalidSpecError, match="cluster name"):
+        models.validate_cluster_name("has/slash")

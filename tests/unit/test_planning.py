@@ -1,0 +1,266 @@
+"""Examples of the planner's behaviour, one rule of ownership per test."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sgmesh import planning
+from sgmesh.topology import Permission, Problem, ProblemKind
+
+from .builders import (
+    ALL,
+    CNI,
+    DNS_UDP,
+    OTHER,
+    OWNER,
+    intent,
+    kinds,
+    member,
+    role,
+    rule,
+    world,
+)
+from .simulate import carry_out
+
+
+def authorized(plan: planning.Plan) -> set[tuple[str, str]]:
+    return {
+        (a.group_id, a.permission.source_group_id)
+        for a in plan.actions
+        if isinstance(a, planning.Authorize)
+    }
+
+
+def test_every_member_sg_admits_every_member_sg_including_itself() -> None:
+    plan = planning.plan(world(member("a", "sg-a"), member("b", "sg-b")), intent())
+
+    assert authorized(plan) == {
+        ("sg-a", "sg-a"),
+        ("sg-a", "sg-b"),
+        ("sg-b", "sg-a"),
+        ("sg-b", "sg-b"),
+    }
+    assert plan.desired_rules == 4
+    assert plan.present_rules == 0
+
+
+def test_each_traffic_entry_is_its_own_rule() -> None:
+    plan = planning.plan(world(member("a", "sg-a")), intent(traffic=(ALL, DNS_UDP)))
+
+    permissions = {a.permission for a in plan.actions if isinstance(a, planning.Authorize)}
+    assert permissions == {
+        Permission("sg-a", "-1", -1, -1),
+        Permission("sg-a", "udp", 53, 53),
+    }
+
+
+def test_second_plan_after_applying_the_first_is_empty() -> None:
+    current = world(
+        member("a", "sg-a", roles=["ra"]),
+        member("b", "sg-b", roles=["rb"]),
+        roles=[role("ra"), role("rb")],
+    )
+    first = planning.plan(current, intent())
+
+    after = carry_out(current, first, OWNER)
+
+    assert planning.plan(after, intent()).empty
+    assert planning.plan(after, intent()).present_rules == 4
+
+
+def test_desired_rule_that_exists_unowned_counts_as_present_and_is_left_alone() -> None:
+    handmade = rule("sgr-hand", "sg-a", "sg-b")
+    plan = planning.plan(
+        world(member("a", "sg-a"), member("b", "sg-b"), rules=[handmade]), intent()
+    )
+
+    assert ("sg-a", "sg-b") not in authorized(plan)
+    assert all(getattr(a, "rule_id", None) != "sgr-hand" for a in plan.actions)
+    assert plan.present_rules == 1
+    assert plan.owned_rules == 0
+
+
+def test_unowned_rule_that_is_not_desired_is_never_revoked() -> None:
+    handmade = rule("sgr-hand", "sg-a", "sg-z", protocol="tcp", ports=(22, 22))
+    cidr = rule("sgr-cidr", "sg-a", None)
+    plan = planning.plan(world(member("a", "sg-a"), rules=[handmade, cidr]), intent())
+
+    assert kinds(plan) == ["authorize"]
+
+
+def test_owned_rule_no_longer_desired_is_revoked() -> None:
+    stale = rule("sgr-old", "sg-a", "sg-gone", OWNER)
+    plan = planning.plan(
+        world(member("a", "sg-a"), rules=[rule("sgr-aa", "sg-a", "sg-a", OWNER), stale]), intent()
+    )
+
+    assert [(a.kind, getattr(a, "rule_id", "")) for a in plan.actions] == [("revoke", "sgr-old")]
+    assert "sg-gone is no longer a member SG" in plan.actions[0].reason
+
+
+def test_rules_on_a_departed_members_sg_are_revoked_so_it_can_be_deleted() -> None:
+    rules = [
+        rule("sgr-1", "sg-a", "sg-a", OWNER),
+        rule("sgr-2", "sg-a", "sg-b", OWNER),
+        rule("sgr-3", "sg-b", "sg-a", OWNER),
+        rule("sgr-4", "sg-b", "sg-b", OWNER),
+    ]
+    plan = planning.plan(world(member("a", "sg-a"), rules=rules), intent())
+
+    revoked = {a.rule_id for a in plan.actions if isinstance(a, planning.Revoke)}
+    assert revoked == {"sgr-2", "sgr-3", "sgr-4"}
+
+
+def test_rule_made_by_another_mesh_is_co_owned_when_desired() -> None:
+    theirs = rule("sgr-t", "sg-a", "sg-a", OTHER)
+    plan = planning.plan(world(member("a", "sg-a"), rules=[theirs]), intent())
+
+    assert kinds(plan) == ["tag-rule"]
+    assert plan.actions[0].rule_id == "sgr-t"  # type: ignore[union-attr]
+    assert OTHER.tag_key in plan.actions[0].reason
+
+
+def test_rule_owned_by_two_meshes_is_released_not_revoked_by_the_one_leaving() -> None:
+    shared = rule("sgr-s", "sg-a", "sg-b", OWNER, OTHER)
+    plan = planning.plan(world(member("a", "sg-a"), rules=[shared]), intent())
+
+    releases = [a for a in plan.actions if a.kind == "untag-rule"]
+    assert [a.rule_id for a in releases] == ["sgr-s"]  # type: ignore[union-attr]
+    assert not any(a.kind == "revoke" for a in plan.actions)
+
+
+def test_quota_leaves_the_group_untouched_and_says_how_many_rules_it_needs() -> None:
+    existing = [rule(f"sgr-{i}", "sg-a", None) for i in range(59)]
+    plan = planning.plan(world(member("a", "sg-a"), member("b", "sg-b"), rules=existing), intent())
+
+    assert {g for g, _ in authorized(plan)} == {"sg-b"}
+    [problem] = plan.problems
+    assert problem.kind is ProblemKind.QUOTA_EXCEEDED
+    assert problem.subject == "sg-a"
+    assert "would need 61 inbound rules but the quota is 60" in problem.message
+
+
+def test_group_at_exactly_the_quota_is_written() -> None:
+    existing = [rule(f"sgr-{i}", "sg-a", None) for i in range(58)]
+    plan = planning.plan(world(member("a", "sg-a"), member("b", "sg-b"), rules=existing), intent())
+
+    assert {g for g, _ in authorized(plan)} == {"sg-a", "sg-b"}
+    assert not plan.problems
+
+
+def test_quota_counts_rules_freed_by_revokes_in_the_same_group() -> None:
+    existing = [rule(f"sgr-{i}", "sg-a", None) for i in range(59)]
+    stale = rule("sgr-old", "sg-a", "sg-gone", OWNER)
+    plan = planning.plan(world(member("a", "sg-a"), rules=[*existing, stale]), intent(quota=60))
+
+    assert sorted(kinds(plan)) == ["authorize", "revoke"]
+    assert not plan.problems
+
+
+def test_unresolved_member_holds_every_removal() -> None:
+    current = dataclasses.replace(
+        world(member("a", "sg-a"), rules=[rule("sgr-old", "sg-a", "sg-x", OWNER)]),
+        problems=(Problem(ProblemKind.UNRESOLVED, "b", "launch template missing"),),
+    )
+    plan = planning.plan(current, intent())
+
+    assert kinds(plan) == ["authorize"]
+    assert [a.kind for a in plan.held] == ["revoke"]
+
+
+def test_members_in_different_vpcs_get_no_rules_between_them() -> None:
+    current = world(
+        member("a", "sg-a"), member("b", "sg-b"), vpcs={"sg-a": "vpc-1", "sg-b": "vpc-2"}
+    )
+    plan = planning.plan(current, intent())
+
+    assert authorized(plan) == {("sg-a", "sg-a"), ("sg-b", "sg-b")}
+    assert [p.kind for p in plan.problems] == [ProblemKind.VPC_MISMATCH]
+
+
+def test_sg_that_was_not_found_takes_no_part() -> None:
+    current = world(member("a", "sg-a"), member("b", "sg-b"), vpcs={"sg-a": "vpc-1"})
+    assert authorized(planning.plan(current, intent())) == {("sg-a", "sg-a")}
+
+
+def test_missing_cni_policy_is_recorded_then_attached() -> None:
+    plan = planning.plan(
+        world(member("a", "sg-a", roles=["ra"]), roles=[role("ra")]), intent(traffic=())
+    )
+
+    assert [(a.kind, getattr(a, "role", "")) for a in plan.actions] == [
+        ("tag-role", "ra"),
+        ("attach", "ra"),
+    ]
+
+
+def test_attachment_that_existed_before_the_mesh_is_never_recorded_or_detached() -> None:
+    current = world(member("a", "sg-a", roles=["ra"]), roles=[role("ra", CNI)])
+    assert not [a for a in planning.plan(current, intent()).actions if hasattr(a, "role")]
+
+    gone = world(roles=[role("ra", CNI)])
+    assert planning.plan(gone, intent(retain_cni=False)).empty
+
+
+def test_attachment_made_by_the_mesh_is_detached_when_its_role_leaves_without_retain() -> None:
+    current = world(roles=[role("ra", CNI, tags={OWNER.tag_key: CNI})])
+    plan = planning.plan(current, intent(retain_cni=False))
+
+    assert kinds(plan) == ["detach", "untag-role"]
+
+
+def test_attachment_made_by_the_mesh_is_kept_with_retain_and_only_the_record_goes() -> None:
+    current = world(roles=[role("ra", CNI, tags={OWNER.tag_key: CNI})])
+    plan = planning.plan(current, intent(retain_cni=True))
+
+    assert kinds(plan) == ["untag-role"]
+    assert "retainOnRemoval" in plan.actions[0].reason
+
+
+def test_attachment_claimed_by_another_mesh_is_co_owned_and_never_detached_by_us() -> None:
+    claimed = role("ra", CNI, tags={OTHER.tag_key: CNI})
+    joining = planning.plan(
+        world(member("a", "sg-a", roles=["ra"]), roles=[claimed]), intent(traffic=())
+    )
+    assert kinds(joining) == ["tag-role"]
+
+    both = role("ra", CNI, tags={OTHER.tag_key: CNI, OWNER.tag_key: CNI})
+    leaving = planning.plan(world(roles=[both]), intent(retain_cni=False))
+    assert kinds(leaving) == ["untag-role"]
+
+
+def test_irsa_mode_attaches_nothing_and_releases_what_the_mesh_attached() -> None:
+    current = world(
+        member("a", "sg-a", roles=["ra", "rb"]),
+        roles=[role("ra"), role("rb", CNI, tags={OWNER.tag_key: CNI})],
+    )
+    plan = planning.plan(current, intent(traffic=(), attach_cni=False, retain_cni=False))
+
+    assert [(a.kind, getattr(a, "role", "")) for a in plan.actions] == [
+        ("detach", "rb"),
+        ("untag-role", "rb"),
+    ]
+
+
+def test_changed_policy_is_attached_and_the_old_one_released() -> None:
+    custom = "arn:aws:iam::123456789012:policy/cni"
+    current = world(
+        member("a", "sg-a", roles=["ra"]), roles=[role("ra", CNI, tags={OWNER.tag_key: CNI})]
+    )
+    plan = planning.plan(current, intent(traffic=(), policy_arn=custom, retain_cni=False))
+
+    assert [(a.kind, getattr(a, "policy_arn", "")) for a in plan.actions] == [
+        ("detach", CNI),
+        ("tag-role", custom),
+        ("attach", custom),
+    ]
+    after = carry_out(current, plan, OWNER)
+    assert after.roles["ra"].attached_policy_arns == {custom}
+    assert after.roles["ra"].tags == {OWNER.tag_key: custom}
+
+
+def test_recorded_attachment_detached_by_hand_is_attached_again() -> None:
+    current = world(
+        member("a", "sg-a", roles=["ra"]), roles=[role("ra", tags={OWNER.tag_key: CNI})]
+    )
+    assert kinds(planning.plan(current, intent(traffic=()))) == ["attach"]

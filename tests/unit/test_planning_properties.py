@@ -1,0 +1,182 @@
+"""Properties of the planner over generated worlds: convergence and the safety contract."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgmesh import ownership, planning
+from sgmesh.topology import IngressRule, Member, Permission, RoleState, Topology
+
+from .builders import ALL, CNI, DNS_UDP, OTHER, OWNER, intent
+from .simulate import carry_out
+
+GROUPS = [f"sg-{i:08x}" for i in range(6)]
+ROLES = [f"role-{i}" for i in range(4)]
+CUSTOM = "arn:aws:iam::123456789012:policy/cni"
+THIRD = ownership.Owner("prod", "third")
+SHAPES = [ALL, DNS_UDP, planning.TrafficShape("tcp", 443, 443)]
+
+owners = st.sets(st.sampled_from([OWNER, OTHER, THIRD]), max_size=3)
+
+
+@st.composite
+def rules(draw: st.DrawFn) -> list[IngressRule]:
+    found: dict[tuple[str, Permission | None], IngressRule] = {}
+    for index in range(draw(st.integers(0, 25))):
+        group = draw(st.sampled_from(GROUPS))
+        shape = draw(st.sampled_from(SHAPES))
+        source = draw(st.sampled_from([*GROUPS, "sg-elsewhere", None]))
+        permission = None if source is None else shape.from_group(source)
+        tags = {owner.tag_key: ownership.OWNED for owner in draw(owners)}
+        if draw(st.booleans()):
+            tags["team"] = "data"
+        key = (group, permission)
+        if permission is None or key not in found:
+            found[key if permission else (group, None, index)] = IngressRule(  # type: ignore[index]
+                f"sgr-{index:04d}", group, permission, tags
+            )
+    return list(found.values())
+
+
+@st.composite
+def roles(draw: st.DrawFn) -> list[RoleState]:
+    states = []
+    for name in ROLES:
+        attached = draw(st.sets(st.sampled_from([CNI, CUSTOM, "arn:aws:iam::aws:policy/X"])))
+        tags = {owner.tag_key: draw(st.sampled_from([CNI, CUSTOM])) for owner in draw(owners)}
+        states.append(RoleState(name, frozenset(attached), tags))
+    return states
+
+
+@st.composite
+def topologies(draw: st.DrawFn) -> Topology:
+    members = tuple(
+        Member(
+            f"asg-{i}",
+            tuple(draw(st.sets(st.sampled_from(GROUPS), min_size=1, max_size=2))),
+            tuple(draw(st.sets(st.sampled_from(ROLES), max_size=2))),
+            "vpc-1",
+        )
+        for i in range(draw(st.integers(0, 4)))
+    )
+    observed = draw(rules())
+    return Topology(
+        members=members,
+        ingress_rules=tuple(observed),
+        counted_group_ids=frozenset(GROUPS),
+        security_group_vpcs=dict.fromkeys(GROUPS, "vpc-1"),
+        roles={role.name: role for role in draw(roles())},
+    )
+
+
+@st.composite
+def intents(draw: st.DrawFn, owner: ownership.Owner = OWNER) -> planning.Intent:
+    return intent(
+        owner=owner,
+        traffic=draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=3, unique=True)),
+        attach_cni=draw(st.booleans()),
+        retain_cni=draw(st.booleans()),
+        quota=draw(st.sampled_from([60, 60, 8, 30])),
+        policy_arn=draw(st.sampled_from([CNI, CUSTOM])),
+    )
+
+
+def desired(current: Topology, wanted: planning.Intent) -> frozenset[tuple[str, Permission]]:
+    return planning.desired_permissions(
+        current.members, current.security_group_vpcs, wanted.traffic
+    )[0]
+
+
+def keys(current: Topology) -> set[tuple[str, Permission | None]]:
+    return {(rule.group_id, rule.permission) for rule in current.ingress_rules}
+
+
+@settings(max_examples=300, deadline=None)
+@given(topologies(), intents())
+def test_applying_a_plan_converges_so_the_next_plan_is_empty(
+    current: Topology, wanted: planning.Intent
+) -> None:
+    after = carry_out(current, planning.plan(current, wanted), OWNER)
+    assert planning.plan(after, wanted).empty
+
+
+@settings(max_examples=300, deadline=None)
+@given(topologies(), intents())
+def test_after_apply_every_desired_rule_exists_unless_its_group_is_over_quota(
+    current: Topology, wanted: planning.Intent
+) -> None:
+    plan = planning.plan(current, wanted)
+    after = carry_out(current, plan, OWNER)
+    blocked = {p.subject for p in plan.problems if p.kind.value == "QuotaExceeded"}
+    missing = {(g, p) for g, p in desired(current, wanted) if (g, p) not in keys(after)}
+    assert {group for group, _ in missing} <= blocked
+
+
+@settings(max_examples=300, deadline=None)
+@given(topologies(), intents())
+def test_rules_without_this_meshs_tag_are_never_revoked_edited_or_released(
+    current: Topology, wanted: planning.Intent
+) -> None:
+    plan = planning.plan(current, wanted)
+    by_id = {rule.rule_id: rule for rule in current.ingress_rules}
+    for action in plan.actions:
+        if isinstance(action, planning.Revoke | planning.UntagRule):
+            assert OWNER.owns(by_id[action.rule_id].tags)
+        if isinstance(action, planning.Revoke):
+            assert not ownership.other_mesh_keys(by_id[action.rule_id].tags, OWNER)
+        if isinstance(action, planning.TagRule):
+            # Only rules another mesh made are co-owned; somebody else's are never tagged.
+            assert ownership.other_mesh_keys(by_id[action.rule_id].tags, OWNER)
+
+
+@settings(max_examples=300, deadline=None)
+@given(topologies(), intents())
+def test_only_attachments_this_mesh_alone_recorded_are_ever_detached(
+    current: Topology, wanted: planning.Intent
+) -> None:
+    for action in planning.plan(current, wanted).actions:
+        if isinstance(action, planning.DetachPolicy):
+            role = current.roles[action.role]
+            assert role.tags.get(OWNER.tag_key) == action.policy_arn
+            claims = {role.tags[k] for k in ownership.other_mesh_keys(role.tags, OWNER)}
+            assert action.policy_arn not in claims
+            assert not wanted.retain_cni
+
+
+@settings(max_examples=200, deadline=None)
+@given(topologies(), intents(), st.data())
+def test_shrinking_the_mesh_leaves_no_owned_rule_it_no_longer_wants(
+    current: Topology, wanted: planning.Intent, data: st.DataObject
+) -> None:
+    grown = carry_out(current, planning.plan(current, wanted), OWNER)
+    kept = (
+        data.draw(st.lists(st.sampled_from(current.members), unique=True))
+        if current.members
+        else []
+    )
+    shrunk = dataclasses.replace(grown, members=tuple(kept))
+    after = carry_out(shrunk, planning.plan(shrunk, wanted), OWNER)
+    still_wanted = desired(shrunk, wanted)
+    for rule in after.ingress_rules:
+        if rule.permission is not None and OWNER.owns(rule.tags):
+            assert (rule.group_id, rule.permission) in still_wanted
+
+
+@settings(max_examples=200, deadline=None)
+@given(topologies(), intents(OWNER), intents(OTHER))
+def test_a_mesh_leaving_never_removes_a_rule_another_mesh_still_wants(
+    current: Topology, ours: planning.Intent, theirs: planning.Intent
+) -> None:
+    quota_free = dataclasses.replace(theirs, rules_per_security_group=10_000)
+    both = carry_out(current, planning.plan(current, quota_free), OTHER)
+    both = carry_out(both, planning.plan(both, ours), OWNER)
+    their_rules = desired(both, quota_free)
+
+    withdrawn = dataclasses.replace(both, members=())
+    after = carry_out(withdrawn, planning.plan(withdrawn, ours), OWNER)
+
+    assert their_rules <= keys(after)
+    assert not any(OWNER.owns(rule.tags) for rule in after.ingress_rules if rule.permission)
