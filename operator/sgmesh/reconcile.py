@@ -106,16 +106,21 @@ def converge(
 
 def withdraw(
     clients: aws.AwsClients,
-    mesh: models.NodeGroupMesh,
-    settings: Settings,
+    owner: ownership.Owner,
+    retain_cni: bool = True,
     write: bool = True,
 ) -> Outcome:
-    """Take away every rule and CNI attachment record this mesh owns (mesh deletion)."""
-    owner = owner_of(mesh, settings)
+    """Take away every rule and CNI attachment record `owner` holds (mesh deletion).
+
+    Needs no spec beyond `retain_cni`, so a mesh whose spec no longer validates is still
+    cleaned up.
+    """
     topology = dataclasses.replace(discovery.discover_owned(clients, owner), members=())
-    intent = planning.Intent.from_spec(
-        mesh.spec, owner, clients.region, settings.rules_per_security_group
+    intent = planning.Intent(
+        owner=owner, traffic=(), attach_cni=False, policy_arn="", retain_cni=retain_cni
     )
     plan = planning.plan(topology, intent)
-    applied = applying.apply(clients, plan, owner) if write else None
+    applied = applying.apply(clients, plan, owner) if write and not plan.empty else None
+    if write and applied is None:
+        applied = applying.ApplyResult()
     return Outcome(owner, topology, plan, applied)

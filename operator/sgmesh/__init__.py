@@ -1,0 +1,9 @@
+"""sgmesh: keeps the node groups (ASGs) of an EKS cluster able to reach each other.
+
+Modules follow the data flow: models → discovery → planning → apply → reconcile → status /
+handlers / cli. See the README and the design notes for the ownership rules.
+"""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

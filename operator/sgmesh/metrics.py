@@ -1,0 +1,98 @@
+"""Prometheus metrics of the operator, and the HTTP endpoint that serves them with /healthz.
+
+The collectors live in their own registry, created at start-up and kept in kopf's memo.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import prometheus_client
+from aiohttp import web
+
+__all__ = ["Metrics", "serve"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        registry = self.registry
+        self.reconciles = prometheus_client.Counter(
+            "sgmesh_reconciles_total",
+            "Reconciles by mesh and result (converged, problem, failed, invalid).",
+            ["mesh", "result"],
+            registry=registry,
+        )
+        self.aws_calls = prometheus_client.Counter(
+            "sgmesh_aws_calls_total",
+            "AWS API calls by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.aws_errors = prometheus_client.Counter(
+            "sgmesh_aws_errors_total", "AWS errors by error code.", ["code"], registry=registry
+        )
+        self.actions = prometheus_client.Counter(
+            "sgmesh_actions_total",
+            "Changes made in AWS by kind (authorize, revoke, attach, ...).",
+            ["kind"],
+            registry=registry,
+        )
+        self.duration = prometheus_client.Histogram(
+            "sgmesh_reconcile_duration_seconds",
+            "Wall time of one reconcile (discover, plan, apply).",
+            ["mesh"],
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.members = prometheus_client.Gauge(
+            "sgmesh_members", "Members of each mesh.", ["mesh"], registry=registry
+        )
+        self.rules = prometheus_client.Gauge(
+            "sgmesh_rules",
+            "Ingress rules of each mesh: desired, present, owned.",
+            ["mesh", "state"],
+            registry=registry,
+        )
+
+    def count_call(self, _service: str, operation: str) -> None:
+        self.aws_calls.labels(operation).inc()
+
+    def count_actions(self, kinds: Iterable[str]) -> None:
+        for kind in kinds:
+            self.actions.labels(kind).inc()
+
+    def forget(self, mesh: str) -> None:
+        """Drop a deleted mesh's gauges, so that it leaves no stale series."""
+        for gauge, labels in ((self.members, [(mesh,)]), (self.rules, _rule_labels(mesh))):
+            for label_values in labels:
+                try:
+                    gauge.remove(*label_values)
+                except KeyError:
+                    continue
+
+
+def _rule_labels(mesh: str) -> list[tuple[str, str]]:
+    return [(mesh, state) for state in ("desired", "present", "owned")]
+
+
+async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """Serve /metrics and /healthz; the caller keeps the runner and cleans it up on exit."""
+
+    async def scrape(_: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest(metrics.registry)
+        return web.Response(
+            body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_: web.Request) -> web.Response:
+        # Answering at all proves the event loop that runs every handler is not stuck.
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

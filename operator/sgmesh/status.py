@@ -1,0 +1,167 @@
+"""A NodeGroupMesh's status, written as Kubernetes conventions ask, from a reconcile's Outcome.
+
+`Ready` says whether AWS matches the mesh; when it does not, the reason is one a person can
+act on (`AutoScalingGroupNotFound`, `QuotaExceeded`, `AccessDenied`, `AwsUnavailable`,
+`InvalidSpec`, …) and the message names the thing. lastTransitionTime changes only when the
+condition's status does. This module builds dicts; it does not talk to the API server.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sgmesh import aws, models, reconcile
+from sgmesh.topology import ProblemKind
+
+__all__ = [
+    "DRY_RUN",
+    "INVALID_SPEC",
+    "MAX_PENDING_ACTIONS",
+    "RECONCILED",
+    "Verdict",
+    "failure_status",
+    "now",
+    "outcome_status",
+    "ready_condition",
+    "verdict_of",
+]
+
+RECONCILED = "Reconciled"
+DRY_RUN = "DryRun"
+INVALID_SPEC = "InvalidSpec"
+PARTIAL = "PartiallyApplied"
+MAX_PENDING_ACTIONS = 200
+_MAX_MESSAGE = 1024
+
+# When several things are wrong, the reason shown is the one a person should fix first.
+_PROBLEM_ORDER = (
+    ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND,
+    ProblemKind.SECURITY_GROUP_NOT_FOUND,
+    ProblemKind.UNRESOLVED,
+    ProblemKind.QUOTA_EXCEEDED,
+    ProblemKind.VPC_MISMATCH,
+)
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ready: bool
+    reason: str
+    message: str
+
+
+def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
+    """Ready or not, and why, from what one reconcile found and did."""
+    failures = outcome.failures
+    if failures:
+        first = failures[0].failure
+        more = f" (and {len(failures) - 1} more failures)" if len(failures) > 1 else ""
+        reason = first.kind.value if first.kind is not aws.ErrorKind.REJECTED else PARTIAL
+        return Verdict(False, reason, _clip(first.describe() + more))
+    problems = sorted(outcome.plan.problems, key=lambda p: _PROBLEM_ORDER.index(p.kind))
+    if problems:
+        kind = problems[0].kind
+        same = [p for p in problems if p.kind is kind]
+        others = len(problems) - len(same)
+        message = "; ".join(p.message for p in same)
+        if others:
+            message += f" (and {others} other problems)"
+        return Verdict(False, kind.value, _clip(message))
+    if outcome.plan.held:
+        return Verdict(
+            False, ProblemKind.UNRESOLVED.value, f"{len(outcome.plan.held)} removals held back"
+        )
+    if mode is models.Mode.DRY_RUN and outcome.pending:
+        return Verdict(
+            True,
+            DRY_RUN,
+            f"{len(outcome.pending)} actions pending; DryRun writes nothing "
+            "(see status.pendingActions)",
+        )
+    rules = outcome.rules()
+    members = len(outcome.topology.members)
+    return Verdict(
+        True,
+        RECONCILED,
+        f"{members} members, {rules.present}/{rules.desired} rules present, {rules.owned} owned",
+    )
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
+
+
+def ready_condition(
+    verdict: Verdict, generation: int | None, previous: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The Ready condition; its transition time moves only when its status changes."""
+    status = "True" if verdict.ready else "False"
+    previous_ready = _find_condition(previous, "Ready")
+    transition = now()
+    if previous_ready is not None and previous_ready.get("status") == status:
+        transition = previous_ready.get("lastTransitionTime") or transition
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+
+
+def _find_condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
+def outcome_status(
+    outcome: reconcile.Outcome,
+    mesh: models.NodeGroupMesh,
+    generation: int | None,
+    previous: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The whole status after a reconcile that reached AWS."""
+    verdict = verdict_of(outcome, mesh.spec.mode)
+    rules = outcome.rules()
+    pending = []
+    if mesh.spec.mode is models.Mode.DRY_RUN:
+        pending = [action.describe() for action in outcome.pending[:MAX_PENDING_ACTIONS]]
+    return {
+        "observedGeneration": generation,
+        "conditions": [ready_condition(verdict, generation, previous)],
+        "members": [
+            {
+                "name": member.name,
+                "securityGroupIds": list(member.security_group_ids),
+                "roleNames": list(member.role_names),
+                "vpcId": member.vpc_id,
+            }
+            for member in outcome.topology.members
+        ],
+        "memberCount": len(outcome.topology.members),
+        "rules": {"desired": rules.desired, "present": rules.present, "owned": rules.owned},
+        "pendingActions": pending,
+        "lastSyncTime": now(),
+    }
+
+
+def failure_status(
+    reason: str, message: str, generation: int | None, previous: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Only the condition changes when AWS could not be read or the spec is invalid: what
+    was resolved before stays visible."""
+    verdict = Verdict(False, reason, _clip(message))
+    return {
+        "observedGeneration": generation,
+        "conditions": [ready_condition(verdict, generation, previous)],
+    }
