@@ -1,0 +1,56 @@
+"""pytest plugin: a real control plane for the whole session (register it in tests/conftest.py).
+
+The binaries are built on first use (minutes, once per machine) and reused from the user cache
+afterwards. A test that needs the API server and cannot have it ERRORS: a missing control plane
+must never pass as a skipped test.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster import build
+from tests.cluster.controlplane import ControlPlane
+
+__all__ = ["kube_binaries", "kube_cluster", "kube_namespace"]
+
+_namespace_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def kube_binaries() -> build.Binaries:
+    return build.ensure_binaries()
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(
+    kube_binaries: build.Binaries, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """The started control plane: `.kubeconfig` (admin), `.server`, `.admin_token`,
+    `.mint_token(namespace, service_account)`, `.kubeconfig_for(namespace, service_account)`,
+    `.request(method, path, body, token=...)` and `.kubectl(*args, kubeconfig=...)`.
+
+    Logs and certificates stay in pytest's temporary directory for the last few runs.
+    """
+    workdir = tmp_path_factory.mktemp("kube-control-plane")
+    with ControlPlane(binaries=kube_binaries, workdir=workdir) as plane:
+        yield plane
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: ControlPlane, request: pytest.FixtureRequest) -> str:
+    """A fresh namespace per test. It is left behind: with no kube-controller-manager here,
+    namespace deletion would never finish, and the control plane dies with the session anyway.
+    """
+    stem = request.node.name.lower().replace("_", "-")
+    name = "".join(ch for ch in stem if ch.isalnum() or ch == "-")[:50].strip("-")
+    name = f"{name}-{next(_namespace_numbers)}"
+    kube_cluster.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+    )
+    return name
