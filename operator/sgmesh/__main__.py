@@ -1,0 +1,7 @@
+"""`python -m sgmesh` is the `sgmesh` command."""
+
+import sys
+
+from sgmesh import cli
+
+sys.exit(cli.main())

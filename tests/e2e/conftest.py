@@ -1,0 +1,77 @@
+"""The operator end to end: the real API server, a moto server behind a cuttable proxy, and
+`sgmesh run` as a separate process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.controlplane import ControlPlane
+from tests.e2e.harness import Meshes, Operator, wait_until
+from tests.support.moto_server import MotoServer
+from tests.support.tcp_proxy import TcpProxy
+
+CRD = Path(__file__).parents[2] / "crds" / "nodegroupmesh.yaml"
+
+
+@pytest.fixture(scope="session")
+def mesh_crd(kube_cluster: ControlPlane) -> Path:
+    kube_cluster.kubectl("apply", "-f", str(CRD))
+    kube_cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/nodegroupmeshes.sgmesh.io",
+    )
+    return CRD
+
+
+@pytest.fixture
+def meshes(kube_cluster: ControlPlane, mesh_crd: Path) -> Iterator[Meshes]:
+    api = Meshes(kube_cluster.kubeconfig)
+    yield api
+    api.remove_all()
+
+
+@pytest.fixture
+def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpProxy]:
+    """The operator reaches moto through this proxy, so a test can cut AWS off."""
+    proxy = TcpProxy(moto_server.port)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def start_operator(
+    kube_cluster: ControlPlane,
+    mesh_crd: Path,
+    aws_env: dict[str, str],
+    aws_proxy: TcpProxy,
+    meshes: Meshes,
+    tmp_path: Path,
+) -> Iterator[Callable[..., Operator]]:
+    """Start `sgmesh run`; every operator started is stopped before the meshes are removed."""
+    started: list[Operator] = []
+
+    def start(**options: Any) -> Operator:
+        env = {**aws_env, "AWS_ENDPOINT_URL": aws_proxy.url}
+        operator = Operator(
+            kube_cluster.kubeconfig, env, tmp_path / f"operator-{len(started)}.log", **options
+        )
+        started.append(operator)
+        return operator.start()
+
+    yield start
+    for operator in started:
+        operator.stop()
+
+
+@pytest.fixture
+def operator(start_operator: Callable[..., Operator]) -> Operator:
+    return start_operator()
+
+
+__all__ = ["wait_until"]

@@ -1,0 +1,273 @@
+"""Drive the operator as users do: a separate `sgmesh run` process, meshes through the API.
+
+`Operator` starts and stops the operator process against a kubeconfig and an AWS endpoint;
+`Meshes` creates, reads, changes and deletes NodeGroupMesh objects and waits on their status
+with deadlines (never fixed sleeps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from tests.support.moto_server import free_port
+
+GROUP, VERSION, PLURAL = "sgmesh.io", "v1alpha1", "nodegroupmeshes"
+FINALIZER = "sgmesh.io/finalizer"
+
+
+class Operator:
+    """`sgmesh run` in its own process group; logs go to `log_path`."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        aws_env: Mapping[str, str],
+        log_path: Path,
+        cluster: str = "e2e",
+        region: str | None = "us-east-1",
+        extra_args: tuple[str, ...] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.metrics_port = free_port()
+        self.log_path = log_path
+        self._argv = [
+            sys.executable,
+            "-m",
+            "sgmesh",
+            "run",
+            "--cluster",
+            cluster,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--log-format",
+            "full",
+            "--verbose",
+            *(["--region", region] if region else []),
+            *extra_args,
+        ]
+        environment = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("AWS_", "SGMESH_", "KUBECONFIG"))
+        }
+        self._env = {
+            **environment,
+            **aws_env,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "KUBECONFIG": str(kubeconfig),
+            **(extra_env or {}),
+        }
+        if region is None:
+            self._env.pop("AWS_REGION", None)
+            self._env.pop("AWS_DEFAULT_REGION", None)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self, deadline: float = 60) -> Self:
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                self._argv,
+                env=self._env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(self.healthy, deadline, "the operator answers /healthz", self.log_tail)
+        return self
+
+    def healthy(self) -> bool:
+        if self._process is None or self._process.poll() is not None:
+            raise AssertionError(f"the operator exited:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.url("/healthz"), timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}{path}"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url("/metrics"), timeout=5) as response:
+            return str(response.read().decode())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample, 0 when the series does not exist (yet)."""
+        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+        for line in self.metrics().splitlines():
+            if line.startswith("#"):
+                continue
+            series, _, value = line.rpartition(" ")
+            if series.split("{")[0] != name:
+                continue
+            found = series.partition("{")[2].rstrip("}")
+            if sorted(found.split(",")) == sorted(wanted.split(",")) or (not labels and not found):
+                return float(value)
+        return 0.0
+
+    def stop(self, kill: bool = False) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._process.pid, signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait(timeout=10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def wait_until(
+    check: Callable[[], Any],
+    deadline: float,
+    what: str,
+    context: Callable[[], str] = lambda: "",
+    interval: float = 0.25,
+) -> Any:
+    """Poll `check` until it returns something truthy; fail naming `what` after `deadline` s."""
+    end = time.monotonic() + deadline
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline}s waiting until {what}\n{context()}")
+        time.sleep(interval)
+
+
+class Meshes:
+    """NodeGroupMesh objects through the API server, as kubectl would handle them."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.core = kubernetes.client.CoreV1Api(self.api)
+
+    def create(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "NodeGroupMesh",
+            "metadata": {"name": name},
+            "spec": dict(spec),
+        }
+        created: dict[str, Any] = self.custom.create_cluster_custom_object(
+            GROUP, VERSION, PLURAL, body
+        )
+        return created
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_cluster_custom_object(
+                GROUP, VERSION, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return found
+
+    def patch_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+        patched: dict[str, Any] = self.custom.patch_cluster_custom_object(
+            GROUP, VERSION, PLURAL, name, {"spec": dict(spec)}
+        )
+        return patched
+
+    def delete(self, name: str) -> None:
+        self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+    def names(self) -> list[str]:
+        listed = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return [item["metadata"]["name"] for item in listed["items"]]
+
+    def remove_all(self) -> None:
+        """Tear-down: forget every mesh without the operator (finalizers stripped)."""
+        for name in self.names():
+            with contextlib.suppress(ApiException):
+                self.custom.patch_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, name, {"metadata": {"finalizers": None}}
+                )
+            with contextlib.suppress(ApiException):
+                self.delete(name)
+        wait_until(lambda: not self.names(), 30, "every mesh is gone")
+
+    def ready(self, name: str) -> dict[str, Any] | None:
+        return self.condition(name, "Ready")
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        mesh = self.get(name) or {}
+        for condition in (mesh.get("status") or {}).get("conditions") or []:
+            if condition.get("type") == kind:
+                return dict(condition)
+        return None
+
+    def wait_ready(
+        self, name: str, deadline: float = 60, context: Callable[[], str] = lambda: ""
+    ) -> dict[str, Any]:
+        """Ready=True for the current generation; returns the whole object."""
+
+        def done() -> dict[str, Any] | None:
+            mesh = self.get(name) or {}
+            status = mesh.get("status") or {}
+            generation = mesh.get("metadata", {}).get("generation")
+            ready = self.ready(name) or {}
+            if status.get("observedGeneration") == generation and ready.get("status") == "True":
+                return mesh
+            return None
+
+        result: dict[str, Any] = wait_until(
+            done, deadline, f"mesh {name} is Ready", lambda: f"{self.get(name)}\n{context()}"
+        )
+        return result
+
+    def wait_condition(
+        self,
+        name: str,
+        status: str,
+        reason: str,
+        deadline: float = 60,
+        context: Callable[[], str] = lambda: "",
+    ) -> dict[str, Any]:
+        def matches() -> dict[str, Any] | None:
+            ready = self.ready(name)
+            if ready and ready.get("status") == status and ready.get("reason") == reason:
+                return ready
+            return None
+
+        result: dict[str, Any] = wait_until(
+            matches,
+            deadline,
+            f"mesh {name} has Ready={status} ({reason})",
+            lambda: f"{self.ready(name)}\n{context()}",
+        )
+        return result
+
+    def events(self, name: str) -> list[Any]:
+        listed = self.core.list_event_for_all_namespaces(
+            field_selector=f"involvedObject.name={name},involvedObject.kind=NodeGroupMesh"
+        )
+        return list(listed.items)
