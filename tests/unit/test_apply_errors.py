@@ -1,0 +1,212 @@
+"""Error paths of apply and of the pipeline that a moto server cannot produce (botocore Stubber).
+
+What they pin down: a race with another writer is resolved by re-reading, a failure on one
+group or role never stops the others, an AWS error is never taken as "gone", and a role's
+attachment is never made without its ownership record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import botocore.exceptions
+import pytest
+from botocore.stub import ANY, Stubber
+
+from sgmesh import apply, aws, models, planning, reconcile
+from sgmesh.topology import Permission
+
+from .builders import CNI, OWNER
+
+ALL_FROM_A = Permission("sg-a", "-1", -1, -1)
+ALL_FROM_B = Permission("sg-b", "-1", -1, -1)
+
+
+@pytest.fixture
+def clients() -> aws.AwsClients:
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    return aws.make_clients("us-east-1", session=session)
+
+
+@pytest.fixture
+def stubs(clients: aws.AwsClients) -> Iterator[dict[str, Stubber]]:
+    stubbers = {
+        "ec2": Stubber(clients.ec2),
+        "autoscaling": Stubber(clients.autoscaling),
+        "iam": Stubber(clients.iam),
+    }
+    for stubber in stubbers.values():
+        stubber.activate()
+    yield stubbers
+    for stubber in stubbers.values():
+        stubber.assert_no_pending_responses()
+        stubber.deactivate()
+
+
+def authorize(group: str, permission: Permission) -> planning.Authorize:
+    return planning.Authorize(group, permission, "test")
+
+
+def rule_answer(group: str, source: str, rule_id: str) -> dict[str, object]:
+    return {
+        "SecurityGroupRuleId": rule_id,
+        "GroupId": group,
+        "IsEgress": False,
+        "IpProtocol": "-1",
+        "FromPort": -1,
+        "ToPort": -1,
+        "ReferencedGroupInfo": {"GroupId": source},
+    }
+
+
+def test_duplicate_on_authorize_rereads_the_group_and_adds_only_what_is_missing(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    ec2 = stubs["ec2"]
+    ec2.add_client_error(
+        "authorize_security_group_ingress", "InvalidPermission.Duplicate", http_status_code=400
+    )
+    ec2.add_response(
+        "describe_security_group_rules",
+        {"SecurityGroupRules": [rule_answer("sg-t", "sg-a", "sgr-theirs")]},
+        {"Filters": [{"Name": "group-id", "Values": ["sg-t"]}], "MaxResults": 1000},
+    )
+    ec2.add_response(
+        "authorize_security_group_ingress",
+        {"Return": True},
+        {
+            "GroupId": "sg-t",
+            "IpPermissions": [apply.ip_permission(ALL_FROM_B, OWNER.rule_description)],
+            "TagSpecifications": ANY,
+        },
+    )
+    plan = planning.Plan(actions=(authorize("sg-t", ALL_FROM_A), authorize("sg-t", ALL_FROM_B)))
+
+    result = apply.apply(clients, plan, OWNER)
+
+    assert result.ok
+    assert len(result.done) == 2
+
+
+def test_revoke_of_a_rule_already_gone_revokes_the_rest(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    ec2 = stubs["ec2"]
+    ec2.add_client_error(
+        "revoke_security_group_ingress", "InvalidSecurityGroupRuleId.NotFound", http_status_code=400
+    )
+    ec2.add_response(
+        "describe_security_group_rules",
+        {"SecurityGroupRules": [rule_answer("sg-t", "sg-b", "sgr-2")]},
+    )
+    ec2.add_response(
+        "revoke_security_group_ingress",
+        {"Return": True},
+        {"GroupId": "sg-t", "SecurityGroupRuleIds": ["sgr-2"]},
+    )
+    plan = planning.Plan(
+        actions=(
+            planning.Revoke("sg-t", "sgr-1", ALL_FROM_A, "test"),
+            planning.Revoke("sg-t", "sgr-2", ALL_FROM_B, "test"),
+        )
+    )
+
+    assert apply.apply(clients, plan, OWNER).ok
+
+
+def test_throttled_group_is_reported_and_the_other_groups_still_converge(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    ec2 = stubs["ec2"]
+    ec2.add_client_error(
+        "authorize_security_group_ingress", "RequestLimitExceeded", http_status_code=503
+    )
+    ec2.add_response("authorize_security_group_ingress", {"Return": True})
+    plan = planning.Plan(actions=(authorize("sg-1", ALL_FROM_A), authorize("sg-2", ALL_FROM_A)))
+
+    result = apply.apply(clients, plan, OWNER)
+
+    [failure] = result.failures
+    assert failure.failure.kind is aws.ErrorKind.UNAVAILABLE
+    assert failure.actions[0].group_id == "sg-1"  # type: ignore[union-attr]
+    assert [a.group_id for a in result.done] == ["sg-2"]  # type: ignore[union-attr]
+
+
+def test_role_is_not_attached_when_its_ownership_record_could_not_be_written(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    stubs["iam"].add_client_error("tag_role", "AccessDenied", http_status_code=403)
+    plan = planning.Plan(
+        actions=(
+            planning.TagRole("role-a", CNI, "test"),
+            planning.AttachPolicy("role-a", CNI, "test"),
+        )
+    )
+
+    result = apply.apply(clients, plan, OWNER)
+
+    [failure] = result.failures
+    assert failure.failure.kind is aws.ErrorKind.ACCESS_DENIED
+    assert "grant the operator's role" in failure.failure.describe()
+    assert result.done == []  # and the stubber saw no AttachRolePolicy
+
+
+def test_detach_of_an_attachment_already_gone_still_releases_the_record(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    iam = stubs["iam"]
+    iam.add_client_error("detach_role_policy", "NoSuchEntity", http_status_code=404)
+    iam.add_response("untag_role", {}, {"RoleName": "role-a", "TagKeys": [OWNER.tag_key]})
+    plan = planning.Plan(
+        actions=(
+            planning.DetachPolicy("role-a", CNI, "test"),
+            planning.UntagRole("role-a", CNI, "test"),
+        )
+    )
+
+    assert apply.apply(clients, plan, OWNER).ok
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("Throttling", 400, aws.ErrorKind.UNAVAILABLE),
+        ("InternalError", 500, aws.ErrorKind.UNAVAILABLE),
+        ("AccessDenied", 403, aws.ErrorKind.ACCESS_DENIED),
+        ("UnauthorizedOperation", 403, aws.ErrorKind.ACCESS_DENIED),
+        ("ValidationError", 400, aws.ErrorKind.REJECTED),
+    ],
+)
+def test_an_aws_error_during_discovery_stops_the_reconcile_before_any_write(
+    clients: aws.AwsClients,
+    stubs: dict[str, Stubber],
+    code: str,
+    status: int,
+    kind: aws.ErrorKind,
+) -> None:
+    stubs["autoscaling"].add_client_error(
+        "describe_auto_scaling_groups", code, http_status_code=status
+    )
+    mesh = models.NodeGroupMesh.parse(
+        {
+            "apiVersion": "sgmesh.io/v1alpha1",
+            "kind": "NodeGroupMesh",
+            "metadata": {"name": "airflow"},
+            "spec": {"autoScalingGroups": {"names": ["eks-a"]}},
+        }
+    )
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        reconcile.converge(clients, mesh, reconcile.Settings(cluster="prod"))
+
+    assert aws.classify(raised.value).kind is kind
+    assert clients.mutating_calls == 0
+
+
+def test_connection_errors_are_unavailable_not_gone() -> None:
+    error = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert aws.classify(error).kind is aws.ErrorKind.UNAVAILABLE
+    assert aws.classify(error).retryable
