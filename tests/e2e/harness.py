@@ -88,6 +88,10 @@ class Operator:
         wait_until(self.healthy, deadline, "the operator answers /healthz", self.log_tail)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
     def healthy(self) -> bool:
         if self._process is None or self._process.poll() is not None:
             raise AssertionError(f"the operator exited:\n{self.log_tail()}")
