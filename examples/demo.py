@@ -20,7 +20,7 @@ from sgmesh import aws
 from tests.cluster import build
 from tests.cluster.sandbox import Sandbox
 from tests.e2e.harness import Meshes, Operator
-from tests.support.world import World
+from tests.support.world import NodeGroup, World
 
 ROOT = Path(__file__).resolve().parents[1]
 MESH = ROOT / "examples" / "mesh.yaml"
@@ -83,22 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         step("kubectl get ngm -o wide")
         run([*kubectl, "get", "ngm", "-o", "wide"])
 
-        step("ingress rules of each node group's SG (tagged by the mesh)")
-        for group in groups:
-            print(f"  {group.asg} ({group.security_group_id}) admits:")
-            for rule in world.describe_ingress(group.security_group_id):
-                source = rule.get("ReferencedGroupInfo", {}).get("GroupId", "?")
-                owner = next(
-                    (t["Key"] for t in rule.get("Tags", []) if t["Key"].startswith("sgmesh.io/")),
-                    "not the mesh's",
-                )
-                protocol = "all" if rule["IpProtocol"] == "-1" else rule["IpProtocol"]
-                print(f"    {protocol:4} from {source}   [{owner}]")
-
-        step("node roles")
-        for group in groups:
-            policies = ", ".join(sorted(world.attached_policy_arns(group.role)))
-            print(f"  {group.role}: {policies}")
+        show_aws(world, groups)
 
         step("events")
         run(
@@ -128,6 +113,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def show_aws(world: World, groups: list[NodeGroup]) -> None:
+    step("ingress rules of each node group's SG (tagged by the mesh)")
+    for group in groups:
+        print(f"  {group.asg} ({group.security_group_id}) admits:")
+        for rule in world.describe_ingress(group.security_group_id):
+            source = rule.get("ReferencedGroupInfo", {}).get("GroupId", "?")
+            owner = next(
+                (t["Key"] for t in rule.get("Tags", []) if t["Key"].startswith("sgmesh.io/")),
+                "not the mesh's",
+            )
+            protocol = "all" if rule["IpProtocol"] == "-1" else rule["IpProtocol"]
+            print(f"    {protocol:4} from {source}   [{owner}]")
+
+    step("node roles")
+    for group in groups:
+        policies = ", ".join(sorted(world.attached_policy_arns(group.role)))
+        print(f"  {group.role}: {policies}")
+
+
 def sandbox_command(verb: str) -> None:
     subprocess.run([sys.executable, "-m", "tests.cluster.sandbox", verb], check=True, cwd=ROOT)
 
@@ -143,8 +147,8 @@ def run(command: list[str]) -> None:
 
 def read_env(path: Path) -> dict[str, str]:
     env = {}
-    for line in path.read_text().splitlines():
-        line = line.removeprefix("export ").strip()
+    for raw in path.read_text().splitlines():
+        line = raw.removeprefix("export ").strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
             env[key] = shlex.split(value)[0] if value else ""
