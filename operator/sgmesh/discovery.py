@@ -233,7 +233,7 @@ def _describe_auto_scaling_groups(
 # ---- What one ASG launches with ------------------------------------------------------------
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class _TemplateRef:
     """A launch template as an ASG names it (by id, by name or both) and the version it asks
     for: "$Latest", "$Default" or a number."""
@@ -256,6 +256,10 @@ class _TemplateRef:
     @property
     def template(self) -> str:
         return self.template_id or self.template_name or "(unnamed)"
+
+    @property
+    def sort_key(self) -> tuple[str, str]:
+        return (self.template, self.version)
 
     def describe(self) -> str:
         return f"launch template {self.template} version {self.version}"
@@ -394,7 +398,8 @@ class _VersionIndex:
     default: dict[str, LaunchTemplateVersionTypeDef] = field(default_factory=dict)
     ids_by_name: dict[str, str] = field(default_factory=dict)
 
-    def add(self, version: LaunchTemplateVersionTypeDef) -> None:
+    def add(self, version: LaunchTemplateVersionTypeDef, asked_latest: bool) -> None:
+        """Index one version; `asked_latest`: the answer it came in was asked for $Latest."""
         template_id = version.get("LaunchTemplateId")
         number = version.get("VersionNumber")
         if template_id is None or number is None:
@@ -402,22 +407,20 @@ class _VersionIndex:
         if "LaunchTemplateName" in version:
             self.ids_by_name[version["LaunchTemplateName"]] = template_id
         self.by_number[(template_id, number)] = version
-        # $Latest is the highest number there is, so the highest number seen in an answer that
-        # was asked for $Latest is the latest version.
-        known = self.latest.get(template_id)
-        if known is None or known.get("VersionNumber", 0) < number:
-            self.latest[template_id] = version
         if version.get("DefaultVersion"):
             self.default[template_id] = version
+        # $Latest is the highest number there is: in an answer asked for it, the highest
+        # number of a template is its latest version.
+        known = self.latest.get(template_id)
+        if asked_latest and (known is None or known.get("VersionNumber", 0) < number):
+            self.latest[template_id] = version
 
-    def find(
-        self, ref: _TemplateRef, latest_listed: bool = True
-    ) -> LaunchTemplateVersionTypeDef | None:
+    def find(self, ref: _TemplateRef) -> LaunchTemplateVersionTypeDef | None:
         template_id = ref.template_id or self.ids_by_name.get(ref.template_name or "")
         if template_id is None:
             return None
         if ref.version == LATEST:
-            return self.latest.get(template_id) if latest_listed else None
+            return self.latest.get(template_id)
         if ref.version == DEFAULT:
             return self.default.get(template_id)
         try:
@@ -431,27 +434,27 @@ def _read_template_versions(
 ) -> dict[_TemplateRef, _LaunchData | _Absent]:
     """Each distinct template version once.
 
-    When more than one template is asked for at $Latest or $Default, one paginated call lists
-    that version of every template in the account. Whatever is still missing (numbered
-    versions, or a template the listing lacked) is asked for per template, all its versions in
-    one call; only that call's "not found" answer makes a template absent, so a listing that
-    lags behind a new template never removes anything.
+    When more than one template is asked for at $Latest (or at $Default), one paginated call
+    lists that version of every template in the account; a numbered version that happens to be
+    listed is taken from there too. Whatever is still missing is asked for per template, all
+    its versions in one call, and only that call's "not found" answer makes a template absent:
+    a listing that lags behind a new template never turns into a removal.
     """
     index = _VersionIndex()
-    listed = sorted({ref.version for ref in refs if ref.version in (LATEST, DEFAULT)})
-    listed_templates = {ref.template for ref in refs if ref.version in (LATEST, DEFAULT)}
-    if len(listed_templates) > 1:
-        paginator = clients.ec2.get_paginator("describe_launch_template_versions")
-        for page in paginator.paginate(
-            Versions=listed, PaginationConfig={"PageSize": TEMPLATE_VERSION_PAGE_SIZE}
-        ):
-            for listed_version in page.get("LaunchTemplateVersions", []):
-                index.add(listed_version)
+    paginator = clients.ec2.get_paginator("describe_launch_template_versions")
+    for selector in (LATEST, DEFAULT):
+        # One listing per selector: each then holds one version per template, never two.
+        if len({ref.template for ref in refs if ref.version == selector}) > 1:
+            for page in paginator.paginate(
+                Versions=[selector], PaginationConfig={"PageSize": TEMPLATE_VERSION_PAGE_SIZE}
+            ):
+                for listed in page.get("LaunchTemplateVersions", []):
+                    index.add(listed, asked_latest=selector == LATEST)
 
     found: dict[_TemplateRef, _LaunchData | _Absent] = {}
     pending: dict[str, list[_TemplateRef]] = defaultdict(list)
-    for ref in sorted(refs):
-        version = index.find(ref, latest_listed=LATEST in listed)
+    for ref in sorted(refs, key=lambda ref: ref.sort_key):
+        version = index.find(ref)
         if version is not None:
             found[ref] = _template_launch_data(ref, version)
         else:
@@ -512,7 +515,7 @@ def _describe_template(
     index = _VersionIndex()
     for page in pages:
         for version in page.get("LaunchTemplateVersions", []):
-            index.add(version)
+            index.add(version, asked_latest=LATEST in versions)
     return index
 
 
@@ -564,7 +567,9 @@ def _resolve_group_names(
         if "GroupName" in group and "VpcId" in group:
             candidates[group["GroupName"]].append((group["GroupId"], group["VpcId"]))
 
-    ambiguous = [r for r in resolutions if any(len(candidates[n]) > 1 for n in r.group_names)]
+    ambiguous = [
+        r for r in resolutions if any(len(candidates.get(n, ())) > 1 for n in r.group_names)
+    ]
     asg_vpcs = _auto_scaling_group_vpcs(clients, ambiguous)
     for resolution in resolutions:
         for name in resolution.group_names:

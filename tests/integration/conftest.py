@@ -1,0 +1,47 @@
+"""Fixtures for tests that talk to AWS: one moto server per session, wiped before each test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from sgmesh import aws
+from tests.support.moto_server import MotoServer, start_moto_server
+from tests.support.world import World
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = start_moto_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """An empty AWS behind the standard environment variables, as the operator would see it."""
+    moto_server.reset()
+    env = moto_server.aws_env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    # No shared config or profile of the machine may redirect or sign the calls.
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    return env
+
+
+@pytest.fixture
+def clients(aws_env: dict[str, str]) -> aws.AwsClients:
+    """The clients under test; `clients.calls` counts only what the code under test asks."""
+    return aws.make_clients()
+
+
+@pytest.fixture
+def world(aws_env: dict[str, str]) -> World:
+    """Builds AWS resources through clients of its own, so that they do not count as calls."""
+    return World(aws.make_clients())

@@ -1,0 +1,774 @@
+"""Discovery against a moto server over HTTP: every way an ASG names its SGs and role, the
+selectors, what is reported when something is missing, and how many calls it takes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import botocore.awsrequest
+import botocore.exceptions
+import pytest
+
+from sgmesh import aws, discovery, models, ownership, topology
+from sgmesh.topology import MemberKind, Permission, ProblemKind
+from tests.support.moto_server import free_port
+from tests.support.world import CNI_POLICY_ARN, Mixed, Override, World
+
+OWNER = ownership.Owner("test-cluster", "mesh")
+OTHER_OWNER = ownership.Owner("test-cluster", "other-mesh")
+
+
+def spec(
+    names: Sequence[str] = (),
+    selectors: Sequence[dict[str, Any]] = (),
+    extra_security_group_ids: Sequence[str] = (),
+) -> models.NodeGroupMeshSpec:
+    return models.NodeGroupMeshSpec.model_validate(
+        {
+            "autoScalingGroups": {"names": list(names), "selectors": list(selectors)},
+            "extraSecurityGroupIds": list(extra_security_group_ids),
+        }
+    )
+
+
+def member(found: topology.Topology, name: str) -> topology.Member:
+    matches = [m for m in found.members if m.name == name]
+    assert matches, f"{name} is not a member; members: {[m.name for m in found.members]}"
+    return matches[0]
+
+
+def problems(found: topology.Topology, kind: ProblemKind) -> list[topology.Problem]:
+    return [problem for problem in found.problems if problem.kind is kind]
+
+
+def names_of(found: topology.Topology) -> list[str]:
+    return [m.name for m in found.members]
+
+
+# ---- launch templates ------------------------------------------------------------------------
+
+
+def test_template_by_id_at_latest_uses_the_newest_version(world: World, clients: aws.AwsClients):
+    old, new = world.security_group("old"), world.security_group("new")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template("nodes-lt", security_group_ids=[old], profile_arn=profile.arn)
+    world.launch_template_version(template, security_group_ids=[new], profile_arn=profile.arn)
+    world.asg("asg", launch_template=template, version="$Latest")
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert found.members == (topology.Member("asg", (new,), ("nodes",), world.main_vpc.id),)
+    assert found.problems == ()
+    assert found.security_group_vpcs == {new: world.main_vpc.id}
+
+
+def test_template_by_name_without_version_uses_the_default_version(
+    world: World, clients: aws.AwsClients
+):
+    default, latest = world.security_group("default-v"), world.security_group("latest-v")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[default], profile_arn=profile.arn
+    )
+    world.launch_template_version(template, security_group_ids=[latest], profile_arn=profile.arn)
+    world.asg("implicit", launch_template=template, by="name")
+    world.asg("explicit", launch_template=template, version="$Default", by="name")
+
+    found = discovery.discover(clients, spec(["implicit", "explicit"]), OWNER)
+
+    assert member(found, "implicit").security_group_ids == (default,)
+    assert member(found, "explicit").security_group_ids == (default,)
+    assert found.problems == ()
+
+
+def test_default_version_moved_by_the_owner_of_the_template_is_followed(
+    world: World, clients: aws.AwsClients
+):
+    first, second = world.security_group("first"), world.security_group("second")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[first], profile_arn=profile.arn
+    )
+    world.launch_template_version(
+        template, security_group_ids=[second], profile_arn=profile.arn, make_default=True
+    )
+    world.launch_template_version(template, security_group_ids=[first], profile_arn=profile.arn)
+    other = world.node_group("other")  # a second template: the bulk listing is used
+    world.asg("asg", launch_template=template, version="$Default")
+
+    found = discovery.discover(clients, spec(["asg", other.asg]), OWNER)
+
+    assert member(found, "asg").security_group_ids == (second,)
+
+
+def test_numbered_version_is_read_though_it_is_neither_latest_nor_default(
+    world: World, clients: aws.AwsClients
+):
+    pinned, newer = world.security_group("pinned"), world.security_group("newer")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[pinned], profile_arn=profile.arn
+    )
+    world.launch_template_version(
+        template, security_group_ids=[newer], profile_arn=profile.arn, make_default=True
+    )
+    world.launch_template_version(template, security_group_ids=[newer], profile_arn=profile.arn)
+    world.asg("asg", launch_template=template, version="1")
+    others = [world.node_group(name).asg for name in ("other-a", "other-b")]
+
+    found = discovery.discover(clients, spec(["asg", *others]), OWNER)
+
+    assert member(found, "asg").security_group_ids == (pinned,)
+    assert found.problems == ()
+    # The listing of every template's default version, then the pinned version by itself.
+    assert clients.calls["DescribeLaunchTemplateVersions"] == 2
+
+
+def test_security_group_names_in_a_template_resolve_to_ids(world: World, clients: aws.AwsClients):
+    by_name = world.security_group("named-nodes")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_names=["named-nodes"], profile_name=profile.name
+    )
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == (by_name,)
+    assert found.security_group_vpcs == {by_name: world.main_vpc.id}
+    assert found.problems == ()
+
+
+def test_a_group_name_found_in_several_vpcs_is_taken_from_the_asgs_vpc(
+    world: World, clients: aws.AwsClients
+):
+    world.security_group("shared-name")  # in the main VPC
+    elsewhere = world.vpc()
+    wanted = world.security_group("shared-name", vpc=elsewhere)
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_names=["shared-name"], profile_arn=profile.arn
+    )
+    world.asg("asg", launch_template=template, vpc=elsewhere)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == (wanted,)
+    assert member(found, "asg").vpc_id == elsewhere.id
+
+
+def test_groups_of_every_network_interface_are_member_groups(world: World, clients: aws.AwsClients):
+    primary, secondary, pods = (world.security_group(n) for n in ("primary", "second", "pods"))
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", interface_groups=[[primary, pods], [secondary]], profile_arn=profile.arn
+    )
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == tuple(sorted([primary, secondary, pods]))
+
+
+@pytest.mark.parametrize("reference", ["arn", "name"])
+def test_instance_profile_by_arn_or_name_resolves_to_its_role(
+    world: World, clients: aws.AwsClients, reference: str
+):
+    group = world.security_group("nodes")
+    profile = world.role_with_profile("node-role", profile_name="node-profile", path="/eks/")
+    template = world.launch_template(
+        "lt",
+        security_group_ids=[group],
+        profile_arn=profile.arn if reference == "arn" else None,
+        profile_name=profile.name if reference == "name" else None,
+    )
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").role_names == ("node-role",)
+    assert found.roles["node-role"] == topology.RoleState("node-role", frozenset(), {})
+
+
+def test_mixed_instances_policy_joins_the_groups_of_every_override_template(
+    world: World, clients: aws.AwsClients
+):
+    base_group, arm_group = world.security_group("base"), world.security_group("arm")
+    base_profile = world.role_with_profile("base-role")
+    arm_profile = world.role_with_profile("arm-role")
+    base = world.launch_template(
+        "base", security_group_ids=[base_group], profile_arn=base_profile.arn
+    )
+    arm = world.launch_template(
+        "arm", security_group_ids=[arm_group], profile_name=arm_profile.name
+    )
+    world.asg(
+        "asg",
+        mixed=Mixed(
+            base,
+            version="$Latest",
+            overrides=(
+                Override("m5.large"),
+                Override("m6g.large", template=arm, version="1", by_name=True),
+            ),
+        ),
+    )
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == tuple(sorted([base_group, arm_group]))
+    assert member(found, "asg").role_names == ("arm-role", "base-role")
+    assert found.problems == ()
+
+
+# ---- launch configurations -------------------------------------------------------------------
+
+
+def test_launch_configuration_groups_by_id_and_name_and_profile_by_name(
+    world: World, clients: aws.AwsClients
+):
+    by_id, by_name = world.security_group("by-id"), world.security_group("by-name")
+    profile = world.role_with_profile("legacy-role", profile_name="legacy-profile")
+    world.launch_configuration("lc", security_groups=[by_id, "by-name"], profile=profile.name)
+    world.asg("asg", launch_configuration="lc")
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg") == topology.Member(
+        "asg", tuple(sorted([by_id, by_name])), ("legacy-role",), world.main_vpc.id
+    )
+    assert found.problems == ()
+
+
+def test_launch_configuration_profile_by_arn_resolves_to_its_role(
+    world: World, clients: aws.AwsClients
+):
+    group = world.security_group("nodes")
+    profile = world.role_with_profile("legacy-role", path="/legacy/")
+    world.launch_configuration("lc", security_groups=[group], profile=profile.arn)
+    world.asg("asg", launch_configuration="lc")
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").role_names == ("legacy-role",)
+
+
+# ---- selectors -------------------------------------------------------------------------------
+
+
+def _tagged_groups(world: World) -> None:
+    world.node_group("blue-a", tags={"team": "blue", "mesh": "yes"})
+    world.node_group("blue-b", tags={"team": "blue"})
+    world.node_group("red-a", tags={"team": "red", "mesh": "no"})
+    world.node_group("untagged")
+
+
+def test_selector_with_tag_values_needs_every_tag(world: World, clients: aws.AwsClients):
+    _tagged_groups(world)
+
+    found = discovery.discover(
+        clients, spec(selectors=[{"tags": {"team": "blue", "mesh": "yes"}}]), OWNER
+    )
+
+    assert names_of(found) == ["blue-a"]
+
+
+def test_selector_star_value_means_the_key_is_present(world: World, clients: aws.AwsClients):
+    _tagged_groups(world)
+
+    found = discovery.discover(clients, spec(selectors=[{"tags": {"mesh": "*"}}]), OWNER)
+
+    assert names_of(found) == ["blue-a", "red-a"]
+
+
+def test_selector_name_prefix_narrows_the_tag_match(world: World, clients: aws.AwsClients):
+    _tagged_groups(world)
+
+    tagged_and_prefixed = discovery.discover(
+        clients, spec(selectors=[{"tags": {"team": "*"}, "namePrefix": "blue-"}]), OWNER
+    )
+    prefix_only = discovery.discover(clients, spec(selectors=[{"namePrefix": "red"}]), OWNER)
+
+    assert names_of(tagged_and_prefixed) == ["blue-a", "blue-b"]
+    assert names_of(prefix_only) == ["red-a"]
+
+
+def test_an_asg_joins_when_it_matches_any_selector(world: World, clients: aws.AwsClients):
+    _tagged_groups(world)
+
+    found = discovery.discover(
+        clients,
+        spec(selectors=[{"tags": {"team": "red"}}, {"tags": {"mesh": "yes"}}]),
+        OWNER,
+    )
+
+    assert names_of(found) == ["blue-a", "red-a"]
+
+
+@pytest.mark.parametrize(
+    "selector", [{"tags": {"team": "red"}}, {"namePrefix": "red"}], ids=["tags", "prefix"]
+)
+def test_names_and_selectors_together_give_the_union(
+    world: World, clients: aws.AwsClients, selector: dict[str, Any]
+):
+    _tagged_groups(world)
+
+    found = discovery.discover(clients, spec(["untagged", "red-a"], [selector]), OWNER)
+
+    assert names_of(found) == ["red-a", "untagged"]
+    assert found.problems == ()
+
+
+def test_missing_named_asg_is_a_problem_and_the_others_are_still_members(
+    world: World, clients: aws.AwsClients
+):
+    present = world.node_group("present")
+
+    found = discovery.discover(clients, spec(["present", "gone"]), OWNER)
+
+    assert names_of(found) == ["present"]
+    assert member(found, "present").security_group_ids == (present.security_group_id,)
+    (problem,) = found.problems
+    assert problem.kind is ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND
+    assert problem.subject == "gone"
+    assert "gone" in problem.message
+    assert found.complete
+
+
+# ---- extra security groups -------------------------------------------------------------------
+
+
+def test_extra_groups_are_members_and_a_missing_one_is_reported(
+    world: World, clients: aws.AwsClients
+):
+    nodes = world.node_group("nodes")
+    extra = world.security_group("extra")
+    missing = "sg-0123456789abcdef0"
+
+    found = discovery.discover(
+        clients, spec(["nodes"], extra_security_group_ids=[extra, missing]), OWNER
+    )
+
+    assert member(found, extra) == topology.Member(
+        extra, (extra,), vpc_id=world.main_vpc.id, kind=MemberKind.SECURITY_GROUP
+    )
+    assert member(found, missing).vpc_id is None
+    assert found.security_group_vpcs == {
+        nodes.security_group_id: world.main_vpc.id,
+        extra: world.main_vpc.id,
+    }
+    assert found.counted_group_ids == {nodes.security_group_id, extra}
+    (problem,) = found.problems
+    assert (problem.kind, problem.subject) == (ProblemKind.SECURITY_GROUP_NOT_FOUND, missing)
+    assert found.complete
+
+
+def test_a_group_id_in_a_template_that_does_not_exist_is_reported(
+    world: World, clients: aws.AwsClients
+):
+    group = world.security_group("kept")
+    doomed = world.security_group("doomed")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[group, doomed], profile_arn=profile.arn
+    )
+    world.asg("asg", launch_template=template)
+    world.delete_security_group(doomed)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == tuple(sorted([group, doomed]))
+    assert found.security_group_vpcs == {group: world.main_vpc.id}
+    assert [(p.kind, p.subject) for p in found.problems] == [
+        (ProblemKind.SECURITY_GROUP_NOT_FOUND, doomed)
+    ]
+    assert "asg" in found.problems[0].message
+
+
+# ---- rules -----------------------------------------------------------------------------------
+
+
+def test_inbound_rules_of_member_groups_are_read_and_normalised(
+    world: World, clients: aws.AwsClients
+):
+    nodes = world.node_group("nodes")
+    other = world.security_group("other")
+    sg = nodes.security_group_id
+    everything = world.ingress_from_group(sg, other, protocol="-1")
+    dns = world.ingress_from_group(sg, sg, protocol="udp", from_port=53, to_port=53)
+    by_number = world.ingress_from_group(sg, other, protocol="6", from_port=10, to_port=20)
+    ping = world.ingress_from_group(sg, sg, protocol="icmp", from_port=-1, to_port=-1)
+    cidr = world.ingress_from_cidr(sg, "10.0.0.0/8")
+
+    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+
+    permissions = {rule.rule_id: rule.permission for rule in found.ingress_rules}
+    assert permissions == {
+        everything: Permission(other, "-1", -1, -1),
+        dns: Permission(sg, "udp", 53, 53),
+        by_number: Permission(other, "tcp", 10, 20),
+        ping: Permission(sg, "icmp", -1, -1),
+        cidr: None,
+    }
+    assert {rule.group_id for rule in found.ingress_rules} == {sg}
+    assert found.counted_group_ids == {sg}
+
+
+def test_rules_owned_by_the_mesh_are_found_on_groups_that_left_it(
+    world: World, clients: aws.AwsClients
+):
+    world.node_group("nodes")
+    former = world.security_group("former-member")
+    owned = world.ingress_from_group(
+        former, former, tags={OWNER.tag_key: ownership.OWNED}, description="mesh rule"
+    )
+    world.ingress_from_group(former, former, protocol="tcp", from_port=22, to_port=22)
+    world.ingress_from_group(
+        former,
+        former,
+        protocol="tcp",
+        from_port=443,
+        to_port=443,
+        tags={OTHER_OWNER.tag_key: ownership.OWNED},
+    )
+
+    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+
+    (rule,) = [rule for rule in found.ingress_rules if rule.group_id == former]
+    assert rule.rule_id == owned
+    assert rule.tags == {OWNER.tag_key: ownership.OWNED}
+    assert rule.permission == Permission(former, "-1", -1, -1)
+    assert former not in found.counted_group_ids
+
+
+def test_an_owned_rule_on_a_member_group_is_listed_once(world: World, clients: aws.AwsClients):
+    nodes = world.node_group("nodes")
+    sg = nodes.security_group_id
+    owned = world.ingress_from_group(sg, sg, tags={OWNER.tag_key: ownership.OWNED})
+
+    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+
+    assert [rule.rule_id for rule in found.ingress_rules] == [owned]
+
+
+# ---- roles -----------------------------------------------------------------------------------
+
+
+def test_member_roles_carry_their_policies_and_tags(world: World, clients: aws.AwsClients):
+    world.node_group(
+        "nodes", role_tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN]
+    )
+
+    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+
+    assert found.roles == {
+        "nodes": topology.RoleState(
+            "nodes", frozenset({CNI_POLICY_ARN}), {OTHER_OWNER.tag_key: CNI_POLICY_ARN}
+        )
+    }
+
+
+def test_a_role_the_mesh_tagged_is_found_though_no_member_uses_it(
+    world: World, clients: aws.AwsClients
+):
+    world.node_group("nodes")
+    world.role("former-nodes", tags={OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN])
+    world.role("unrelated", tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN})
+
+    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+
+    assert sorted(found.roles) == ["former-nodes", "nodes"]
+    assert found.roles["former-nodes"].attached_policy_arns == {CNI_POLICY_ARN}
+    assert found.member_role_names == ("nodes",)
+
+
+# ---- what cannot be resolved -----------------------------------------------------------------
+
+
+def test_a_deleted_launch_template_leaves_the_asg_unresolved_and_not_a_member(
+    world: World, clients: aws.AwsClients
+):
+    kept = world.node_group("kept")
+    lost = world.node_group("lost")
+    world.delete_launch_template(lost.template)
+
+    found = discovery.discover(clients, spec(["kept", "lost"]), OWNER)
+
+    assert names_of(found) == ["kept"]
+    (problem,) = found.problems
+    assert (problem.kind, problem.subject) == (ProblemKind.UNRESOLVED, "lost")
+    assert lost.template.id in problem.message
+    assert not found.complete
+    assert kept.security_group_id in found.counted_group_ids
+
+
+def test_a_deleted_override_template_keeps_what_the_others_resolved(
+    world: World, clients: aws.AwsClients
+):
+    base_group, gone_group = world.security_group("base"), world.security_group("gone")
+    profile = world.role_with_profile("nodes")
+    base = world.launch_template("base", security_group_ids=[base_group], profile_arn=profile.arn)
+    gone = world.launch_template("gone", security_group_ids=[gone_group], profile_arn=profile.arn)
+    world.asg("asg", mixed=Mixed(base, overrides=(Override(), Override(template=gone))))
+    world.delete_launch_template(gone)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == (base_group,)
+    assert member(found, "asg").role_names == ("nodes",)
+    assert [(p.kind, p.subject) for p in found.problems] == [(ProblemKind.UNRESOLVED, "asg")]
+
+
+def test_a_version_that_no_longer_exists_is_unresolved_and_the_others_still_resolve(
+    world: World, clients: aws.AwsClients
+):
+    first, second = world.security_group("first"), world.security_group("second")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[first], profile_arn=profile.arn
+    )
+    world.launch_template_version(template, security_group_ids=[second], profile_arn=profile.arn)
+    world.asg("on-two", launch_template=template, version="2")
+    # AWS lets a version in use be deleted; an ASG pinned to version 9 is the same situation.
+    world.asg("on-nine", launch_template=template, version="9")
+
+    found = discovery.discover(clients, spec(["on-two", "on-nine"]), OWNER)
+
+    assert names_of(found) == ["on-two"]
+    assert member(found, "on-two").security_group_ids == (second,)
+    (problem,) = found.problems
+    assert (problem.kind, problem.subject) == (ProblemKind.UNRESOLVED, "on-nine")
+    assert "version 9" in problem.message
+
+
+def test_a_missing_instance_profile_leaves_the_role_unresolved(
+    world: World, clients: aws.AwsClients
+):
+    group = world.security_group("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[group], profile_name="no-such-profile"
+    )
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg") == topology.Member("asg", (group,), (), world.main_vpc.id)
+    (problem,) = found.problems
+    assert (problem.kind, problem.subject) == (ProblemKind.UNRESOLVED, "asg")
+    assert "no-such-profile" in problem.message
+
+
+def test_a_profile_without_a_role_is_unresolved(world: World, clients: aws.AwsClients):
+    group = world.security_group("nodes")
+    empty = world.instance_profile("empty-profile")
+    template = world.launch_template("nodes-lt", security_group_ids=[group], profile_arn=empty.arn)
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    (problem,) = problems(found, ProblemKind.UNRESOLVED)
+    assert "empty-profile holds no role" in problem.message
+
+
+def test_a_template_that_names_no_group_is_unresolved(world: World, clients: aws.AwsClients):
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template("nodes-lt", profile_arn=profile.arn)
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert member(found, "asg").security_group_ids == ()
+    assert member(found, "asg").role_names == ("nodes",)
+    (problem,) = problems(found, ProblemKind.UNRESOLVED)
+    assert "names no security group" in problem.message
+
+
+def test_a_deleted_launch_configuration_leaves_the_asg_unresolved(
+    world: World, clients: aws.AwsClients
+):
+    group = world.security_group("nodes")
+    world.launch_configuration("lc", security_groups=[group], profile="whatever")
+    world.asg("asg", launch_configuration="lc")
+    world.delete_launch_configuration("lc")  # AWS refuses while in use; moto allows it
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert names_of(found) == []
+    (problem,) = found.problems
+    assert (problem.kind, problem.subject) == (ProblemKind.UNRESOLVED, "asg")
+    assert "launch configuration lc does not exist" in problem.message
+
+
+def test_a_group_name_that_does_not_exist_is_reported(world: World, clients: aws.AwsClients):
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_names=["never-made"], profile_arn=profile.arn
+    )
+    world.asg("asg", launch_template=template)
+
+    found = discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert [(p.kind, p.subject) for p in found.problems] == [
+        (ProblemKind.SECURITY_GROUP_NOT_FOUND, "never-made")
+    ]
+
+
+# ---- errors are never absence ----------------------------------------------------------------
+
+
+def _refuse(client: Any, operation: str, code: str, status: int) -> None:
+    """Make the client answer `operation` with an AWS error (what moto cannot be made to say)."""
+
+    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
+        body = {
+            "Error": {"Code": code, "Message": f"{operation} refused"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        return botocore.awsrequest.AWSResponse("", status, {}, None), body
+
+    service = client.meta.service_model.service_name
+    client.meta.events.register(f"before-call.{service}.{operation}", answer)
+
+
+@pytest.mark.parametrize(
+    ("code", "status"), [("AccessDenied", 403), ("Throttling", 400), ("ServiceUnavailable", 503)]
+)
+def test_an_error_reading_a_profile_propagates_instead_of_meaning_absent(
+    world: World, clients: aws.AwsClients, code: str, status: int
+):
+    group = world.security_group("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[group], profile_name="unlisted"
+    )
+    world.asg("asg", launch_template=template)
+    _refuse(clients.iam, "GetInstanceProfile", code, status)
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        discovery.discover(clients, spec(["asg"]), OWNER)
+
+    assert aws.error_code(raised.value) == code
+
+
+def test_an_error_reading_a_template_propagates_instead_of_meaning_absent(
+    world: World, clients: aws.AwsClients
+):
+    world.node_group("nodes")
+    _refuse(clients.ec2, "DescribeLaunchTemplateVersions", "RequestLimitExceeded", 503)
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        discovery.discover(clients, spec(["nodes"]), OWNER)
+
+    assert aws.classify(raised.value).retryable
+
+
+def test_an_unreachable_endpoint_propagates(world: World, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    unreachable = aws.make_clients(max_attempts=1)
+
+    with pytest.raises(botocore.exceptions.BotoCoreError):
+        discovery.discover(unreachable, spec(["nodes"]), OWNER)
+
+
+# ---- cleanup view ----------------------------------------------------------------------------
+
+
+def test_discover_owned_finds_only_what_carries_the_mesh_tag(world: World, clients: aws.AwsClients):
+    nodes = world.node_group("nodes", role_tags={OWNER.tag_key: CNI_POLICY_ARN})
+    sg = nodes.security_group_id
+    owned = world.ingress_from_group(sg, sg, tags={OWNER.tag_key: ownership.OWNED})
+    world.ingress_from_group(sg, sg, protocol="tcp", from_port=22, to_port=22)
+    world.role("someone-elses", tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN})
+
+    found = discovery.discover_owned(clients, OWNER)
+
+    assert found.members == ()
+    assert [rule.rule_id for rule in found.ingress_rules] == [owned]
+    assert sorted(found.roles) == ["nodes"]
+    assert found.problems == ()
+
+
+# ---- batching --------------------------------------------------------------------------------
+
+
+def _mixed_world(world: World, count: int) -> list[str]:
+    """`count` node groups cycling through the ways an ASG can name its template, plus a
+    legacy group; only their number changes between calls."""
+    names = []
+    shared = world.security_group("shared")
+    for index in range(count):
+        name = f"ng-{index:03d}"
+        group = world.security_group(name)
+        profile = world.role_with_profile(name)
+        template = world.launch_template(
+            name, security_group_ids=[group, shared], profile_arn=profile.arn
+        )
+        variant = index % 4
+        if variant == 0:
+            world.asg(name, launch_template=template, version="$Latest", tags={"mesh": "yes"})
+        elif variant == 1:
+            world.asg(name, launch_template=template, by="name", tags={"mesh": "yes"})
+        elif variant == 2:
+            world.asg(name, launch_template=template, version="1", tags={"mesh": "yes"})
+        else:
+            world.asg(name, mixed=Mixed(template, version="$Latest"), tags={"mesh": "yes"})
+        world.ingress_from_group(group, shared, tags={OWNER.tag_key: ownership.OWNED})
+        names.append(name)
+    world.launch_configuration("legacy", security_groups=[shared], profile="ng-000")
+    world.asg("legacy", launch_configuration="legacy", tags={"mesh": "yes"})
+    return names
+
+
+def _calls_to_discover(clients: aws.AwsClients, mesh: models.NodeGroupMeshSpec) -> Counter[str]:
+    clients.calls.clear()
+    found = discovery.discover(clients, mesh, OWNER)
+    assert found.problems == ()
+    return Counter(clients.calls)
+
+
+def test_calls_per_discovery_do_not_grow_with_the_number_of_asgs(
+    world: World, clients: aws.AwsClients
+):
+    names = _mixed_world(world, 12)
+    by_name = spec([*names, "legacy"])
+    by_selector = spec(selectors=[{"tags": {"mesh": "yes"}}])
+    small = (_calls_to_discover(clients, by_name), _calls_to_discover(clients, by_selector))
+
+    for index in range(12, 36):
+        world.node_group(f"ng-{index:03d}", tags={"mesh": "yes"})
+        names.append(f"ng-{index:03d}")
+    by_name = spec([*names, "legacy"])
+    large = (_calls_to_discover(clients, by_name), _calls_to_discover(clients, by_selector))
+
+    # One listing of every template at $Latest, one at $Default; the pinned "1" is also each
+    # template's default version, so the listing has it.
+    expected = Counter(
+        {
+            "DescribeAutoScalingGroups": 1,
+            "DescribeLaunchTemplateVersions": 2,
+            "DescribeLaunchConfigurations": 1,
+            "DescribeSecurityGroups": 1,
+            "DescribeSecurityGroupRules": 2,
+            "GetAccountAuthorizationDetails": 1,
+        }
+    )
+    assert small == large == (expected, expected)
+
+
+def test_more_than_a_page_of_names_takes_one_call_per_hundred(
+    world: World, clients: aws.AwsClients
+):
+    group = world.security_group("nodes")
+    profile = world.role_with_profile("nodes")
+    template = world.launch_template(
+        "nodes-lt", security_group_ids=[group], profile_arn=profile.arn
+    )
+    names = [world.asg(f"asg-{index:03d}", launch_template=template) for index in range(150)]
+
+    clients.calls.clear()
+    found = discovery.discover(clients, spec(names), OWNER)
+
+    assert len(found.members) == 150
+    assert clients.calls["DescribeAutoScalingGroups"] == 2
+    assert clients.calls["DescribeLaunchTemplateVersions"] == 1
