@@ -257,6 +257,8 @@ class NodeGroupMeshSpec(_Model):
         min_length=1,
         max_length=20,
         description="What every member SG admits from every member SG.",
+        # The API server applies this default too, so `kubectl get` shows what is in force.
+        json_schema_extra={"default": [{"protocol": "all"}]},
     )
     extra_security_group_ids: list[SecurityGroupId] = Field(
         default_factory=list,

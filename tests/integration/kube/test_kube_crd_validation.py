@@ -61,11 +61,6 @@ def test_selectors_alone_are_enough(kube_cluster: ControlPlane, nodegroupmesh_cr
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="crds/nodegroupmesh.yaml has no `default` for spec.traffic: the model's "
-    "default_factory does not reach the schema (remove this mark once it does)",
-)
 def test_traffic_defaults_to_all_protocols(
     kube_cluster: ControlPlane, nodegroupmesh_crd: str
 ) -> None:
