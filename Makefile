@@ -34,14 +34,14 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check operator tests bench
-	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench examples
+	$(VENV)/bin/ruff check operator tests bench examples
 	$(VENV)/bin/mypy
-	cd operator && ../$(VENV)/bin/lint-imports --config ../pyproject.toml
+	cd operator && ../$(VENV)/bin/lint-imports ../pyproject.toml
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format operator tests bench
-	$(VENV)/bin/ruff check --fix operator tests bench
+	$(VENV)/bin/ruff format operator tests bench examples
+	$(VENV)/bin/ruff check --fix operator tests bench examples
 
 crd: $(STAMP)
 	$(VENV)/bin/sgmesh crd > crds/nodegroupmesh.yaml

@@ -317,7 +317,9 @@ def _set_status(body: kopf.Body, patch: kopf.Patch, new_status: dict[str, Any]) 
     for key, value in new_status.items():
         patch.status[key] = value
     ready = new_status["conditions"][0]
-    before: Mapping[str, Any] = next((c for c in body.status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    before: Mapping[str, Any] = next(
+        (c for c in body.status.get("conditions") or [] if c.get("type") == "Ready"), {}
+    )
     changed = (before.get("reason"), before.get("message")) != (ready["reason"], ready["message"])
     if ready["status"] == "False" and changed:
         kopf.warn(body, reason=ready["reason"], message=ready["message"])
