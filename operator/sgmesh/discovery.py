@@ -123,6 +123,9 @@ def discover(
     members: list[topology.Member] = []
     for resolution in resolutions:
         problems.extend(resolution.problems())
+        # An ASG resolved in part stays a member with what it resolved: what that adds is
+        # right, and its UNRESOLVED problem makes the planner hold every removal. One that
+        # resolved nothing has nothing to contribute.
         if resolution.group_ids or resolution.role_names:
             members.append(resolution.member(vpcs))
     members.extend(
@@ -308,7 +311,15 @@ class _Resolution:
                 self.template_refs.append(
                     _TemplateRef.from_specification(override["LaunchTemplateSpecification"])
                 )
-        self.template_refs = list(dict.fromkeys(self.template_refs))
+        if any(ref.template_id is None and ref.template_name is None for ref in self.template_refs):
+            self.unresolved.append("a launch template specification has neither id nor name")
+        self.template_refs = list(
+            dict.fromkeys(
+                ref
+                for ref in self.template_refs
+                if ref.template_id is not None or ref.template_name is not None
+            )
+        )
         self.configuration_name = self.asg.get("LaunchConfigurationName") or None
         if not self.template_refs and self.configuration_name is None:
             self.unresolved.append("it names no launch template and no launch configuration")
