@@ -12,6 +12,7 @@ successful answer, in discovery.
 from __future__ import annotations
 
 import enum
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.session
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
@@ -36,6 +38,7 @@ __all__ = [
     "classify",
     "default_region",
     "error_code",
+    "iam_action",
     "make_clients",
 ]
 
@@ -134,10 +137,29 @@ class AwsFailure:
     def describe(self) -> str:
         if self.kind is ErrorKind.ACCESS_DENIED:
             return (
-                f"access denied to {self.operation}: grant the operator's role this action "
-                f"({self.message})"
+                f"access denied: grant the operator's role {iam_action(self.operation)} "
+                f"({self.code}: {self.message})"
             )
         return f"{self.operation} failed with {self.code}: {self.message}"
+
+
+_SERVICES = ("ec2", "autoscaling", "iam")
+
+
+@functools.cache
+def _service_of_operations() -> dict[str, str]:
+    session = botocore.session.get_session()
+    return {
+        operation: service
+        for service in _SERVICES
+        for operation in session.get_service_model(service).operation_names
+    }
+
+
+def iam_action(operation: str) -> str:
+    """`AuthorizeSecurityGroupIngress` → `ec2:AuthorizeSecurityGroupIngress`."""
+    service = _service_of_operations().get(operation)
+    return f"{service}:{operation}" if service else operation
 
 
 _THROTTLING_CODES = frozenset(

@@ -150,7 +150,7 @@ def test_role_is_not_attached_when_its_ownership_record_could_not_be_written(
 
     [failure] = result.failures
     assert failure.failure.kind is aws.ErrorKind.ACCESS_DENIED
-    assert "grant the operator's role" in failure.failure.describe()
+    assert "grant the operator's role iam:TagRole" in failure.failure.describe()
     assert result.done == []  # and the stubber saw no AttachRolePolicy
 
 
