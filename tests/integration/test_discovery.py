@@ -663,7 +663,9 @@ def test_an_error_reading_a_template_propagates_instead_of_meaning_absent(
     assert aws.classify(raised.value).retryable
 
 
-def test_an_unreachable_endpoint_propagates(world: World, monkeypatch: pytest.MonkeyPatch):
+def test_an_unreachable_endpoint_propagates(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     unreachable = aws.make_clients(max_attempts=1)
 
