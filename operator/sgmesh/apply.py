@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import botocore.exceptions
 
-from sgmesh import aws, ownership, planning
+from sgmesh import aws, discovery, ownership, planning
 from sgmesh.topology import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
@@ -187,43 +187,13 @@ def _revoke(clients: aws.AwsClients, group_id: str, actions: Sequence[planning.R
             )
 
 
-def _group_rules(clients: aws.AwsClients, group_id: str) -> Iterable[dict[str, object]]:
-    paginator = clients.ec2.get_paginator("describe_security_group_rules")
-    for page in paginator.paginate(
-        Filters=[{"Name": "group-id", "Values": [group_id]}],
-        PaginationConfig={"PageSize": 1000},
-    ):
-        for rule in page.get("SecurityGroupRules", []):
-            if not rule.get("IsEgress"):
-                yield dict(rule)
-
-
 def _group_rule_ids(clients: aws.AwsClients, group_id: str) -> set[str]:
-    return {str(rule["SecurityGroupRuleId"]) for rule in _group_rules(clients, group_id)}
-
-
-_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp"}
+    return set(discovery.read_ingress_rules(clients, [group_id]))
 
 
 def _group_permissions(clients: aws.AwsClients, group_id: str) -> set[Permission]:
-    found: set[Permission] = set()
-    for rule in _group_rules(clients, group_id):
-        referenced = rule.get("ReferencedGroupInfo")
-        if not isinstance(referenced, dict) or "GroupId" not in referenced:
-            continue
-        protocol = str(rule.get("IpProtocol", ALL_PROTOCOLS))
-        protocol = _PROTOCOL_NAMES.get(protocol, protocol)
-        from_port = rule.get("FromPort", -1)
-        to_port = rule.get("ToPort", -1)
-        found.add(
-            Permission(
-                str(referenced["GroupId"]),
-                protocol,
-                from_port if isinstance(from_port, int) else -1,
-                to_port if isinstance(to_port, int) else -1,
-            )
-        )
-    return found
+    rules = discovery.read_ingress_rules(clients, [group_id]).values()
+    return {rule.permission for rule in rules if rule.permission is not None}
 
 
 def _role_action(clients: aws.AwsClients, action: planning.Action, owner: ownership.Owner) -> None:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     )
     from mypy_boto3_iam.type_defs import RoleDetailTypeDef
 
-__all__ = ["discover", "discover_owned"]
+__all__ = ["discover", "discover_owned", "read_ingress_rules"]
 
 # API limits that shape the batches.
 ASG_PAGE_SIZE = 100  # DescribeAutoScalingGroups: MaxRecords ≤ 100, and as many names per call
@@ -114,7 +114,7 @@ def discover(
             )
     existing_ids = sorted(group_id for group_id in users if group_id in vpcs)
 
-    rules = _read_member_rules(clients, existing_ids)
+    rules = read_ingress_rules(clients, existing_ids)
     rules.update(_read_owned_rules(clients, owner))
 
     roles_by_name, roles_by_profile = _read_roles(clients)
@@ -666,9 +666,10 @@ def _describe_security_groups(
 # ---- Rules ---------------------------------------------------------------------------------
 
 
-def _read_member_rules(
+def read_ingress_rules(
     clients: aws.AwsClients, group_ids: Sequence[str]
 ) -> dict[str, topology.IngressRule]:
+    """Every inbound rule of the groups, by rule id (apply re-reads a group after a race)."""
     rules: dict[str, topology.IngressRule] = {}
     for chunk in _chunks(group_ids, FILTER_VALUES_PER_CALL):
         rules.update(_describe_ingress_rules(clients, [{"Name": "group-id", "Values": chunk}]))
