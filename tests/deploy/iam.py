@@ -1,0 +1,386 @@
+"""The operator's AWS permissions: what it asks of AWS and whether deploy/iam-policy.json allows it.
+
+- `MotoRecording` reads the requests a moto server received (moto's own recorder, so they are
+  counted at the server, on the wire) and keeps those of the operator, which it tells from
+  the test's own set-up calls by the app id in its User-Agent.
+- `authorizations` turns one request into the authorization checks AWS makes for it: the
+  action, the resource ARN and the condition keys the request carries (tags, policy ARN,
+  the creating action for tags applied at creation).
+- `Policy` evaluates those checks against an identity policy the way IAM does for the
+  operators the policy uses (String*, Arn*, Null, ForAllValues/ForAnyValue); an operator it
+  does not know fails loudly instead of being guessed.
+- `operations_in_code` lists the AWS operations the operator's source can call.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.deploy.render import DEPLOY, REPO_ROOT
+
+__all__ = [
+    "ACCOUNT",
+    "OPERATOR_APP_ID",
+    "POLICY_FILE",
+    "Authorization",
+    "AwsRequest",
+    "MotoRecording",
+    "Policy",
+    "authorizations",
+    "operations_in_code",
+]
+
+POLICY_FILE = DEPLOY / "iam-policy.json"
+OPERATOR_SOURCE = REPO_ROOT / "operator" / "sgmesh"
+ACCOUNT = "123456789012"  # the account moto answers as
+# Given to the operator as AWS_SDK_UA_APP_ID: botocore puts `app/<id>` in its User-Agent.
+OPERATOR_APP_ID = "sgmesh-under-test"
+SERVICES = ("autoscaling", "ec2", "iam")
+
+_CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+
+
+@dataclass(frozen=True)
+class AwsRequest:
+    """One AWS API request as the server received it (query protocol: form parameters)."""
+
+    service: str
+    operation: str
+    region: str
+    params: Mapping[str, str]
+    user_agent: str
+
+    @property
+    def action(self) -> str:
+        return f"{self.service}:{self.operation}"
+
+    def numbered(self, prefix: str) -> list[str]:
+        """The values of `prefix.1`, `prefix.2`, … in order."""
+        found: dict[int, str] = {}
+        for key, value in self.params.items():
+            head, _, index = key.rpartition(".")
+            if head == prefix and index.isdigit():
+                found[int(index)] = value
+        return [found[index] for index in sorted(found)]
+
+    def tags(self, prefix: str) -> dict[str, str]:
+        """Tags listed as `prefix.N.Key` / `prefix.N.Value`."""
+        keys = self.numbered_fields(prefix, "Key")
+        values = self.numbered_fields(prefix, "Value")
+        return {key: values.get(index, "") for index, key in keys.items()}
+
+    def numbered_fields(self, prefix: str, name: str) -> dict[int, str]:
+        pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.{re.escape(name)}$")
+        return {
+            int(match.group(1)): value
+            for key, value in self.params.items()
+            if (match := pattern.match(key))
+        }
+
+
+class MotoRecording:
+    """moto's request recorder on a server started with MOTO_RECORDER_FILEPATH set."""
+
+    def __init__(self, endpoint_url: str) -> None:
+        self._endpoint = endpoint_url
+
+    def _call(self, verb: str, method: str = "POST") -> bytes:
+        request = urllib.request.Request(
+            f"{self._endpoint}/moto-api/recorder/{verb}", data=b"" if method == "POST" else None
+        )
+        request.method = method
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return bytes(response.read())
+
+    def start(self) -> None:
+        self._call("start-recording")
+
+    def reset(self) -> None:
+        self._call("reset-recording")
+
+    def requests(self) -> list[AwsRequest]:
+        """Every AWS API request recorded since the last reset, in order."""
+        text = self._call("download-recording", method="GET").decode()
+        return [
+            request
+            for line in text.splitlines()
+            if line.strip() and (request := _parse(json.loads(line))) is not None
+        ]
+
+    def operator_requests(self) -> list[AwsRequest]:
+        return [r for r in self.requests() if f"app/{OPERATOR_APP_ID}" in r.user_agent]
+
+
+def _parse(entry: Mapping[str, Any]) -> AwsRequest | None:
+    headers = {key.lower(): value for key, value in entry.get("headers", {}).items()}
+    scope = _CREDENTIAL_SCOPE.search(headers.get("authorization", ""))
+    if scope is None:  # moto's own API (reset, recorder): not an AWS request
+        return None
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        body = base64.b64decode(body).decode()
+    query = urllib.parse.urlsplit(entry.get("url", "")).query
+    params = dict(urllib.parse.parse_qsl(query)) | dict(urllib.parse.parse_qsl(body))
+    region, service = scope.groups()
+    return AwsRequest(
+        service=service,
+        operation=params.get("Action", "?"),
+        region=region,
+        params=params,
+        user_agent=headers.get("user-agent", ""),
+    )
+
+
+# ---- authorization checks ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """One check IAM makes: may the caller do `action` on `resource` in this context?"""
+
+    action: str
+    resource: str
+    context: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        context = f" with {dict(self.context)}" if self.context else ""
+        return f"{self.action} on {self.resource}{context}"
+
+
+def _tag_context(tags: Mapping[str, str], keys: Iterable[str] = ()) -> dict[str, Any]:
+    context: dict[str, Any] = {f"aws:RequestTag/{key}": value for key, value in tags.items()}
+    tag_keys = tuple(dict.fromkeys([*tags, *keys]))
+    if tag_keys:
+        context["aws:TagKeys"] = tag_keys
+    return context
+
+
+_EC2_RESOURCE_TYPES = {"sgr-": "security-group-rule", "sg-": "security-group"}
+
+
+def _ec2_arn(request: AwsRequest, resource_id: str) -> str:
+    for prefix, kind in _EC2_RESOURCE_TYPES.items():
+        if resource_id.startswith(prefix):
+            return f"arn:aws:ec2:{request.region}:{ACCOUNT}:{kind}/{resource_id}"
+    raise AssertionError(f"{request.action} on an unexpected resource {resource_id}")
+
+
+def authorizations(request: AwsRequest) -> list[Authorization]:
+    """The checks AWS makes for `request` (per the Service Authorization Reference)."""
+    action = request.action
+    params = request.params
+    ec2 = f"arn:aws:ec2:{request.region}:{ACCOUNT}"
+    iam = f"arn:aws:iam::{ACCOUNT}"
+    match action:
+        case "ec2:AuthorizeSecurityGroupIngress":
+            checks = [Authorization(action, f"{ec2}:security-group/{params['GroupId']}")]
+            for index, kind in request.numbered_fields("TagSpecification", "ResourceType").items():
+                tags = request.tags(f"TagSpecification.{index}.Tag")
+                # Tags given at creation: the rule (not yet known by id) and CreateTags on it.
+                rule = f"{ec2}:{kind}/*"
+                checks.append(Authorization(action, rule, _tag_context(tags)))
+                created = {**_tag_context(tags), "ec2:CreateAction": request.operation}
+                checks.append(Authorization("ec2:CreateTags", rule, created))
+            return checks
+        case "ec2:RevokeSecurityGroupIngress":
+            return [Authorization(action, f"{ec2}:security-group/{params['GroupId']}")]
+        case "ec2:CreateTags" | "ec2:DeleteTags":
+            tags = request.tags("Tag")
+            context = (
+                _tag_context(tags)
+                if action == "ec2:CreateTags"
+                else _tag_context({}, keys=tags.keys())
+            )
+            return [
+                Authorization(action, _ec2_arn(request, resource_id), context)
+                for resource_id in request.numbered("ResourceId")
+            ]
+        case "iam:AttachRolePolicy" | "iam:DetachRolePolicy":
+            return [
+                Authorization(
+                    action,
+                    f"{iam}:role/{params['RoleName']}",
+                    {"iam:PolicyARN": params["PolicyArn"]},
+                )
+            ]
+        case "iam:TagRole":
+            tags = request.tags("Tags.member")
+            return [Authorization(action, f"{iam}:role/{params['RoleName']}", _tag_context(tags))]
+        case "iam:UntagRole":
+            keys = request.numbered("TagKeys.member")
+            context = _tag_context({}, keys=keys)
+            return [Authorization(action, f"{iam}:role/{params['RoleName']}", context)]
+        case "iam:GetInstanceProfile":
+            return [
+                Authorization(action, f"{iam}:instance-profile/{params['InstanceProfileName']}")
+            ]
+        case _:
+            # Describe*, List*, GetAccountAuthorizationDetails: no resource-level permissions.
+            return [Authorization(action, "*")]
+
+
+# ---- policy evaluation ---------------------------------------------------------------------
+
+
+def _glob(pattern: str, value: str, ignore_case: bool = False) -> bool:
+    """IAM wildcards: `*` any run of characters, `?` one character, nothing else special."""
+    regex = "".join(
+        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
+    )
+    return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _equals(pattern: str, value: str) -> bool:
+    return pattern == value
+
+
+_MATCHERS: dict[str, Callable[[str, str], bool]] = {
+    "StringEquals": _equals,
+    "StringLike": _glob,
+    # IAM treats ArnEquals like ArnLike: wildcards allowed in each segment.
+    "ArnEquals": _glob,
+    "ArnLike": _glob,
+}
+
+
+def _condition_holds(
+    operator: str, key: str, expected: list[str], context: Mapping[str, Any]
+) -> bool:
+    qualifier, _, name = operator.rpartition(":")
+    present = key in context
+    if name == "Null" and not qualifier:
+        return (not present) == (expected == ["true"])
+    if name not in _MATCHERS or qualifier not in {"", "ForAllValues", "ForAnyValue"}:
+        raise AssertionError(f"condition operator {operator} is not understood by this test")
+    match = _MATCHERS[name]
+    actual = context.get(key)
+    values = [str(v) for v in actual] if isinstance(actual, tuple) else [str(actual)]
+    if qualifier == "ForAllValues":
+        return not present or all(any(match(p, v) for p in expected) for v in values)
+    if qualifier == "ForAnyValue":
+        return present and any(any(match(p, v) for p in expected) for v in values)
+    return present and any(match(p, values[0]) for p in expected)
+
+
+@dataclass(frozen=True)
+class Statement:
+    sid: str
+    effect: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+    conditions: Mapping[str, Mapping[str, list[str]]]
+
+    def applies(self, check: Authorization) -> bool:
+        return (
+            any(_glob(action, check.action, ignore_case=True) for action in self.actions)
+            and any(_glob(resource, check.resource) for resource in self.resources)
+            and all(
+                _condition_holds(operator, key, _as_list(expected), check.context)
+                for operator, keys in self.conditions.items()
+                for key, expected in keys.items()
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Policy:
+    statements: tuple[Statement, ...]
+
+    @classmethod
+    def load(cls, path: Path = POLICY_FILE) -> Policy:
+        document = json.loads(path.read_text())
+        statements = []
+        for raw in document["Statement"]:
+            unsupported = set(raw) - {"Sid", "Effect", "Action", "Resource", "Condition"}
+            if unsupported:
+                raise AssertionError(f"statement {raw.get('Sid')} uses {sorted(unsupported)}")
+            statements.append(
+                Statement(
+                    sid=raw.get("Sid", ""),
+                    effect=raw["Effect"],
+                    actions=tuple(_as_list(raw["Action"])),
+                    resources=tuple(_as_list(raw["Resource"])),
+                    conditions=raw.get("Condition", {}),
+                )
+            )
+        return cls(tuple(statements))
+
+    @property
+    def actions(self) -> set[str]:
+        return {action for s in self.statements if s.effect == "Allow" for action in s.actions}
+
+    def allows(self, check: Authorization) -> bool:
+        """An explicit Deny wins, then any Allow; nothing applying means denied."""
+        applying = [s for s in self.statements if s.applies(check)]
+        return any(s.effect == "Allow" for s in applying) and not any(
+            s.effect == "Deny" for s in applying
+        )
+
+    def refused(self, requests: Iterable[AwsRequest]) -> list[str]:
+        """Each check of `requests` the policy does not allow, described once."""
+        refused: dict[str, None] = {}
+        for request in requests:
+            for check in authorizations(request):
+                if not self.allows(check):
+                    refused[check.describe()] = None
+        return list(refused)
+
+
+# ---- what the code calls -------------------------------------------------------------------
+
+
+@cache
+def _operation_names(service: str) -> Mapping[str, str]:
+    # Only the client's model is read: no credentials, no request.
+    client: Any = boto3.session.Session().client(service, region_name="us-east-1")  # type: ignore[call-overload]
+    return dict(client.meta.method_to_api_mapping)
+
+
+def _calls(tree: ast.AST) -> Iterator[tuple[str, str]]:
+    """(service, client method) for every `<x>.<service>.<method>` reference, called or passed
+    on (functools.partial), and every `<x>.<service>.get_paginator("<method>")`."""
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)):
+            continue
+        service = node.value.attr
+        if service not in SERVICES:
+            continue
+        yield service, node.attr
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get_paginator"
+            and isinstance(node.func.value, ast.Attribute)
+            and node.func.value.attr in SERVICES
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            yield node.func.value.attr, str(node.args[0].value)
+
+
+def operations_in_code(source: Path = OPERATOR_SOURCE) -> set[str]:
+    """Every AWS operation the operator's source can call, as IAM actions."""
+    found: set[str] = set()
+    for path in sorted(source.rglob("*.py")):
+        for service, method in _calls(ast.parse(path.read_text(), str(path))):
+            operation = _operation_names(service).get(method)
+            if operation is not None:
+                found.add(f"{service}:{operation}")
+    return found

@@ -1,0 +1,151 @@
+"""The Helm chart: it lints, renders exactly the objects of the kustomize base (so the two
+cannot drift), ships the checked-in CRDs, and its values reach the objects they name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sgmesh import models
+from tests.deploy.render import (
+    CHART,
+    DEPLOY,
+    REPO_ROOT,
+    RenderError,
+    diff_objects,
+    find,
+    helm_template,
+    kustomize,
+    kustomize_overlay,
+    load_objects,
+    operator_environment,
+)
+
+# (helm --set values, kustomize components, extra kustomize resources) rendering the same thing.
+VARIANTS = {
+    "defaults": ([], [], []),
+    "peering": (["peering.enabled=true"], [DEPLOY / "components" / "peering"], []),
+    "service-monitor": (["metrics.serviceMonitor.enabled=true"], [], [DEPLOY / "prometheus"]),
+}
+
+
+def test_chart_passes_helm_lint_strict(helm: Path) -> None:
+    result = subprocess.run(
+        [str(helm), "lint", "--strict", str(CHART)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_chart_renders_the_objects_of_the_kustomize_base(
+    variant: str, helm: Path, kubectl: Path, tmp_path: Path
+) -> None:
+    values, components, resources = VARIANTS[variant]
+    overlay = kustomize_overlay(tmp_path, resources=[DEPLOY, *resources], components=components)
+    from_kustomize = [
+        obj
+        for obj in load_objects(kustomize(kubectl, overlay))
+        # Helm installs CRDs from the chart's crds/ (compared below) and the namespace with
+        # `helm install --create-namespace`.
+        if obj["kind"] not in {"CustomResourceDefinition", "Namespace"}
+    ]
+    from_helm = load_objects(helm_template(helm, values=values))
+
+    difference = diff_objects(from_kustomize, from_helm, "kustomize", "helm")
+
+    assert not difference, f"deploy/ and the chart drifted apart:\n{difference}"
+
+
+def test_chart_crds_are_the_checked_in_crds() -> None:
+    pairs = {
+        CHART / "crds" / "nodegroupmesh.yaml": REPO_ROOT / "crds" / "nodegroupmesh.yaml",
+        CHART / "crds" / "clusterkopfpeering.yaml": DEPLOY / "components" / "peering" / "crd.yaml",
+    }
+    for copy, source in pairs.items():
+        assert copy.read_text() == source.read_text(), (
+            f"{copy.relative_to(REPO_ROOT)} differs from {source.relative_to(REPO_ROOT)}: "
+            "copy it (`make crd` does for the NodeGroupMesh CRD)"
+        )
+    assert {path.name for path in (CHART / "crds").iterdir()} == {p.name for p in pairs}
+
+
+def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
+    objects = load_objects(
+        helm_template(
+            helm,
+            release="ops",
+            namespace="platform",
+            values=[
+                "image.repository=registry.example.com/sgmesh",
+                "image.tag=1.2.3",
+                "clusterName=prod-eu",
+                "region=eu-west-1",
+                "logFormat=plain",
+                "rulesPerSecurityGroup=120",
+                "metrics.port=9100",
+                "serviceAccount.roleArn=arn:aws:iam::111122223333:role/sgmesh",
+                "resources.limits.memory=1Gi",
+                "peering.enabled=true",
+            ],
+        )
+    )
+
+    deployment = find(objects, "Deployment", "ops-sgmesh")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example.com/sgmesh:1.2.3"
+    assert operator_environment(deployment) == {
+        "SGMESH_CLUSTER_NAME": "prod-eu",
+        "SGMESH_REGION": "eu-west-1",
+        "SGMESH_LOG_FORMAT": "plain",
+        "SGMESH_METRICS_PORT": "9100",
+        "SGMESH_RULES_PER_SECURITY_GROUP": "120",
+        "SGMESH_PEERING": "ops-sgmesh",
+    }
+    assert container["ports"][0]["containerPort"] == 9100
+    assert container["resources"]["limits"]["memory"] == "1Gi"
+    assert find(objects, "Service")["spec"]["ports"][0]["port"] == 9100
+    account = find(objects, "ServiceAccount", "ops-sgmesh")
+    annotations = account["metadata"]["annotations"]
+    assert annotations["eks.amazonaws.com/role-arn"] == "arn:aws:iam::111122223333:role/sgmesh"
+    assert find(objects, "ClusterKopfPeering", "ops-sgmesh")
+
+
+def test_chart_image_defaults_to_the_chart_app_version(helm: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    deployment = find(load_objects(helm_template(helm)), "Deployment")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"].endswith(f":{chart['appVersion']}")
+    assert chart["appVersion"] == chart["version"] == version
+
+
+@pytest.mark.parametrize(
+    ("setting", "refused_because"),
+    [
+        ("clusterName=prod/eu", "/clusterName"),
+        ("logFormat=yaml", "/logFormat"),
+        ("serviceAccount.roleArn=my-role", "/serviceAccount/roleArn"),
+        ("metrics.port=0", "/metrics/port"),
+        ("resyncSecond=30", "resyncSecond"),
+    ],
+)
+def test_chart_refuses_values_the_operator_would_refuse(
+    helm: Path, setting: str, refused_because: str
+) -> None:
+    with pytest.raises(RenderError, match=refused_because):
+        helm_template(helm, values=[setting])
+
+
+def test_chart_accepts_the_cluster_names_the_operator_accepts() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    cluster = schema["properties"]["clusterName"]
+    assert cluster["pattern"] == models.CLUSTER_NAME
+    assert cluster["maxLength"] == models.MAX_CLUSTER_NAME_LENGTH

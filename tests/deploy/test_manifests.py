@@ -1,0 +1,279 @@
+"""What every way of installing the operator renders: the kustomize base (alone and with its
+peering component) and the Helm chart (defaults, peering, another release name and namespace).
+
+Each rendering must run the operator the same safe way and grant it exactly what it uses.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.render import (
+    CHART,
+    DEPLOY,
+    REPO_ROOT,
+    Objects,
+    find,
+    helm_template,
+    kustomize,
+    kustomize_overlay,
+    load_objects,
+    operator_environment,
+)
+
+OPERATOR_RULES = [
+    {
+        "apiGroups": ["sgmesh.io"],
+        "resources": ["nodegroupmeshes"],
+        "verbs": ["list", "watch", "patch"],
+    },
+    {"apiGroups": ["sgmesh.io"], "resources": ["nodegroupmeshes/status"], "verbs": ["patch"]},
+]
+EVENT_RULES = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+PEERING_RULES = [
+    {
+        "apiGroups": ["kopf.dev"],
+        "resources": ["clusterkopfpeerings"],
+        "verbs": ["list", "watch", "patch"],
+    }
+]
+
+
+class Rendering:
+    """One way of installing, rendered: its objects, the namespace the operator runs in, and
+    whether peering is on."""
+
+    def __init__(self, objects: Objects, namespace: str, peering: bool) -> None:
+        self.objects = objects
+        self.namespace = namespace
+        self.peering = peering
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return find(self.objects, "Deployment")
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        spec: dict[str, Any] = self.deployment["spec"]["template"]["spec"]
+        return spec
+
+    @property
+    def container(self) -> dict[str, Any]:
+        [container] = self.pod["containers"]
+        return dict(container)
+
+    def of_kind(self, kind: str) -> Objects:
+        return [obj for obj in self.objects if obj["kind"] == kind]
+
+
+Renderer = Callable[[Path, Path, Path], Rendering]
+
+
+def _kustomize_base(kubectl: Path, _helm: Path, _tmp: Path) -> Rendering:
+    return Rendering(load_objects(kustomize(kubectl, DEPLOY)), "sgmesh-system", peering=False)
+
+
+def _kustomize_peering(kubectl: Path, _helm: Path, tmp: Path) -> Rendering:
+    overlay = kustomize_overlay(tmp / "overlay", components=[DEPLOY / "components" / "peering"])
+    return Rendering(load_objects(kustomize(kubectl, overlay)), "sgmesh-system", peering=True)
+
+
+def _helm_defaults(_kubectl: Path, helm: Path, _tmp: Path) -> Rendering:
+    return Rendering(load_objects(helm_template(helm)), "sgmesh-system", peering=False)
+
+
+def _helm_peering(_kubectl: Path, helm: Path, _tmp: Path) -> Rendering:
+    objects = load_objects(helm_template(helm, values=["peering.enabled=true"]))
+    return Rendering(objects, "sgmesh-system", peering=True)
+
+
+def _helm_other_release(_kubectl: Path, helm: Path, _tmp: Path) -> Rendering:
+    objects = load_objects(helm_template(helm, release="prod", namespace="platform"))
+    return Rendering(objects, "platform", peering=False)
+
+
+RENDERERS: dict[str, Renderer] = {
+    "kustomize": _kustomize_base,
+    "kustomize-peering": _kustomize_peering,
+    "helm": _helm_defaults,
+    "helm-peering": _helm_peering,
+    "helm-release-prod-in-platform": _helm_other_release,
+}
+
+
+@pytest.fixture(params=sorted(RENDERERS))
+def rendering(
+    request: pytest.FixtureRequest, kubectl: Path, helm: Path, tmp_path: Path
+) -> Rendering:
+    return RENDERERS[request.param](kubectl, helm, tmp_path)
+
+
+def test_operator_runs_one_replica_replaced_with_recreate(rendering: Rendering) -> None:
+    spec = rendering.deployment["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}
+
+
+def test_operator_pod_is_non_root_read_only_without_capabilities_and_seccomp_default(
+    rendering: Rendering,
+) -> None:
+    pod, container = rendering.pod, rendering.container
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert "privileged" not in security
+
+
+def test_operator_has_cpu_and_memory_requests_and_limits(rendering: Rendering) -> None:
+    resources = rendering.container["resources"]
+    for bound in ("requests", "limits"):
+        assert set(resources[bound]) == {"cpu", "memory"}, bound
+
+
+def test_liveness_probe_asks_healthz_on_the_metrics_port_the_operator_listens_on(
+    rendering: Rendering,
+) -> None:
+    container = rendering.container
+    [port] = container["ports"]
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe == {"path": "/healthz", "port": port["name"]}
+    environment = operator_environment(rendering.deployment)
+    assert int(environment["SGMESH_METRICS_PORT"]) == port["containerPort"]
+
+
+def test_metrics_service_selects_the_operator_pod_on_its_metrics_port(
+    rendering: Rendering,
+) -> None:
+    service = find(rendering.objects, "Service")
+    labels = rendering.deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert rendering.deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [port] = service["spec"]["ports"]
+    assert port["targetPort"] == rendering.container["ports"][0]["name"]
+
+
+def test_every_object_is_in_the_operator_namespace_or_says_why(rendering: Rendering) -> None:
+    # The events Role lives where kopf posts the events of cluster-scoped objects.
+    for obj in rendering.objects:
+        namespace = obj["metadata"].get("namespace")
+        if obj["kind"] in {"Role", "RoleBinding"}:
+            assert namespace == "default", obj["metadata"]["name"]
+        elif namespace is not None:
+            assert namespace == rendering.namespace, obj["metadata"]["name"]
+
+
+def test_roles_grant_exactly_what_the_operator_uses(rendering: Rendering) -> None:
+    cluster_rules = sorted(
+        (rule for role in rendering.of_kind("ClusterRole") for rule in role["rules"]),
+        key=repr,
+    )
+    expected = OPERATOR_RULES + (PEERING_RULES if rendering.peering else [])
+    assert cluster_rules == sorted(expected, key=repr)
+    [events] = rendering.of_kind("Role")
+    assert events["rules"] == EVENT_RULES
+
+
+def test_every_binding_gives_its_role_to_the_operator_service_account(
+    rendering: Rendering,
+) -> None:
+    [account] = rendering.of_kind("ServiceAccount")
+    assert account["metadata"]["namespace"] == rendering.namespace
+    assert rendering.pod["serviceAccountName"] == account["metadata"]["name"]
+    roles = {(r["kind"], r["metadata"]["name"]) for r in rendering.objects if "rules" in r}
+    bindings = rendering.of_kind("ClusterRoleBinding") + rendering.of_kind("RoleBinding")
+    assert len(bindings) == len(roles)
+    for binding in bindings:
+        assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in roles
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": account["metadata"]["name"],
+                "namespace": rendering.namespace,
+            }
+        ]
+
+
+def test_service_account_carries_the_irsa_role_setting(rendering: Rendering) -> None:
+    [account] = rendering.of_kind("ServiceAccount")
+    assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+
+
+def test_peering_is_named_by_the_operator_only_when_its_rights_are_granted(
+    rendering: Rendering,
+) -> None:
+    peering = operator_environment(rendering.deployment)["SGMESH_PEERING"]
+    peering_objects = rendering.of_kind("ClusterKopfPeering")
+    if rendering.peering:
+        assert [obj["metadata"]["name"] for obj in peering_objects] == [peering]
+    else:
+        assert peering == ""
+        assert peering_objects == []
+
+
+def _variables_the_operator_reads() -> set[str]:
+    source = (REPO_ROOT / "operator" / "sgmesh" / "cli.py").read_text()
+    return set(re.findall(r"environ\.get\(\s*\"(SGMESH_[A-Z_]+)\"", source))
+
+
+def test_every_setting_is_a_variable_the_operator_reads(rendering: Rendering) -> None:
+    read = _variables_the_operator_reads()
+    assert read, "no SGMESH_ variable found in cli.py"
+    assert set(operator_environment(rendering.deployment)) <= read
+
+
+def test_operator_objects_sync_before_meshes_and_crds_before_everything(
+    rendering: Rendering,
+) -> None:
+    waves = {
+        f"{obj['kind']}/{obj['metadata']['name']}": int(
+            obj["metadata"].get("annotations", {})["argocd.argoproj.io/sync-wave"]
+        )
+        for obj in rendering.objects
+    }
+    crd_waves = [wave for key, wave in waves.items() if key.startswith("CustomResourceDefinition/")]
+    other_waves = [wave for key, wave in waves.items() if not key.startswith("Custom")]
+    # Meshes carry no wave (0): everything the operator needs comes before them.
+    assert all(wave < 0 for wave in waves.values()), waves
+    assert max(crd_waves, default=-10) < min(other_waves), waves
+
+
+# ---- the kustomize base itself -------------------------------------------------------------
+
+
+def test_kustomize_base_installs_the_crd_of_crds_unchanged(base_objects: Objects) -> None:
+    checked_in = yaml.safe_load((REPO_ROOT / "crds" / "nodegroupmesh.yaml").read_text())
+    assert find(base_objects, "CustomResourceDefinition") == checked_in
+
+
+def test_kustomize_base_namespace_enforces_restricted_pod_security(base_objects: Objects) -> None:
+    namespace = find(base_objects, "Namespace", "sgmesh-system")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_image_of_every_install_is_the_package_version(base_objects: Objects) -> None:
+    version = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    [container] = find(base_objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["image"].rpartition(":")[2] == version
+    assert chart["appVersion"] == version
+
+
+def test_samples_are_valid_meshes_without_a_sync_wave(kubectl: Path) -> None:
+    from sgmesh import models
+
+    samples = load_objects(kustomize(kubectl, DEPLOY / "samples"))
+    assert samples
+    for sample in samples:
+        models.NodeGroupMesh.parse(sample, sample["metadata"]["name"])
+        assert "argocd.argoproj.io/sync-wave" not in sample["metadata"].get("annotations", {})
