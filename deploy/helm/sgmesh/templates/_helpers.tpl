@@ -14,6 +14,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* A Service name is a DNS label: 63 characters at most, suffix included. */}}
+{{- define "sgmesh.metricsService" -}}
+{{- printf "%s-metrics" (include "sgmesh.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "sgmesh.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "sgmesh.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}

@@ -1,0 +1,322 @@
+"""What ships in deploy/ on the real API server: the renderings are accepted, the
+ServiceAccount may do exactly what the role grants, and the operator runs with nothing more."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster.controlplane import ApiError, ControlPlane
+from tests.deploy.conftest import CRD_NAME, NAMESPACE, SERVICE_ACCOUNT
+from tests.deploy.render import (
+    DEPLOY,
+    find,
+    helm_template,
+    kustomize,
+    kustomize_overlay,
+    load_objects,
+    operator_environment,
+)
+from tests.e2e.harness import Meshes, Operator, wait_until
+from tests.support.world import CNI_POLICY_ARN, World
+
+pytestmark = pytest.mark.kube
+
+PEERING = DEPLOY / "components" / "peering"
+DEADLINE = 60
+Triple = tuple[str, str, str]
+
+
+def _apply(cluster: ControlPlane, *args: str, stdin: str | None = None) -> str:
+    result = cluster.kubectl("apply", *args, stdin=stdin)
+    assert result.returncode == 0, f"kubectl apply {' '.join(args)}:\n{result.stderr}"
+    return result.stdout
+
+
+def _ensure_namespace(cluster: ControlPlane, name: str) -> None:
+    try:
+        cluster.request(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+    except ApiError as error:
+        if error.status != 409:
+            raise
+
+
+def _established(cluster: ControlPlane, *crds: str) -> None:
+    waited = cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{crd}" for crd in crds)
+    )
+    assert waited.returncode == 0, waited.stderr
+
+
+# ---- the renderings, validated by the server -----------------------------------------------
+
+
+def test_api_server_accepts_the_kustomize_base(
+    kube_cluster: ControlPlane, base_objects: list[dict[str, Any]]
+) -> None:
+    # A dry run creates nothing, so the namespace the objects go to must exist beforehand.
+    _ensure_namespace(kube_cluster, NAMESPACE)
+
+    output = _apply(kube_cluster, "--dry-run=server", "-k", str(DEPLOY))
+
+    assert output.count("(server dry run)") == len(base_objects), output
+
+
+def test_api_server_accepts_the_helm_chart_in_a_new_namespace(
+    kube_cluster: ControlPlane, helm: Path, kube_namespace: str
+) -> None:
+    rendered = helm_template(
+        helm,
+        release=kube_namespace,
+        namespace=kube_namespace,
+        values=["peering.enabled=false"],
+        include_crds=True,
+    )
+
+    output = _apply(kube_cluster, "--dry-run=server", "-f", "-", stdin=rendered)
+
+    kinds = {obj["kind"] for obj in load_objects(rendered)}
+    assert {"Deployment", "ClusterRole", "ServiceAccount", "CustomResourceDefinition"} <= kinds
+    assert output.count("(server dry run)") == len(load_objects(rendered))
+
+
+def test_api_server_accepts_the_peering_component_once_its_crd_is_there(
+    kube_cluster: ControlPlane, kubectl: Path, tmp_path: Path
+) -> None:
+    # Like any custom resource, the peering object cannot be checked before its CRD exists:
+    # ArgoCD orders them by wave, Helm installs crds/ first, kubectl users apply twice.
+    _apply(kube_cluster, "-f", str(PEERING / "crd.yaml"))
+    _established(kube_cluster, "clusterkopfpeerings.kopf.dev")
+    _ensure_namespace(kube_cluster, NAMESPACE)
+    overlay = kustomize_overlay(tmp_path, components=[PEERING])
+
+    output = _apply(kube_cluster, "--dry-run=server", "-k", str(overlay))
+
+    assert "clusterkopfpeering.kopf.dev/sgmesh" in output
+
+
+def test_api_server_accepts_the_samples(kube_cluster: ControlPlane, deployed: Path) -> None:
+    output = _apply(kube_cluster, "--dry-run=server", "-k", str(DEPLOY / "samples"))
+
+    assert "nodegroupmesh.sgmesh.io/airflow" in output
+
+
+def test_api_server_refuses_a_sample_made_invalid(
+    kube_cluster: ControlPlane, kubectl: Path, deployed: Path
+) -> None:
+    [sample, *_] = load_objects(kustomize(kubectl, DEPLOY / "samples"))
+    sample["spec"]["traffic"] = [{"protocol": "tcp"}]  # tcp needs ports
+
+    refused = kube_cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump(sample)
+    )
+
+    assert refused.returncode != 0
+    assert "fromPort and toPort are required" in refused.stderr
+
+
+# ---- the ServiceAccount's rights, as the API server enforces them ---------------------------
+
+
+def _rules(cluster: ControlPlane, token: str, namespace: str) -> set[Triple]:
+    review = cluster.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": namespace},
+        },
+        token=token,
+    )
+    return _triples(review["status"]["resourceRules"])
+
+
+def _triples(rules: Iterable[Mapping[str, Any]]) -> set[Triple]:
+    return {
+        (group, resource, verb)
+        for rule in rules
+        for group in rule.get("apiGroups", [])
+        for resource in rule.get("resources", [])
+        for verb in rule.get("verbs", [])
+    }
+
+
+@pytest.mark.parametrize(
+    ("namespace", "expected"),
+    [
+        (
+            NAMESPACE,
+            {
+                ("sgmesh.io", "nodegroupmeshes", "list"),
+                ("sgmesh.io", "nodegroupmeshes", "watch"),
+                ("sgmesh.io", "nodegroupmeshes", "patch"),
+                ("sgmesh.io", "nodegroupmeshes/status", "patch"),
+            },
+        ),
+        (
+            "default",
+            {
+                ("sgmesh.io", "nodegroupmeshes", "list"),
+                ("sgmesh.io", "nodegroupmeshes", "watch"),
+                ("sgmesh.io", "nodegroupmeshes", "patch"),
+                ("sgmesh.io", "nodegroupmeshes/status", "patch"),
+                ("", "events", "create"),
+            },
+        ),
+    ],
+)
+def test_service_account_may_do_exactly_what_deploy_grants(
+    kube_cluster: ControlPlane,
+    deployed: Path,
+    kube_namespace: str,
+    namespace: str,
+    expected: set[Triple],
+) -> None:
+    operator_token = kube_cluster.mint_token(NAMESPACE, SERVICE_ACCOUNT)
+    # What any authenticated ServiceAccount may do (discovery, self-reviews) is not deploy's.
+    anybody_token = kube_cluster.mint_token(kube_namespace, "anybody")
+
+    granted = _rules(kube_cluster, operator_token, namespace) - _rules(
+        kube_cluster, anybody_token, namespace
+    )
+
+    assert granted == expected
+
+
+MESH = {
+    "apiVersion": "sgmesh.io/v1alpha1",
+    "kind": "NodeGroupMesh",
+    "metadata": {"name": "not-yours"},
+    "spec": {"autoScalingGroups": {"names": ["eks-a"]}},
+}
+EVENT = {
+    "apiVersion": "v1",
+    "kind": "Event",
+    "metadata": {"generateName": "sgmesh-"},
+    "involvedObject": {"kind": "Pod", "name": "x", "namespace": NAMESPACE},
+    "reason": "Test",
+    "message": "an event outside namespace default",
+}
+MESHES = "/apis/sgmesh.io/v1alpha1/nodegroupmeshes"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        pytest.param("POST", MESHES, MESH, id="create-a-mesh"),
+        pytest.param("DELETE", f"{MESHES}/not-yours", None, id="delete-a-mesh"),
+        pytest.param("PUT", f"{MESHES}/not-yours", MESH, id="replace-a-mesh"),
+        pytest.param("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets", None, id="list-secrets"),
+        pytest.param("GET", "/api/v1/configmaps", None, id="list-configmaps"),
+        pytest.param("POST", f"/api/v1/namespaces/{NAMESPACE}/events", EVENT, id="event-elsewhere"),
+        pytest.param("GET", "/api/v1/namespaces/default/events", None, id="read-events"),
+        pytest.param(
+            "GET",
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}",
+            None,
+            id="read-the-crd",
+        ),
+        pytest.param("GET", "/api/v1/namespaces", None, id="list-namespaces"),
+        pytest.param(
+            "GET", "/apis/kopf.dev/v1/clusterkopfpeerings", None, id="peering-without-component"
+        ),
+    ],
+)
+def test_service_account_is_refused_what_deploy_does_not_grant(
+    kube_cluster: ControlPlane, deployed: Path, method: str, path: str, body: object
+) -> None:
+    token = kube_cluster.mint_token(NAMESPACE, SERVICE_ACCOUNT)
+
+    with pytest.raises(ApiError) as refused:
+        kube_cluster.request(method, path, body, token=token)
+
+    assert refused.value.status == 403, refused.value.body
+    assert f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}" in refused.value.body
+
+
+# ---- the operator with deploy/'s rights and nothing more -----------------------------------
+
+
+def _refusals(operator: Operator) -> list[str]:
+    log = operator.log_path.read_text(errors="replace")
+    return [line for line in log.splitlines() if "Forbidden" in line or "forbidden" in line]
+
+
+def _converge_and_delete(world: World, meshes: Meshes, operator: Operator) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create(
+        "airflow",
+        {
+            "autoScalingGroups": {"names": ["eks-a", "eks-b"]},
+            "cniPolicy": {"retainOnRemoval": False},
+            "resyncSeconds": 10,
+        },
+    )
+    mesh = meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+    assert mesh["status"]["rules"] == {"desired": 4, "present": 4, "owned": 4}
+    assert mesh["metadata"]["finalizers"] == ["sgmesh.io/finalizer"]
+    assert {"RulesAuthorized", "PolicyAttached"} <= {e.reason for e in meshes.events("airflow")}
+
+    meshes.delete("airflow")
+
+    wait_until(
+        lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone", operator.log_tail
+    )
+    assert all(CNI_POLICY_ARN not in world.attached_policy_arns(g.role) for g in groups)
+
+
+def test_operator_as_the_service_account_converges_and_cleans_up_unrefused(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    _converge_and_delete(world, meshes, operator)
+
+    assert _refusals(operator) == []
+
+
+@pytest.fixture
+def peering_deployed(
+    kube_cluster: ControlPlane, kubectl: Path, deployed: Path, tmp_path: Path
+) -> Iterator[str]:
+    """deploy/ with its peering component applied for real; the peering name. Afterwards the
+    component's objects go again, so that the ServiceAccount is back to the base's rights."""
+    overlay = kustomize_overlay(tmp_path / "overlay", components=[PEERING])
+    _apply(kube_cluster, "-f", str(PEERING / "crd.yaml"))
+    _established(kube_cluster, "clusterkopfpeerings.kopf.dev")
+    _apply(kube_cluster, "-k", str(overlay))
+    deployment = find(load_objects(kustomize(kubectl, overlay)), "Deployment")
+    yield operator_environment(deployment)["SGMESH_PEERING"]
+    for obj in load_objects((PEERING / "role.yaml").read_text()) + load_objects(
+        (PEERING / "role_binding.yaml").read_text()
+    ):
+        kube_cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"])
+    _apply(kube_cluster, "-k", str(DEPLOY))
+
+
+def test_operator_with_peering_as_the_service_account_converges_unrefused(
+    kube_cluster: ControlPlane,
+    peering_deployed: str,
+    world: World,
+    meshes: Meshes,
+    start_operator: Callable[..., Operator],
+) -> None:
+    peering = peering_deployed
+
+    operator = start_operator(extra_args=("--peering", peering))
+
+    def registered() -> bool:
+        found = kube_cluster.kubectl("get", "clusterkopfpeering", peering, "-o", "json")
+        return found.returncode == 0 and bool(json.loads(found.stdout).get("status"))
+
+    wait_until(registered, DEADLINE, "the operator registers in its peering", operator.log_tail)
+    _converge_and_delete(world, meshes, operator)
+    assert _refusals(operator) == []
