@@ -6,6 +6,8 @@ Each rendering must run the operator the same safe way and grant it exactly what
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -277,3 +279,44 @@ def test_samples_are_valid_meshes_without_a_sync_wave(kubectl: Path) -> None:
     for sample in samples:
         models.NodeGroupMesh.parse(sample, sample["metadata"]["name"])
         assert "argocd.argoproj.io/sync-wave" not in sample["metadata"].get("annotations", {})
+
+
+def _readme_block(language: str, starting_with: str) -> str:
+    text = (DEPLOY / "README.md").read_text()
+    blocks = re.findall(rf"```{language}\n(.*?)```", text, re.S)
+    [block] = [b for b in blocks if b.lstrip().startswith(starting_with)]
+    # Blocks inside a list item are indented like it.
+    indent = min(len(line) - len(line.lstrip()) for line in block.splitlines() if line.strip())
+    return "\n".join(line[indent:] for line in block.splitlines())
+
+
+def test_readme_overlay_sets_the_role_cluster_name_and_region(
+    kubectl: Path, tmp_path: Path
+) -> None:
+    overlay = yaml.safe_load(_readme_block("yaml", "# kustomization.yaml of your overlay"))
+    # The overlay names deploy/ of a release by URL; here it is this checkout's.
+    overlay["resources"] = [os.path.relpath(DEPLOY, tmp_path)]
+    kustomize_overlay(tmp_path, extra=overlay)
+
+    objects = load_objects(kustomize(kubectl, tmp_path))
+
+    account = find(objects, "ServiceAccount", "sgmesh")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(
+        ":role/sgmesh-operator"
+    )
+    environment = operator_environment(find(objects, "Deployment", "sgmesh"))
+    assert (environment["SGMESH_CLUSTER_NAME"], environment["SGMESH_REGION"]) == (
+        "prod",
+        "eu-west-1",
+    )
+
+
+def test_readme_trust_policy_names_the_deploy_service_account(base_objects: Objects) -> None:
+    trust = json.loads(_readme_block("json", "{"))
+    [statement] = trust["Statement"]
+    conditions = statement["Condition"]["StringEquals"]
+    [subject] = [value for key, value in conditions.items() if key.endswith(":sub")]
+    account = find(base_objects, "ServiceAccount")["metadata"]
+
+    assert subject == f"system:serviceaccount:{account['namespace']}:{account['name']}"
+    assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
