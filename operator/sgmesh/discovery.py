@@ -445,17 +445,25 @@ def _read_template_versions(
 ) -> dict[_TemplateRef, _LaunchData | _Absent]:
     """Each distinct template version once.
 
-    When more than one template is asked for at $Latest (or at $Default), one paginated call
-    lists that version of every template in the account; a numbered version that happens to be
-    listed is taken from there too. Whatever is still missing is asked for per template, all
+    When more than one template is asked for at $Latest (or at $Default, or pinned to a number
+    not listed yet), one paginated call lists that version of every template in the account; a
+    numbered version that happens to be listed is taken from there. Whatever is still missing is asked for per template, all
     its versions in one call, and only that call's "not found" answer makes a template absent:
     a listing that lags behind a new template never turns into a removal.
     """
     index = _VersionIndex()
     paginator = clients.ec2.get_paginator("describe_launch_template_versions")
     for selector in (LATEST, DEFAULT):
-        # One listing per selector: each then holds one version per template, never two.
-        if len({ref.template for ref in refs if ref.version == selector}) > 1:
+        # One listing per selector: each then holds one version per template, never two. It
+        # also serves templates pinned to a number not found yet: a pinned version (EKS
+        # managed node groups pin one) is most often its template's latest or default one.
+        listable = {
+            ref.template
+            for ref in refs
+            if ref.version == selector
+            or (ref.version not in (LATEST, DEFAULT) and index.find(ref) is None)
+        }
+        if len(listable) > 1:
             for page in paginator.paginate(
                 Versions=[selector], PaginationConfig={"PageSize": TEMPLATE_VERSION_PAGE_SIZE}
             ):

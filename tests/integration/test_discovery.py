@@ -758,6 +758,26 @@ def test_calls_per_discovery_do_not_grow_with_the_number_of_asgs(
     assert small == large == (expected, expected)
 
 
+def test_asgs_pinned_to_version_numbers_are_resolved_from_one_listing(
+    world: World, clients: aws.AwsClients
+):
+    names = []
+    for index in range(6):
+        name = f"pinned-{index}"
+        group = world.security_group(name)
+        profile = world.role_with_profile(name)
+        template = world.launch_template(name, security_group_ids=[group], profile_arn=profile.arn)
+        world.asg(name, launch_template=template, version="1")
+        names.append(name)
+
+    clients.calls.clear()
+    found = discovery.discover(clients, spec(names), OWNER)
+
+    assert found.problems == ()
+    assert len(found.members) == 6
+    assert clients.calls["DescribeLaunchTemplateVersions"] == 1
+
+
 def test_more_than_a_page_of_names_takes_one_call_per_hundred(
     world: World, clients: aws.AwsClients
 ):
