@@ -447,9 +447,10 @@ def _read_template_versions(
 
     When more than one template is asked for at $Latest (or at $Default, or pinned to a number
     not listed yet), one paginated call lists that version of every template in the account; a
-    numbered version that happens to be listed is taken from there. Whatever is still missing is asked for per template, all
-    its versions in one call, and only that call's "not found" answer makes a template absent:
-    a listing that lags behind a new template never turns into a removal.
+    numbered version that happens to be listed is taken from there. Whatever is still missing
+    is asked for per template, all its versions in one call, and only that call's "not found"
+    answer makes a template absent: a listing that lags behind a new template never turns into
+    a removal.
     """
     index = _VersionIndex()
     paginator = clients.ec2.get_paginator("describe_launch_template_versions")

@@ -217,12 +217,6 @@ class Plan:
     def empty(self) -> bool:
         return not self.actions
 
-    def counts(self) -> dict[str, int]:
-        counted: dict[str, int] = defaultdict(int)
-        for action in self.actions:
-            counted[action.kind] += 1
-        return dict(counted)
-
 
 def desired_permissions(
     members: Iterable[topology.Member],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sgmesh import apply as applying
 from sgmesh import aws, discovery, models, ownership, planning
-from sgmesh.topology import ProblemKind, Topology
+from sgmesh.topology import Topology
 
 __all__ = ["Outcome", "RuleCounts", "Settings", "converge", "withdraw"]
 
@@ -56,14 +56,6 @@ class Outcome:
     @property
     def converged(self) -> bool:
         return not self.pending and not self.plan.problems and not self.plan.held
-
-    @property
-    def missing_asgs(self) -> list[str]:
-        return [
-            problem.subject
-            for problem in self.plan.problems
-            if problem.kind is ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND
-        ]
 
     def rules(self) -> RuleCounts:
         """Rule counts after the writes that succeeded."""

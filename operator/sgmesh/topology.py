@@ -121,14 +121,6 @@ class Topology:
     problems: tuple[Problem, ...] = ()
 
     @property
-    def member_group_ids(self) -> tuple[str, ...]:
-        seen: dict[str, None] = {}
-        for member in self.members:
-            for group_id in member.security_group_ids:
-                seen.setdefault(group_id, None)
-        return tuple(seen)
-
-    @property
     def member_role_names(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         for member in self.members:
