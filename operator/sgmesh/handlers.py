@@ -202,7 +202,15 @@ async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: 
             return
         region = spec.get("region") or runtime.settings.region
         if not region:
-            raise kopf.PermanentError("no region: set spec.region or the operator's --region")
+            # Without a region this mesh could never reconcile, so it wrote nothing; blocking
+            # its deletion forever would help nobody.
+            kopf.warn(
+                body,
+                reason=status.INVALID_SPEC,
+                message="no region (spec.region or the operator's --region): nothing to clean up",
+            )
+            _forget(runtime, uid, name)
+            return
         owner = ownership.Owner(runtime.settings.pipeline.cluster, name)
         retain_cni = bool((spec.get("cniPolicy") or {}).get("retainOnRemoval", True))
         clients = runtime.clients_for(region)

@@ -315,6 +315,8 @@ def test_spec_without_region_is_invalid_when_the_operator_has_none(
     ready = meshes.wait_condition("airflow", "False", "InvalidSpec", DEADLINE, operator.log_tail)
 
     assert "spec.region" in ready["message"]
+    meshes.delete("airflow")
+    wait_until(lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone")
 
 
 def test_one_failing_mesh_does_not_hold_up_another(
