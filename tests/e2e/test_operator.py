@@ -329,3 +329,24 @@ def test_one_failing_mesh_does_not_hold_up_another(
     meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
     meshes.wait_condition("broken", "False", "AutoScalingGroupNotFound", DEADLINE)
     assert full_mesh(world, groups, "airflow")
+
+
+def test_metrics_count_reconciles_calls_actions_and_describe_each_mesh(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    world.node_group("eks-a")
+    world.node_group("eks-b")
+    meshes.create("airflow", spec("eks-a", "eks-b"))
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+    meshes.create("broken", spec("eks-missing"))
+    meshes.wait_condition("broken", "False", "AutoScalingGroupNotFound", DEADLINE)
+
+    assert operator.metric("sgmesh_reconciles_total", mesh="airflow", result="converged") >= 1
+    assert operator.metric("sgmesh_reconciles_total", mesh="broken", result="problem") >= 1
+    assert operator.metric("sgmesh_aws_calls_total", operation="DescribeAutoScalingGroups") >= 2
+    assert operator.metric("sgmesh_actions_total", kind="authorize") == 4
+    assert operator.metric("sgmesh_actions_total", kind="attach") == 2
+    assert operator.metric("sgmesh_members", mesh="airflow") == 2
+    assert operator.metric("sgmesh_rules", mesh="airflow", state="owned") == 4
+    assert operator.metric("sgmesh_reconcile_duration_seconds_count", mesh="airflow") >= 1
+    assert "sgmesh_aws_errors_total" in operator.metrics()
