@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv test unit integration lint fmt crd k8s sandbox sandbox-down demo bench clean
+.PHONY: help venv test unit integration lint fmt crd k8s helm sandbox sandbox-down demo bench clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
@@ -13,7 +13,8 @@ help:
 	@echo "make demo          sandbox (kube-apiserver + moto) + operator converging an example mesh"
 	@echo "make sandbox       start the local kube-apiserver/etcd and a moto server in the background"
 	@echo "make sandbox-down  stop what 'make sandbox' started"
-	@echo "make crd           regenerate crds/ from the pydantic models"
+	@echo "make crd           regenerate crds/ (and the chart's copy) from the pydantic models"
+	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
 	@echo "make bench         AWS call budget benchmark on a moto server"
 
 $(STAMP): pyproject.toml
@@ -27,7 +28,10 @@ venv: $(STAMP)
 k8s: $(STAMP)
 	$(PY) -m tests.cluster.build
 
-test: $(STAMP) k8s
+helm: $(STAMP)
+	$(PY) -m tests.support.helm
+
+test: $(STAMP) k8s helm
 	$(PY) -m pytest tests
 
 unit: $(STAMP)
@@ -45,6 +49,7 @@ fmt: $(STAMP)
 
 crd: $(STAMP)
 	$(VENV)/bin/sgmesh crd > crds/nodegroupmesh.yaml
+	cp crds/nodegroupmesh.yaml deploy/helm/sgmesh/crds/nodegroupmesh.yaml
 
 sandbox: $(STAMP) k8s
 	$(PY) -m tests.cluster.sandbox up

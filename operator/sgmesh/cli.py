@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         help="port of /metrics and /healthz (env SGMESH_METRICS_PORT; 0 disables)",
     )
     run.add_argument(
+        "--default-resync-seconds",
+        type=int,
+        default=int(os.environ.get("SGMESH_DEFAULT_RESYNC_SECONDS", "60")),
+        help="resync period of meshes that set no spec.resyncSeconds, at least 10 "
+        "(env SGMESH_DEFAULT_RESYNC_SECONDS)",
+    )
+    run.add_argument(
         "--log-format",
         choices=("plain", "full", "json"),
         default=os.environ.get("SGMESH_LOG_FORMAT", "plain"),
@@ -131,6 +138,10 @@ def _print_crd(_: argparse.Namespace) -> int:
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:
+    if arguments.default_resync_seconds < 10:
+        raise UsageError(
+            f"--default-resync-seconds must be at least 10, not {arguments.default_resync_seconds}"
+        )
     from sgmesh import handlers  # noqa: PLC0415 - kopf is imported only when the operator runs
 
     handlers.run(
@@ -138,6 +149,7 @@ def _run_operator(arguments: argparse.Namespace) -> int:
             pipeline=settings_from(arguments),
             region=arguments.region,
             metrics_port=arguments.metrics_port,
+            default_resync_seconds=arguments.default_resync_seconds,
             log_format=arguments.log_format,
             peering=arguments.peering or None,
             verbose=arguments.verbose,

@@ -31,6 +31,7 @@ __all__ = ["FINALIZER", "OperatorSettings", "run"]
 
 FINALIZER = "sgmesh.io/finalizer"
 RESOURCE = (models.API_GROUP, models.API_VERSION, "nodegroupmeshes")
+DEFAULT_RESYNC_SECONDS = 60
 # The timer ticks often and reconciles each mesh when its own resyncSeconds have passed.
 TIMER_TICK_SECONDS = 5.0
 # Operator clients fail fast and let kopf's backoff retry: a thread is never held for long.
@@ -62,6 +63,7 @@ class OperatorSettings:
     pipeline: reconcile.Settings
     region: str | None
     metrics_port: int = 8080
+    default_resync_seconds: int = DEFAULT_RESYNC_SECONDS
     log_format: str = "plain"
     peering: str | None = None
     verbose: bool = False
@@ -111,6 +113,9 @@ def run(settings: OperatorSettings) -> None:
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_settings: OperatorSettings = memo.operator_settings
     settings.persistence.finalizer = FINALIZER
+    # deploy/ installs the CRD before the operator and grants no access to CRDs: kopf's
+    # discovery at start-up is enough, so it does not watch for CRDs appearing later.
+    settings.scanning.disabled = True
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
     # A watch that the network silently dropped ends by itself and is re-established.
@@ -170,7 +175,7 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     """
     runtime: Runtime = memo.runtime
     uid = body.metadata.uid or ""
-    resync_seconds = _resync_seconds(body.spec)
+    resync_seconds = _resync_seconds(body.spec, runtime.settings.default_resync_seconds)
     last = runtime.last_sync.setdefault(uid, time.monotonic())
     if time.monotonic() - last < resync_seconds:
         return
@@ -239,9 +244,9 @@ def _forget(runtime: Runtime, uid: str, name: str) -> None:
     runtime.metrics.forget(name)
 
 
-def _resync_seconds(spec: Mapping[str, Any]) -> float:
-    value = spec.get("resyncSeconds", 60)
-    return float(value) if isinstance(value, int | float) and value >= 10 else 60.0
+def _resync_seconds(spec: Mapping[str, Any], default: float) -> float:
+    value = spec.get("resyncSeconds")
+    return float(value) if isinstance(value, int | float) and value >= 10 else default
 
 
 def _delay(failure: aws.AwsFailure, retry: int) -> float:

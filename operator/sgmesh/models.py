@@ -271,8 +271,12 @@ class NodeGroupMeshSpec(_Model):
         default=DeletionPolicy.DELETE,
         description="What happens to the rules the mesh owns when the mesh is deleted.",
     )
-    resync_seconds: int = Field(
-        default=60, ge=10, le=86400, description="How often AWS is re-read and repaired."
+    resync_seconds: int | None = Field(
+        default=None,
+        ge=10,
+        le=86400,
+        description="How often AWS is re-read and repaired; default: the operator's "
+        "--default-resync-seconds (60).",
     )
 
     @pydantic.field_validator("traffic")

@@ -90,6 +90,7 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
                 "region=eu-west-1",
                 "logFormat=plain",
                 "rulesPerSecurityGroup=120",
+                "resyncSeconds=300",
                 "metrics.port=9100",
                 "serviceAccount.roleArn=arn:aws:iam::111122223333:role/sgmesh",
                 "resources.limits.memory=1Gi",
@@ -107,6 +108,7 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
         "SGMESH_LOG_FORMAT": "plain",
         "SGMESH_METRICS_PORT": "9100",
         "SGMESH_RULES_PER_SECURITY_GROUP": "120",
+        "SGMESH_DEFAULT_RESYNC_SECONDS": "300",
         "SGMESH_PEERING": "ops-sgmesh",
     }
     assert container["ports"][0]["containerPort"] == 9100

@@ -271,7 +271,11 @@ class Meshes:
         return result
 
     def events(self, name: str) -> list[Any]:
+        """Events of the mesh now called `name` (by uid: not those of an earlier namesake)."""
+        uid = ((self.get(name) or {}).get("metadata") or {}).get("uid")
+        if uid is None:
+            return []
         listed = self.core.list_event_for_all_namespaces(
-            field_selector=f"involvedObject.name={name},involvedObject.kind=NodeGroupMesh"
+            field_selector=f"involvedObject.uid={uid},involvedObject.kind=NodeGroupMesh"
         )
         return list(listed.items)

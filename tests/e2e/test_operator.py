@@ -138,17 +138,15 @@ def test_spec_change_converges_and_revokes_what_is_no_longer_wanted(
     assert mesh["status"]["rules"] == {"desired": 4, "present": 4, "owned": 4}
 
 
-def test_asg_deleted_in_aws_leaves_and_its_rules_go(
-    world: World, meshes: Meshes, operator: Operator
+def test_asg_deleted_in_aws_leaves_within_the_operators_default_resync(
+    world: World, meshes: Meshes, start_operator: Any
 ) -> None:
+    operator = start_operator(extra_args=("--default-resync-seconds", "10"))
     a, b = (
         world.node_group("eks-a", tags={"team": "data"}),
         world.node_group("eks-b", tags={"team": "data"}),
     )
-    meshes.create(
-        "data",
-        {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}, "resyncSeconds": 10},
-    )
+    meshes.create("data", {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}})
     meshes.wait_ready("data", DEADLINE, operator.log_tail)
 
     world.delete_asg("eks-b")

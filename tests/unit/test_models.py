@@ -25,7 +25,7 @@ def test_minimal_mesh_gets_the_documented_defaults() -> None:
     assert spec.cni_policy == models.CniPolicy(attach=True, retain_on_removal=True)
     assert spec.mode is models.Mode.ENFORCE
     assert spec.deletion_policy is models.DeletionPolicy.DELETE
-    assert spec.resync_seconds == 60
+    assert spec.resync_seconds is None  # the operator's --default-resync-seconds applies
     assert models.cni_policy_arn(spec, "us-east-1") == (
         "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
     )
