@@ -94,7 +94,8 @@ def _is_complete(binaries: Binaries, fingerprint: str) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed): one build per machine at a time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
@@ -179,7 +180,7 @@ def ensure_binaries() -> Binaries:
     binaries = Binaries(version, root / version)
     if _is_complete(binaries, fingerprint):
         return binaries
-    with _locked(root / f"{version}.lock"):
+    with locked(root / f"{version}.lock"):
         if _is_complete(binaries, fingerprint):  # another process built it while we waited
             return binaries
         if shutil.which("go") is None:

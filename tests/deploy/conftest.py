@@ -97,20 +97,6 @@ def meshes(kube_cluster: ControlPlane, deployed: Path) -> Iterator[Meshes]:
     api = Meshes(kube_cluster.kubeconfig)
     yield api
     api.remove_all()
-    # Events outlive their mesh and are found by its name: leave none for the next test.
-    kube_cluster.kubectl(
-        "delete",
-        "events",
-        "--namespace=default",
-        "--field-selector=involvedObject.kind=NodeGroupMesh",
-    )
-
-
-@pytest.fixture
-def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(moto_server.port)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture

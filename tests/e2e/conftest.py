@@ -11,7 +11,6 @@ import pytest
 
 from tests.cluster.controlplane import ControlPlane
 from tests.e2e.harness import Meshes, Operator, wait_until
-from tests.support.moto_server import MotoServer
 from tests.support.tcp_proxy import TcpProxy
 
 CRD = Path(__file__).parents[2] / "crds" / "nodegroupmesh.yaml"
@@ -34,14 +33,6 @@ def meshes(kube_cluster: ControlPlane, mesh_crd: Path) -> Iterator[Meshes]:
     api = Meshes(kube_cluster.kubeconfig)
     yield api
     api.remove_all()
-
-
-@pytest.fixture
-def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpProxy]:
-    """The operator reaches moto through this proxy, so a test can cut AWS off."""
-    proxy = TcpProxy(moto_server.port)
-    yield proxy
-    proxy.close()
 
 
 @pytest.fixture

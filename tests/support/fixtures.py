@@ -9,9 +9,10 @@ import pytest
 
 from sgmesh import aws
 from tests.support.moto_server import MotoServer, start_moto_server
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.world import World
 
-__all__ = ["aws_env", "clients", "moto_server", "world"]
+__all__ = ["aws_env", "aws_proxy", "clients", "moto_server", "world"]
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +48,11 @@ def clients(aws_env: dict[str, str]) -> aws.AwsClients:
 def world(aws_env: dict[str, str]) -> World:
     """Builds AWS resources through clients of its own, so that they do not count as calls."""
     return World(aws.make_clients())
+
+
+@pytest.fixture
+def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpProxy]:
+    """A way to moto that a test can cut, to play an AWS outage (the operator goes through it)."""
+    proxy = TcpProxy(moto_server.port)
+    yield proxy
+    proxy.close()

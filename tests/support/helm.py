@@ -12,8 +12,6 @@ Usage: `python -m tests.support.helm` builds it if needed and prints its path.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -21,8 +19,9 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+
+from tests.cluster import build
 
 __all__ = ["HelmBuildError", "cache_root", "ensure_helm", "pinned_version"]
 
@@ -70,17 +69,6 @@ def _ldflags(version: str) -> str:
     return " ".join(flags)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-
 def _is_complete(directory: Path, fingerprint: str) -> bool:
     try:
         info = json.loads((directory / BUILD_INFO).read_text())
@@ -119,7 +107,7 @@ def ensure_helm() -> Path:
     directory = root / version
     if _is_complete(directory, fingerprint):
         return directory / "helm"
-    with _locked(root / f"{version}.lock"):
+    with build.locked(root / f"{version}.lock"):
         if _is_complete(directory, fingerprint):  # another process built it while we waited
             return directory / "helm"
         if shutil.which("go") is None:
