@@ -92,7 +92,8 @@ def make_clients(
         )
     config = botocore.config.Config(
         region_name=resolved,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # total_max_attempts counts the first try too ("max_attempts" would count retries only).
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=5,
         read_timeout=30,
         user_agent_extra="sgmesh",

@@ -1,0 +1,73 @@
+"""Throttling answered over HTTP: botocore's retries absorb it, and when they cannot, nothing is
+written and the error is classified as "try again later", never as "gone"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import botocore.exceptions
+import pytest
+
+from sgmesh import aws, models, reconcile
+from tests.support.fault_proxy import ThrottlingProxy
+from tests.support.moto_server import MotoServer
+from tests.support.world import World
+
+MESH = models.NodeGroupMesh.parse(
+    {
+        "apiVersion": "sgmesh.io/v1alpha1",
+        "kind": "NodeGroupMesh",
+        "metadata": {"name": "airflow"},
+        "spec": {"autoScalingGroups": {"names": ["eks-a", "eks-b"]}},
+    }
+)
+
+
+@pytest.fixture
+def throttling(
+    moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ThrottlingProxy]:
+    proxy = ThrottlingProxy(moto_server.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    yield proxy
+    proxy.close()
+
+
+def test_throttled_reads_are_retried_and_the_mesh_still_converges(
+    world: World, throttling: ThrottlingProxy
+) -> None:
+    world.node_group("eks-a")
+    world.node_group("eks-b")
+    throttling.throttle.update(
+        {"DescribeAutoScalingGroups": 2, "GetAccountAuthorizationDetails": 2}
+    )
+    clients = aws.make_clients()
+
+    outcome = reconcile.converge(clients, MESH, reconcile.Settings())
+
+    assert outcome.converged
+    assert throttling.throttled == {
+        "DescribeAutoScalingGroups": 2,
+        "GetAccountAuthorizationDetails": 2,
+    }
+    assert throttling.requests["DescribeAutoScalingGroups"] == 3  # two throttled, then answered
+    assert clients.calls["DescribeAutoScalingGroups"] == 1  # one call, retried inside botocore
+
+
+def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable(
+    world: World, throttling: ThrottlingProxy
+) -> None:
+    world.node_group("eks-a")
+    world.node_group("eks-b")
+    throttling.throttle["GetAccountAuthorizationDetails"] = 100
+    clients = aws.make_clients(max_attempts=3)
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        reconcile.converge(clients, MESH, reconcile.Settings())
+
+    failure = aws.classify(raised.value)
+    assert failure.kind is aws.ErrorKind.UNAVAILABLE
+    assert failure.code == "Throttling"
+    assert throttling.throttled["GetAccountAuthorizationDetails"] == 3
+    writes = {action for action in throttling.requests if action in aws.MUTATING_OPERATIONS}
+    assert writes == set()

@@ -1,0 +1,81 @@
+"""An HTTP proxy in front of moto that answers chosen AWS actions with throttling errors.
+
+moto never throttles; AWS does. Through this proxy the real botocore retry logic meets real
+throttling answers over HTTP, so tests can show what the clients' retry mode does with them.
+"""
+
+from __future__ import annotations
+
+import http.client
+import http.server
+import threading
+import urllib.parse
+from collections import Counter
+
+__all__ = ["ThrottlingProxy"]
+
+# The awsQuery error shape (Auto Scaling, IAM); 400 + Throttling is how they throttle.
+_THROTTLED = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
+    b"<Message>Rate exceeded</Message></Error><RequestId>sgmesh-test</RequestId></ErrorResponse>"
+)
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+
+class ThrottlingProxy:
+    """Forwards to moto; throttles the next `throttle[action]` requests of each action."""
+
+    def __init__(self, target_port: int) -> None:
+        self.throttle: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.throttled: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                action = urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
+                with proxy._lock:
+                    proxy.requests[action] += 1
+                    throttled = proxy.throttle[action] > 0
+                    if throttled:
+                        proxy.throttle[action] -= 1
+                        proxy.throttled[action] += 1
+                if throttled:
+                    self._answer(400, _THROTTLED, {"Content-Type": "text/xml"})
+                    return
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                upstream.request("POST", self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                payload = response.read()
+                upstream.close()
+                passed = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP}
+                self._answer(response.status, payload, passed)
+
+            def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *_: object) -> None:
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self._server.server_address[1])
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
