@@ -25,13 +25,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.cluster import gen_replaces
 
-__all__ = ["Binaries", "BuildError", "cache_root", "ensure_binaries"]
+__all__ = ["Binaries", "BuildError", "build_once", "cache_root", "ensure_binaries", "locked"]
 
 MODULE_DIR = Path(__file__).resolve().parent
 ETCD_PACKAGE = "go.etcd.io/etcd/server/v3"
@@ -178,24 +178,38 @@ def ensure_binaries() -> Binaries:
     fingerprint = _module_fingerprint()
     root = cache_root()
     binaries = Binaries(version, root / version)
-    if _is_complete(binaries, fingerprint):
-        return binaries
-    with locked(root / f"{version}.lock"):
-        if _is_complete(binaries, fingerprint):  # another process built it while we waited
-            return binaries
+    build_once(
+        binaries.directory,
+        lambda directory: _is_complete(Binaries(version, directory), fingerprint),
+        lambda partial: _build(version, partial, fingerprint),
+    )
+    return binaries
+
+
+def build_once(
+    directory: Path, is_complete: Callable[[Path], bool], build_into: Callable[[Path], None]
+) -> None:
+    """Fill `directory` with a Go build once per machine: under a lock, so that two callers
+    build once, and in a partial directory renamed into place when complete, so that a killed
+    build leaves nothing half-done behind."""
+    if is_complete(directory):
+        return
+    root = directory.parent
+    with locked(root / f"{directory.name}.lock"):
+        if is_complete(directory):  # another process built it while we waited
+            return
         if shutil.which("go") is None:
-            raise BuildError("`go` is not on PATH: the control plane is built from Go modules")
-        for stale in root.glob(f"{version}.partial-*"):  # left by a build that was killed
+            raise BuildError(f"`go` is not on PATH: {directory.name} is built from Go modules")
+        for stale in root.glob(f"{directory.name}.partial-*"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
-        partial = root / f"{version}.partial-{os.getpid()}"
+        partial = root / f"{directory.name}.partial-{os.getpid()}"
         partial.mkdir(parents=True)
         try:
-            _build(version, partial, fingerprint)
-            shutil.rmtree(binaries.directory, ignore_errors=True)
-            partial.rename(binaries.directory)
+            build_into(partial)
+            shutil.rmtree(directory, ignore_errors=True)
+            partial.rename(directory)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
-    return binaries
 
 
 def main() -> None:

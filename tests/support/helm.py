@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,23 +104,14 @@ def ensure_helm() -> Path:
     fingerprint = _fingerprint()
     root = cache_root()
     directory = root / version
-    if _is_complete(directory, fingerprint):
-        return directory / "helm"
-    with build.locked(root / f"{version}.lock"):
-        if _is_complete(directory, fingerprint):  # another process built it while we waited
-            return directory / "helm"
-        if shutil.which("go") is None:
-            raise HelmBuildError("`go` is not on PATH: helm is built from Go modules")
-        for stale in root.glob(f"{version}.partial-*"):  # left by a build that was killed
-            shutil.rmtree(stale, ignore_errors=True)
-        partial = root / f"{version}.partial-{os.getpid()}"
-        partial.mkdir(parents=True)
-        try:
-            _build(version, partial, fingerprint)
-            shutil.rmtree(directory, ignore_errors=True)
-            partial.rename(directory)
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
+    try:
+        build.build_once(
+            directory,
+            lambda candidate: _is_complete(candidate, fingerprint),
+            lambda partial: _build(version, partial, fingerprint),
+        )
+    except build.BuildError as error:
+        raise HelmBuildError(str(error)) from error
     return directory / "helm"
 
 
