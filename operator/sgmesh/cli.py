@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import botocore.exceptions
 import yaml
 
-from sgmesh import aws, crd, models, planning, reconcile
+from sgmesh import aws, crd, models, planning, reconcile, status
 
 __all__ = ["main"]
 
@@ -238,7 +238,6 @@ def action_report(action: planning.Action) -> dict[str, Any]:
 def outcome_report(
     outcome: reconcile.Outcome, mesh: models.NodeGroupMesh, region: str, clients: aws.AwsClients
 ) -> dict[str, Any]:
-    rules = outcome.rules()
     return {
         "mesh": mesh.name,
         "cluster": outcome.owner.cluster,
@@ -246,15 +245,12 @@ def outcome_report(
         "mode": mesh.spec.mode.value,
         "members": [
             {
-                "name": member.name,
+                **status.member_status(member).model_dump(mode="json", by_alias=True),
                 "kind": member.kind.value,
-                "securityGroupIds": list(member.security_group_ids),
-                "roleNames": list(member.role_names),
-                "vpcId": member.vpc_id,
             }
             for member in outcome.topology.members
         ],
-        "rules": {"desired": rules.desired, "present": rules.present, "owned": rules.owned},
+        "rules": outcome.rules().model_dump(mode="json"),
         "actions": [action_report(action) for action in outcome.plan.actions],
         "held": [action_report(action) for action in outcome.plan.held],
         "problems": [

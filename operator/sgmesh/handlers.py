@@ -313,7 +313,7 @@ async def _converge(
         runtime.last_sync[uid] = time.monotonic()
         _set_status(body, patch, status.outcome_status(outcome, mesh, generation, previous))
         _report_changes(runtime, body, outcome)
-        _record_gauges(runtime, name, outcome)
+        runtime.metrics.describe_mesh(name, len(outcome.topology.members), outcome.rules())
         for failed in outcome.failures:
             runtime.metrics.aws_errors.labels(failed.failure.code).inc()
         result = (
@@ -330,9 +330,7 @@ def _set_status(body: kopf.Body, patch: kopf.Patch, new_status: dict[str, Any]) 
     for key, value in new_status.items():
         patch.status[key] = value
     ready = new_status["conditions"][0]
-    before: Mapping[str, Any] = next(
-        (c for c in body.status.get("conditions") or [] if c.get("type") == "Ready"), {}
-    )
+    before = status.find_condition(body.status, "Ready") or {}
     changed = (before.get("reason"), before.get("message")) != (ready["reason"], ready["message"])
     if ready["status"] == "False" and changed:
         kopf.warn(body, reason=ready["reason"], message=ready["message"])
@@ -362,14 +360,3 @@ def _report_changes(runtime: Runtime, body: kopf.Body, outcome: reconcile.Outcom
             message=f"{failure.failure.describe()}; not done: "
             + "; ".join(action.describe() for action in failure.actions[:_EVENT_ITEMS]),
         )
-
-
-def _record_gauges(runtime: Runtime, name: str, outcome: reconcile.Outcome) -> None:
-    runtime.metrics.members.labels(name).set(len(outcome.topology.members))
-    counts = outcome.rules()
-    for state, value in (
-        ("desired", counts.desired),
-        ("present", counts.present),
-        ("owned", counts.owned),
-    ):
-        runtime.metrics.rules.labels(name, state).set(value)

@@ -5,10 +5,13 @@ The collectors live in their own registry, created at start-up and kept in kopf'
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import prometheus_client
 from aiohttp import web
+
+from sgmesh import models
 
 __all__ = ["Metrics", "serve"]
 
@@ -62,18 +65,18 @@ class Metrics:
         for kind in kinds:
             self.actions.labels(kind).inc()
 
+    def describe_mesh(self, mesh: str, members: int, rules: models.RuleCounts) -> None:
+        self.members.labels(mesh).set(members)
+        for state, value in rules.model_dump().items():
+            self.rules.labels(mesh, state).set(value)
+
     def forget(self, mesh: str) -> None:
         """Drop a deleted mesh's gauges, so that it leaves no stale series."""
-        for gauge, labels in ((self.members, [(mesh,)]), (self.rules, _rule_labels(mesh))):
-            for label_values in labels:
-                try:
-                    gauge.remove(*label_values)
-                except KeyError:
-                    continue
-
-
-def _rule_labels(mesh: str) -> list[tuple[str, str]]:
-    return [(mesh, state) for state in ("desired", "present", "owned")]
+        series: list[tuple[prometheus_client.Gauge, tuple[str, ...]]] = [(self.members, (mesh,))]
+        series += [(self.rules, (mesh, state)) for state in models.RuleCounts.model_fields]
+        for gauge, labels in series:
+            with contextlib.suppress(KeyError):  # never reconciled in this process
+                gauge.remove(*labels)
 
 
 async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:

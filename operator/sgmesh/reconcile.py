@@ -14,7 +14,7 @@ from sgmesh import apply as applying
 from sgmesh import aws, discovery, models, ownership, planning
 from sgmesh.topology import Topology
 
-__all__ = ["Outcome", "RuleCounts", "Settings", "converge", "withdraw"]
+__all__ = ["Outcome", "Settings", "converge", "withdraw"]
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,6 @@ class Settings:
 
     cluster: str = "default"
     rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
-
-
-@dataclass(frozen=True)
-class RuleCounts:
-    desired: int
-    present: int
-    owned: int
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class Outcome:
     def converged(self) -> bool:
         return not self.pending and not self.plan.problems and not self.plan.held
 
-    def rules(self) -> RuleCounts:
+    def rules(self) -> models.RuleCounts:
         """Rule counts after the writes that succeeded."""
         present, owned = self.plan.present_rules, self.plan.owned_rules
         if self.applied is not None:
@@ -69,7 +62,7 @@ class Outcome:
                     owned += 1
                 elif isinstance(action, planning.Revoke | planning.UntagRule):
                     owned -= 1
-        return RuleCounts(self.plan.desired_rules, present, owned)
+        return models.RuleCounts(desired=self.plan.desired_rules, present=present, owned=owned)
 
 
 def owner_of(mesh: models.NodeGroupMesh, settings: Settings) -> ownership.Owner:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sgmesh import aws, models, reconcile
+from sgmesh import aws, models, reconcile, topology
 from sgmesh.topology import ProblemKind
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "RECONCILED",
     "Verdict",
     "failure_status",
+    "find_condition",
+    "member_status",
     "now",
     "outcome_status",
     "ready_condition",
@@ -100,28 +102,38 @@ def _clip(message: str) -> str:
 
 def ready_condition(
     verdict: Verdict, generation: int | None, previous: Mapping[str, Any] | None
-) -> dict[str, Any]:
+) -> models.Condition:
     """The Ready condition; its transition time moves only when its status changes."""
     status = "True" if verdict.ready else "False"
-    previous_ready = _find_condition(previous, "Ready")
+    previous_ready = find_condition(previous, "Ready")
     transition = now()
     if previous_ready is not None and previous_ready.get("status") == status:
         transition = previous_ready.get("lastTransitionTime") or transition
-    return {
-        "type": "Ready",
-        "status": status,
-        "reason": verdict.reason,
-        "message": verdict.message,
-        "lastTransitionTime": transition,
-        "observedGeneration": generation,
-    }
+    return models.Condition(
+        type="Ready",
+        status=status,
+        reason=verdict.reason,
+        message=verdict.message,
+        last_transition_time=transition,
+        observed_generation=generation,
+    )
 
 
-def _find_condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+def find_condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
+    """A condition of a status as the API server holds it (camelCase), or None."""
     for condition in (status or {}).get("conditions") or []:
         if condition.get("type") == kind:
             return dict(condition)
     return None
+
+
+def member_status(member: topology.Member) -> models.MemberStatus:
+    return models.MemberStatus(
+        name=member.name,
+        security_group_ids=list(member.security_group_ids),
+        role_names=list(member.role_names),
+        vpc_id=member.vpc_id,
+    )
 
 
 def outcome_status(
@@ -131,28 +143,19 @@ def outcome_status(
     previous: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The whole status after a reconcile that reached AWS."""
-    verdict = verdict_of(outcome, mesh.spec.mode)
-    rules = outcome.rules()
     pending = []
     if mesh.spec.mode is models.Mode.DRY_RUN:
         pending = [action.describe() for action in outcome.pending[:MAX_PENDING_ACTIONS]]
-    return {
-        "observedGeneration": generation,
-        "conditions": [ready_condition(verdict, generation, previous)],
-        "members": [
-            {
-                "name": member.name,
-                "securityGroupIds": list(member.security_group_ids),
-                "roleNames": list(member.role_names),
-                "vpcId": member.vpc_id,
-            }
-            for member in outcome.topology.members
-        ],
-        "memberCount": len(outcome.topology.members),
-        "rules": {"desired": rules.desired, "present": rules.present, "owned": rules.owned},
-        "pendingActions": pending,
-        "lastSyncTime": now(),
-    }
+    written = models.NodeGroupMeshStatus(
+        observed_generation=generation,
+        conditions=[ready_condition(verdict_of(outcome, mesh.spec.mode), generation, previous)],
+        members=[member_status(member) for member in outcome.topology.members],
+        member_count=len(outcome.topology.members),
+        rules=outcome.rules(),
+        pending_actions=pending,
+        last_sync_time=now(),
+    )
+    return written.model_dump(mode="json", by_alias=True)
 
 
 def failure_status(
@@ -160,8 +163,8 @@ def failure_status(
 ) -> dict[str, Any]:
     """Only the condition changes when AWS could not be read or the spec is invalid: what
     was resolved before stays visible."""
-    verdict = Verdict(False, reason, _clip(message))
-    return {
-        "observedGeneration": generation,
-        "conditions": [ready_condition(verdict, generation, previous)],
-    }
+    written = models.NodeGroupMeshStatus(
+        observed_generation=generation,
+        conditions=[ready_condition(Verdict(False, reason, _clip(message)), generation, previous)],
+    )
+    return written.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
-from tests.e2e.harness import Meshes, Operator, wait_until
+from tests.e2e.harness import Meshes, Operator
 from tests.support.tcp_proxy import TcpProxy
 
 CRD = Path(__file__).parents[2] / "crds" / "nodegroupmesh.yaml"
@@ -63,6 +63,3 @@ def start_operator(
 @pytest.fixture
 def operator(start_operator: Callable[..., Operator]) -> Operator:
     return start_operator()
-
-
-__all__ = ["wait_until"]

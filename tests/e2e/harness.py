@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import kubernetes
+import prometheus_client.parser
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.moto_server import free_port
@@ -110,16 +111,10 @@ class Operator:
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample, 0 when the series does not exist (yet)."""
-        wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-        for line in self.metrics().splitlines():
-            if line.startswith("#"):
-                continue
-            series, _, value = line.rpartition(" ")
-            if series.split("{")[0] != name:
-                continue
-            found = series.partition("{")[2].rstrip("}")
-            if sorted(found.split(",")) == sorted(wanted.split(",")) or (not labels and not found):
-                return float(value)
+        for family in prometheus_client.parser.text_string_to_metric_families(self.metrics()):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
         return 0.0
 
     def stop(self, kill: bool = False) -> None:

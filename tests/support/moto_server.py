@@ -6,7 +6,6 @@ Integration tests, the sandbox and the benchmark talk to AWS through it over HTT
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -14,11 +13,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MotoServer", "free_port", "running_moto_server"]
+__all__ = ["MotoServer", "free_port", "start_moto_server"]
 
 STARTUP_DEADLINE_SECONDS = 60.0
 
@@ -101,12 +99,3 @@ def start_moto_server(
         server.stop()
         raise
     return server
-
-
-@contextlib.contextmanager
-def running_moto_server() -> Iterator[MotoServer]:
-    server = start_moto_server()
-    try:
-        yield server
-    finally:
-        server.stop()
