@@ -265,8 +265,15 @@ def plan(current: topology.Topology, intent: Intent) -> Plan:
         current.members, current.security_group_vpcs, intent.traffic
     )
     names_by_group = _member_names_by_group(current.members)
+    existing: dict[tuple[str, Permission], topology.IngressRule] = {}
+    for observed in current.ingress_rules:
+        if observed.permission is not None:
+            existing.setdefault((observed.group_id, observed.permission), observed)
     rule_actions, quota_problems = _within_quota(
-        _rule_actions(current, intent, desired, names_by_group), current, intent, names_by_group
+        _rule_actions(current, intent, desired, existing, names_by_group),
+        current,
+        intent,
+        names_by_group,
     )
     role_actions = _role_actions(current, intent)
     actions: list[Action] = [*rule_actions, *role_actions]
@@ -281,17 +288,12 @@ def plan(current: topology.Topology, intent: Intent) -> Plan:
         for rule in current.ingress_rules
         if rule.permission is not None and intent.owner.owns(rule.tags)
     ]
-    present_keys = {
-        (rule.group_id, rule.permission)
-        for rule in current.ingress_rules
-        if rule.permission is not None
-    }
     return Plan(
         actions=tuple(actions),
         held=held,
         problems=(*current.problems, *vpc_problems, *quota_problems),
         desired_rules=len(desired),
-        present_rules=len(desired & present_keys),
+        present_rules=len(desired & existing.keys()),
         owned_rules=len(ours),
     )
 
@@ -304,29 +306,30 @@ def _member_names_by_group(members: Iterable[topology.Member]) -> dict[str, list
     return names
 
 
-def _who(group_id: str, names_by_group: Mapping[str, list[str]]) -> str:
+def _names(group_id: str, names_by_group: Mapping[str, list[str]]) -> str:
+    """`(eks-a, eks-b)`: the members that use a group, or nothing."""
     names = names_by_group.get(group_id)
-    return f"{group_id} ({', '.join(names)})" if names else group_id
+    return f"({', '.join(names)})" if names else ""
+
+
+def _who(group_id: str, names_by_group: Mapping[str, list[str]]) -> str:
+    return f"{group_id} {_names(group_id, names_by_group)}".rstrip()
 
 
 def _rule_actions(
     current: topology.Topology,
     intent: Intent,
     desired: frozenset[tuple[str, Permission]],
+    existing: Mapping[tuple[str, Permission], topology.IngressRule],
     names_by_group: Mapping[str, list[str]],
 ) -> list[RuleAction]:
     owner = intent.owner
-    existing: dict[tuple[str, Permission], topology.IngressRule] = {}
-    for observed in current.ingress_rules:
-        if observed.permission is not None:
-            existing.setdefault((observed.group_id, observed.permission), observed)
-
     actions: list[RuleAction] = []
     for group_id, permission in sorted(desired):
         rule = existing.get((group_id, permission))
         need = (
             f"{_who(group_id, names_by_group)} must admit "
-            f"{permission.describe()} {_source_names(permission, names_by_group)}"
+            f"{permission.describe()} {_names(permission.source_group_id, names_by_group)}"
         ).rstrip()
         if rule is None:
             actions.append(Authorize(group_id, permission, f"missing: {need}"))
@@ -360,11 +363,6 @@ def _rule_actions(
         else:
             actions.append(Revoke(rule.group_id, rule.rule_id, rule.permission, why))
     return actions
-
-
-def _source_names(permission: Permission, names_by_group: Mapping[str, list[str]]) -> str:
-    names = names_by_group.get(permission.source_group_id)
-    return f"({', '.join(names)})" if names else ""
 
 
 def _why_unwanted(rule: topology.IngressRule, names_by_group: Mapping[str, list[str]]) -> str:
