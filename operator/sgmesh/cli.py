@@ -187,14 +187,15 @@ def load_meshes(path: Path) -> list[models.NodeGroupMesh]:
 def _run_pipeline(arguments: argparse.Namespace) -> int:
     meshes = load_meshes(arguments.filename)
     settings = settings_from(arguments)
+    # Every mesh is checked before the first is applied: bad input never half-applies a file.
+    regions = {mesh.name: mesh.spec.region or arguments.region for mesh in meshes}
+    for name, region in regions.items():
+        if not region:
+            raise UsageError(f"mesh {name!r}: no region; set spec.region, --region or AWS_REGION")
     reports: list[dict[str, Any]] = []
     exit_code = EXIT_OK
     for mesh in meshes:
-        region = mesh.spec.region or arguments.region
-        if not region:
-            raise UsageError(
-                f"mesh {mesh.name!r}: no region; set spec.region, --region or AWS_REGION"
-            )
+        region = regions[mesh.name]
         clients = aws.make_clients(region)
         try:
             outcome = reconcile.converge(clients, mesh, settings, write=arguments.write)

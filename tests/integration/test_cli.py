@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,9 +30,13 @@ def write_mesh(path: Path, **spec: Any) -> Path:
     return target
 
 
-def run(*arguments: str) -> tuple[int, str, str]:
+def run(*arguments: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     process = subprocess.run(
-        [sys.executable, "-m", "sgmesh", *arguments], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "sgmesh", *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     return process.returncode, process.stdout, process.stderr
 
@@ -225,3 +230,20 @@ def test_quota_leaves_a_full_group_untouched_and_says_how_many_rules_it_needs(
     assert f"security group {a.security_group_id} (eks-a) would need 6 inbound rules" in out
     assert owned_rules(world, a) == []
     assert len(owned_rules(world, groups[1])) == 2
+
+
+def test_a_file_with_one_bad_mesh_writes_nothing_for_any_mesh(
+    world: World, groups: list[NodeGroup], tmp_path: Path
+) -> None:
+    good = yaml.safe_load(write_mesh(tmp_path, region="us-east-1").read_text())
+    regionless = {**good, "metadata": {"name": "second"}, "spec": {**good["spec"]}}
+    del regionless["spec"]["region"]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump_all([good, regionless]))
+    env = {k: v for k, v in os.environ.items() if k not in {"AWS_REGION", "AWS_DEFAULT_REGION"}}
+
+    code, _, err = run("apply", "-f", str(path), env=env)
+
+    assert code == 1
+    assert "mesh 'second': no region" in err
+    assert owned_rules(world, groups[0]) == []
