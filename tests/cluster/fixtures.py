@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
 
-__all__ = ["kube_binaries", "kube_cluster", "kube_namespace"]
+__all__ = ["kube_binaries", "kube_cluster", "kube_namespace", "nodegroupmesh_crd"]
 
 _namespace_numbers = itertools.count(1)
 
@@ -54,3 +55,21 @@ def kube_namespace(kube_cluster: ControlPlane, request: pytest.FixtureRequest) -
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
     )
     return name
+
+
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "nodegroupmesh.yaml"
+CRD_NAME = "nodegroupmeshes.sgmesh.io"
+
+
+@pytest.fixture(scope="session")
+def nodegroupmesh_crd(kube_cluster: ControlPlane) -> str:
+    """The CRD from crds/, applied and Established, once per session; its name."""
+    if not CRD_FILE.is_file():
+        pytest.fail("crds/nodegroupmesh.yaml is missing: generate it with `make crd`")
+    applied = kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
+    assert applied.returncode == 0, applied.stderr
+    established = kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
+    )
+    assert established.returncode == 0, established.stderr
+    return CRD_NAME

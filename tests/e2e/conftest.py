@@ -13,23 +13,9 @@ from tests.cluster.controlplane import ControlPlane
 from tests.e2e.harness import Meshes, Operator
 from tests.support.tcp_proxy import TcpProxy
 
-CRD = Path(__file__).parents[2] / "crds" / "nodegroupmesh.yaml"
-
-
-@pytest.fixture(scope="session")
-def mesh_crd(kube_cluster: ControlPlane) -> Path:
-    kube_cluster.kubectl("apply", "-f", str(CRD))
-    kube_cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/nodegroupmeshes.sgmesh.io",
-    )
-    return CRD
-
 
 @pytest.fixture
-def meshes(kube_cluster: ControlPlane, mesh_crd: Path) -> Iterator[Meshes]:
+def meshes(kube_cluster: ControlPlane, nodegroupmesh_crd: str) -> Iterator[Meshes]:
     api = Meshes(kube_cluster.kubeconfig)
     yield api
     api.remove_all()
@@ -38,7 +24,7 @@ def meshes(kube_cluster: ControlPlane, mesh_crd: Path) -> Iterator[Meshes]:
 @pytest.fixture
 def start_operator(
     kube_cluster: ControlPlane,
-    mesh_crd: Path,
+    nodegroupmesh_crd: str,
     aws_env: dict[str, str],
     aws_proxy: TcpProxy,
     meshes: Meshes,

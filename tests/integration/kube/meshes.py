@@ -9,10 +9,6 @@ from typing import Any
 
 from tests.cluster.controlplane import ControlPlane
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CRD_FILE = REPO_ROOT / "crds" / "nodegroupmesh.yaml"
-CRD_NAME = "nodegroupmeshes.sgmesh.io"
-
 
 def mesh_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {
