@@ -20,6 +20,7 @@ from sgmesh import aws
 from tests.cluster import build
 from tests.cluster.sandbox import Sandbox
 from tests.e2e.harness import Meshes, Operator
+from tests.support import moto_server
 from tests.support.world import NodeGroup, World
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,14 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     # The sandbox runs in processes of its own, as `make sandbox` starts them, so that they
     # are nobody's children here and outlive this script only when asked to.
     sandbox_command("up")
-    aws_env = read_env(sandbox.aws_env)
+    aws_env = sandbox.aws_environment()
     os.environ.update(aws_env)
     kubectl = [str(build.ensure_binaries().kubectl), "--kubeconfig", str(sandbox.kubeconfig)]
     meshes = Meshes(sandbox.kubeconfig)
     operator: Operator | None = None
     try:
         step("a fresh AWS: three node groups, one SG, role and launch template each")
-        reset_aws(aws_env["AWS_ENDPOINT_URL"])
+        moto_server.reset(aws_env["AWS_ENDPOINT_URL"])
         meshes_before = meshes.names() if crd_installed(kubectl) else []
         if meshes_before:
             meshes.remove_all()
@@ -143,24 +144,6 @@ def step(title: str) -> None:
 def run(command: list[str]) -> None:
     sys.stdout.flush()
     subprocess.run(command, check=True)
-
-
-def read_env(path: Path) -> dict[str, str]:
-    env = {}
-    for raw in path.read_text().splitlines():
-        line = raw.removeprefix("export ").strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
-    return env
-
-
-def reset_aws(endpoint: str) -> None:
-    import urllib.request  # noqa: PLC0415 - only the demo resets moto
-
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
 
 
 def crd_installed(kubectl: list[str]) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane, stop_process_group
+from tests.support import moto_server
 from tests.support.moto_server import MotoServer, start_moto_server
 
 __all__ = ["Sandbox", "main"]
@@ -139,6 +140,13 @@ class Sandbox:
             "components": [c.__dict__ for c in components],
         }
         self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    def aws_environment(self) -> dict[str, str]:
+        """What `.sandbox/aws.env` exports, for a program that runs against the sandbox."""
+        endpoint = self._state().get("aws_endpoint_url")
+        if not isinstance(endpoint, str):
+            raise RuntimeError("the sandbox is not running: `make sandbox` starts it")
+        return moto_server.aws_env(endpoint)
 
     def down(self) -> None:
         with self._locked():

@@ -16,7 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["MotoServer", "free_port", "start_moto_server"]
+__all__ = ["MotoServer", "aws_env", "free_port", "reset", "start_moto_server"]
 
 STARTUP_DEADLINE_SECONDS = 60.0
 
@@ -25,6 +25,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def aws_env(endpoint_url: str, region: str = "us-east-1") -> dict[str, str]:
+    """The standard AWS environment that points any SDK at a moto server."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+    }
+
+
+def reset(endpoint_url: str) -> None:
+    """Forget every resource (moto's own reset API)."""
+    request = urllib.request.Request(f"{endpoint_url}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
 
 
 @dataclass
@@ -40,21 +59,10 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def aws_env(self) -> dict[str, str]:
-        """The standard AWS environment that points any SDK at this server."""
-        return {
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            "AWS_REGION": self.region,
-            "AWS_DEFAULT_REGION": self.region,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_SESSION_TOKEN": "testing",
-        }
+        return aws_env(self.endpoint_url, self.region)
 
     def reset(self) -> None:
-        """Forget every resource (moto's own reset API)."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
+        reset(self.endpoint_url)
 
     def stop(self) -> None:
         if self.process.poll() is None:
