@@ -110,12 +110,13 @@ class Operator:
             return str(response.read().decode())
 
     def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample, 0 when the series does not exist (yet)."""
-        for family in prometheus_client.parser.text_string_to_metric_families(self.metrics()):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == labels:
-                    return float(sample.value)
-        return 0.0
+        """The sum of the samples named `name` whose labels include `labels` (0 if none)."""
+        return sum(
+            float(sample.value)
+            for family in prometheus_client.parser.text_string_to_metric_families(self.metrics())
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
 
     def stop(self, kill: bool = False) -> None:
         if self._process is None or self._process.poll() is not None:

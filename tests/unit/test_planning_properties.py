@@ -24,21 +24,22 @@ owners = st.sets(st.sampled_from([OWNER, OTHER, THIRD]), max_size=3)
 
 @st.composite
 def rules(draw: st.DrawFn) -> list[IngressRule]:
-    found: dict[tuple[str, Permission | None], IngressRule] = {}
+    """Inbound rules as AWS could hold them: never two SG-referenced rules alike."""
+    found: list[IngressRule] = []
+    seen: set[tuple[str, Permission]] = set()
     for index in range(draw(st.integers(0, 25))):
         group = draw(st.sampled_from(GROUPS))
-        shape = draw(st.sampled_from(SHAPES))
         source = draw(st.sampled_from([*GROUPS, "sg-elsewhere", None]))
-        permission = None if source is None else shape.from_group(source)
+        permission = None if source is None else draw(st.sampled_from(SHAPES)).from_group(source)
         tags = {owner.tag_key: ownership.OWNED for owner in draw(owners)}
         if draw(st.booleans()):
             tags["team"] = "data"
-        key = (group, permission)
-        if permission is None or key not in found:
-            found[key if permission else (group, None, index)] = IngressRule(  # type: ignore[index]
-                f"sgr-{index:04d}", group, permission, tags
-            )
-    return list(found.values())
+        if permission is not None:
+            if (group, permission) in seen:
+                continue
+            seen.add((group, permission))
+        found.append(IngressRule(f"sgr-{index:04d}", group, permission, tags))
+    return found
 
 
 @st.composite
