@@ -1,4 +1,4 @@
-"""`make demo`: the whole story on the local sandbox, in about a minute.
+"""`make demo`: the whole story on the local sandbox, in about 20 seconds once it is built.
 
 Starts the sandbox (kube-apiserver + etcd built from Go modules, and a moto server standing in
 for AWS), seeds three EKS-style node groups, applies the CRD and `examples/mesh.yaml`, runs
