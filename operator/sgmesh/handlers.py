@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import socket
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +46,7 @@ RETRY_DELAY_SECONDS = {
     aws.ErrorKind.REJECTED: 60.0,
 }
 MAX_RETRY_DELAY_SECONDS = 300.0
+PEERING_LIFETIME_SECONDS = 30
 EVENT_REASONS = {
     "authorize": "RulesAuthorized",
     "revoke": "RulesRevoked",
@@ -105,8 +109,35 @@ def run(settings: OperatorSettings) -> None:
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
+        identity=operator_identity(),
+        priority=peering_priority(time.time()),
         memo=kopf.Memo(operator_settings=settings),
     )
+
+
+def operator_identity() -> str:
+    """Who this process is among peers: the pod's name when deploy/ passes it.
+
+    kopf's own guess calls `getpass.getuser()`, which fails for a uid without a passwd entry
+    (the image runs as 65532 and has none), so the operator always names itself.
+    """
+    name = os.environ.get("POD_NAME") or os.environ.get("POD_ID") or socket.gethostname()
+    suffix = "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=5))
+    return f"sgmesh@{name}/{os.getpid()}/{suffix}"
+
+
+# Peering priorities: kopf pauses every operator that sees a peer of higher or *equal*
+# priority, so equal priorities leave no replica working. The oldest replica wins (a new
+# replica never takes work from a healthy one), and a random tail breaks a tie between
+# replicas started in the same second.
+_PRIORITY_EPOCH_LIMIT = 2**33
+_PRIORITY_TIEBREAK = 1_000_000
+
+
+def peering_priority(started_at: float) -> int:
+    """Higher for replicas started earlier; distinct for replicas started together."""
+    age_rank = _PRIORITY_EPOCH_LIMIT - int(started_at)
+    return age_rank * _PRIORITY_TIEBREAK + random.randrange(_PRIORITY_TIEBREAK)
 
 
 @kopf.on.startup()
@@ -127,6 +158,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if operator_settings.peering is not None:
         settings.peering.clusterwide = True
         settings.peering.mandatory = True
+        # A replica that died without saying so (SIGKILL, node lost) is presumed dead when its
+        # record is this old, and a paused replica takes over: well within a minute.
+        settings.peering.lifetime = PEERING_LIFETIME_SECONDS
     runtime = Runtime(
         settings=operator_settings,
         metrics=metrics.Metrics(),
