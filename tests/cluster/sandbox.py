@@ -123,7 +123,7 @@ class Sandbox:
         components = [
             _Component("etcd", pids["etcd"], str(binaries.etcd)),
             _Component("kube-apiserver", pids["kube-apiserver"], str(binaries.kube_apiserver)),
-            _Component("moto", moto.process.pid, "moto.server"),
+            _Component("moto", moto.process.pid, moto_server.MODULE),
         ]
         for component in components:
             (self.directory / f"{component.name}.pid").write_text(f"{component.pid}\n")

@@ -1,0 +1,91 @@
+"""The moto server, with AWS's semantics for security-group rules where sgmesh's safety rests on them.
+
+moto keys an SG-referencing rule on its description too, so two writers of the same rule with
+different descriptions both succeed, where AWS refuses the second with
+`InvalidPermission.Duplicate`. It returns no description for such rules, and it applies the
+permissions of one AuthorizeSecurityGroupIngress one by one, keeping the first ones when a later
+one is a duplicate, where AWS refuses the whole call. Races between meshes and operators hinge on
+exactly these answers, so the test AWS must give them: this module starts moto's own server
+(`python -m tests.support.moto_aws` takes moto.server's arguments) after fixing those three
+behaviours in the server process. Nothing of sgmesh is patched: the operator and the tests still
+reach this server over HTTP only.
+
+`tests/integration/test_moto_aws.py` shows each behaviour against the running server, so a moto
+upgrade that moves the patched code fails loudly instead of silently testing moto's semantics.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+__all__ = ["install", "main"]
+
+
+def _identity(rule: Any) -> tuple[object, ...]:
+    """What a rule is in AWS: protocol, ports and source. The description is an attribute."""
+    ports = (None, None) if rule.ip_protocol == "-1" else (rule.from_port, rule.to_port)
+    return (
+        rule.ip_protocol,
+        ports,
+        rule.ip_range.get("CidrIp"),
+        rule.ip_range.get("CidrIpv6"),
+        rule.source_group.get("GroupId"),
+        rule.source_group.get("UserId"),
+        rule.prefix_list_id,
+    )
+
+
+def install() -> None:
+    """Give this process's moto AWS's rule identity, descriptions and atomic authorizations."""
+    from moto.ec2.models import security_groups as models
+    from moto.ec2.responses import security_groups as responses
+
+    rule_class: Any = models.SecurityGroupRule
+
+    def same_rule(self: Any, other: Any) -> bool:
+        if not isinstance(other, rule_class):
+            return NotImplemented  # type: ignore[no-any-return]
+        return _identity(self) == _identity(other)
+
+    def description(self: Any) -> str | None:
+        found = self.ip_range.get("Description") or self.source_group.get("Description")
+        return str(found) if found else None
+
+    rule_class.__eq__ = same_rule
+    rule_class.__hash__ = None
+    rule_class.description = property(description)
+
+    # One authorization at a time, so that a refused call can put its group back as it was.
+    serialized = threading.Lock()
+    handler_class: Any = responses.SecurityGroups
+    authorize_one_by_one = handler_class.authorize_security_group_ingress
+
+    def authorize_all_or_nothing(self: Any) -> Any:
+        with serialized:
+            return _authorize_all_or_nothing(self)
+
+    def _authorize_all_or_nothing(self: Any) -> Any:
+        group_ref = self._get_param("GroupId") or self._get_param("GroupName")
+        group = self.ec2_backend.get_security_group_by_name_or_id(group_ref) if group_ref else None
+        before = list(group.ingress_rules) if group is not None else None
+        try:
+            return authorize_one_by_one(self)
+        except Exception:
+            if group is not None and before is not None:
+                group.ingress_rules = before
+            raise
+
+    handler_class.authorize_security_group_ingress = authorize_all_or_nothing
+
+
+def main(argv: list[str] | None = None) -> None:
+    install()
+    from moto import server
+
+    server.main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
