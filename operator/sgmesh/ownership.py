@@ -2,7 +2,11 @@
 
 One tag key per mesh, `sgmesh.io/<cluster>/<mesh>`, on every security-group rule the mesh
 created or co-owns (value `owned`) and on every IAM role whose CNI attachment it made (value:
-the policy ARN). Anything that carries no `sgmesh.io/` key belongs to somebody else.
+the policy ARN). Anything that carries no `sgmesh.io/` key belongs to somebody else — with one
+exception: a rule whose description says sgmesh made it (`sgmesh <cluster>/<mesh>: ...`, written
+at creation) but that carries no owner tag is an *orphan* (its tags were removed by hand, or a
+race left it without an owner). sgmesh made it, so a mesh that wants it adopts it and the mesh
+that made it revokes it when it no longer wants it; it never stays open with nobody in charge.
 
 Pure: no I/O.
 """
@@ -14,10 +18,20 @@ from dataclasses import dataclass
 
 from sgmesh import models
 
-__all__ = ["OWNED", "OWNER_TAG_PREFIX", "Owner", "other_mesh_keys"]
+__all__ = [
+    "OWNED",
+    "OWNER_TAG_PREFIX",
+    "Owner",
+    "creator",
+    "is_orphan",
+    "other_mesh_keys",
+    "owned_by_any_mesh",
+]
 
 OWNER_TAG_PREFIX = "sgmesh.io/"
 OWNED = "owned"
+_DESCRIPTION_PREFIX = "sgmesh "
+_DESCRIPTION_SUFFIX = ": node group mesh traffic"
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,7 @@ class Owner:
 
     @property
     def rule_description(self) -> str:
-        return f"sgmesh {self.cluster}/{self.mesh}: node group mesh traffic"
+        return f"{_DESCRIPTION_PREFIX}{self.cluster}/{self.mesh}{_DESCRIPTION_SUFFIX}"
 
     def owns(self, tags: Mapping[str, str]) -> bool:
         return self.tag_key in tags
@@ -47,3 +61,29 @@ def other_mesh_keys(tags: Mapping[str, str], owner: Owner) -> frozenset[str]:
     return frozenset(
         key for key in tags if key.startswith(OWNER_TAG_PREFIX) and key != owner.tag_key
     )
+
+
+def owned_by_any_mesh(tags: Mapping[str, str]) -> bool:
+    return any(key.startswith(OWNER_TAG_PREFIX) for key in tags)
+
+
+def creator(description: str) -> Owner | None:
+    """The mesh whose description a rule carries, i.e. the mesh that created it, if any."""
+    if not (
+        description.startswith(_DESCRIPTION_PREFIX) and description.endswith(_DESCRIPTION_SUFFIX)
+    ):
+        return None
+    cluster, _, mesh = description[len(_DESCRIPTION_PREFIX) : -len(_DESCRIPTION_SUFFIX)].rpartition(
+        "/"
+    )
+    if not cluster or not mesh:
+        return None
+    try:
+        return Owner(cluster, mesh)
+    except models.InvalidSpecError:
+        return None
+
+
+def is_orphan(tags: Mapping[str, str], description: str) -> bool:
+    """sgmesh made the rule (its description says so) and no mesh owns it any more."""
+    return not owned_by_any_mesh(tags) and creator(description) is not None

@@ -5,7 +5,10 @@ This is where the ownership rules live (DESIGN.md, "the safety contract"):
 - a rule is removed only when it carries this mesh's tag and the mesh no longer wants it; if
   another mesh also owns it, this mesh only takes its own tag off;
 - a desired rule that exists without any mesh tag belongs to somebody else: it satisfies the
-  mesh, and it is never tagged, edited or revoked;
+  mesh, and it is never tagged, edited or revoked — unless its description says sgmesh made it
+  (an orphan, `ownership.is_orphan`): a mesh that wants an orphan adopts it (tags it), and the
+  mesh that made it revokes it when it does not want it, so no rule sgmesh made stays open with
+  no owner;
 - a CNI attachment is detached only when the role carries this mesh's tag for that policy, no
   other mesh claims it, and `retainOnRemoval` is false; an attachment that was there before
   the mesh is never touched;
@@ -344,12 +347,34 @@ def _rule_actions(
                     "this mesh co-owns it so it stays while this mesh needs it",
                 )
             )
+        elif ownership.is_orphan(rule.tags, rule.description):
+            actions.append(
+                TagRule(
+                    group_id,
+                    rule.rule_id,
+                    f"{need}; sgmesh made the rule but no mesh owns it any more, "
+                    "this mesh adopts it",
+                )
+            )
         # else: the rule belongs to somebody else and already admits the traffic.
 
     for rule in sorted(current.ingress_rules, key=lambda rule: rule.rule_id):
-        if rule.permission is None or not owner.owns(rule.tags):
+        if rule.permission is None or (rule.group_id, rule.permission) in desired:
             continue
-        if (rule.group_id, rule.permission) in desired:
+        if ownership.is_orphan(rule.tags, rule.description) and (
+            ownership.creator(rule.description) == owner
+        ):
+            why = _why_unwanted(rule, names_by_group)
+            actions.append(
+                Revoke(
+                    rule.group_id,
+                    rule.rule_id,
+                    rule.permission,
+                    f"{why}; this mesh made the rule and no mesh owns it any more",
+                )
+            )
+            continue
+        if not owner.owns(rule.tags):
             continue
         why = _why_unwanted(rule, names_by_group)
         if others := ownership.other_mesh_keys(rule.tags, owner):

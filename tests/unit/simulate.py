@@ -36,6 +36,9 @@ def carry_out(current: Topology, plan: planning.Plan, owner: ownership.Owner) ->
                 rule = rules[action.rule_id]
                 tags = {k: v for k, v in rule.tags.items() if k != owner.tag_key}
                 rules[rule.rule_id] = dataclasses.replace(rule, tags=tags)
+                # apply re-reads the rule after untagging: the last owner to let go revokes.
+                if not ownership.owned_by_any_mesh(tags):
+                    del rules[rule.rule_id]
             case planning.TagRole():
                 role = roles[action.role]
                 roles[action.role] = dataclasses.replace(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from sgmesh import planning
-from sgmesh.topology import Permission, Problem, ProblemKind
+from sgmesh.topology import IngressRule, Permission, Problem, ProblemKind
 
 from .builders import (
     ALL,
@@ -264,3 +265,48 @@ def test_recorded_attachment_detached_by_hand_is_attached_again() -> None:
         member("a", "sg-a", roles=["ra"]), roles=[role("ra", tags={OWNER.tag_key: CNI})]
     )
     assert kinds(planning.plan(current, intent(traffic=()))) == ["attach"]
+
+
+def orphan(rule_id: str, group: str, source: str, made_by: Any) -> IngressRule:
+    """A rule sgmesh made (its description says so) that lost every owner tag."""
+    return IngressRule(
+        rule_id, group, Permission(source, "-1", -1, -1), {}, made_by.rule_description
+    )
+
+
+def test_a_wanted_orphan_is_adopted_not_left_without_owner() -> None:
+    current = world(member("a", "sg-a"), rules=[orphan("sgr-1", "sg-a", "sg-a", OTHER)])
+
+    plan = planning.plan(current, intent())
+
+    assert [(a.kind, getattr(a, "rule_id", None)) for a in plan.actions] == [("tag-rule", "sgr-1")]
+    assert "adopts" in plan.actions[0].reason
+
+
+def test_an_orphan_this_mesh_made_and_no_longer_wants_is_revoked() -> None:
+    current = world(member("a", "sg-a"), rules=[orphan("sgr-1", "sg-a", "sg-gone", OWNER)])
+
+    plan = planning.plan(current, intent(traffic=(DNS_UDP,)))
+
+    revoked = [a.rule_id for a in plan.actions if isinstance(a, planning.Revoke)]
+    assert revoked == ["sgr-1"]
+
+
+def test_an_orphan_another_mesh_made_is_left_to_that_mesh() -> None:
+    current = world(member("a", "sg-a"), rules=[orphan("sgr-1", "sg-a", "sg-gone", OTHER)])
+
+    plan = planning.plan(current, intent())
+
+    assert not any(getattr(a, "rule_id", None) == "sgr-1" for a in plan.actions)
+
+
+def test_a_rule_without_sgmesh_description_is_never_adopted() -> None:
+    foreign = IngressRule(
+        "sgr-1", "sg-a", Permission("sg-a", "-1", -1, -1), {}, "sgmesh lookalike by a person"
+    )
+
+    plan = planning.plan(world(member("a", "sg-a"), rules=[foreign]), intent())
+
+    assert plan.empty
+    assert plan.present_rules == 1
+    assert plan.owned_rules == 0

@@ -20,6 +20,10 @@ THIRD = ownership.Owner("prod", "third")
 SHAPES = [ALL, DNS_UDP, planning.TrafficShape("tcp", 443, 443)]
 
 owners = st.sets(st.sampled_from([OWNER, OTHER, THIRD]), max_size=3)
+# Who made a rule, as its description says: a mesh (sgmesh's description), or somebody else.
+descriptions = st.sampled_from(
+    ["", "hand-made", "sgmesh lookalike", *(o.rule_description for o in (OWNER, OTHER, THIRD))]
+)
 
 
 @st.composite
@@ -38,7 +42,9 @@ def rules(draw: st.DrawFn) -> list[IngressRule]:
             if (group, permission) in seen:
                 continue
             seen.add((group, permission))
-        found.append(IngressRule(f"sgr-{index:04d}", group, permission, tags))
+        found.append(
+            IngressRule(f"sgr-{index:04d}", group, permission, tags, draw(descriptions))
+        )
     return found
 
 
@@ -124,13 +130,41 @@ def test_rules_without_this_meshs_tag_are_never_revoked_edited_or_released(
     plan = planning.plan(current, wanted)
     by_id = {rule.rule_id: rule for rule in current.ingress_rules}
     for action in plan.actions:
-        if isinstance(action, planning.Revoke | planning.UntagRule):
-            assert OWNER.owns(by_id[action.rule_id].tags)
+        if not isinstance(action, planning.Revoke | planning.UntagRule | planning.TagRule):
+            continue
+        rule = by_id[action.rule_id]
+        orphan = ownership.is_orphan(rule.tags, rule.description)
+        # Somebody else's rule (no mesh tag, no sgmesh description) is never touched at all.
+        assert ownership.owned_by_any_mesh(rule.tags) or orphan
+        if isinstance(action, planning.UntagRule):
+            assert OWNER.owns(rule.tags)
         if isinstance(action, planning.Revoke):
-            assert not ownership.other_mesh_keys(by_id[action.rule_id].tags, OWNER)
+            assert not ownership.other_mesh_keys(rule.tags, OWNER)
+            # A rule is revoked when this mesh owns it, or made it and nobody owns it now.
+            assert OWNER.owns(rule.tags) or ownership.creator(rule.description) == OWNER
         if isinstance(action, planning.TagRule):
-            # Only rules another mesh made are co-owned; somebody else's are never tagged.
-            assert ownership.other_mesh_keys(by_id[action.rule_id].tags, OWNER)
+            # Rules another mesh made are co-owned, orphans adopted; nothing else is tagged.
+            assert ownership.other_mesh_keys(rule.tags, OWNER) or orphan
+
+
+@settings(max_examples=300, deadline=None)
+@given(topologies(), intents())
+def test_no_orphan_of_this_mesh_outlives_its_reconcile(
+    current: Topology, wanted: planning.Intent
+) -> None:
+    plan = planning.plan(current, wanted)
+    after = carry_out(current, plan, OWNER)
+    untouched = {p.subject for p in plan.problems if p.kind.value == "QuotaExceeded"}
+    for rule in after.ingress_rules:
+        if rule.permission is None or rule.group_id in untouched:
+            continue
+        assert not (
+            ownership.is_orphan(rule.tags, rule.description)
+            and ownership.creator(rule.description) == OWNER
+        )
+        if (rule.group_id, rule.permission) in desired(current, wanted):
+            # Every desired rule sgmesh made has an owner after the reconcile.
+            assert not ownership.is_orphan(rule.tags, rule.description)
 
 
 @settings(max_examples=300, deadline=None)
