@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 import botocore.exceptions
 
-from sgmesh import aws, discovery, ownership, planning
+from sgmesh import aws, discovery, ownership, planning, topology
 from sgmesh.topology import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2.type_defs import IpPermissionTypeDef, TagTypeDef
+    from mypy_boto3_ec2.type_defs import IpPermissionTypeDef
 
 __all__ = ["ApplyResult", "Failure", "apply"]
 
@@ -45,8 +45,12 @@ class Failure:
 
 @dataclass
 class ApplyResult:
+    """What apply did. `found_existing`: authorizations another writer beat this mesh to (the
+    rule exists; `done` holds the co-owning tag when the rule is a mesh's)."""
+
     done: list[planning.Action] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    found_existing: list[planning.Authorize] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -76,44 +80,45 @@ def apply(clients: aws.AwsClients, plan: planning.Plan, owner: ownership.Owner) 
     # Revoke before authorize: freeing rules first keeps the group within its quota.
     for group_id in sorted(revokes.keys() | authorizations.keys()):
         group_revokes, group_authorizations = revokes[group_id], authorizations[group_id]
-        _run(result, group_revokes, partial(_revoke, clients, group_id, group_revokes))
         _run(
             result,
+            clients,
+            group_revokes,
+            partial(_revoke, clients, group_id, group_revokes, owner),
+        )
+        _run(
+            result,
+            clients,
             group_authorizations,
-            partial(_authorize, clients, group_id, group_authorizations, owner),
+            partial(_authorize, clients, group_id, group_authorizations, owner, result),
         )
-    owned_tag: list[TagTypeDef] = [{"Key": owner.tag_key, "Value": ownership.OWNED}]
     for tag_batch in _batches(tag_rules, _TAG_BATCH):
-        rule_ids = [action.rule_id for action in tag_batch]
-        _run(
-            result, tag_batch, partial(clients.ec2.create_tags, Resources=rule_ids, Tags=owned_tag)
-        )
+        _run(result, clients, tag_batch, partial(_co_own, clients, tag_batch, owner, result))
     for untag_batch in _batches(untag_rules, _TAG_BATCH):
-        rule_ids = [action.rule_id for action in untag_batch]
-        _run(
-            result,
-            untag_batch,
-            partial(clients.ec2.delete_tags, Resources=rule_ids, Tags=[{"Key": owner.tag_key}]),
-        )
+        _run(result, clients, untag_batch, partial(_release, clients, untag_batch, owner))
     for actions in role_actions.values():
         for action in actions:
-            if not _run(result, [action], partial(_role_action, clients, action, owner)):
+            if not _run(result, clients, [action], partial(_role_action, clients, action, owner)):
                 break
     return result
 
 
 def _run(
-    result: ApplyResult, actions: Sequence[planning.Action], call: Callable[[], object]
+    result: ApplyResult,
+    clients: aws.AwsClients,
+    actions: Sequence[planning.Action],
+    call: Callable[[], Sequence[planning.Action] | None],
 ) -> bool:
-    """Make one batched call for `actions`; record them as done or as failed together."""
+    """Make the calls for `actions`; record what they did (all of `actions` unless the call
+    says otherwise: a race can turn an authorize into co-owning), or the failure of them all."""
     if not actions:
         return True
     try:
-        call()
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
-        result.failures.append(Failure(tuple(actions), aws.classify(error)))
+        done = call()
+    except aws.ERRORS as error:
+        result.failures.append(Failure(tuple(actions), clients.classify(error)))
         return False
-    result.done.extend(actions)
+    result.done.extend(actions if done is None else done)
     return True
 
 
@@ -139,19 +144,47 @@ def _authorize(
     group_id: str,
     actions: Sequence[planning.Authorize],
     owner: ownership.Owner,
-) -> None:
-    wanted = [action.permission for action in actions]
+    result: ApplyResult,
+) -> list[planning.Action]:
     try:
-        _authorize_call(clients, group_id, wanted, owner)
+        _authorize_call(clients, group_id, [action.permission for action in actions], owner)
+        return list(actions)
     except botocore.exceptions.ClientError as error:
         if aws.error_code(error) != _DUPLICATE:
             raise
-        # Someone added one of these rules since discovery read the group (AWS refuses the
-        # whole call). What exists now satisfies the mesh; add only what is still missing.
-        existing = _group_permissions(clients, group_id)
-        missing = [permission for permission in wanted if permission not in existing]
-        if missing:
-            _authorize_call(clients, group_id, missing, owner)
+    # Another writer created one of these rules since discovery read the group (AWS refuses
+    # the whole call). Losing that race means joining the rule's owners: a rule another mesh
+    # made, or an orphan sgmesh made, gets this mesh's tag; somebody else's rule satisfies the
+    # mesh and is left alone. What is still missing is authorized.
+    existing: dict[Permission, topology.IngressRule] = {
+        rule.permission: rule
+        for rule in discovery.read_ingress_rules(clients, [group_id]).values()
+        if rule.permission is not None
+    }
+    missing = [action for action in actions if action.permission not in existing]
+    if missing:
+        _authorize_call(clients, group_id, [action.permission for action in missing], owner)
+    joined: list[planning.TagRule] = []
+    for action in actions:
+        rule = existing.get(action.permission)
+        if rule is None:
+            continue
+        result.found_existing.append(action)
+        if owner.owns(rule.tags):
+            continue
+        if ownership.owned_by_any_mesh(rule.tags) or ownership.is_orphan(
+            rule.tags, rule.description
+        ):
+            joined.append(
+                planning.TagRule(
+                    group_id,
+                    rule.rule_id,
+                    f"{action.reason}; another writer created it first, this mesh co-owns it",
+                )
+            )
+    if joined:
+        _tag(clients, [action.rule_id for action in joined], owner)
+    return [*missing, *joined]
 
 
 def _authorize_call(
@@ -172,28 +205,139 @@ def _authorize_call(
     )
 
 
-def _revoke(clients: aws.AwsClients, group_id: str, actions: Sequence[planning.Revoke]) -> None:
-    rule_ids = [action.rule_id for action in actions]
+def _revoke(
+    clients: aws.AwsClients,
+    group_id: str,
+    actions: Sequence[planning.Revoke],
+    owner: ownership.Owner,
+) -> list[planning.Action]:
+    """Revoke what the plan says this mesh alone owns — re-checked against AWS right now, since
+    another mesh may have joined a rule's owners since discovery: such a rule is released
+    (this mesh's tag removed) instead of revoked."""
+    current = discovery.read_ingress_rules(clients, [group_id])
+    gone: list[planning.Action] = []
+    revoke: list[planning.Revoke] = []
+    release: list[planning.UntagRule] = []
+    for action in actions:
+        rule = current.get(action.rule_id)
+        if rule is None:
+            gone.append(action)  # a successful answer without it: somebody revoked it already
+        elif ownership.other_mesh_keys(rule.tags, owner):
+            reason = f"{action.reason}; another mesh owns it now, so it is kept"
+            release.append(planning.UntagRule(group_id, rule.rule_id, reason))
+        elif owner.owns(rule.tags) or (
+            ownership.is_orphan(rule.tags, rule.description)
+            and ownership.creator(rule.description) == owner
+        ):
+            revoke.append(action)
+        # else: the rule changed hands since discovery and is not this mesh's to touch.
+    if revoke:
+        _revoke_call(clients, group_id, [action.rule_id for action in revoke])
+    if release:
+        _untag(clients, [action.rule_id for action in release], owner)
+    return [*gone, *revoke, *release]
+
+
+def _revoke_call(clients: aws.AwsClients, group_id: str, rule_ids: Sequence[str]) -> None:
     try:
-        clients.ec2.revoke_security_group_ingress(GroupId=group_id, SecurityGroupRuleIds=rule_ids)
+        clients.ec2.revoke_security_group_ingress(
+            GroupId=group_id, SecurityGroupRuleIds=list(rule_ids)
+        )
     except botocore.exceptions.ClientError as error:
         if aws.error_code(error) not in _RULE_GONE:
             raise
-        # One of the rules went away since discovery; revoke those that are still there.
-        still_there = _group_rule_ids(clients, group_id) & set(rule_ids)
+        # One of the rules went away since it was read; revoke those that are still there.
+        still_there = set(discovery.read_ingress_rules(clients, [group_id])) & set(rule_ids)
         if still_there:
             clients.ec2.revoke_security_group_ingress(
                 GroupId=group_id, SecurityGroupRuleIds=sorted(still_there)
             )
 
 
-def _group_rule_ids(clients: aws.AwsClients, group_id: str) -> set[str]:
-    return set(discovery.read_ingress_rules(clients, [group_id]))
+def _co_own(
+    clients: aws.AwsClients,
+    actions: Sequence[planning.TagRule],
+    owner: ownership.Owner,
+    result: ApplyResult,
+) -> list[planning.Action]:
+    """Add this mesh's tag to rules others made. A rule that vanished since discovery (its last
+    owner revoked it) is not tagged; the failure says so and the retry re-creates it."""
+    tagged = _tag(clients, [action.rule_id for action in actions], owner)
+    vanished = [action for action in actions if action.rule_id not in tagged]
+    if vanished:
+        result.failures.append(_vanished(vanished, "CreateTags"))
+    return [action for action in actions if action.rule_id in tagged]
 
 
-def _group_permissions(clients: aws.AwsClients, group_id: str) -> set[Permission]:
-    rules = discovery.read_ingress_rules(clients, [group_id]).values()
-    return {rule.permission for rule in rules if rule.permission is not None}
+def _release(
+    clients: aws.AwsClients, actions: Sequence[planning.UntagRule], owner: ownership.Owner
+) -> list[planning.Action]:
+    """Remove this mesh's tag, then re-read: when every other owner let go at the same time
+    (several meshes deleted together), nobody would be left to revoke the rule — so whoever
+    finds it ownerless after its own release revokes it. Revoking twice is harmless."""
+    rule_ids = [action.rule_id for action in actions]
+    _untag(clients, rule_ids, owner)
+    ownerless: dict[str, list[planning.Revoke]] = defaultdict(list)
+    for rule in discovery.read_rules(clients, rule_ids).values():
+        if rule.permission is not None and not ownership.owned_by_any_mesh(rule.tags):
+            ownerless[rule.group_id].append(
+                planning.Revoke(
+                    rule.group_id,
+                    rule.rule_id,
+                    rule.permission,
+                    "its other owners let go at the same time; this mesh was the last",
+                )
+            )
+    for group_id, revokes in sorted(ownerless.items()):
+        _revoke_call(clients, group_id, [action.rule_id for action in revokes])
+    return [*actions, *(revoke for revokes in ownerless.values() for revoke in revokes)]
+
+
+def _tag(clients: aws.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:
+    """Tag the rules that still exist; returns their ids."""
+    return _change_tags(clients, rule_ids, owner, remove=False)
+
+
+def _untag(clients: aws.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:
+    return _change_tags(clients, rule_ids, owner, remove=True)
+
+
+def _change_tags(
+    clients: aws.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner, remove: bool
+) -> set[str]:
+    """One CreateTags/DeleteTags for all rules. AWS refuses the whole batch when one rule is
+    gone; then the rules are re-read and those still there are tagged in a second call, so
+    one vanished rule never fails the others."""
+    targets = list(dict.fromkeys(rule_ids))
+    for attempt in range(2):
+        try:
+            if remove:
+                clients.ec2.delete_tags(Resources=targets, Tags=[{"Key": owner.tag_key}])
+            else:
+                clients.ec2.create_tags(
+                    Resources=targets, Tags=[{"Key": owner.tag_key, "Value": ownership.OWNED}]
+                )
+            return set(targets)
+        except botocore.exceptions.ClientError as error:
+            if attempt or aws.error_code(error) not in _RULE_GONE:
+                raise
+            targets = sorted(discovery.read_rules(clients, targets).keys())
+            if not targets:
+                return set()
+    return set(targets)
+
+
+def _vanished(actions: Sequence[planning.Action], operation: str) -> Failure:
+    return Failure(
+        tuple(actions),
+        aws.AwsFailure(
+            aws.ErrorKind.CONCURRENT_CHANGE,
+            "RuleVanished",
+            operation,
+            "the rule was revoked by its last owner since it was read; the next reconcile "
+            "creates it again",
+        ),
+    )
 
 
 def _role_action(clients: aws.AwsClients, action: planning.Action, owner: ownership.Owner) -> None:

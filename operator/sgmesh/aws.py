@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import functools
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 import botocore.session
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from mypy_boto3_iam import IAMClient
 
 __all__ = [
+    "ERRORS",
     "MUTATING_OPERATIONS",
     "AwsClients",
     "AwsFailure",
@@ -56,6 +59,15 @@ MUTATING_OPERATIONS = frozenset(
     }
 )
 
+# Everything an AWS call can raise that says "AWS did not give a usable answer". botocore's
+# ResponseParserError (a 5xx with a body that is not AWS's XML or JSON, as proxies and outages
+# return) derives from neither of botocore's base classes, so it is listed on its own.
+ERRORS: tuple[type[Exception], ...] = (
+    botocore.exceptions.ClientError,
+    botocore.exceptions.BotoCoreError,
+    botocore.parsers.ResponseParserError,
+)
+
 CallListener = Callable[[str, str], None]
 """Called with (service, operation) before each API call (after retries are not counted)."""
 
@@ -67,10 +79,17 @@ class AwsClients:
     iam: IAMClient
     region: str
     calls: Counter[str] = field(default_factory=Counter)
+    # The service of the last call each thread made: an error names an operation only, and
+    # some operations exist in several services (autoscaling and ec2 both have DeleteTags).
+    _last_call: threading.local = field(default_factory=threading.local, repr=False)
 
     @property
     def mutating_calls(self) -> int:
         return sum(n for operation, n in self.calls.items() if operation in MUTATING_OPERATIONS)
+
+    def classify(self, error: BaseException) -> AwsFailure:
+        """`classify`, knowing which service this thread's last call went to."""
+        return classify(error, service=getattr(self._last_call, "service", None))
 
 
 def default_region() -> str | None:
@@ -82,6 +101,7 @@ def make_clients(
     session: boto3.Session | None = None,
     max_attempts: int = 8,
     listener: CallListener | None = None,
+    max_pool_connections: int = 10,
 ) -> AwsClients:
     """Clients for one region; IAM is global but is reached through the region's partition."""
     session = session or boto3.Session()
@@ -94,6 +114,8 @@ def make_clients(
         region_name=resolved,
         # total_max_attempts counts the first try too ("max_attempts" would count retries only).
         retries={"mode": "standard", "total_max_attempts": max_attempts},
+        # One connection per worker thread that may call at once (botocore's default is 10).
+        max_pool_connections=max_pool_connections,
         connect_timeout=5,
         read_timeout=30,
         user_agent_extra="sgmesh",
@@ -107,6 +129,7 @@ def make_clients(
 
     def count(model: Any, **_: Any) -> None:
         service = model.service_model.service_name
+        clients._last_call.service = service
         clients.calls[model.name] += 1
         if listener is not None:
             listener(service, model.name)
@@ -120,6 +143,9 @@ class ErrorKind(enum.StrEnum):
     """What an AWS failure asks of us; the values are status condition reasons."""
 
     UNAVAILABLE = "AwsUnavailable"  # throttling, 5xx, timeouts, network: retry with backoff
+    # AWS changed under the reconcile, or has not caught up with a write yet (eventual
+    # consistency, concurrent modification): retry soon, the next read tells what is there.
+    CONCURRENT_CHANGE = "ConcurrentChange"
     ACCESS_DENIED = "AccessDenied"  # a permission is missing: a person must grant it
     REJECTED = "AwsRequestRejected"  # AWS refused the request itself (limits, bad values)
 
@@ -130,15 +156,17 @@ class AwsFailure:
     code: str
     operation: str
     message: str
+    service: str | None = None
 
     @property
     def retryable(self) -> bool:
-        return self.kind is ErrorKind.UNAVAILABLE
+        return self.kind in (ErrorKind.UNAVAILABLE, ErrorKind.CONCURRENT_CHANGE)
 
     def describe(self) -> str:
         if self.kind is ErrorKind.ACCESS_DENIED:
+            actions = iam_actions(self.operation, self.service)
             return (
-                f"access denied: grant the operator's role {iam_action(self.operation)} "
+                f"access denied: grant the operator's role {' and '.join(actions)} "
                 f"({self.code}: {self.message})"
             )
         return f"{self.operation} failed with {self.code}: {self.message}"
@@ -148,19 +176,38 @@ _SERVICES = ("ec2", "autoscaling", "iam")
 
 
 @functools.cache
-def _service_of_operations() -> dict[str, str]:
+def _services_of_operations() -> dict[str, tuple[str, ...]]:
     session = botocore.session.get_session()
-    return {
-        operation: service
-        for service in _SERVICES
-        for operation in session.get_service_model(service).operation_names
-    }
+    services: dict[str, tuple[str, ...]] = {}
+    for service in _SERVICES:
+        for operation in session.get_service_model(service).operation_names:
+            services[operation] = (*services.get(operation, ()), service)
+    return services
 
 
-def iam_action(operation: str) -> str:
-    """`AuthorizeSecurityGroupIngress` → `ec2:AuthorizeSecurityGroupIngress`."""
-    service = _service_of_operations().get(operation)
-    return f"{service}:{operation}" if service else operation
+def iam_action(operation: str, service: str | None = None) -> str:
+    """`AuthorizeSecurityGroupIngress` → `ec2:AuthorizeSecurityGroupIngress`.
+
+    An operation that several services have (`DeleteTags`: ec2 and autoscaling) needs the
+    service it was called on; without it, all candidates are named.
+    """
+    if service is not None:
+        return f"{service}:{operation}"
+    services = _services_of_operations().get(operation, ())
+    return " or ".join(f"{name}:{operation}" for name in services) or operation
+
+
+# Tags given at creation are authorized as a CreateTags of their own: a denied authorize that
+# carries TagSpecifications may be the missing ec2:CreateTags.
+_TAGGED_AT_CREATION = frozenset({"AuthorizeSecurityGroupIngress"})
+
+
+def iam_actions(operation: str, service: str | None = None) -> tuple[str, ...]:
+    """The permissions a denied operation may be missing, the operation's own first."""
+    own = iam_action(operation, service)
+    if operation in _TAGGED_AT_CREATION:
+        return (own, "ec2:CreateTags (tagging at creation)")
+    return (own,)
 
 
 _THROTTLING_CODES = frozenset(
@@ -200,13 +247,28 @@ _ACCESS_DENIED_CODES = frozenset(
 )
 
 
+# Answers that say AWS moved under us: another writer changed the thing since it was read, or a
+# write has not reached every reader yet. A fresh read decides; a person has nothing to do.
+_CONCURRENT_CHANGE_CODES = frozenset(
+    {
+        "ConcurrentModification",
+        "ConcurrentModificationException",
+        "InvalidGroup.NotFound",
+        "InvalidSecurityGroupRuleId.NotFound",
+        "InvalidPermission.NotFound",
+        "InvalidPermission.Duplicate",
+        "IncorrectState",
+    }
+)
+
+
 def error_code(error: BaseException) -> str:
     if isinstance(error, botocore.exceptions.ClientError):
         return str(error.response.get("Error", {}).get("Code", "Unknown"))
     return type(error).__name__
 
 
-def classify(error: BaseException) -> AwsFailure:
+def classify(error: BaseException, service: str | None = None) -> AwsFailure:
     """Map a boto error to what the operator must do about it."""
     if isinstance(error, botocore.exceptions.ClientError):
         code = error_code(error)
@@ -214,10 +276,12 @@ def classify(error: BaseException) -> AwsFailure:
         message = str(error.response.get("Error", {}).get("Message", error))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         if code in _ACCESS_DENIED_CODES or status == 403:
-            return AwsFailure(ErrorKind.ACCESS_DENIED, code, operation, message)
+            return AwsFailure(ErrorKind.ACCESS_DENIED, code, operation, message, service)
         if code in _THROTTLING_CODES or status >= 500 or status == 429:
-            return AwsFailure(ErrorKind.UNAVAILABLE, code, operation, message)
-        return AwsFailure(ErrorKind.REJECTED, code, operation, message)
+            return AwsFailure(ErrorKind.UNAVAILABLE, code, operation, message, service)
+        if code in _CONCURRENT_CHANGE_CODES:
+            return AwsFailure(ErrorKind.CONCURRENT_CHANGE, code, operation, message, service)
+        return AwsFailure(ErrorKind.REJECTED, code, operation, message, service)
     if isinstance(
         error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError
     ):

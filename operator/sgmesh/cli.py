@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import botocore.exceptions
 import yaml
 
 from sgmesh import aws, crd, models, planning, reconcile, status
@@ -199,8 +198,8 @@ def _run_pipeline(arguments: argparse.Namespace) -> int:
         clients = aws.make_clients(region)
         try:
             outcome = reconcile.converge(clients, mesh, settings, write=arguments.write)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            failure = aws.classify(error)
+        except aws.ERRORS as error:
+            failure = clients.classify(error)
             print(f"error: mesh {mesh.name!r}: {failure.describe()}", file=sys.stderr)
             exit_code = EXIT_ERROR
             continue

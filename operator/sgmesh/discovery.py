@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     )
     from mypy_boto3_iam.type_defs import RoleDetailTypeDef
 
-__all__ = ["discover", "discover_owned", "read_ingress_rules"]
+__all__ = ["discover", "discover_owned", "read_ingress_rules", "read_rules"]
 
 # API limits that shape the batches.
 ASG_PAGE_SIZE = 100  # DescribeAutoScalingGroups: MaxRecords ≤ 100, and as many names per call
@@ -683,6 +683,18 @@ def read_ingress_rules(
     for chunk in _chunks(group_ids, FILTER_VALUES_PER_CALL):
         rules.update(_describe_ingress_rules(clients, [{"Name": "group-id", "Values": chunk}]))
     return rules
+
+
+def read_rules(clients: aws.AwsClients, rule_ids: Sequence[str]) -> dict[str, topology.IngressRule]:
+    """The inbound rules among `rule_ids` that exist now, by id (apply re-reads what it just
+    changed). A filter, unlike `SecurityGroupRuleIds`, answers for the rules that exist instead
+    of failing the whole call when one is gone."""
+    found: dict[str, topology.IngressRule] = {}
+    for chunk in _chunks(sorted(set(rule_ids)), FILTER_VALUES_PER_CALL):
+        found.update(
+            _describe_ingress_rules(clients, [{"Name": "security-group-rule-id", "Values": chunk}])
+        )
+    return found
 
 
 def _read_owned_rules(

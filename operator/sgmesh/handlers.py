@@ -22,9 +22,8 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-import botocore.exceptions
 import kopf
 from aiohttp import web
 
@@ -42,6 +41,7 @@ AWS_ATTEMPTS = 4
 WORKER_THREADS = 32
 RETRY_DELAY_SECONDS = {
     aws.ErrorKind.UNAVAILABLE: 10.0,
+    aws.ErrorKind.CONCURRENT_CHANGE: 5.0,
     aws.ErrorKind.ACCESS_DENIED: 60.0,
     aws.ErrorKind.REJECTED: 60.0,
 }
@@ -92,7 +92,10 @@ class Runtime:
     def clients_for(self, region: str) -> aws.AwsClients:
         if region not in self.clients:
             self.clients[region] = aws.make_clients(
-                region, max_attempts=AWS_ATTEMPTS, listener=self.metrics.count_call
+                region,
+                max_attempts=AWS_ATTEMPTS,
+                listener=self.metrics.count_call,
+                max_pool_connections=WORKER_THREADS,
             )
         return self.clients[region]
 
@@ -109,7 +112,8 @@ def run(settings: OperatorSettings) -> None:
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        identity=operator_identity(),
+        # kopf types it as its private NewType of str (`Identity`), not exported publicly.
+        identity=cast(Any, operator_identity()),
         priority=peering_priority(time.time()),
         memo=kopf.Memo(operator_settings=settings),
     )
@@ -258,8 +262,8 @@ async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: 
             outcome = await loop.run_in_executor(
                 runtime.executor, reconcile.withdraw, clients, owner, retain_cni
             )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            failure = aws.classify(error)
+        except aws.ERRORS as error:
+            failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
             kopf.warn(body, reason=failure.kind.value, message=f"cleanup: {failure.describe()}")
             raise kopf.TemporaryError(failure.describe(), delay=_delay(failure, retry)) from error
@@ -327,8 +331,8 @@ async def _converge(
                 mesh,
                 runtime.settings.pipeline,
             )
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-            failure = aws.classify(error)
+        except aws.ERRORS as error:
+            failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
             runtime.metrics.reconciles.labels(name, "failed").inc()
             _set_status(

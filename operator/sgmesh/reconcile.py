@@ -54,6 +54,9 @@ class Outcome:
         """Rule counts after the writes that succeeded."""
         present, owned = self.plan.present_rules, self.plan.owned_rules
         if self.applied is not None:
+            # Rules another writer created first exist; they count as owned only when this
+            # mesh's tag was added to them (a TagRule among `done`).
+            present += len(self.applied.found_existing)
             for action in self.applied.done:
                 if isinstance(action, planning.Authorize):
                     present += 1

@@ -49,3 +49,12 @@ def test_other_ports_from_the_same_group_are_another_rule(world: World) -> None:
     world.ingress_from_group(target, source, protocol="udp", from_port=53, to_port=53)
     world.ingress_from_group(target, source, protocol="tcp", from_port=53, to_port=53)
     assert len(world.describe_ingress(target)) == 2
+
+
+def test_tagging_a_rule_that_is_gone_fails_as_in_aws(world: World) -> None:
+    target, source = world.security_group("target"), world.security_group("source")
+    rule_id = world.ingress_from_group(target, source)
+    world.clients.ec2.revoke_security_group_ingress(GroupId=target, SecurityGroupRuleIds=[rule_id])
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        world.clients.ec2.create_tags(Resources=[rule_id], Tags=[{"Key": "k", "Value": "v"}])
+    assert refused.value.response["Error"]["Code"] == "InvalidSecurityGroupRuleId.NotFound"

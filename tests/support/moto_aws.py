@@ -1,12 +1,13 @@
-"""The moto server, with AWS's semantics for security-group rules where sgmesh's safety rests on them.
+"""The moto server, with AWS's semantics for the security-group rules sgmesh's safety rests on.
 
 moto keys an SG-referencing rule on its description too, so two writers of the same rule with
 different descriptions both succeed, where AWS refuses the second with
-`InvalidPermission.Duplicate`. It returns no description for such rules, and it applies the
+`InvalidPermission.Duplicate`. It returns no description for such rules; it applies the
 permissions of one AuthorizeSecurityGroupIngress one by one, keeping the first ones when a later
-one is a duplicate, where AWS refuses the whole call. Races between meshes and operators hinge on
+one is a duplicate, where AWS refuses the whole call; and it tags a rule id that does not exist,
+where AWS answers `InvalidSecurityGroupRuleId.NotFound`. Races between meshes and operators hinge on
 exactly these answers, so the test AWS must give them: this module starts moto's own server
-(`python -m tests.support.moto_aws` takes moto.server's arguments) after fixing those three
+(`python -m tests.support.moto_aws` takes moto.server's arguments) after fixing those four
 behaviours in the server process. Nothing of sgmesh is patched: the operator and the tests still
 reach this server over HTTP only.
 
@@ -78,6 +79,27 @@ def install() -> None:
             raise
 
     handler_class.authorize_security_group_ingress = authorize_all_or_nothing
+
+    # CreateTags on a rule that does not exist (any more) fails in AWS; moto tags the id.
+    from moto.ec2 import exceptions
+    from moto.ec2.models import EC2Backend
+
+    backend_class: Any = EC2Backend
+    check_other_resources = backend_class.do_resources_exist
+
+    def do_resources_exist(self: Any, resource_ids: list[str]) -> Any:
+        rule_ids = {
+            rule.id
+            for groups in self.groups.values()
+            for group in groups.values()
+            for rule in (*group.ingress_rules, *group.egress_rules)
+        }
+        for resource_id in resource_ids:
+            if resource_id.startswith("sgr-") and resource_id not in rule_ids:
+                raise exceptions.InvalidSecurityGroupRuleIdNotFoundError(resource_id)
+        return check_other_resources(self, [r for r in resource_ids if not r.startswith("sgr-")])
+
+    backend_class.do_resources_exist = do_resources_exist
 
 
 def main(argv: list[str] | None = None) -> None:

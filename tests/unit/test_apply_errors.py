@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 from botocore.stub import ANY, Stubber
 
-from sgmesh import apply, aws, models, planning, reconcile
+from sgmesh import apply, aws, models, ownership, planning, reconcile
 from sgmesh.topology import Permission
 
 from .builders import CNI, OWNER
@@ -50,7 +50,9 @@ def authorize(group: str, permission: Permission) -> planning.Authorize:
     return planning.Authorize(group, permission, "test")
 
 
-def rule_answer(group: str, source: str, rule_id: str) -> dict[str, object]:
+def rule_answer(
+    group: str, source: str, rule_id: str, owners: tuple[ownership.Owner, ...] = ()
+) -> dict[str, object]:
     return {
         "SecurityGroupRuleId": rule_id,
         "GroupId": group,
@@ -59,6 +61,7 @@ def rule_answer(group: str, source: str, rule_id: str) -> dict[str, object]:
         "FromPort": -1,
         "ToPort": -1,
         "ReferencedGroupInfo": {"GroupId": source},
+        "Tags": [{"Key": owner.tag_key, "Value": ownership.OWNED} for owner in owners],
     }
 
 
@@ -88,19 +91,30 @@ def test_duplicate_on_authorize_rereads_the_group_and_adds_only_what_is_missing(
     result = apply.apply(clients, plan, OWNER)
 
     assert result.ok
-    assert len(result.done) == 2
+    # The rule somebody else made satisfies the mesh but is not the mesh's: never tagged.
+    assert result.done == [authorize("sg-t", ALL_FROM_B)]
+    assert result.found_existing == [authorize("sg-t", ALL_FROM_A)]
 
 
 def test_revoke_of_a_rule_already_gone_revokes_the_rest(
     clients: aws.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     ec2 = stubs["ec2"]
+    ec2.add_response(
+        "describe_security_group_rules",
+        {
+            "SecurityGroupRules": [
+                rule_answer("sg-t", "sg-a", "sgr-1", (OWNER,)),
+                rule_answer("sg-t", "sg-b", "sgr-2", (OWNER,)),
+            ]
+        },
+    )
     ec2.add_client_error(
         "revoke_security_group_ingress", "InvalidSecurityGroupRuleId.NotFound", http_status_code=400
     )
     ec2.add_response(
         "describe_security_group_rules",
-        {"SecurityGroupRules": [rule_answer("sg-t", "sg-b", "sgr-2")]},
+        {"SecurityGroupRules": [rule_answer("sg-t", "sg-b", "sgr-2", (OWNER,))]},
     )
     ec2.add_response(
         "revoke_security_group_ingress",

@@ -42,9 +42,7 @@ def rules(draw: st.DrawFn) -> list[IngressRule]:
             if (group, permission) in seen:
                 continue
             seen.add((group, permission))
-        found.append(
-            IngressRule(f"sgr-{index:04d}", group, permission, tags, draw(descriptions))
-        )
+        found.append(IngressRule(f"sgr-{index:04d}", group, permission, tags, draw(descriptions)))
     return found
 
 
