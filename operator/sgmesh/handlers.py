@@ -222,7 +222,9 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.delete(*RESOURCE, retries=None, backoff=10, timeout=None)
-async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+async def withdraw_on_delete(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
     """Clean up behind the finalizer as `deletionPolicy` says. The finalizer goes only when
     cleanup succeeded: an AWS outage delays deletion, it never skips cleanup."""
     runtime: Runtime = memo.runtime
@@ -235,11 +237,11 @@ async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: 
         mode = spec.get("mode", models.Mode.ENFORCE.value)
         if policy == models.DeletionPolicy.RETAIN.value or mode == models.Mode.DRY_RUN.value:
             why = "deletionPolicy Retain" if mode != models.Mode.DRY_RUN.value else "DryRun"
-            kopf.event(
+            _event(
                 body,
-                type="Normal",
-                reason="Retained",
-                message=f"{why}: the rules and attachments the mesh made are left in AWS",
+                "Normal",
+                "Retained",
+                f"{why}: the rules and attachments the mesh made are left in AWS",
             )
             _forget(runtime, uid, name)
             return
@@ -247,10 +249,11 @@ async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: 
         if not region:
             # Without a region this mesh could never reconcile, so it wrote nothing; blocking
             # its deletion forever would help nobody.
-            kopf.warn(
+            _event(
                 body,
-                reason=status.INVALID_SPEC,
-                message="no region (spec.region or the operator's --region): nothing to clean up",
+                "Warning",
+                status.INVALID_SPEC,
+                "no region (spec.region or the operator's --region): nothing to clean up",
             )
             _forget(runtime, uid, name)
             return
@@ -265,15 +268,33 @@ async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: 
         except aws.ERRORS as error:
             failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
-            kopf.warn(body, reason=failure.kind.value, message=f"cleanup: {failure.describe()}")
+            _deletion_waits(body, patch, failure)
             raise kopf.TemporaryError(failure.describe(), delay=_delay(failure, retry)) from error
         _report_changes(runtime, body, outcome)
         if outcome.failures:
             failure = outcome.failures[0].failure
+            _deletion_waits(body, patch, failure)
             raise kopf.TemporaryError(
                 f"cleanup: {failure.describe()}", delay=_delay(failure, retry)
             )
     _forget(runtime, uid, name)
+
+
+def _deletion_waits(body: kopf.Body, patch: kopf.Patch, failure: aws.AwsFailure) -> None:
+    """A mesh whose cleanup cannot finish says so, instead of the Ready it had before."""
+    message = f"deleting: cleanup waits until AWS answers ({failure.describe()})"
+    _set_status(
+        body,
+        patch,
+        status.failure_status(
+            status.DELETING, message, body.metadata.get("generation"), body.status
+        ),
+    )
+
+
+def _event(body: kopf.Body, type_: str, reason: str, message: str) -> None:
+    """Post an event; Kubernetes refuses messages over 1,024 bytes, so they are clipped."""
+    kopf.event(body, type=type_, reason=reason, message=status.clip(message))
 
 
 def _forget(runtime: Runtime, uid: str, name: str) -> None:
@@ -371,7 +392,7 @@ def _set_status(body: kopf.Body, patch: kopf.Patch, new_status: dict[str, Any]) 
     before = status.find_condition(body.status, "Ready") or {}
     changed = (before.get("reason"), before.get("message")) != (ready["reason"], ready["message"])
     if ready["status"] == "False" and changed:
-        kopf.warn(body, reason=ready["reason"], message=ready["message"])
+        _event(body, "Warning", ready["reason"], ready["message"])
 
 
 def _report_changes(runtime: Runtime, body: kopf.Body, outcome: reconcile.Outcome) -> None:
@@ -385,16 +406,12 @@ def _report_changes(runtime: Runtime, body: kopf.Body, outcome: reconcile.Outcom
     for kind, actions in done.items():
         shown = "; ".join(action.describe() for action in actions[:_EVENT_ITEMS])
         more = f" (+{len(actions) - _EVENT_ITEMS} more)" if len(actions) > _EVENT_ITEMS else ""
-        kopf.event(
-            body,
-            type="Normal",
-            reason=EVENT_REASONS[kind],
-            message=f"{len(actions)}: {shown}{more}",
-        )
+        _event(body, "Normal", EVENT_REASONS[kind], f"{len(actions)}: {shown}{more}")
     for failure in outcome.applied.failures:
-        kopf.warn(
+        _event(
             body,
-            reason=failure.failure.kind.value,
-            message=f"{failure.failure.describe()}; not done: "
+            "Warning",
+            failure.failure.kind.value,
+            f"{failure.failure.describe()}; not done: "
             + "; ".join(action.describe() for action in failure.actions[:_EVENT_ITEMS]),
         )

@@ -17,6 +17,9 @@ from sgmesh import aws, models, reconcile, topology
 from sgmesh.topology import ProblemKind
 
 __all__ = [
+    "MAX_MESSAGE_BYTES",
+    "clip",
+    "DELETING",
     "DRY_RUN",
     "INVALID_SPEC",
     "MAX_PENDING_ACTIONS",
@@ -35,8 +38,12 @@ RECONCILED = "Reconciled"
 DRY_RUN = "DryRun"
 INVALID_SPEC = "InvalidSpec"
 PARTIAL = "PartiallyApplied"
+DELETING = "Deleting"
 MAX_PENDING_ACTIONS = 200
-_MAX_MESSAGE = 1024
+# Kubernetes refuses an Event whose message exceeds 1,024 *bytes*; conditions share the limit
+# so that a condition's message can always be repeated in an event.
+MAX_MESSAGE_BYTES = 1024
+_ELLIPSIS = "…"
 
 # When several things are wrong, the reason shown is the one a person should fix first.
 _PROBLEM_ORDER = (
@@ -66,7 +73,7 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
         first = failures[0].failure
         more = f" (and {len(failures) - 1} more failures)" if len(failures) > 1 else ""
         reason = first.kind.value if first.kind is not aws.ErrorKind.REJECTED else PARTIAL
-        return Verdict(False, reason, _clip(first.describe() + more))
+        return Verdict(False, reason, clip(first.describe() + more))
     problems = sorted(outcome.plan.problems, key=lambda p: _PROBLEM_ORDER.index(p.kind))
     if problems:
         kind = problems[0].kind
@@ -75,7 +82,7 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
         message = "; ".join(p.message for p in same)
         if others:
             message += f" (and {others} other problems)"
-        return Verdict(False, kind.value, _clip(message))
+        return Verdict(False, kind.value, clip(message))
     if outcome.plan.held:
         return Verdict(
             False, ProblemKind.UNRESOLVED.value, f"{len(outcome.plan.held)} removals held back"
@@ -96,8 +103,13 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
     )
 
 
-def _clip(message: str) -> str:
-    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 1] + "…"
+def clip(message: str, limit: int = MAX_MESSAGE_BYTES) -> str:
+    """`message` within `limit` bytes of UTF-8, cut on a character boundary, ending in "…"."""
+    encoded = message.encode()
+    if len(encoded) <= limit:
+        return message
+    room = limit - len(_ELLIPSIS.encode())
+    return encoded[:room].decode(errors="ignore") + _ELLIPSIS
 
 
 def ready_condition(
@@ -165,6 +177,6 @@ def failure_status(
     was resolved before stays visible."""
     written = models.NodeGroupMeshStatus(
         observed_generation=generation,
-        conditions=[ready_condition(Verdict(False, reason, _clip(message)), generation, previous)],
+        conditions=[ready_condition(Verdict(False, reason, clip(message)), generation, previous)],
     )
     return written.model_dump(mode="json", by_alias=True, exclude_unset=True)

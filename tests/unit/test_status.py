@@ -39,3 +39,14 @@ def test_written_status_is_valid_for_the_status_model() -> None:
 
     parsed = models.NodeGroupMeshStatus.model_validate(written)
     assert len(parsed.conditions[0].message) == 1024
+
+
+def test_clip_cuts_on_a_character_boundary_within_the_byte_limit() -> None:
+    message = "⇄" * 400  # 1,200 bytes
+
+    clipped = status.clip(message)
+
+    assert len(clipped.encode()) <= status.MAX_MESSAGE_BYTES
+    assert clipped.endswith("…")
+    assert set(clipped[:-1]) == {"⇄"}
+    assert status.clip("short") == "short"
