@@ -71,3 +71,25 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
     assert throttling.throttled["GetAccountAuthorizationDetails"] == 3
     writes = {action for action in throttling.requests if action in aws.MUTATING_OPERATIONS}
     assert writes == set()
+
+
+def test_an_unparseable_5xx_answer_is_unavailable_and_nothing_is_written(
+    world: World, throttling: ThrottlingProxy
+) -> None:
+    world.node_group("eks-a")
+    world.node_group("eks-b")
+    throttling.unparseable["DescribeSecurityGroupRules"] = 100
+    clients = aws.make_clients(max_attempts=2)
+
+    with pytest.raises(aws.ERRORS) as raised:
+        reconcile.converge(clients, MESH, reconcile.Settings())
+
+    # botocore cannot parse the answer: a ResponseParserError, which is no BotoCoreError.
+    assert not isinstance(
+        raised.value, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError
+    )
+    failure = clients.classify(raised.value)
+    assert failure.kind is aws.ErrorKind.UNAVAILABLE
+    assert failure.retryable
+    writes = {action for action in throttling.requests if action in aws.MUTATING_OPERATIONS}
+    assert writes == set()

@@ -1,7 +1,8 @@
-"""An HTTP proxy in front of moto that answers chosen AWS actions with throttling errors.
+"""An HTTP proxy in front of moto that answers chosen AWS actions with AWS's bad days.
 
-moto never throttles; AWS does. Through this proxy the real botocore retry logic meets real
-throttling answers over HTTP, so tests can show what the clients' retry mode does with them.
+moto never throttles and never fails; AWS does, and so do the proxies and load balancers in
+front of it. Through this proxy the real botocore retry logic and parsers meet real throttling
+answers, and 5xx answers that are not AWS's XML, over HTTP.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ _THROTTLED = (
     b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code>"
     b"<Message>Rate exceeded</Message></Error><RequestId>sgmesh-test</RequestId></ErrorResponse>"
 )
+# What a proxy in front of AWS answers in an outage (Envoy's words): a 503 whose body is not
+# AWS's XML, which botocore cannot parse (ResponseParserError, which is no BotoCoreError).
+_UNPARSEABLE = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
 
 class ThrottlingProxy:
-    """Forwards to moto; throttles the next `throttle[action]` requests of each action."""
+    """Forwards to moto; throttles the next `throttle[action]` requests of each action, and
+    answers the next `unparseable[action]` ones with a proxy's 503 page."""
 
     def __init__(self, target_port: int) -> None:
         self.throttle: Counter[str] = Counter()
+        self.unparseable: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -45,8 +51,15 @@ class ThrottlingProxy:
                     if throttled:
                         proxy.throttle[action] -= 1
                         proxy.throttled[action] += 1
+                    broken = not throttled and proxy.unparseable[action] > 0
+                    if broken:
+                        proxy.unparseable[action] -= 1
+                        proxy.throttled[action] += 1
                 if throttled:
                     self._answer(400, _THROTTLED, {"Content-Type": "text/xml"})
+                    return
+                if broken:
+                    self._answer(503, _UNPARSEABLE, {"Content-Type": "text/plain"})
                     return
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
