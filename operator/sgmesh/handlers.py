@@ -149,7 +149,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     operator_settings: OperatorSettings = memo.operator_settings
     settings.persistence.finalizer = FINALIZER
     # deploy/ installs the CRD before the operator and grants no access to CRDs: kopf's
-    # discovery at start-up is enough, so it does not watch for CRDs appearing later.
+    # discovery at start-up is enough, so it does not watch for CRDs appearing later. (With
+    # scanning on, kopf stops serving a CRD the moment it starts terminating — it no longer
+    # lists `patch` — so the finalizers of the meshes being deleted with it would never go.)
     settings.scanning.disabled = True
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")

@@ -17,14 +17,14 @@ from sgmesh import aws, models, reconcile, topology
 from sgmesh.topology import ProblemKind
 
 __all__ = [
-    "MAX_MESSAGE_BYTES",
-    "clip",
     "DELETING",
     "DRY_RUN",
     "INVALID_SPEC",
+    "MAX_MESSAGE_BYTES",
     "MAX_PENDING_ACTIONS",
     "RECONCILED",
     "Verdict",
+    "clip",
     "failure_status",
     "find_condition",
     "member_status",

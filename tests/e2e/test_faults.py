@@ -1,0 +1,73 @@
+"""The operator through faults a real cluster has: owners of shared rules deleted together, a
+deletion that waits on an AWS outage.
+
+Each test states its pass criterion on AWS state, status and events; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Meshes, Operator, wait_until
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.world import NodeGroup, World
+
+pytestmark = pytest.mark.kube
+
+DEADLINE = 60
+
+
+def spec(*names: str, **extra: Any) -> dict[str, Any]:
+    return {"autoScalingGroups": {"names": list(names)}, "resyncSeconds": 10, **extra}
+
+
+def mesh_rules(world: World, groups: list[NodeGroup]) -> list[dict[str, Any]]:
+    return [rule for group in groups for rule in world.describe_ingress(group.security_group_id)]
+
+
+def owner_keys(rule: dict[str, Any]) -> set[str]:
+    return {tag["Key"] for tag in rule.get("Tags", []) if tag["Key"].startswith("sgmesh.io/")}
+
+
+def test_owners_deleted_together_leave_no_rule_behind(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    names = ["owner-1", "owner-2", "owner-3", "owner-4"]
+    for name in names:
+        meshes.create(name, spec("eks-a", "eks-b"))
+    for name in names:
+        meshes.wait_ready(name, DEADLINE, operator.log_tail)
+    assert all(len(owner_keys(rule)) == 4 for rule in mesh_rules(world, groups))
+
+    for name in names:
+        meshes.delete(name)
+
+    wait_until(
+        lambda: not any(meshes.get(name) for name in names),
+        DEADLINE,
+        "every mesh is gone",
+        operator.log_tail,
+    )
+    assert mesh_rules(world, groups) == []
+
+
+def test_deletion_waiting_on_an_aws_outage_says_so(
+    world: World, meshes: Meshes, operator: Operator, aws_proxy: TcpProxy
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("waits", spec("eks-a", "eks-b"))
+    meshes.wait_ready("waits", DEADLINE, operator.log_tail)
+
+    aws_proxy.cut()
+    meshes.delete("waits")
+
+    deleting = meshes.wait_condition("waits", "False", "Deleting", DEADLINE, operator.log_tail)
+    assert "waits until AWS answers" in deleting["message"]
+    assert len(mesh_rules(world, groups)) == 4  # nothing was revoked blindly
+
+    aws_proxy.restore()
+    wait_until(lambda: meshes.get("waits") is None, 120, "the mesh is gone", operator.log_tail)
+    assert mesh_rules(world, groups) == []
