@@ -320,3 +320,42 @@ def test_operator_with_peering_as_the_service_account_converges_unrefused(
     wait_until(registered, DEADLINE, "the operator registers in its peering", operator.log_tail)
     _converge_and_delete(world, meshes, operator)
     assert _refusals(operator) == []
+
+
+def test_two_replicas_with_peering_leave_exactly_one_active_and_hand_over(
+    kube_cluster: ControlPlane,
+    peering_deployed: str,
+    world: World,
+    meshes: Meshes,
+    start_operator: Callable[..., Operator],
+) -> None:
+    peering = peering_deployed
+    first = start_operator(extra_args=("--peering", peering))
+
+    def peers() -> int:
+        found = kube_cluster.kubectl("get", "clusterkopfpeering", peering, "-o", "json")
+        return len(json.loads(found.stdout).get("status") or {}) if found.returncode == 0 else 0
+
+    wait_until(lambda: peers() == 1, DEADLINE, "the first replica registers", first.log_tail)
+    second = start_operator(extra_args=("--peering", peering))
+    wait_until(lambda: peers() == 2, DEADLINE, "the second replica registers", second.log_tail)
+    world.node_group("eks-a")
+    world.node_group("eks-b")
+    meshes.create("one", {"autoScalingGroups": {"names": ["eks-a"]}})
+    meshes.wait_ready("one", DEADLINE, first.log_tail)
+
+    def worked(operator: Operator) -> bool:
+        return "Handler 'converge_on_change' succeeded" in operator.log_path.read_text(
+            errors="replace"
+        )
+
+    # Exactly one active: the older replica reconciled, the newer one stayed paused.
+    assert worked(first)
+    assert not worked(second)
+    assert "Resuming operations" not in second.log_path.read_text(errors="replace")
+
+    first.stop(kill=True)  # no goodbye: its peering record must expire
+    meshes.create("two", {"autoScalingGroups": {"names": ["eks-b"]}})
+
+    meshes.wait_ready("two", DEADLINE, second.log_tail)
+    assert worked(second)
