@@ -224,3 +224,81 @@ def test_connection_errors_are_unavailable_not_gone() -> None:
     error = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
     assert aws.classify(error).kind is aws.ErrorKind.UNAVAILABLE
     assert aws.classify(error).retryable
+
+
+@pytest.mark.parametrize(
+    ("service", "operation", "code"),
+    [
+        ("iam", "attach_role_policy", "ConcurrentModification"),
+        ("iam", "tag_role", "ConcurrentModification"),
+        ("ec2", "authorize_security_group_ingress", "InvalidGroup.NotFound"),
+    ],
+)
+def test_transient_answers_are_retried_not_reported_as_rejected(
+    clients: aws.AwsClients, stubs: dict[str, Stubber], service: str, operation: str, code: str
+) -> None:
+    stubs[service].add_client_error(operation, code, http_status_code=400)
+    action: planning.Action = (
+        planning.Authorize("sg-t", ALL_FROM_A, "test")
+        if service == "ec2"
+        else planning.AttachPolicy("role-a", CNI, "test")
+        if operation == "attach_role_policy"
+        else planning.TagRole("role-a", CNI, "test")
+    )
+
+    result = apply.apply(clients, planning.Plan(actions=(action,)), OWNER)
+
+    (failure,) = result.failures
+    assert failure.failure.kind is aws.ErrorKind.CONCURRENT_CHANGE
+    assert failure.failure.retryable
+
+
+def test_a_re_read_that_lags_the_write_is_retried_later(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    ec2 = stubs["ec2"]
+    ec2.add_client_error(
+        "authorize_security_group_ingress", "InvalidPermission.Duplicate", http_status_code=400
+    )
+    ec2.add_response("describe_security_group_rules", {"SecurityGroupRules": []})  # lags
+    ec2.add_client_error(
+        "authorize_security_group_ingress", "InvalidPermission.Duplicate", http_status_code=400
+    )
+
+    result = apply.apply(clients, planning.Plan(actions=(authorize("sg-t", ALL_FROM_A),)), OWNER)
+
+    (failure,) = result.failures
+    assert failure.failure.kind is aws.ErrorKind.CONCURRENT_CHANGE
+    assert failure.failure.retryable
+
+
+def test_access_denied_names_the_service_the_operation_was_called_on(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    stubs["autoscaling"].add_client_error("delete_tags", "AccessDenied", http_status_code=403)
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        clients.autoscaling.delete_tags(Tags=[{"Key": "k", "ResourceId": "asg"}])
+
+    described = clients.classify(raised.value).describe()
+    assert "autoscaling:DeleteTags" in described
+    assert "ec2:DeleteTags" not in described
+
+
+def test_an_operation_of_several_services_names_them_all_without_a_service() -> None:
+    assert aws.iam_action("DeleteTags") == "ec2:DeleteTags or autoscaling:DeleteTags"
+    assert aws.iam_action("AttachRolePolicy") == "iam:AttachRolePolicy"
+
+
+def test_a_denied_authorize_may_be_the_missing_create_tags(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    stubs["ec2"].add_client_error(
+        "authorize_security_group_ingress", "UnauthorizedOperation", http_status_code=403
+    )
+
+    result = apply.apply(clients, planning.Plan(actions=(authorize("sg-t", ALL_FROM_A),)), OWNER)
+
+    described = result.failures[0].failure.describe()
+    assert "ec2:AuthorizeSecurityGroupIngress" in described
+    assert "ec2:CreateTags" in described
