@@ -1,7 +1,7 @@
 """sgmesh: keeps the node groups (ASGs) of an EKS cluster able to reach each other.
 
 Modules follow the data flow: models → discovery → planning → apply → reconcile → status /
-handlers / cli. See the README and the design notes for the ownership rules.
+handlers / cli. docs/architecture.md describes the flow, the layers and the ownership rules.
 """
 
 __all__ = ["__version__"]

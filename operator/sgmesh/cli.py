@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -69,22 +69,22 @@ def _parser() -> argparse.ArgumentParser:
     _add_settings(run)
     run.add_argument(
         "--metrics-port",
-        type=int,
-        default=int(os.environ.get("SGMESH_METRICS_PORT", "8080")),
+        type=_integer("SGMESH_METRICS_PORT", 0, 65535),
+        default=os.environ.get("SGMESH_METRICS_PORT", "8080"),
         help="port of /metrics and /healthz (env SGMESH_METRICS_PORT; 0 disables)",
     )
     run.add_argument(
         "--default-resync-seconds",
-        type=int,
-        default=int(os.environ.get("SGMESH_DEFAULT_RESYNC_SECONDS", "60")),
+        type=_integer("SGMESH_DEFAULT_RESYNC_SECONDS", 10),
+        default=os.environ.get("SGMESH_DEFAULT_RESYNC_SECONDS", "60"),
         help="resync period of meshes that set no spec.resyncSeconds, at least 10 "
         "(env SGMESH_DEFAULT_RESYNC_SECONDS)",
     )
     run.add_argument(
         "--log-format",
-        choices=("plain", "full", "json"),
+        type=_one_of("SGMESH_LOG_FORMAT", ("plain", "full", "json")),
         default=os.environ.get("SGMESH_LOG_FORMAT", "plain"),
-        help="log format (env SGMESH_LOG_FORMAT)",
+        help="log format: plain, full or json (env SGMESH_LOG_FORMAT)",
     )
     run.add_argument(
         "--peering",
@@ -109,23 +109,53 @@ def _add_settings(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--rules-per-security-group",
-        type=int,
-        default=int(
-            os.environ.get(
-                "SGMESH_RULES_PER_SECURITY_GROUP", str(planning.DEFAULT_RULES_PER_SECURITY_GROUP)
-            )
+        type=_integer("SGMESH_RULES_PER_SECURITY_GROUP", 1),
+        default=os.environ.get(
+            "SGMESH_RULES_PER_SECURITY_GROUP", str(planning.DEFAULT_RULES_PER_SECURITY_GROUP)
         ),
         help="inbound rules quota per SG (env SGMESH_RULES_PER_SECURITY_GROUP)",
     )
 
 
+# Settings come from flags or from the environment (a Deployment sets the environment). argparse
+# parses a string default exactly as a flag's value, so both get the same check, and a bad
+# value is a usage error naming the setting — never a traceback while the parser is built.
+
+
+def _integer(variable: str, minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number (flag or env {variable}), not {text!r}"
+            ) from None
+        if value < minimum or (maximum is not None and value > maximum):
+            bounds = f"at least {minimum}" if maximum is None else f"{minimum}-{maximum}"
+            raise argparse.ArgumentTypeError(
+                f"must be {bounds} (flag or env {variable}), not {value}"
+            )
+        return value
+
+    return parse
+
+
+def _one_of(variable: str, choices: Sequence[str]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(choices)} (flag or env {variable}), not {text!r}"
+            )
+        return text
+
+    return parse
+
+
 def settings_from(arguments: argparse.Namespace) -> reconcile.Settings:
-    models.validate_cluster_name(arguments.cluster)
-    if arguments.rules_per_security_group < 1:
-        raise UsageError(
-            f"--rules-per-security-group must be at least 1, not "
-            f"{arguments.rules_per_security_group}"
-        )
+    try:
+        models.validate_cluster_name(arguments.cluster)
+    except models.InvalidSpecError as error:
+        raise UsageError(f"--cluster (env SGMESH_CLUSTER_NAME): {error}") from None
     return reconcile.Settings(
         cluster=arguments.cluster, rules_per_security_group=arguments.rules_per_security_group
     )
@@ -137,10 +167,6 @@ def _print_crd(_: argparse.Namespace) -> int:
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:
-    if arguments.default_resync_seconds < 10:
-        raise UsageError(
-            f"--default-resync-seconds must be at least 10, not {arguments.default_resync_seconds}"
-        )
     from sgmesh import handlers  # noqa: PLC0415 - kopf is imported only when the operator runs
 
     handlers.run(

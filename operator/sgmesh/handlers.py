@@ -210,8 +210,8 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     """Re-resolve selectors and repair drift every `spec.resyncSeconds`.
 
     The timer ticks every few seconds; a tick does nothing until the mesh's resync period has
-    passed since its last successful reconcile. Failures are written to status and tried again
-    at the next period, so a mesh failing in AWS never holds anything else up.
+    passed since its last reconcile started (successful or not). Failures are written to status
+    and tried again at the next period, so a mesh failing in AWS never holds anything else up.
     """
     runtime: Runtime = memo.runtime
     uid = body.metadata.uid or ""

@@ -71,7 +71,9 @@ class Metrics:
             self.rules.labels(mesh, state).set(value)
 
     def forget(self, mesh: str) -> None:
-        """Drop a deleted mesh's gauges, so that it leaves no stale series."""
+        """Drop a deleted mesh's gauges: its members and rules are no longer true. Its reconcile
+        counter and duration histogram stay until the process restarts, as counters do: a
+        counter series that vanished would read as a reset to Prometheus' rate()."""
         series: list[tuple[prometheus_client.Gauge, tuple[str, ...]]] = [(self.members, (mesh,))]
         series += [(self.rules, (mesh, state)) for state in models.RuleCounts.model_fields]
         for gauge, labels in series:

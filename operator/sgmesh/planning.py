@@ -1,6 +1,6 @@
 """The planner: from a Topology and what the mesh wants, the actions that converge AWS.
 
-This is where the ownership rules live (DESIGN.md, "the safety contract"):
+This is where the ownership rules live (docs/architecture.md, "the safety contract"):
 
 - a rule is removed only when it carries this mesh's tag and the mesh no longer wants it; if
   another mesh also owns it, this mesh only takes its own tag off;

@@ -7,7 +7,6 @@ anything themselves. AWS errors propagate as botocore exceptions; callers classi
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from sgmesh import apply as applying
@@ -103,7 +102,7 @@ def withdraw(
     Needs no spec beyond `retain_cni`, so a mesh whose spec no longer validates is still
     cleaned up.
     """
-    topology = dataclasses.replace(discovery.discover_owned(clients, owner), members=())
+    topology = discovery.discover_owned(clients, owner)
     intent = planning.Intent(
         owner=owner, traffic=(), attach_cni=False, policy_arn="", retain_cni=retain_cni
     )

@@ -38,7 +38,7 @@ def test_written_status_is_valid_for_the_status_model() -> None:
     written = status.failure_status("InvalidSpec", "x" * 5000, 1, None)
 
     parsed = models.NodeGroupMeshStatus.model_validate(written)
-    assert len(parsed.conditions[0].message) == 1024
+    assert len(parsed.conditions[0].message.encode()) == status.MAX_MESSAGE_BYTES
 
 
 def test_clip_cuts_on_a_character_boundary_within_the_byte_limit() -> None:
@@ -50,3 +50,23 @@ def test_clip_cuts_on_a_character_boundary_within_the_byte_limit() -> None:
     assert clipped.endswith("…")
     assert set(clipped[:-1]) == {"⇄"}
     assert status.clip("short") == "short"
+
+
+def test_every_ready_reason_is_documented_in_the_readme() -> None:
+    from pathlib import Path
+
+    from sgmesh import aws
+    from sgmesh.topology import ProblemKind
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    reasons = {
+        status.RECONCILED,
+        status.DRY_RUN,
+        status.INVALID_SPEC,
+        status.PARTIAL,
+        status.DELETING,
+        *(kind.value for kind in aws.ErrorKind),
+        *(kind.value for kind in ProblemKind),
+    }
+    undocumented = sorted(reason for reason in reasons if f"`{reason}`" not in readme)
+    assert undocumented == []
