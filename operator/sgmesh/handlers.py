@@ -14,6 +14,7 @@ beyond its finalizer.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -22,9 +23,11 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, cast
 
 import kopf
+import kubernetes
 from aiohttp import web
 
 from sgmesh import aws, metrics, models, ownership, planning, reconcile, status
@@ -33,6 +36,7 @@ __all__ = ["FINALIZER", "OperatorSettings", "run"]
 
 FINALIZER = "sgmesh.io/finalizer"
 RESOURCE = (models.API_GROUP, models.API_VERSION, "nodegroupmeshes")
+CRD_NAME = f"nodegroupmeshes.{models.API_GROUP}"
 DEFAULT_RESYNC_SECONDS = 60
 # The timer ticks often and reconciles each mesh when its own resyncSeconds have passed.
 TIMER_TICK_SECONDS = 5.0
@@ -148,11 +152,11 @@ def peering_priority(started_at: float) -> int:
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_settings: OperatorSettings = memo.operator_settings
     settings.persistence.finalizer = FINALIZER
-    # deploy/ installs the CRD before the operator and grants no access to CRDs: kopf's
-    # discovery at start-up is enough, so it does not watch for CRDs appearing later. (With
-    # scanning on, kopf stops serving a CRD the moment it starts terminating — it no longer
-    # lists `patch` — so the finalizers of the meshes being deleted with it would never go.)
-    settings.scanning.disabled = True
+    # kopf follows CustomResourceDefinitions (read-only rights in deploy/): when the
+    # NodeGroupMesh CRD goes it stops watching meshes instead of failing on the watch's 404 and
+    # exiting, and serves them again as soon as the CRD is back, without a restart. While the
+    # CRD terminates kopf no longer serves meshes; `withdraw_with_the_crd` finishes them.
+    settings.scanning.disabled = False
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.diffbase")
     # A watch that the network silently dropped ends by itself and is re-established.
@@ -229,7 +233,88 @@ async def withdraw_on_delete(
 ) -> None:
     """Clean up behind the finalizer as `deletionPolicy` says. The finalizer goes only when
     cleanup succeeded: an AWS outage delays deletion, it never skips cleanup."""
+    failure = await _withdraw(memo.runtime, body)
+    if failure is not None:
+        _deletion_waits(body, patch, failure)
+        raise kopf.TemporaryError(f"cleanup: {failure.describe()}", delay=_delay(failure, retry))
+
+
+@kopf.on.event(
+    "apiextensions.k8s.io",
+    "v1",
+    "customresourcedefinitions",
+    when=lambda name, **_: name == CRD_NAME,
+)
+async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The NodeGroupMesh CRD is being deleted, and every mesh with it.
+
+    kopf stops serving meshes the moment their CRD starts terminating (the API no longer offers
+    `patch` on them), so their delete handlers never run and their finalizers would hold the CRD
+    forever. Each mesh is cleaned up here exactly as its deletion would be, then its finalizer
+    is removed; an AWS failure is retried with backoff until every mesh is done.
+    """
+    if not body.metadata.deletion_timestamp:
+        return
     runtime: Runtime = memo.runtime
+    loop = asyncio.get_running_loop()
+    meshes = kubernetes.client.CustomObjectsApi()
+    for attempt in itertools.count():
+        waiting: list[str] = []
+        try:
+            listed = cast(
+                dict[str, Any],
+                await loop.run_in_executor(
+                    runtime.executor, partial(meshes.list_cluster_custom_object, *RESOURCE)
+                ),
+            )
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status == 404:
+                return  # the CRD, and every mesh with it, is gone
+            listed, waiting = {}, [f"listing meshes failed: {error.status} {error.reason}"]
+        for item in listed.get("items", []):
+            finalizers: list[str] = item["metadata"].get("finalizers") or []
+            if FINALIZER not in finalizers:
+                continue
+            failure = await _withdraw(runtime, kopf.Body(item))
+            if failure is not None:
+                waiting.append(failure.describe())
+                continue
+            release = [
+                # Only if nobody changed the finalizers meanwhile; else the next round re-reads.
+                {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+                {
+                    "op": "replace",
+                    "path": "/metadata/finalizers",
+                    "value": [f for f in finalizers if f != FINALIZER],
+                },
+            ]
+            try:
+                await loop.run_in_executor(
+                    runtime.executor,
+                    partial(
+                        meshes.patch_cluster_custom_object,
+                        *RESOURCE,
+                        item["metadata"]["name"],
+                        release,
+                    ),
+                )
+            except kubernetes.client.exceptions.ApiException as error:
+                if error.status != 404:
+                    waiting.append(f"releasing {item['metadata']['name']}: {error.status}")
+        if not waiting:
+            return
+        delay = min(10.0 * 2 ** min(attempt, 5), MAX_RETRY_DELAY_SECONDS)
+        log.warning(
+            "the NodeGroupMesh CRD is being deleted; cleanup waits %.0fs: %s",
+            delay,
+            "; ".join(waiting),
+        )
+        await asyncio.sleep(delay)
+
+
+async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:
+    """Take away what a deleted mesh owns, as its `deletionPolicy` says; the failure that
+    stopped it, if any (then nothing was taken as gone, and the caller retries)."""
     uid = body.metadata.uid or ""
     name = body.metadata.name or ""
     spec: Mapping[str, Any] = body.spec
@@ -246,7 +331,7 @@ async def withdraw_on_delete(
                 f"{why}: the rules and attachments the mesh made are left in AWS",
             )
             _forget(runtime, uid, name)
-            return
+            return None
         region = spec.get("region") or runtime.settings.region
         if not region:
             # Without a region this mesh could never reconcile, so it wrote nothing; blocking
@@ -258,7 +343,7 @@ async def withdraw_on_delete(
                 "no region (spec.region or the operator's --region): nothing to clean up",
             )
             _forget(runtime, uid, name)
-            return
+            return None
         owner = ownership.Owner(runtime.settings.pipeline.cluster, name)
         retain_cni = bool((spec.get("cniPolicy") or {}).get("retainOnRemoval", True))
         clients = runtime.clients_for(region)
@@ -270,16 +355,12 @@ async def withdraw_on_delete(
         except aws.ERRORS as error:
             failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
-            _deletion_waits(body, patch, failure)
-            raise kopf.TemporaryError(failure.describe(), delay=_delay(failure, retry)) from error
+            return failure
         _report_changes(runtime, body, outcome)
         if outcome.failures:
-            failure = outcome.failures[0].failure
-            _deletion_waits(body, patch, failure)
-            raise kopf.TemporaryError(
-                f"cleanup: {failure.describe()}", delay=_delay(failure, retry)
-            )
+            return outcome.failures[0].failure
     _forget(runtime, uid, name)
+    return None
 
 
 def _deletion_waits(body: kopf.Body, patch: kopf.Patch, failure: aws.AwsFailure) -> None:

@@ -161,6 +161,8 @@ def _triples(rules: Iterable[Mapping[str, Any]]) -> set[Triple]:
                 ("sgmesh.io", "nodegroupmeshes", "watch"),
                 ("sgmesh.io", "nodegroupmeshes", "patch"),
                 ("sgmesh.io", "nodegroupmeshes/status", "patch"),
+                ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+                ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
             },
         ),
         (
@@ -170,6 +172,8 @@ def _triples(rules: Iterable[Mapping[str, Any]]) -> set[Triple]:
                 ("sgmesh.io", "nodegroupmeshes", "watch"),
                 ("sgmesh.io", "nodegroupmeshes", "patch"),
                 ("sgmesh.io", "nodegroupmeshes/status", "patch"),
+                ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+                ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
                 ("", "events", "create"),
             },
         ),

@@ -37,6 +37,11 @@ OPERATOR_RULES = [
         "verbs": ["list", "watch", "patch"],
     },
     {"apiGroups": ["sgmesh.io"], "resources": ["nodegroupmeshes/status"], "verbs": ["patch"]},
+    {
+        "apiGroups": ["apiextensions.k8s.io"],
+        "resources": ["customresourcedefinitions"],
+        "verbs": ["list", "watch"],
+    },
 ]
 EVENT_RULES = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
 PEERING_RULES = [

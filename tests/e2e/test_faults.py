@@ -1,5 +1,5 @@
-"""The operator through faults a real cluster has: owners of shared rules deleted together, a
-deletion that waits on an AWS outage.
+"""The operator through faults a real cluster has: its CRD deleted and created again, owners of
+shared rules deleted together, a deletion that waits on an AWS outage.
 
 Each test states its pass criterion on AWS state, status and events; every wait has a deadline.
 """
@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import CRD_FILE, CRD_NAME
 from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.world import NodeGroup, World
@@ -29,6 +31,46 @@ def mesh_rules(world: World, groups: list[NodeGroup]) -> list[dict[str, Any]]:
 
 def owner_keys(rule: dict[str, Any]) -> set[str]:
     return {tag["Key"] for tag in rule.get("Tags", []) if tag["Key"].startswith("sgmesh.io/")}
+
+
+def test_deleting_the_crd_cleans_up_and_the_operator_serves_it_again_once_back(
+    world: World, meshes: Meshes, operator: Operator, kube_cluster: ControlPlane
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("before", spec("eks-a", "eks-b"))
+    meshes.wait_ready("before", DEADLINE, operator.log_tail)
+
+    deleted = kube_cluster.kubectl("delete", "crd", CRD_NAME, "--timeout=50s", timeout=60)
+    assert deleted.returncode == 0, deleted.stderr + operator.log_tail()
+
+    # The mesh went with its CRD, and the operator cleaned up behind its finalizer first.
+    assert mesh_rules(world, groups) == []
+    # kopf says when it finds the resource gone (where a plain watch would 404 and exit).
+    wait_until(
+        lambda: "Unresolved resources cannot be served" in operator.log_path.read_text(),
+        DEADLINE,
+        "the operator notices that its CRD is gone",
+        operator.log_tail,
+    )
+    assert operator.healthy()
+    applied = kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
+    assert applied.returncode == 0, applied.stderr
+    established = kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
+    )
+    assert established.returncode == 0, established.stderr
+
+    def created_after() -> bool:
+        try:
+            meshes.create("after", spec("eks-a", "eks-b"))
+        except Exception:  # served a moment after Established
+            return False
+        return True
+
+    wait_until(created_after, 30, "the re-created CRD serves meshes")
+    meshes.wait_ready("after", DEADLINE, operator.log_tail)
+    assert operator.healthy()
+    assert len(mesh_rules(world, groups)) == 4
 
 
 def test_owners_deleted_together_leave_no_rule_behind(
