@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -105,13 +106,16 @@ def run(settings: OperatorSettings) -> None:
         "json": kopf.LogFormat.JSON,
     }[settings.log_format]
     kopf.configure(verbose=settings.verbose, log_format=log_format)
+    # kopf raises it once the start-up handlers have run; /readyz reports it.
+    started = threading.Event()
     kopf.run(
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
         identity=operator_identity(),
         priority=peering_priority(time.time()),
-        memo=kopf.Memo(operator_settings=settings),
+        ready_flag=started,
+        memo=kopf.Memo(operator_settings=settings, started=started),
     )
 
 
@@ -167,7 +171,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
     )
     if operator_settings.metrics_port:
-        runtime.web_runner = await metrics.serve(runtime.metrics, operator_settings.metrics_port)
+        runtime.web_runner = await metrics.serve(
+            runtime.metrics, operator_settings.metrics_port, is_ready=memo.started.is_set
+        )
     memo.runtime = runtime
     log.info(
         "sgmesh operator started: cluster %s, default region %s, metrics port %s",
