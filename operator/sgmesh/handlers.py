@@ -112,7 +112,8 @@ def run(settings: OperatorSettings) -> None:
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        identity=operator_identity(),
+        # kopf types it as its Identity, a NewType of str that it does not export.
+        identity=operator_identity(),  # type: ignore[arg-type]
         priority=peering_priority(time.time()),
         ready_flag=started,
         memo=kopf.Memo(operator_settings=settings, started=started),
