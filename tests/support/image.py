@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ __all__ = [
     "REPO_ROOT",
     "BuiltImage",
     "ImageBuildError",
+    "ImageLauncher",
     "base_image",
     "build_context",
     "build_image",
@@ -366,6 +367,50 @@ def run_command(container: str, user: str, env: dict[str, str]) -> list[str]:
         container,
         "--",
     ]
+
+
+class ImageLauncher:
+    """Starts `sgmesh run` in a fresh container of an image, as `user`, through the image's
+    entrypoint, for `tests.e2e.harness.Operator(launcher=...)`. The container gets the
+    operator's environment and a copy of its kubeconfig that `user` may read, nothing of this
+    machine's environment. `close()` removes every container it made: call it only once the
+    operators it started have stopped."""
+
+    KUBECONFIG = "/tmp/kubeconfig"
+
+    def __init__(self, name: str, user: str) -> None:
+        self.name = name
+        self.user = user
+        self.entrypoint: list[str] = list(image_config(name)["Entrypoint"] or [])
+        self.containers: list[str] = []
+
+    def __call__(
+        self, run_options: Sequence[str], environment: Mapping[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        if self.entrypoint[-2:] != ["sgmesh", "run"]:
+            raise ImageBuildError(f"the entrypoint of {self.name} is {self.entrypoint}")
+        container = _run(["buildah", "from", "--pull=never", self.name]).strip()
+        self.containers.append(container)
+        _run(
+            [
+                "buildah",
+                "copy",
+                "--chown",
+                self.user,
+                container,
+                environment["KUBECONFIG"],
+                self.KUBECONFIG,
+            ]
+        )
+        inside = {**environment, "KUBECONFIG": self.KUBECONFIG}
+        # The entrypoint says `sgmesh run`: the options follow it, as a pod's args would.
+        argv = [*run_command(container, self.user, inside), *self.entrypoint, *run_options]
+        return argv, {"PATH": os.environ.get("PATH", os.defpath)}
+
+    def close(self) -> None:
+        for container in self.containers:
+            subprocess.run(["buildah", "rm", container], capture_output=True, check=False)
+        self.containers.clear()
 
 
 def _megabytes(size: int) -> str:
