@@ -3,6 +3,7 @@ the operator image, built once per session."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -70,7 +71,8 @@ def operator_image(request: pytest.FixtureRequest) -> str:
         summary = image.report(built)
     except image.ImageBuildError as error:
         pytest.fail(str(error))
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n{summary}")
+    # Printed past pytest's output capture, so that every run shows it.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{summary}", flush=True)
     return built.name

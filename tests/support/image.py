@@ -308,7 +308,8 @@ def image_config(name: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def mounted(name: str) -> Iterator[Path]:
-    """The image's root filesystem, mounted read-only in spirit: a throw-away container's."""
+    """The image's root filesystem, as a throw-away container of it mounted for the block:
+    what is read there is what the image holds."""
     container = _run(["buildah", "from", "--pull=never", name]).strip()
     try:
         yield Path(_run(["buildah", "mount", container]).strip())
