@@ -1,34 +1,56 @@
-# The operator image: the sgmesh wheel and its dependencies in a virtual environment, run as
-# an unprivileged user with `sgmesh run` as the entrypoint (settings: SGMESH_* variables).
+# The operator image: the sgmesh package and its dependencies in a virtual environment, run as
+# an unprivileged uid with `sgmesh run` as the entrypoint (settings: SGMESH_* variables).
 #
 #   docker build -t sgmesh:dev .
+#   buildah bud -t sgmesh:dev .                        # or: make image (localhost/sgmesh:dev)
 #
-# The base is pinned to an exact Python release, the one the tests run on (3.11); pin its
-# digest too where your registry tooling keeps digests up to date.
+# PYTHON_BASE is the base of both stages: by default the official image pinned to an exact
+# Python release, the one the tests run on (3.11); pin its digest too where your registry
+# tooling keeps digests up to date. Where no registry is reachable, any Debian-style image with
+# `python` 3.11 and its `venv` module will do (`make image` builds one with debootstrap).
+#
+# Behind a TLS-intercepting proxy or a private package index, hand the build your pip settings
+# and CA bundle as build secrets; they are mounted for the install step only, never stored:
+#
+#   docker build --secret id=pip.conf,src=$HOME/.config/pip/pip.conf \
+#                --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt -t sgmesh:dev .
+ARG PYTHON_BASE=python:3.11.11-slim-bookworm
 
-FROM python:3.11.11-slim-bookworm AS build
+FROM ${PYTHON_BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-# Build the wheel, then install that wheel alone (with its dependencies) into a fresh virtual
-# environment that holds no pip: the final stage copies only this environment.
-RUN python -m pip wheel --no-deps --wheel-dir /dist . \
- && python -m venv --without-pip /opt/sgmesh \
- && python -m pip --python /opt/sgmesh/bin/python install /dist/sgmesh-*.whl \
+# The package and its dependencies go into a virtual environment of their own, installed by
+# the environment's own pip (from the venv module, so the base needs no pip of its own); then
+# that pip and setuptools leave again: the final stage copies this environment alone.
+RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
+    --mount=type=secret,id=ca-bundle,target=/run/secrets/ca-bundle \
+    if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
+ && if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && python -m venv /opt/sgmesh \
+ && /opt/sgmesh/bin/python -m pip install --no-warn-script-location . \
+ && /opt/sgmesh/bin/python -m pip uninstall --yes pip setuptools \
  && /opt/sgmesh/bin/sgmesh --help > /dev/null
 
-FROM python:3.11.11-slim-bookworm
+FROM ${PYTHON_BASE}
 LABEL org.opencontainers.image.title="sgmesh" \
       org.opencontainers.image.description="Keeps the node groups (ASGs) of an EKS cluster able to reach each other" \
       org.opencontainers.image.licenses="Apache-2.0"
+# Nothing installs anything at run time: the base's own pip, setuptools and wheel (the official
+# image has them) are removed, so that the image holds no package installer.
+RUN if python -c "import pip" 2> /dev/null; then \
+      PIP_ROOT_USER_ACTION=ignore python -m pip uninstall --yes --quiet pip setuptools wheel; \
+    fi
 COPY --from=build /opt/sgmesh /opt/sgmesh
 ENV PATH=/opt/sgmesh/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The uid and gid that deploy/ runs the pod as (runAsUser, runAsGroup): no user of the base.
+# The uid and gid that deploy/ runs the pod as (runAsUser, runAsGroup), numeric so that
+# Kubernetes can check runAsNonRoot; no passwd entry is needed for them.
 USER 65532:65532
+# The metrics port (/metrics, /healthz, /readyz): the operator's default, deploy/'s containerPort.
 EXPOSE 8080
 ENTRYPOINT ["sgmesh", "run"]

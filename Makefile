@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv test unit integration lint fmt crd k8s helm sandbox sandbox-down demo bench clean
+.PHONY: help venv test unit integration lint fmt crd k8s helm image image-tools sandbox sandbox-down demo bench clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
@@ -15,6 +15,7 @@ help:
 	@echo "make sandbox-down  stop what 'make sandbox' started"
 	@echo "make crd           regenerate crds/ (and the chart's copy) from the pydantic models"
 	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
+	@echo "make image         build the operator image localhost/sgmesh:dev with buildah"
 	@echo "make bench         AWS call budget benchmark on a moto server"
 
 $(STAMP): pyproject.toml
@@ -31,7 +32,25 @@ k8s: $(STAMP)
 helm: $(STAMP)
 	$(PY) -m tests.support.helm
 
-test: $(STAMP) k8s helm
+# buildah builds the image (as root, with chroot isolation); debootstrap builds the local base
+# it is built on where no container registry is reachable. Both are Debian packages.
+IMAGE_TOOLS := buildah debootstrap
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+image-tools:
+	@missing=""; \
+	for tool in $(IMAGE_TOOLS); do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$tool > /dev/null || missing="$$missing $$tool"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y $$missing; \
+	fi
+
+image: $(STAMP) image-tools
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m tests.support.image
+
+test: $(STAMP) k8s helm image
 	$(PY) -m pytest tests
 
 unit: $(STAMP)

@@ -8,6 +8,7 @@ AWS reached through the standard environment. Exit codes: 0 converged / nothing 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -47,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sgmesh",
         description="Keep the node groups (ASGs) of an EKS cluster able to reach each other.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('sgmesh')}"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,8 @@ def run(settings: OperatorSettings) -> None:
         "json": kopf.LogFormat.JSON,
     }[settings.log_format]
     kopf.configure(verbose=settings.verbose, log_format=log_format)
+    # kopf raises it once the start-up handlers have run; /readyz reports it.
+    started = threading.Event()
     kopf.run(
         clusterwide=True,
         standalone=settings.peering is None,
@@ -119,7 +122,8 @@ def run(settings: OperatorSettings) -> None:
         # kopf types it as its private NewType of str (`Identity`), not exported publicly.
         identity=cast(Any, operator_identity()),
         priority=peering_priority(time.time()),
-        memo=kopf.Memo(operator_settings=settings),
+        ready_flag=started,
+        memo=kopf.Memo(operator_settings=settings, started=started),
     )
 
 
@@ -177,7 +181,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
     )
     if operator_settings.metrics_port:
-        runtime.web_runner = await metrics.serve(runtime.metrics, operator_settings.metrics_port)
+        runtime.web_runner = await metrics.serve(
+            runtime.metrics, operator_settings.metrics_port, is_ready=memo.started.is_set
+        )
     memo.runtime = runtime
     log.info(
         "sgmesh operator started: cluster %s, default region %s, metrics port %s",

@@ -1,12 +1,14 @@
-"""Prometheus metrics of the operator, and the HTTP endpoint that serves them with /healthz.
+"""Prometheus metrics of the operator, and the HTTP endpoint that serves them with /healthz
+(alive) and /readyz (started).
 
-The collectors live in their own registry, created at start-up and kept in kopf's memo.
+The collectors live in their own registry, created at start-up and kept in kopf's memo. The
+endpoint only reports: it never changes what the operator does.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import prometheus_client
 from aiohttp import web
@@ -81,8 +83,14 @@ class Metrics:
                 gauge.remove(*labels)
 
 
-async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRunner:
-    """Serve /metrics and /healthz; the caller keeps the runner and cleans it up on exit."""
+async def serve(
+    metrics: Metrics,
+    port: int,
+    host: str = "0.0.0.0",
+    is_ready: Callable[[], bool] = lambda: True,
+) -> web.AppRunner:
+    """Serve /metrics, /healthz and /readyz (200 once `is_ready()`, 503 before); the caller
+    keeps the runner and cleans it up on exit."""
 
     async def scrape(_: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(metrics.registry)
@@ -94,9 +102,15 @@ async def serve(metrics: Metrics, port: int, host: str = "0.0.0.0") -> web.AppRu
         # Answering at all proves the event loop that runs every handler is not stuck.
         return web.Response(text="ok\n")
 
+    async def readyz(_: web.Request) -> web.Response:
+        if is_ready():
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text="starting\n")
+
     app = web.Application()
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

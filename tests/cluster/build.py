@@ -187,19 +187,22 @@ def ensure_binaries() -> Binaries:
 
 
 def build_once(
-    directory: Path, is_complete: Callable[[Path], bool], build_into: Callable[[Path], None]
+    directory: Path,
+    is_complete: Callable[[Path], bool],
+    build_into: Callable[[Path], None],
+    tool: str = "go",
 ) -> None:
-    """Fill `directory` with a Go build once per machine: under a lock, so that two callers
-    build once, and in a partial directory renamed into place when complete, so that a killed
-    build leaves nothing half-done behind."""
+    """Fill `directory` with a build (by `tool`, Go by default) once per machine: under a lock,
+    so that two callers build once, and in a partial directory renamed into place when
+    complete, so that a killed build leaves nothing half-done behind."""
     if is_complete(directory):
         return
     root = directory.parent
     with locked(root / f"{directory.name}.lock"):
         if is_complete(directory):  # another process built it while we waited
             return
-        if shutil.which("go") is None:
-            raise BuildError(f"`go` is not on PATH: {directory.name} is built from Go modules")
+        if shutil.which(tool) is None:
+            raise BuildError(f"`{tool}` is not on PATH: {directory.name} is built with it")
         for stale in root.glob(f"{directory.name}.partial-*"):  # left by a killed build
             shutil.rmtree(stale, ignore_errors=True)
         partial = root / f"{directory.name}.partial-{os.getpid()}"

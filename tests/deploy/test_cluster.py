@@ -15,6 +15,7 @@ from tests.cluster.controlplane import ApiError, ControlPlane
 from tests.deploy.conftest import CRD_NAME, NAMESPACE, SERVICE_ACCOUNT
 from tests.deploy.render import (
     DEPLOY,
+    REPO_ROOT,
     find,
     helm_template,
     kustomize,
@@ -69,6 +70,18 @@ def test_api_server_accepts_the_kustomize_base(
     output = _apply(kube_cluster, "--dry-run=server", "-k", str(DEPLOY))
 
     assert output.count("(server dry run)") == len(base_objects), output
+
+
+def test_kubectl_apply_of_the_crds_directory_installs_the_crd_as_documented(
+    kube_cluster: ControlPlane,
+) -> None:
+    # deploy/README.md: "kubectl apply -f crds/" before an upgrade that changes the CRD.
+    assert "`kubectl apply -f crds/`" in (DEPLOY / "README.md").read_text()
+
+    output = _apply(kube_cluster, "-f", str(REPO_ROOT / "crds"))
+
+    assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME}" in output
+    _established(kube_cluster, CRD_NAME)
 
 
 def test_api_server_accepts_the_helm_chart_in_a_new_namespace(

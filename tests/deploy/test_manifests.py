@@ -159,6 +159,17 @@ def test_liveness_probe_asks_healthz_on_the_metrics_port_the_operator_listens_on
     assert int(environment["SGMESH_METRICS_PORT"]) == port["containerPort"]
 
 
+def test_readiness_probe_asks_readyz_on_the_metrics_port(rendering: Rendering) -> None:
+    container = rendering.container
+    [port] = container["ports"]
+    probe = container["readinessProbe"]
+
+    assert probe["httpGet"] == {"path": "/readyz", "port": port["name"]}
+    # Ready soon after start-up, and taken out of the Service quickly when it stops answering.
+    assert probe["periodSeconds"] <= 10
+    assert probe["failureThreshold"] * probe["periodSeconds"] <= 30
+
+
 def test_metrics_service_selects_the_operator_pod_on_its_metrics_port(
     rendering: Rendering,
 ) -> None:

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -29,8 +29,28 @@ GROUP, VERSION, PLURAL = "sgmesh.io", "v1alpha1", "nodegroupmeshes"
 FINALIZER = "sgmesh.io/finalizer"
 
 
+Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
+
+
+def local_process(
+    run_options: Sequence[str], environment: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """`sgmesh run` with this interpreter, in this machine's environment minus AWS, sgmesh and
+    Kubernetes settings: the command line and the process environment."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "SGMESH_", "KUBECONFIG"))
+    }
+    return [sys.executable, "-m", "sgmesh", "run", *run_options], {**inherited, **environment}
+
+
 class Operator:
-    """`sgmesh run` in its own process group; logs go to `log_path`."""
+    """`sgmesh run` in its own process group; logs go to `log_path`.
+
+    `launcher` turns the options of `sgmesh run` and the environment the operator is given
+    into a command line and a process environment: by default a local process
+    (`local_process`); the image tests run it inside the image."""
 
     def __init__(
         self,
@@ -41,14 +61,11 @@ class Operator:
         region: str | None = "us-east-1",
         extra_args: tuple[str, ...] = (),
         extra_env: Mapping[str, str] | None = None,
+        launcher: Launcher = local_process,
     ) -> None:
         self.metrics_port = free_port()
         self.log_path = log_path
-        self._argv = [
-            sys.executable,
-            "-m",
-            "sgmesh",
-            "run",
+        self.run_options = [
             "--cluster",
             cluster,
             "--metrics-port",
@@ -59,13 +76,7 @@ class Operator:
             *(["--region", region] if region else []),
             *extra_args,
         ]
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("AWS_", "SGMESH_", "KUBECONFIG"))
-        }
-        self._env = {
-            **environment,
+        self.environment = {
             **aws_env,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
@@ -73,15 +84,17 @@ class Operator:
             **(extra_env or {}),
         }
         if region is None:
-            self._env.pop("AWS_REGION", None)
-            self._env.pop("AWS_DEFAULT_REGION", None)
+            self.environment.pop("AWS_REGION", None)
+            self.environment.pop("AWS_DEFAULT_REGION", None)
+        self._launcher = launcher
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, deadline: float = 60) -> Self:
         with open(self.log_path, "ab") as log:
+            argv, env = self._launcher(self.run_options, self.environment)
             self._process = subprocess.Popen(
-                self._argv,
-                env=self._env,
+                argv,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -98,6 +111,14 @@ class Operator:
             raise AssertionError(f"the operator exited:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(self.url("/healthz"), timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    def ready(self) -> bool:
+        """Whether /readyz says the operator has started."""
+        try:
+            with urllib.request.urlopen(self.url("/readyz"), timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False

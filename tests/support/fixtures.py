@@ -1,18 +1,21 @@
-"""pytest plugin: AWS for tests — one moto server per session, wiped before each test."""
+"""pytest plugin: AWS for tests — one moto server per session, wiped before each test — and
+the operator image, built once per session."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
 import pytest
 
 from sgmesh import aws
+from tests.support import image
 from tests.support.moto_server import MotoServer, start_moto_server
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.world import World
 
-__all__ = ["aws_env", "aws_proxy", "clients", "moto_server", "world"]
+__all__ = ["aws_env", "aws_proxy", "clients", "moto_server", "operator_image", "world"]
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +59,20 @@ def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpP
     proxy = TcpProxy(moto_server.port)
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(scope="session")
+def operator_image(request: pytest.FixtureRequest) -> str:
+    """The Dockerfile built into `localhost/sgmesh:dev` with buildah on the local base (see
+    tests/support/image.py); layers cached by an earlier build are reused. Its build time and
+    size are printed. A machine that cannot build it fails the tests that need it."""
+    try:
+        built = image.build_image()
+        summary = image.report(built)
+    except image.ImageBuildError as error:
+        pytest.fail(str(error))
+    # Printed past pytest's output capture, so that every run shows it.
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print(f"\n{summary}", flush=True)
+    return built.name

@@ -1,0 +1,106 @@
+"""The operator image, built for real from the Dockerfile (tests/support/image.py): it runs
+`sgmesh` as the uid deploy/ runs the pod as, which has no passwd entry; its entrypoint, user and
+port are the ones deploy/ relies on; and it holds the package's environment and nothing to
+build or install with."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from tests.deploy.render import REPO_ROOT, Objects, find, operator_environment
+from tests.support import image
+
+PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _pod_user(objects: Objects) -> str:
+    pod = find(objects, "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    return f"{pod['runAsUser']}:{pod['runAsGroup']}"
+
+
+def _container(objects: Objects) -> dict[str, Any]:
+    [container] = find(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(container)
+
+
+def test_sgmesh_version_and_help_run_as_the_deployments_uid(
+    operator_image: str, base_objects: Objects
+) -> None:
+    user = _pod_user(base_objects)
+    with image.mounted(operator_image) as root:
+        passwd = (root / "etc" / "passwd").read_text()
+    # What makes this test worth having: the uid is nobody the image knows by name.
+    assert f":{user.split(':')[0]}:" not in passwd
+
+    version = image.run_in_image(operator_image, ["sgmesh", "--version"], user=user)
+    usage = image.run_in_image(operator_image, ["sgmesh", "run", "--help"], user=user)
+
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.strip() == f"sgmesh {PROJECT['version']}"
+    assert usage.returncode == 0, usage.stderr
+    assert "--metrics-port" in usage.stdout
+
+
+def test_entrypoint_user_and_port_are_what_deploy_relies_on(
+    operator_image: str, base_objects: Objects
+) -> None:
+    config = image.image_config(operator_image)
+    container = _container(base_objects)
+    [port] = container["ports"]
+
+    # The pod sets no command: the image's entrypoint is what runs, with no arguments.
+    assert "command" not in container
+    assert "args" not in container
+    assert config["Entrypoint"] == ["sgmesh", "run"]
+    assert not config.get("Cmd")
+    # One uid for the image and the pod: a numeric one, so that runAsNonRoot can be checked.
+    assert config["User"] == _pod_user(base_objects)
+    assert config["User"].split(":")[0] != "0"
+    # One port: the image exposes the port the pod names and the operator is told to use.
+    assert set(config["ExposedPorts"]) == {f"{port['containerPort']}/tcp"}
+    assert operator_environment(find(base_objects, "Deployment"))["SGMESH_METRICS_PORT"] == str(
+        port["containerPort"]
+    )
+
+
+def test_labels_describe_the_project(operator_image: str) -> None:
+    labels = image.image_config(operator_image)["Labels"]
+
+    assert labels["org.opencontainers.image.title"] == PROJECT["name"]
+    assert labels["org.opencontainers.image.licenses"] == PROJECT["license"]
+
+
+def _anywhere(root: Path, pattern: str) -> list[str]:
+    return sorted(
+        str(path.relative_to(root))
+        for top in ("usr", "opt", "etc", "src", "dist", "root", "run", "tmp")
+        for path in (root / top).glob(f"**/{pattern}")
+    )
+
+
+def test_image_holds_the_environment_and_no_installer_compiler_or_build_context(
+    operator_image: str,
+) -> None:
+    with image.mounted(operator_image) as root:
+        site_packages = list(root.glob("opt/sgmesh/lib/python3.*/site-packages"))
+        assert len(site_packages) == 1, site_packages
+        [packages] = site_packages
+        # sgmesh is installed from its wheel: a package, not a link back to a source tree.
+        assert (packages / "sgmesh" / "cli.py").is_file()
+        assert not list(packages.glob("__editable__*"))
+        assert not list(packages.glob("*.pth"))
+        assert (root / "opt" / "sgmesh" / "bin" / "sgmesh").is_file()
+
+        assert _anywhere(root, "site-packages/pip") == []
+        assert _anywhere(root, "dist-packages/pip") == []
+        assert _anywhere(root, "bin/pip*") == []
+        for compiler in ("cc", "gcc", "c++", "g++", "clang"):
+            assert _anywhere(root, f"bin/{compiler}") == [], compiler
+        # Nothing of the build context but the installed package, no build secret.
+        assert not (root / "src").exists()
+        assert not (root / "dist").exists()
+        assert _anywhere(root, "pyproject.toml") == []
+        assert _anywhere(root, "pip.conf") == []
+        assert _anywhere(root, "ca-bundle") == []
