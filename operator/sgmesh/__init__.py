@@ -1,7 +1,8 @@
 """sgmesh: keeps the node groups (ASGs) of an EKS cluster able to reach each other.
 
-Modules follow the data flow: models → discovery → planning → apply → reconcile → status /
-handlers / cli. See the README and the design notes for the ownership rules.
+Modules follow the data flow: models → discovery (launch, security_groups, roles) → planning →
+apply → reconcile → status / handlers / cli. See the README and the design notes for the
+ownership rules.
 """
 
 __all__ = ["__version__"]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import botocore.exceptions
 
-from sgmesh import aws, discovery, ownership, planning
+from sgmesh import aws, ownership, planning, security_groups
 from sgmesh.topology import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
@@ -188,11 +188,11 @@ def _revoke(clients: aws.AwsClients, group_id: str, actions: Sequence[planning.R
 
 
 def _group_rule_ids(clients: aws.AwsClients, group_id: str) -> set[str]:
-    return set(discovery.read_ingress_rules(clients, [group_id]))
+    return set(security_groups.read_ingress_rules(clients, [group_id]))
 
 
 def _group_permissions(clients: aws.AwsClients, group_id: str) -> set[Permission]:
-    rules = discovery.read_ingress_rules(clients, [group_id]).values()
+    rules = security_groups.read_ingress_rules(clients, [group_id]).values()
     return {rule.permission for rule in rules if rule.permission is not None}
 
 

@@ -1,0 +1,239 @@
+"""Security groups and their inbound rules, as discovery and apply read them.
+
+It turns security group names into ids (in the VPC of the ASG that names them), finds the VPC
+of every member SG, and reads inbound rules: every rule of the member SGs, and every rule this
+mesh owns on any SG. `apply` re-reads a group's rules through `read_ingress_rules` after a
+race with another writer, and imports nothing else of discovery.
+
+It must never write to AWS, and never conclude that something is gone from an error: an SG is
+absent only when a successful answer to a filter on it lacks it. Every other error propagates
+for the caller to classify with `aws.classify`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from sgmesh import aws, ownership, topology
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import (
+        FilterTypeDef,
+        SecurityGroupRuleTypeDef,
+        SecurityGroupTypeDef,
+    )
+
+__all__ = [
+    "GroupNames",
+    "auto_scaling_group_vpcs",
+    "read_ingress_rules",
+    "read_owned_rules",
+    "read_security_group_vpcs",
+    "resolve_group_names",
+]
+
+FILTER_VALUES_PER_CALL = 200  # EC2 filter values per request
+SECURITY_GROUP_PAGE_SIZE = 1000
+SECURITY_GROUP_RULE_PAGE_SIZE = 1000
+SUBNET_PAGE_SIZE = 1000
+
+# DescribeSecurityGroupRules documents `tag:<key>` (not `tag-key`) among its filters; the
+# mesh writes its ownership tag with this value on every rule it owns.
+_OWNED_RULE_VALUES = (ownership.OWNED,)
+
+_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "all": topology.ALL_PROTOCOLS}
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class GroupNames:
+    """Security group names of launch data turned into ids.
+
+    - `ids_by_asg`: ASG name → the ids its SG names resolved to;
+    - `vpcs`: SG id → VPC, for every SG resolved;
+    - `unresolved`: ASG name → why one of its names cannot be told (a name in several VPCs,
+      none of them the ASG's);
+    - `problems`: names that exist nowhere.
+    """
+
+    ids_by_asg: Mapping[str, tuple[str, ...]]
+    vpcs: Mapping[str, str]
+    unresolved: Mapping[str, tuple[str, ...]]
+    problems: tuple[topology.Problem, ...]
+
+
+def resolve_group_names(
+    clients: aws.AwsClients,
+    names_by_asg: Mapping[str, Sequence[str]],
+    subnets_by_asg: Mapping[str, Sequence[str]],
+) -> GroupNames:
+    """Turn SG names from launch data into ids; a name found in several VPCs is taken from the
+    ASG's VPC (that of its subnets, or the default VPC when it has none)."""
+    names = sorted({name for wanted in names_by_asg.values() for name in wanted})
+    if not names:
+        return GroupNames({}, {}, {}, ())
+    candidates: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for group in _describe_security_groups(clients, "group-name", names):
+        if "GroupName" in group and "VpcId" in group:
+            candidates[group["GroupName"]].append((group["GroupId"], group["VpcId"]))
+
+    ambiguous = {
+        asg: subnets_by_asg.get(asg, ())
+        for asg, wanted in names_by_asg.items()
+        if any(len(candidates.get(name, ())) > 1 for name in wanted)
+    }
+    asg_vpcs = auto_scaling_group_vpcs(clients, ambiguous)
+    ids_by_asg: dict[str, dict[str, None]] = defaultdict(dict)
+    vpcs: dict[str, str] = {}
+    unresolved: dict[str, list[str]] = defaultdict(list)
+    problems: list[topology.Problem] = []
+    for asg, wanted in names_by_asg.items():
+        for name in wanted:
+            choices = candidates.get(name, [])
+            if len(choices) > 1:
+                vpc_id = asg_vpcs.get(asg)
+                choices = [choice for choice in choices if choice[1] == vpc_id]
+            if len(choices) == 1:
+                group_id, vpc_id = choices[0]
+                ids_by_asg[asg][group_id] = None
+                vpcs[group_id] = vpc_id
+            elif name in candidates:
+                unresolved[asg].append(
+                    f"security group name {name!r} exists in several VPCs and none of them is "
+                    "the ASG's"
+                )
+            else:
+                problems.append(
+                    topology.Problem(
+                        topology.ProblemKind.SECURITY_GROUP_NOT_FOUND,
+                        name,
+                        f"security group named {name!r} (used by ASG {asg}) does not exist",
+                    )
+                )
+    return GroupNames(
+        ids_by_asg={asg: tuple(ids) for asg, ids in ids_by_asg.items()},
+        vpcs=vpcs,
+        unresolved={asg: tuple(reasons) for asg, reasons in unresolved.items()},
+        problems=tuple(problems),
+    )
+
+
+def auto_scaling_group_vpcs(
+    clients: aws.AwsClients, subnets_by_asg: Mapping[str, Sequence[str]]
+) -> dict[str, str]:
+    """ASG name → VPC of its subnets; ASGs without subnets launch in the default VPC."""
+    if not subnets_by_asg:
+        return {}
+    subnet_ids = sorted({s for subnets in subnets_by_asg.values() for s in subnets})
+    subnet_vpcs: dict[str, str] = {}
+    paginator = clients.ec2.get_paginator("describe_subnets")
+    for chunk in _chunks(subnet_ids, FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(
+            Filters=[{"Name": "subnet-id", "Values": chunk}],
+            PaginationConfig={"PageSize": SUBNET_PAGE_SIZE},
+        ):
+            for subnet in page.get("Subnets", []):
+                if "SubnetId" in subnet and "VpcId" in subnet:
+                    subnet_vpcs[subnet["SubnetId"]] = subnet["VpcId"]
+    default_vpc: str | None = None
+    if any(not subnets for subnets in subnets_by_asg.values()):
+        answer = clients.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+        default_vpc = next((v["VpcId"] for v in answer.get("Vpcs", []) if "VpcId" in v), None)
+    found: dict[str, str] = {}
+    for asg, subnets in subnets_by_asg.items():
+        if not subnets:
+            if default_vpc is not None:
+                found[asg] = default_vpc
+            continue
+        vpc_ids = {subnet_vpcs[s] for s in subnets if s in subnet_vpcs}
+        if len(vpc_ids) == 1:
+            found[asg] = vpc_ids.pop()
+    return found
+
+
+def read_security_group_vpcs(clients: aws.AwsClients, group_ids: Sequence[str]) -> dict[str, str]:
+    """SG id → VPC for the SGs that exist. A `group-id` filter, unlike `GroupIds`, answers for
+    the SGs that exist instead of failing the whole call when one is missing."""
+    return {
+        group["GroupId"]: group["VpcId"]
+        for group in _describe_security_groups(clients, "group-id", sorted(set(group_ids)))
+        if "VpcId" in group
+    }
+
+
+def _describe_security_groups(
+    clients: aws.AwsClients, filter_name: str, values: Sequence[str]
+) -> Iterator[SecurityGroupTypeDef]:
+    paginator = clients.ec2.get_paginator("describe_security_groups")
+    for chunk in _chunks(values, FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(
+            Filters=[{"Name": filter_name, "Values": chunk}],
+            PaginationConfig={"PageSize": SECURITY_GROUP_PAGE_SIZE},
+        ):
+            yield from page.get("SecurityGroups", [])
+
+
+# ---- Rules ---------------------------------------------------------------------------------
+
+
+def read_ingress_rules(
+    clients: aws.AwsClients, group_ids: Sequence[str]
+) -> dict[str, topology.IngressRule]:
+    """Every inbound rule of the groups, by rule id (apply re-reads a group after a race)."""
+    rules: dict[str, topology.IngressRule] = {}
+    for chunk in _chunks(group_ids, FILTER_VALUES_PER_CALL):
+        rules.update(_describe_ingress_rules(clients, [{"Name": "group-id", "Values": chunk}]))
+    return rules
+
+
+def read_owned_rules(
+    clients: aws.AwsClients, owner: ownership.Owner
+) -> dict[str, topology.IngressRule]:
+    """Rules carrying this mesh's tag on any SG, including SGs that have left the mesh."""
+    return _describe_ingress_rules(
+        clients, [{"Name": f"tag:{owner.tag_key}", "Values": list(_OWNED_RULE_VALUES)}]
+    )
+
+
+def _describe_ingress_rules(
+    clients: aws.AwsClients, filters: list[FilterTypeDef]
+) -> dict[str, topology.IngressRule]:
+    rules: dict[str, topology.IngressRule] = {}
+    paginator = clients.ec2.get_paginator("describe_security_group_rules")
+    for page in paginator.paginate(
+        Filters=filters, PaginationConfig={"PageSize": SECURITY_GROUP_RULE_PAGE_SIZE}
+    ):
+        for rule in page.get("SecurityGroupRules", []):
+            if not rule.get("IsEgress") and "SecurityGroupRuleId" in rule and "GroupId" in rule:
+                rules[rule["SecurityGroupRuleId"]] = _ingress_rule(rule)
+    return rules
+
+
+def _ingress_rule(rule: SecurityGroupRuleTypeDef) -> topology.IngressRule:
+    source = rule.get("ReferencedGroupInfo", {}).get("GroupId")
+    permission = None
+    if source:
+        protocol = str(rule.get("IpProtocol", topology.ALL_PROTOCOLS)).lower()
+        protocol = _PROTOCOL_NAMES.get(protocol, protocol)
+        if protocol == topology.ALL_PROTOCOLS:
+            from_port = to_port = -1
+        else:
+            from_port = rule.get("FromPort", -1)
+            to_port = rule.get("ToPort", -1)
+        permission = topology.Permission(source, protocol, from_port, to_port)
+    return topology.IngressRule(
+        rule_id=rule["SecurityGroupRuleId"],
+        group_id=rule["GroupId"],
+        permission=permission,
+        tags={tag["Key"]: tag.get("Value", "") for tag in rule.get("Tags", []) if "Key" in tag},
+        description=rule.get("Description", ""),
+    )
+
+
+def _chunks(values: Sequence[_T], size: int) -> Iterator[list[_T]]:
+    for start in range(0, len(values), size):
+        yield list(values[start : start + size])
