@@ -20,7 +20,16 @@ from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.support.world import Vpc, World
 
 POLICY = iam.Policy.load()
-PARTITION_REGIONS = ("us-east-1", "cn-north-1", "us-gov-west-1", "us-iso-east-1", "us-isob-east-1")
+PARTITION_REGIONS = (
+    "us-east-1",
+    "cn-north-1",
+    "us-gov-west-1",
+    "us-iso-east-1",
+    "us-isob-east-1",
+    "eu-isoe-west-1",
+    "us-isof-south-1",
+    "eusc-de-east-1",
+)
 DEADLINE = 60
 
 
