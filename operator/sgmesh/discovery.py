@@ -20,17 +20,24 @@ request for exactly that thing by id or name; it becomes a `Problem`. Every othe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
-from sgmesh import aws, launch, models, ownership, roles, security_groups, topology
+from sgmesh import aws, launch, models, ownership, planning, roles, security_groups, topology
 
 __all__ = ["discover", "discover_owned"]
 
 
 def discover(
-    clients: aws.AwsClients, spec: models.NodeGroupMeshSpec, owner: ownership.Owner
+    clients: aws.AwsClients,
+    spec: models.NodeGroupMeshSpec,
+    owner: ownership.Owner,
+    memory: roles.RoleMemory | None = None,
 ) -> topology.Topology:
-    """Resolve the mesh's members and read what AWS holds that concerns them."""
+    """Resolve the mesh's members and read what AWS holds that concerns them.
+
+    `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.roles`); without
+    it the roles the mesh's policy is attached to are swept on every call.
+    """
     asgs, asg_problems = launch.read_auto_scaling_groups(clients, spec.auto_scaling_groups)
     launches = launch.read_launches(clients, asgs)
     problems: list[topology.Problem] = list(asg_problems)
@@ -41,12 +48,26 @@ def discover(
         {each.name: each.subnet_ids for each in launches},
     )
     problems.extend(names.problems)
-    group_ids = {
-        each.name: tuple(dict.fromkeys([*each.group_ids, *names.ids_by_asg.get(each.name, ())]))
-        for each in launches
-    }
-
+    interface_groups = security_groups.read_network_interface_groups(
+        clients, [eni for each in launches for eni in each.network_interface_ids]
+    )
+    default_groups, default_unresolved = _default_groups(clients, launches)
     vpcs = dict(names.vpcs)
+    vpcs.update({group_id: vpc_id for vpc_id, group_id in default_groups.values()})
+    unresolved: dict[str, list[str]] = defaultdict(list)
+    group_ids: dict[str, tuple[str, ...]] = {}
+    for each in launches:
+        ids = [*each.group_ids, *names.ids_by_asg.get(each.name, ())]
+        for eni in each.network_interface_ids:
+            if eni in interface_groups:
+                ids.extend(interface_groups[eni])
+            else:
+                unresolved[each.name].append(f"network interface {eni} does not exist")
+        if each.name in default_groups:
+            ids.append(default_groups[each.name][0])
+        unresolved[each.name].extend(default_unresolved.get(each.name, ()))
+        group_ids[each.name] = tuple(dict.fromkeys(ids))
+
     extra_ids = list(dict.fromkeys(spec.extra_security_group_ids))
     wanted_ids = [*(g for ids in group_ids.values() for g in ids), *extra_ids]
     vpcs.update(
@@ -71,14 +92,21 @@ def discover(
 
     ingress = security_groups.read_ingress_rules(clients, existing_ids)
     ingress.update(security_groups.read_owned_rules(clients, owner))
-
-    all_roles, roles_by_profile = roles.read_roles(clients)
-    profiles = roles.resolve_profiles(
+    counted = set(existing_ids)
+    prefix_lists = security_groups.read_prefix_lists(
         clients,
-        (profile for each in launches for profile in each.profile_names),
-        all_roles,
-        roles_by_profile,
+        [r.prefix_list_id for r in ingress.values() if r.prefix_list_id and r.group_id in counted],
     )
+
+    attach = spec.cni_policy.attach
+    mesh_roles = roles.read_mesh_roles(
+        clients,
+        owner,
+        (profile for each in launches for profile in each.profile_names) if attach else (),
+        _sweep_policy_arns(clients, models.cni_policy_arn(spec, clients.region)) if attach else (),
+        memory=memory,
+    )
+    profiles = mesh_roles.profiles
 
     members: list[topology.Member] = []
     for each in launches:
@@ -89,11 +117,10 @@ def discover(
                 for role in profiles.role_names.get(profile, ())
             }
         )
-        reasons = [
-            *each.unresolved,
-            *names.unresolved.get(each.name, ()),
-            *(r for profile in each.profile_names for r in profiles.unresolved.get(profile, ())),
-        ]
+        reasons = [*each.unresolved, *unresolved[each.name], *names.unresolved.get(each.name, ())]
+        if attach:  # roles matter only to a mesh that attaches the CNI policy
+            reasons.extend(r for p in each.profile_names for r in profiles.unresolved.get(p, ()))
+            reasons.extend(f"{s} names no instance profile" for s in each.sources_without_profile)
         problems.extend(
             topology.Problem(
                 topology.ProblemKind.UNRESOLVED,
@@ -126,30 +153,88 @@ def discover(
         for group_id in sorted(extra_ids)
     )
 
-    member_roles = {name for member in members for name in member.role_names}
     return topology.Topology(
         members=tuple(members),
+        prefix_lists=prefix_lists,
+        rules_per_security_group=_applied_quota(clients, spec, members, vpcs, ingress.values()),
         ingress_rules=tuple(ingress[rule_id] for rule_id in sorted(ingress)),
         counted_group_ids=frozenset(existing_ids),
         security_group_vpcs={group_id: vpcs[group_id] for group_id in existing_ids},
-        roles={
-            name: role
-            for name, role in sorted(all_roles.items())
-            if name in member_roles or owner.owns(role.tags)
-        },
+        roles=mesh_roles.roles,
         problems=_sorted_problems(problems),
     )
 
 
-def discover_owned(clients: aws.AwsClients, owner: ownership.Owner) -> topology.Topology:
+def discover_owned(
+    clients: aws.AwsClients,
+    owner: ownership.Owner,
+    memory: roles.RoleMemory | None = None,
+    policy_arns: Sequence[str] = (),
+) -> topology.Topology:
     """What the mesh owns anywhere, for cleanup when the mesh goes: no members, only the rules
-    and roles that carry its tag."""
+    and roles that carry its tag. Roles are swept whatever `memory` holds (the last chance to
+    release them): those of `policy_arns` and of the partition's AmazonEKS_CNI_Policy."""
     ingress = security_groups.read_owned_rules(clients, owner)
-    all_roles, _ = roles.read_roles(clients)
+    mesh_roles = roles.read_mesh_roles(
+        clients,
+        owner,
+        (),
+        _sweep_policy_arns(clients, *policy_arns),
+        memory=memory,
+        sweep=True,
+    )
     return topology.Topology(
         ingress_rules=tuple(ingress[rule_id] for rule_id in sorted(ingress)),
-        roles=roles.roles_owned_by(all_roles, owner),
+        roles=mesh_roles.roles,
     )
+
+
+def _applied_quota(
+    clients: aws.AwsClients,
+    spec: models.NodeGroupMeshSpec,
+    members: Sequence[topology.Member],
+    vpcs: Mapping[str, str],
+    ingress: Iterable[topology.IngressRule],
+) -> int | None:
+    """The account's rules-per-SG quota, read only when the mesh lacks a rule (a plan that
+    adds nothing needs no quota, so a steady state costs no call)."""
+    shapes = [planning.TrafficShape.from_traffic(entry) for entry in spec.traffic]
+    desired, _ = planning.desired_permissions(members, vpcs, shapes)
+    present = {(rule.group_id, rule.permission) for rule in ingress if rule.permission}
+    if desired <= present:
+        return None
+    return security_groups.read_rules_quota(clients)
+
+
+def _sweep_policy_arns(clients: aws.AwsClients, *policy_arns: str) -> tuple[str, ...]:
+    """The policies whose roles are swept for the mesh's tag: its own, and the default CNI
+    policy of the partition (what a mesh records unless its spec names another)."""
+    default = f"arn:{models.partition_of(clients.region)}:iam::aws:policy/AmazonEKS_CNI_Policy"
+    return tuple(dict.fromkeys([*policy_arns, default]))
+
+
+def _default_groups(
+    clients: aws.AwsClients, launches: Sequence[launch.AsgLaunch]
+) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, ...]]]:
+    """ASG name → (default SG, VPC) for the ASGs whose launch data names no SG, and → why it
+    cannot be told: EC2 launches such instances in the default SG of the subnets' VPC."""
+    users = {each.name: each.subnet_ids for each in launches if each.uses_default_group}
+    asg_vpcs = security_groups.auto_scaling_group_vpcs(clients, users)
+    defaults = security_groups.read_default_groups(clients, sorted(set(asg_vpcs.values())))
+    found: dict[str, tuple[str, str]] = {}
+    unresolved: dict[str, tuple[str, ...]] = {}
+    for name in users:
+        vpc_id = asg_vpcs.get(name)
+        if vpc_id is None:
+            unresolved[name] = (
+                "its launch data names no security group, so it launches in the default one "
+                "of its VPC, and the VPC of its subnets cannot be told",
+            )
+        elif vpc_id not in defaults:
+            unresolved[name] = (f"VPC {vpc_id} has no default security group",)
+        else:
+            found[name] = (defaults[vpc_id], vpc_id)
+    return found, unresolved
 
 
 def _sorted_problems(problems: Iterable[topology.Problem]) -> tuple[topology.Problem, ...]:

@@ -14,6 +14,7 @@ beyond its finalizer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -252,11 +253,17 @@ async def withdraw_on_delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: 
             return
         owner = ownership.Owner(runtime.settings.pipeline.cluster, name)
         retain_cni = bool((spec.get("cniPolicy") or {}).get("retainOnRemoval", True))
+        policy_arn = (spec.get("cniPolicy") or {}).get("policyArn")
+        withdraw = functools.partial(
+            reconcile.withdraw,
+            policy_arns=(str(policy_arn),) if policy_arn else (),
+            role_memory=runtime.settings.pipeline.role_memory,
+        )
         clients = runtime.clients_for(region)
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
-                runtime.executor, reconcile.withdraw, clients, owner, retain_cni
+                runtime.executor, withdraw, clients, owner, retain_cni
             )
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
             failure = aws.classify(error)

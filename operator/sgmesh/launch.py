@@ -60,7 +60,14 @@ class AsgLaunch:
     subnet_ids: tuple[str, ...] = ()
     group_ids: tuple[str, ...] = ()
     group_names: tuple[str, ...] = ()
+    # Existing ENIs its launch template attaches: their security groups are the instances'.
+    network_interface_ids: tuple[str, ...] = ()
+    # A launch source names no SG at all: EC2 launches such instances in the default SG of
+    # the VPC of the ASG's subnets.
+    uses_default_group: bool = False
     profile_names: tuple[str, ...] = ()
+    # Launch sources that name no instance profile: a problem only when roles matter.
+    sources_without_profile: tuple[str, ...] = ()
     unresolved: tuple[str, ...] = ()
 
 
@@ -140,6 +147,8 @@ def _describe_auto_scaling_groups(
     pages = paginator.paginate(
         AutoScalingGroupNames=list(names),
         Filters=list(filters),
+        # Membership needs no instances: without them a page of 100 ASGs stays small.
+        IncludeInstances=False,
         PaginationConfig={"PageSize": ASG_PAGE_SIZE},
     )
     for page in pages:
@@ -188,6 +197,7 @@ class _LaunchData:
     source: str
     group_ids: tuple[str, ...] = ()
     group_names: tuple[str, ...] = ()
+    network_interface_ids: tuple[str, ...] = ()
     profile_name: str | None = None
 
 
@@ -240,7 +250,10 @@ class _Resolution:
             sources.append(configurations[self.configuration_name])
         group_ids: dict[str, None] = {}
         group_names: dict[str, None] = {}
+        interface_ids: dict[str, None] = {}
         profile_names: dict[str, None] = {}
+        uses_default_group = False
+        without_profile: list[str] = []
         unresolved = list(self.unresolved)
         for data in sources:
             if isinstance(data, _Absent):
@@ -248,10 +261,11 @@ class _Resolution:
                 continue
             group_ids.update(dict.fromkeys(data.group_ids))
             group_names.update(dict.fromkeys(data.group_names))
-            if not data.group_ids and not data.group_names:
-                unresolved.append(f"{data.source} names no security group")
+            interface_ids.update(dict.fromkeys(data.network_interface_ids))
+            if not (data.group_ids or data.group_names or data.network_interface_ids):
+                uses_default_group = True
             if data.profile_name is None:
-                unresolved.append(f"{data.source} names no instance profile")
+                without_profile.append(data.source)
             else:
                 profile_names[data.profile_name] = None
         return AsgLaunch(
@@ -259,7 +273,10 @@ class _Resolution:
             subnet_ids=self.subnet_ids,
             group_ids=tuple(group_ids),
             group_names=tuple(group_names),
+            network_interface_ids=tuple(interface_ids),
+            uses_default_group=uses_default_group,
             profile_names=tuple(profile_names),
+            sources_without_profile=tuple(dict.fromkeys(without_profile)),
             unresolved=tuple(dict.fromkeys(unresolved)),
         )
 
@@ -269,54 +286,89 @@ def _profile_name(profile: str) -> str:
     return profile.rsplit("/", 1)[-1] if profile.startswith("arn:") else profile
 
 
-def _template_launch_data(ref: _TemplateRef, version: LaunchTemplateVersionTypeDef) -> _LaunchData:
-    data = version.get("LaunchTemplateData", {})
-    group_ids = list(data.get("SecurityGroupIds", []))
-    for interface in data.get("NetworkInterfaces", []):
-        group_ids.extend(interface.get("Groups", []))
-    profile = data.get("IamInstanceProfile", {})
-    profile_name = profile.get("Name") or (
-        _profile_name(profile["Arn"]) if profile.get("Arn") else None
-    )
+def _template_launch_data(ref: _TemplateRef, version: _Version) -> _LaunchData:
     return _LaunchData(
-        source=f"launch template {ref.template} version {version.get('VersionNumber', '?')} "
-        f"({ref.version})",
-        group_ids=tuple(dict.fromkeys(group_ids)),
-        group_names=tuple(dict.fromkeys(data.get("SecurityGroups", []))),
-        profile_name=profile_name,
+        source=f"launch template {ref.template} version {version.number} ({ref.version})",
+        group_ids=version.group_ids,
+        group_names=version.group_names,
+        network_interface_ids=version.network_interface_ids,
+        profile_name=version.profile_name,
     )
 
 
 # ---- Launch templates ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Version:
+    """What discovery needs of a launch template version. It is taken out of the answer as
+    soon as the version is read, so user data and the rest of the launch data are never kept
+    (a listing of every template of an account can carry 16 KB of user data per version)."""
+
+    template_id: str
+    template_name: str | None
+    number: int
+    is_default: bool
+    group_ids: tuple[str, ...]
+    group_names: tuple[str, ...]
+    network_interface_ids: tuple[str, ...]
+    profile_name: str | None
+
+    @classmethod
+    def of(cls, version: LaunchTemplateVersionTypeDef) -> _Version | None:
+        template_id = version.get("LaunchTemplateId")
+        number = version.get("VersionNumber")
+        if template_id is None or number is None:
+            return None
+        data = version.get("LaunchTemplateData", {})
+        group_ids = list(data.get("SecurityGroupIds", []))
+        interface_ids: list[str] = []
+        for interface in data.get("NetworkInterfaces", []):
+            group_ids.extend(interface.get("Groups", []))
+            # An existing ENI brings its own security groups: the instance gets the ENI's.
+            if interface.get("NetworkInterfaceId"):
+                interface_ids.append(interface["NetworkInterfaceId"])
+        profile = data.get("IamInstanceProfile", {})
+        return cls(
+            template_id=template_id,
+            template_name=version.get("LaunchTemplateName"),
+            number=number,
+            is_default=bool(version.get("DefaultVersion")),
+            group_ids=tuple(dict.fromkeys(group_ids)),
+            group_names=tuple(dict.fromkeys(data.get("SecurityGroups", []))),
+            network_interface_ids=tuple(dict.fromkeys(interface_ids)),
+            profile_name=profile.get("Name")
+            or (_profile_name(profile["Arn"]) if profile.get("Arn") else None),
+        )
+
+
 @dataclass
 class _VersionIndex:
     """Launch template versions from one or more answers, found by id or name and version."""
 
-    by_number: dict[tuple[str, int], LaunchTemplateVersionTypeDef] = field(default_factory=dict)
-    latest: dict[str, LaunchTemplateVersionTypeDef] = field(default_factory=dict)
-    default: dict[str, LaunchTemplateVersionTypeDef] = field(default_factory=dict)
+    by_number: dict[tuple[str, int], _Version] = field(default_factory=dict)
+    latest: dict[str, _Version] = field(default_factory=dict)
+    default: dict[str, _Version] = field(default_factory=dict)
     ids_by_name: dict[str, str] = field(default_factory=dict)
 
-    def add(self, version: LaunchTemplateVersionTypeDef, asked_latest: bool) -> None:
+    def add(self, answer: LaunchTemplateVersionTypeDef, asked_latest: bool) -> None:
         """Index one version; `asked_latest`: the answer it came in was asked for $Latest."""
-        template_id = version.get("LaunchTemplateId")
-        number = version.get("VersionNumber")
-        if template_id is None or number is None:
+        version = _Version.of(answer)
+        if version is None:
             return
-        if "LaunchTemplateName" in version:
-            self.ids_by_name[version["LaunchTemplateName"]] = template_id
+        template_id, number = version.template_id, version.number
+        if version.template_name is not None:
+            self.ids_by_name[version.template_name] = template_id
         self.by_number[(template_id, number)] = version
-        if version.get("DefaultVersion"):
+        if version.is_default:
             self.default[template_id] = version
         # $Latest is the highest number there is: in an answer asked for it, the highest
         # number of a template is its latest version.
         known = self.latest.get(template_id)
-        if asked_latest and (known is None or known.get("VersionNumber", 0) < number):
+        if asked_latest and (known is None or known.number < number):
             self.latest[template_id] = version
 
-    def find(self, ref: _TemplateRef) -> LaunchTemplateVersionTypeDef | None:
+    def find(self, ref: _TemplateRef) -> _Version | None:
         template_id = ref.template_id or self.ids_by_name.get(ref.template_name or "")
         if template_id is None:
             return None

@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+import botocore.exceptions
+
 from sgmesh import aws, ownership, topology
 
 if TYPE_CHECKING:
@@ -29,8 +31,12 @@ if TYPE_CHECKING:
 __all__ = [
     "GroupNames",
     "auto_scaling_group_vpcs",
+    "read_default_groups",
     "read_ingress_rules",
+    "read_network_interface_groups",
     "read_owned_rules",
+    "read_prefix_lists",
+    "read_rules_quota",
     "read_security_group_vpcs",
     "resolve_group_names",
 ]
@@ -39,6 +45,16 @@ FILTER_VALUES_PER_CALL = 200  # EC2 filter values per request
 SECURITY_GROUP_PAGE_SIZE = 1000
 SECURITY_GROUP_RULE_PAGE_SIZE = 1000
 SUBNET_PAGE_SIZE = 1000
+NETWORK_INTERFACE_PAGE_SIZE = 1000
+PREFIX_LIST_PAGE_SIZE = 100
+# Service Quotas: "Inbound or outbound rules per security group" of Amazon VPC.
+RULES_QUOTA_SERVICE = "vpc"
+RULES_QUOTA_CODE = "L-0EA8095F"
+# Answers that mean "the applied quota cannot be read here": the operator's setting applies.
+_QUOTA_UNREADABLE = frozenset(
+    {"AccessDenied", "AccessDeniedException", "NoSuchResourceException", "UnauthorizedOperation"}
+)
+DEFAULT_GROUP_NAME = "default"  # every VPC has one, and it cannot be deleted or renamed
 
 # DescribeSecurityGroupRules documents `tag:<key>` (not `tag-key`) among its filters; the
 # mesh writes its ownership tag with this value on every rule it owns.
@@ -165,13 +181,52 @@ def read_security_group_vpcs(clients: aws.AwsClients, group_ids: Sequence[str]) 
     }
 
 
+def read_default_groups(clients: aws.AwsClients, vpc_ids: Sequence[str]) -> dict[str, str]:
+    """VPC id → id of its default SG, where an instance launched without an SG runs."""
+    return {
+        group["VpcId"]: group["GroupId"]
+        for group in _describe_security_groups(
+            clients,
+            "vpc-id",
+            sorted(set(vpc_ids)),
+            also=[{"Name": "group-name", "Values": [DEFAULT_GROUP_NAME]}],
+        )
+        if "VpcId" in group
+    }
+
+
+def read_network_interface_groups(
+    clients: aws.AwsClients, interface_ids: Sequence[str]
+) -> dict[str, tuple[str, ...]]:
+    """ENI id → its SG ids, for the ENIs that exist (a filter answers for those that exist
+    instead of failing the whole call when one is missing)."""
+    found: dict[str, tuple[str, ...]] = {}
+    paginator = clients.ec2.get_paginator("describe_network_interfaces")
+    for chunk in _chunks(sorted(set(interface_ids)), FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(
+            Filters=[{"Name": "network-interface-id", "Values": chunk}],
+            PaginationConfig={"PageSize": NETWORK_INTERFACE_PAGE_SIZE},
+        ):
+            for interface in page.get("NetworkInterfaces", []):
+                if "NetworkInterfaceId" in interface:
+                    found[interface["NetworkInterfaceId"]] = tuple(
+                        group["GroupId"]
+                        for group in interface.get("Groups", [])
+                        if "GroupId" in group
+                    )
+    return found
+
+
 def _describe_security_groups(
-    clients: aws.AwsClients, filter_name: str, values: Sequence[str]
+    clients: aws.AwsClients,
+    filter_name: str,
+    values: Sequence[str],
+    also: Sequence[FilterTypeDef] = (),
 ) -> Iterator[SecurityGroupTypeDef]:
     paginator = clients.ec2.get_paginator("describe_security_groups")
     for chunk in _chunks(values, FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
-            Filters=[{"Name": filter_name, "Values": chunk}],
+            Filters=[{"Name": filter_name, "Values": chunk}, *also],
             PaginationConfig={"PageSize": SECURITY_GROUP_PAGE_SIZE},
         ):
             yield from page.get("SecurityGroups", [])
@@ -231,7 +286,45 @@ def _ingress_rule(rule: SecurityGroupRuleTypeDef) -> topology.IngressRule:
         permission=permission,
         tags={tag["Key"]: tag.get("Value", "") for tag in rule.get("Tags", []) if "Key" in tag},
         description=rule.get("Description", ""),
+        cidr_ipv4=rule.get("CidrIpv4"),
+        cidr_ipv6=rule.get("CidrIpv6"),
+        prefix_list_id=rule.get("PrefixListId"),
     )
+
+
+def read_prefix_lists(
+    clients: aws.AwsClients, prefix_list_ids: Sequence[str]
+) -> dict[str, topology.PrefixList]:
+    """The managed prefix lists (customer- or AWS-managed) that exist among `prefix_list_ids`,
+    with their maximum number of entries, which is what a rule referencing one counts as."""
+    found: dict[str, topology.PrefixList] = {}
+    paginator = clients.ec2.get_paginator("describe_managed_prefix_lists")
+    for chunk in _chunks(sorted(set(prefix_list_ids)), FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(
+            Filters=[{"Name": "prefix-list-id", "Values": chunk}],
+            PaginationConfig={"PageSize": PREFIX_LIST_PAGE_SIZE},
+        ):
+            for listed in page.get("PrefixLists", []):
+                if "PrefixListId" in listed and "MaxEntries" in listed:
+                    found[listed["PrefixListId"]] = topology.PrefixList(
+                        listed["PrefixListId"], int(listed["MaxEntries"])
+                    )
+    return found
+
+
+def read_rules_quota(clients: aws.AwsClients) -> int | None:
+    """The account's applied rules-per-security-group quota, or None when this identity may
+    not read it (the operator's setting then applies). Throttling and outages propagate."""
+    try:
+        answer = clients.servicequotas.get_service_quota(
+            ServiceCode=RULES_QUOTA_SERVICE, QuotaCode=RULES_QUOTA_CODE
+        )
+    except botocore.exceptions.ClientError as error:
+        if aws.error_code(error) in _QUOTA_UNREADABLE:
+            return None
+        raise
+    value = answer.get("Quota", {}).get("Value")
+    return int(value) if value else None
 
 
 def _chunks(values: Sequence[_T], size: int) -> Iterator[list[_T]]:

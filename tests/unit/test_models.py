@@ -37,9 +37,7 @@ def test_minimal_mesh_gets_the_documented_defaults() -> None:
 
 def _regions_of_every_partition() -> list[tuple[str, str]]:
     """(region, partition) for every region botocore knows, from its partitions data."""
-    document = json.loads(
-        (Path(botocore.__file__).parent / "data" / "partitions.json").read_text()
-    )
+    document = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())
     return [
         (region, partition["id"])
         for partition in document["partitions"]
