@@ -1,9 +1,12 @@
 """Security groups and their inbound rules, as discovery and apply read them.
 
-It turns security group names into ids (in the VPC of the ASG that names them), finds the VPC
-of every member SG, and reads inbound rules: every rule of the member SGs, and every rule this
-mesh owns on any SG. `apply` re-reads a group's rules through `read_ingress_rules` after a
-race with another writer, and imports nothing else of discovery.
+It turns security group names into ids (in the VPC of the ASG that names them), finds the SGs
+EC2 gives instances whose launch data names none (the default SG of the VPC) or attaches an
+existing ENI (that ENI's SGs), finds the VPC of every member SG, and reads inbound rules: every
+rule of the member SGs, and every rule this mesh owns on any SG. For the quota it reads the
+size of the prefix lists those rules reference and the account's applied rules-per-SG quota
+(Service Quotas). `apply` re-reads a group's rules through `read_ingress_rules` after a race
+with another writer, and imports nothing else of discovery.
 
 It must never write to AWS, and never conclude that something is gone from an error: an SG is
 absent only when a successful answer to a filter on it lacks it. Every other error propagates
