@@ -124,7 +124,8 @@ class Topology:
     - `prefix_lists`: the prefix lists the rules of counted SGs reference, by id.
     - `rules_per_security_group`: the account's applied quota, when it was read (Service
       Quotas); None: the operator's setting applies.
-    - `roles`: every member role, plus every role that carries this mesh's ownership tag.
+    - `roles`: every member role, plus every role found carrying this mesh's ownership tag
+      (with `cniPolicy.attach: false` member roles are not read: none are needed).
     - `problems`: what discovery could not resolve. A member that is `UNRESOLVED` makes the
       planner hold every removal, because what that member needs is unknown.
     """
