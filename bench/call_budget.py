@@ -43,12 +43,16 @@ Computed per operation from what AWS holds before the apply (read with the world
   (b) the rules this mesh owns anywhere (filter `tag:<owner key>` = `owned`): ceil(owned rules
       / 1,000), at least 1. Only this finds rules the mesh left on SGs that are no longer
       members; it cannot share a call with (a), as filters of different names are ANDed.
-- GetAccountAuthorizationDetails (`Filter=["Role"]`): every role of the account with its
-  attached managed policies, its tags (the mesh's record of the attachments it made) and its
-  instance profiles, at most 1,000 per page: ceil(roles in the account / 1,000), at least 1.
-  Each role's `InstanceProfileList` already maps the members' instance profiles to their
-  roles, so ListInstanceProfiles / GetInstanceProfile need no call at all (minimum 0); asking
-  per role (ListAttachedRolePolicies, ListRoleTags) would grow one call per ASG.
+- IAM, without any account-wide read of roles and their policies (the operator's policy does
+  not allow GetAccountAuthorizationDetails or ListRoles, see `sgmesh.roles`): one
+  GetInstanceProfile per member instance profile (IAM has no batch read of profiles), and per
+  member role one ListRoleTags (the mesh's record of the attachments it made) and one
+  ListAttachedRolePolicies. Only when nothing is remembered of the mesh (the cold apply of a
+  process that just started) one ListEntitiesForPolicy (`EntityFilter=Role`) per page of
+  1,000 roles the CNI policy is attached to finds roles the mesh tagged that are no longer
+  members; a steady apply needs none.
+- GetServiceQuota: the applied rules-per-SG quota, once, when an SG lacks a rule (the cold
+  apply); a steady apply needs none.
 - Writes, in a cold apply only: one AuthorizeSecurityGroupIngress per SG that lacks any wanted
   rule (all its permissions in one call, the ownership tag given at creation, so no CreateTags),
   and per role that lacks the policy two calls: TagRole (the record that the mesh made the
@@ -58,8 +62,8 @@ Computed per operation from what AWS holds before the apply (read with the world
 
 moto and AWS
 ------------
-moto answers DescribeSecurityGroups, DescribeSecurityGroupRules and
-GetAccountAuthorizationDetails in one page whatever their size, and cuts
+moto answers DescribeSecurityGroups, DescribeSecurityGroupRules and ListEntitiesForPolicy in
+one page whatever their size, and cuts
 DescribeLaunchTemplateVersions at `MaxResults` (200) without a next token, so that a template
 past the 200th costs a call of its own there; only DescribeAutoScalingGroups pages as AWS
 does. So the table gives two minimums:
@@ -96,6 +100,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import botocore.session  # noqa: E402
+
 from sgmesh import aws, models, reconcile  # noqa: E402
 from tests.support import moto_server  # noqa: E402
 from tests.support.world import CNI_POLICY_ARN, World  # noqa: E402
@@ -111,7 +117,7 @@ TEMPLATE_VERSION_PAGE = 200  # DescribeLaunchTemplateVersions MaxResults
 FILTER_VALUES = 200  # values per EC2 filter
 RULE_PAGE = 1000  # DescribeSecurityGroupRules MaxResults
 SECURITY_GROUP_PAGE = 1000  # DescribeSecurityGroups MaxResults
-IAM_PAGE = 1000  # GetAccountAuthorizationDetails MaxItems
+IAM_PAGE = 1000  # ListEntitiesForPolicy MaxItems
 
 # The page-size parameter of each paginated read and the largest value its API accepts.
 PAGE_LIMITS: dict[str, tuple[str, int]] = {
@@ -119,8 +125,13 @@ PAGE_LIMITS: dict[str, tuple[str, int]] = {
     "DescribeLaunchTemplateVersions": ("MaxResults", TEMPLATE_VERSION_PAGE),
     "DescribeSecurityGroups": ("MaxResults", SECURITY_GROUP_PAGE),
     "DescribeSecurityGroupRules": ("MaxResults", RULE_PAGE),
-    "GetAccountAuthorizationDetails": ("MaxItems", IAM_PAGE),
+    "ListEntitiesForPolicy": ("MaxItems", IAM_PAGE),
 }
+# IAM reads that grow with the account rather than with the mesh.
+ACCOUNT_WIDE_IAM_READS = frozenset(
+    {"GetAccountAuthorizationDetails", "ListRoles", "ListInstanceProfiles", "ListEntitiesForPolicy"}
+)
+IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
 
 TARGET_STEADY_RATIO = 1.2
 TEMPLATE_VERSIONS = ("$Default", "$Latest", "1")
@@ -166,13 +177,16 @@ def build_world(world: World, size: int, template_version: str) -> BenchWorld:
     )
 
 
-def mesh_document() -> models.NodeGroupMesh:
+def mesh_document(name: str = MESH_NAME, attach: bool = True) -> models.NodeGroupMesh:
     return models.NodeGroupMesh.parse(
         {
             "apiVersion": "sgmesh.io/v1alpha1",
             "kind": "NodeGroupMesh",
-            "metadata": {"name": MESH_NAME},
-            "spec": {"autoScalingGroups": {"selectors": [{"tags": SELECTOR_TAGS}]}},
+            "metadata": {"name": name},
+            "spec": {
+                "autoScalingGroups": {"selectors": [{"tags": SELECTOR_TAGS}]},
+                "cniPolicy": {"attach": attach},
+            },
         }
     )
 
@@ -190,13 +204,18 @@ class Facts:
     rules_per_chunk: tuple[int, ...]  # rules (egress too) per filter of <= 200 member SG ids
     ingress_rules: int  # inbound rules on member SGs
     owned_rules: int  # rules carrying the mesh's tag
-    roles: int  # roles of the account
+    roles: int  # member roles
     roles_with_policy: int  # member roles with the CNI policy attached
+    profiles: int  # member instance profiles
+    remembered: bool  # the process already read this mesh's roles (an operator's resync)
+    attach: bool  # the mesh attaches the CNI policy (else it needs no IAM call)
     groups_lacking_rules: int  # member SGs that miss at least one mesh rule
     roles_lacking_policy: int  # member roles without the CNI policy
 
 
-def read_facts(world: World, bench: BenchWorld, owner_key: str) -> Facts:
+def read_facts(
+    world: World, bench: BenchWorld, owner_key: str, remembered: bool, attach: bool
+) -> Facts:
     ec2, iam = world.clients.ec2, world.clients.iam
     selected = world.clients.autoscaling.get_paginator("describe_auto_scaling_groups").paginate(
         Filters=[{"Name": f"tag:{key}", "Values": [value]} for key, value in SELECTOR_TAGS.items()]
@@ -228,13 +247,15 @@ def read_facts(world: World, bench: BenchWorld, owner_key: str) -> Facts:
     members = set(group_ids)
     lacking_rules = sum(1 for sources in sources_by_group.values() if not members <= sources)
 
-    attached: dict[str, set[str]] = {}
-    for page in iam.get_paginator("get_account_authorization_details").paginate(Filter=["Role"]):
-        for role in page["RoleDetailList"]:
-            attached[role["RoleName"]] = {
-                policy["PolicyArn"] for policy in role.get("AttachedManagedPolicies", [])
-            }
-    with_policy = sum(1 for name in bench.role_names if CNI_POLICY_ARN in attached.get(name, ()))
+    attached = {
+        name: {
+            policy["PolicyArn"]
+            for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=name)
+            for policy in page["AttachedPolicies"]
+        }
+        for name in bench.role_names
+    }
+    with_policy = sum(1 for name in bench.role_names if CNI_POLICY_ARN in attached[name])
     return Facts(
         asgs=asgs,
         templates=bench.templates,
@@ -244,6 +265,9 @@ def read_facts(world: World, bench: BenchWorld, owner_key: str) -> Facts:
         owned_rules=owned,
         roles=len(attached),
         roles_with_policy=with_policy,
+        profiles=len(bench.role_names),  # one instance profile per role
+        remembered=remembered,
+        attach=attach,
         groups_lacking_rules=lacking_rules,
         roles_lacking_policy=len(bench.role_names) - with_policy,
     )
@@ -283,7 +307,10 @@ def minimum(facts: Facts) -> dict[str, Minimum]:
             pages(facts.security_groups, FILTER_VALUES),
         ),
         "DescribeSecurityGroupRules": Minimum(rule_reads_aws, rule_reads_moto),
-        "GetAccountAuthorizationDetails": Minimum(pages(facts.roles, IAM_PAGE), 1),
+        **(iam_minimum(facts) if facts.attach else {}),
+        "GetServiceQuota": Minimum(
+            1 if facts.groups_lacking_rules else 0, 1 if facts.groups_lacking_rules else 0
+        ),
         "AuthorizeSecurityGroupIngress": Minimum(
             facts.groups_lacking_rules, facts.groups_lacking_rules
         ),
@@ -291,6 +318,19 @@ def minimum(facts: Facts) -> dict[str, Minimum]:
         "AttachRolePolicy": Minimum(facts.roles_lacking_policy, facts.roles_lacking_policy),
     }
     return {operation: need for operation, need in budget.items() if need.aws or need.moto}
+
+
+def iam_minimum(facts: Facts) -> dict[str, Minimum]:
+    """IAM read by name (see the module docstring); a mesh with `attach: false` needs none."""
+    sweep = not facts.remembered
+    return {
+        "GetInstanceProfile": Minimum(facts.profiles, facts.profiles),
+        "ListRoleTags": Minimum(facts.roles, facts.roles),
+        "ListAttachedRolePolicies": Minimum(facts.roles, facts.roles),
+        "ListEntitiesForPolicy": Minimum(
+            pages(facts.roles_with_policy, IAM_PAGE) if sweep else 0, 1 if sweep else 0
+        ),
+    }
 
 
 # ---- Measuring -----------------------------------------------------------------------------
@@ -312,6 +352,14 @@ class Measurement:
     @property
     def total(self) -> int:
         return sum(self.calls.values())
+
+    @property
+    def iam_calls(self) -> int:
+        return sum(n for operation, n in self.calls.items() if operation in IAM_OPERATIONS)
+
+    @property
+    def account_wide_iam_reads(self) -> int:
+        return sum(self.calls.get(operation, 0) for operation in ACCOUNT_WIDE_IAM_READS)
 
     @property
     def minimum_moto(self) -> int:
@@ -348,6 +396,8 @@ class Measurement:
             "phase": self.phase,
             "calls": self.total,
             "mutating": self.mutating,
+            "iamCalls": self.iam_calls,
+            "accountWideIamReads": self.account_wide_iam_reads,
             "minimum": self.minimum_moto,
             "ratio": round(self.ratio, 3),
             "awsMinimum": self.minimum_aws,
@@ -375,17 +425,23 @@ def counted_clients() -> tuple[aws.AwsClients, dict[str, list[int | None]]]:
             parameter = PAGE_LIMITS[model.name][0]
             asked.setdefault(model.name, []).append(params.get(parameter))
 
-    for client in (clients.ec2, clients.autoscaling, clients.iam):
+    for client in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
         client.meta.events.register("provide-client-params.*.*", note_page_size)
     return clients, asked
 
 
 def measure(
-    world: World, bench: BenchWorld, mesh: models.NodeGroupMesh, phase: str
+    world: World,
+    bench: BenchWorld,
+    mesh: models.NodeGroupMesh,
+    phase: str,
+    settings: reconcile.Settings,
 ) -> tuple[Measurement, reconcile.Outcome]:
-    settings = reconcile.Settings(cluster=CLUSTER)
+    """One apply with `settings`, which the operator keeps for its lifetime: what they
+    remember of the mesh's roles from an earlier apply spares the steady apply a sweep."""
     owner = reconcile.owner_of(mesh, settings)
-    facts = read_facts(world, bench, owner.tag_key)
+    remembered = settings.role_memory.recall(owner) is not None
+    facts = read_facts(world, bench, owner.tag_key, remembered, mesh.spec.cni_policy.attach)
     clients, page_sizes = counted_clients()
     started, cpu_started = time.perf_counter(), time.process_time()
     outcome = reconcile.converge(clients, mesh, settings)
@@ -428,14 +484,15 @@ def run_size(server: moto_server.MotoServer, size: int, template_version: str) -
     bench = build_world(world, size, template_version)
     _progress(f"N={size}: world built in {bench.build_seconds:.1f}s")
     mesh = mesh_document()
+    settings = reconcile.Settings(cluster=CLUSTER)  # one operator process for both applies
 
-    cold, outcome = measure(world, bench, mesh, "cold")
+    cold, outcome = measure(world, bench, mesh, "cold", settings)
     check_settled(outcome, size, "cold")
     if cold.mutating == 0:
         raise BenchFailure(f"N={size} cold apply wrote nothing: the world was not cold")
     _progress(f"N={size}: cold apply {cold.total} calls in {cold.seconds:.1f}s")
 
-    steady, outcome = measure(world, bench, mesh, "steady")
+    steady, outcome = measure(world, bench, mesh, "steady", settings)
     check_settled(outcome, size, "steady")
     if not outcome.plan.empty or steady.mutating:
         actions = "; ".join(action.describe() for action in outcome.plan.actions[:5])
@@ -449,7 +506,17 @@ def run_size(server: moto_server.MotoServer, size: int, template_version: str) -
             f"and {steady.facts.roles_lacking_policy} roles lack the CNI policy"
         )
     _progress(f"N={size}: steady apply {steady.total} calls in {steady.seconds:.1f}s")
-    return [cold, steady]
+
+    # A second mesh over the same ASGs with `cniPolicy.attach: false` (aws-node on IRSA or Pod
+    # Identity): it co-owns the rules in its cold apply; its steady apply must not touch IAM.
+    unattached = mesh_document(f"{MESH_NAME}-no-cni", attach=False)
+    converged = reconcile.converge(aws.make_clients(), unattached, settings)
+    check_settled(converged, size, "attach: false cold")
+    no_cni, outcome = measure(world, bench, unattached, "steady, attach: false", settings)
+    check_settled(outcome, size, "attach: false steady")
+    if no_cni.iam_calls:
+        raise BenchFailure(f"N={size}: attach: false made {no_cni.iam_calls} IAM calls")
+    return [cold, steady, no_cni]
 
 
 # ---- Reporting -----------------------------------------------------------------------------
@@ -507,6 +574,26 @@ def operation_table(measurements: Sequence[Measurement]) -> str:
             cells.append(cell)
         rows.append([operation, *cells])
     return _markdown(header, rows, right=range(1, len(header)))
+
+
+def iam_table(measurements: Sequence[Measurement]) -> str:
+    header = ["ASGs", "apply", "IAM calls", "account-wide IAM listings", "IAM calls by operation"]
+    rows = [
+        [
+            str(m.asgs),
+            m.phase,
+            str(m.iam_calls),
+            str(m.account_wide_iam_reads),
+            ", ".join(
+                f"{operation} {n}"
+                for operation, n in sorted(m.calls.items())
+                if operation in IAM_OPERATIONS
+            )
+            or "none",
+        ]
+        for m in measurements
+    ]
+    return _markdown(header, rows, right=range(2, 4))
 
 
 def facts_table(measurements: Sequence[Measurement]) -> str:
@@ -581,6 +668,10 @@ def report(measurements: Sequence[Measurement], total_seconds: float, template_v
         "calls/minimum per operation on the moto server; (AWS n) where AWS pages need more:",
         "",
         operation_table(measurements),
+        "",
+        "IAM per apply (a steady apply is an operator's resync with membership unchanged):",
+        "",
+        iam_table(measurements),
         "",
         "What AWS held before each apply:",
         "",

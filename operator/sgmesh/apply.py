@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import botocore.exceptions
 
-from sgmesh import aws, discovery, ownership, planning, topology
+from sgmesh import aws, ownership, planning, security_groups, topology
 from sgmesh.topology import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ def _authorize(
     # mesh and is left alone. What is still missing is authorized.
     existing: dict[Permission, topology.IngressRule] = {
         rule.permission: rule
-        for rule in discovery.read_ingress_rules(clients, [group_id]).values()
+        for rule in security_groups.read_ingress_rules(clients, [group_id]).values()
         if rule.permission is not None
     }
     missing = [action for action in actions if action.permission not in existing]
@@ -214,7 +214,7 @@ def _revoke(
     """Revoke what the plan says this mesh alone owns — re-checked against AWS right now, since
     another mesh may have joined a rule's owners since discovery: such a rule is released
     (this mesh's tag removed) instead of revoked."""
-    current = discovery.read_ingress_rules(clients, [group_id])
+    current = security_groups.read_ingress_rules(clients, [group_id])
     gone: list[planning.Action] = []
     revoke: list[planning.Revoke] = []
     release: list[planning.UntagRule] = []
@@ -247,7 +247,7 @@ def _revoke_call(clients: aws.AwsClients, group_id: str, rule_ids: Sequence[str]
         if aws.error_code(error) not in _RULE_GONE:
             raise
         # One of the rules went away since it was read; revoke those that are still there.
-        still_there = set(discovery.read_ingress_rules(clients, [group_id])) & set(rule_ids)
+        still_there = set(security_groups.read_ingress_rules(clients, [group_id])) & set(rule_ids)
         if still_there:
             clients.ec2.revoke_security_group_ingress(
                 GroupId=group_id, SecurityGroupRuleIds=sorted(still_there)
@@ -278,7 +278,7 @@ def _release(
     rule_ids = [action.rule_id for action in actions]
     _untag(clients, rule_ids, owner)
     ownerless: dict[str, list[planning.Revoke]] = defaultdict(list)
-    for rule in discovery.read_rules(clients, rule_ids).values():
+    for rule in security_groups.read_rules(clients, rule_ids).values():
         if rule.permission is not None and not ownership.owned_by_any_mesh(rule.tags):
             ownerless[rule.group_id].append(
                 planning.Revoke(
@@ -321,7 +321,7 @@ def _change_tags(
         except botocore.exceptions.ClientError as error:
             if attempt or aws.error_code(error) not in _RULE_GONE:
                 raise
-            targets = sorted(discovery.read_rules(clients, targets).keys())
+            targets = sorted(security_groups.read_rules(clients, targets).keys())
             if not targets:
                 return set()
     return set(targets)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_iam import IAMClient
+    from mypy_boto3_service_quotas import ServiceQuotasClient
 
 __all__ = [
     "ERRORS",
@@ -77,6 +78,7 @@ class AwsClients:
     ec2: EC2Client
     autoscaling: AutoScalingClient
     iam: IAMClient
+    servicequotas: ServiceQuotasClient
     region: str
     calls: Counter[str] = field(default_factory=Counter)
     # The service of the last call each thread made: an error names an operation only, and
@@ -124,6 +126,8 @@ def make_clients(
         ec2=session.client("ec2", config=config),
         autoscaling=session.client("autoscaling", config=config),
         iam=session.client("iam", config=config),
+        # Service Quotas: the applied rules-per-security-group quota of the account.
+        servicequotas=session.client("service-quotas", config=config),
         region=resolved,
     )
 
@@ -134,7 +138,7 @@ def make_clients(
         if listener is not None:
             listener(service, model.name)
 
-    for client in (clients.ec2, clients.autoscaling, clients.iam):
+    for client in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
         client.meta.events.register("before-call.*.*", count)
     return clients
 

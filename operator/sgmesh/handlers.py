@@ -352,11 +352,17 @@ async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:
             return None
         owner = ownership.Owner(runtime.settings.pipeline.cluster, name)
         retain_cni = bool((spec.get("cniPolicy") or {}).get("retainOnRemoval", True))
+        policy_arn = (spec.get("cniPolicy") or {}).get("policyArn")
+        withdraw = partial(
+            reconcile.withdraw,
+            policy_arns=(str(policy_arn),) if policy_arn else (),
+            role_memory=runtime.settings.pipeline.role_memory,
+        )
         clients = runtime.clients_for(region)
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
-                runtime.executor, reconcile.withdraw, clients, owner, retain_cni
+                runtime.executor, withdraw, clients, owner, retain_cni
             )
         except aws.ERRORS as error:
             failure = clients.classify(error)

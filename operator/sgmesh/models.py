@@ -23,6 +23,7 @@ __all__ = [
     "KIND",
     "MAX_CLUSTER_NAME_LENGTH",
     "MAX_MESH_NAME_LENGTH",
+    "MAX_TAG_VALUE_LENGTH",
     "AutoScalingGroups",
     "CniPolicy",
     "Condition",
@@ -54,8 +55,13 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CLUSTER_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 
 SECURITY_GROUP_ID = r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$"
-REGION = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
-POLICY_ARN = r"^arn:aws(-[a-z]+)*:iam::(aws|[0-9]{12}):policy/[\w+=,.@/-]+$"
+# Regions of every partition: "us-east-1", "eu-isoe-west-1", "eusc-de-east-1".
+REGION = r"^[a-z]{2,4}(-[a-z]+)+-[0-9]+$"
+# The policy ARN is also written as an IAM tag value on the roles the mesh attaches it to, so
+# it keeps to what both allow: IAM policy names take `,` but tag values do not (letters,
+# digits, spaces and `_.:/=+-@`, at most 256 characters).
+POLICY_ARN = r"^arn:aws(-[a-z]+)*:iam::(aws|[0-9]{12}):policy/[A-Za-z0-9_+=.@/-]+$"
+MAX_TAG_VALUE_LENGTH = 256
 # ASG names: 1-255 characters, no colon (AWS rejects names that look like ARNs).
 ASG_NAME = r"^[^:]{1,255}$"
 
@@ -237,9 +243,13 @@ class CniPolicy(_Model):
         description="Attach the policy to every member node role; false when aws-node "
         "gets its permissions through IRSA or Pod Identity.",
     )
-    policy_arn: Annotated[str, StringConstraints(pattern=POLICY_ARN)] | None = Field(
+    policy_arn: (
+        Annotated[str, StringConstraints(pattern=POLICY_ARN, max_length=MAX_TAG_VALUE_LENGTH)]
+        | None
+    ) = Field(
         default=None,
-        description="Default: AmazonEKS_CNI_Policy in the partition of the region.",
+        description="Default: AmazonEKS_CNI_Policy in the partition of the region. Recorded "
+        "as an IAM tag value on the roles it is attached to: no comma, at most 256 characters.",
     )
     retain_on_removal: bool = Field(
         default=True,
@@ -392,15 +402,23 @@ def _value_at(document: Any, location: tuple[int | str, ...]) -> Any:
     return current
 
 
+# Region prefix → partition, as botocore's partitions data has them (a test checks every
+# region botocore knows); every other region is in the commercial partition "aws".
+_PARTITIONS_BY_REGION_PREFIX = (
+    ("cn-", "aws-cn"),
+    ("us-gov-", "aws-us-gov"),
+    ("us-iso-", "aws-iso"),
+    ("us-isob-", "aws-iso-b"),
+    ("eu-isoe-", "aws-iso-e"),
+    ("us-isof-", "aws-iso-f"),
+    ("eusc-", "aws-eusc"),
+)
+
+
 def partition_of(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    if region.startswith("us-iso-"):
-        return "aws-iso"
-    if region.startswith("us-isob-"):
-        return "aws-iso-b"
+    for prefix, partition in _PARTITIONS_BY_REGION_PREFIX:
+        if region.startswith(prefix):
+            return partition
     return "aws"
 
 

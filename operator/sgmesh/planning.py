@@ -399,16 +399,42 @@ def _why_unwanted(rule: topology.IngressRule, names_by_group: Mapping[str, list[
     return "the mesh's traffic no longer includes it"
 
 
+def _rule_weight(
+    rule: topology.IngressRule, prefix_lists: Mapping[str, topology.PrefixList]
+) -> tuple[int, int]:
+    """What one inbound rule counts against the quota, as (IPv4, IPv6).
+
+    AWS enforces the rules-per-SG quota separately for IPv4 and IPv6 rules; a rule that
+    references an SG or a prefix list counts in both, and a prefix list counts as its
+    maximum number of entries (an AWS-managed list as its weight, which AWS reports there).
+    """
+    if rule.cidr_ipv4 is not None:
+        return (1, 0)
+    if rule.cidr_ipv6 is not None:
+        return (0, 1)
+    if rule.prefix_list_id is not None:
+        listed = prefix_lists.get(rule.prefix_list_id)
+        weight = listed.max_entries if listed is not None else 1
+        return (weight, weight)
+    return (1, 1)  # an SG reference (or a shape not known here: counted where it costs most)
+
+
 def _within_quota(
     actions: list[RuleAction],
     current: topology.Topology,
     intent: Intent,
     names_by_group: Mapping[str, list[str]],
 ) -> tuple[list[RuleAction], list[Problem]]:
-    """Drop every action on an SG whose inbound rules would exceed the quota."""
-    inbound: dict[str, int] = defaultdict(int)
+    """Drop every action on an SG whose inbound rules would exceed the quota in either IP
+    family. The quota is the account's applied one when discovery read it, else the
+    operator's setting. The mesh's rules reference SGs: each counts in both families."""
+    quota = current.rules_per_security_group or intent.rules_per_security_group
+    ipv4: dict[str, int] = defaultdict(int)
+    ipv6: dict[str, int] = defaultdict(int)
     for rule in current.ingress_rules:
-        inbound[rule.group_id] += 1
+        four, six = _rule_weight(rule, current.prefix_lists)
+        ipv4[rule.group_id] += four
+        ipv6[rule.group_id] += six
     change: dict[str, int] = defaultdict(int)
     adding: set[str] = set()
     for action in actions:
@@ -418,19 +444,23 @@ def _within_quota(
         elif isinstance(action, Revoke):
             change[action.group_id] -= 1
 
-    over: dict[str, int] = {}
+    over: dict[str, str] = {}
     for group_id in sorted(adding):
         if group_id not in current.counted_group_ids:
             continue
-        needed = inbound[group_id] + change[group_id]
-        if needed > intent.rules_per_security_group:
-            over[group_id] = needed
+        needed = {
+            "IPv4": ipv4[group_id] + change[group_id],
+            "IPv6": ipv6[group_id] + change[group_id],
+        }
+        beyond = [f"{n} {family}" for family, n in needed.items() if n > quota]
+        if beyond:
+            over[group_id] = " and ".join(beyond)
     problems = [
         Problem(
             ProblemKind.QUOTA_EXCEEDED,
             group_id,
             f"security group {_who(group_id, names_by_group)} would need {needed} inbound rules "
-            f"but the quota is {intent.rules_per_security_group}; it was left untouched",
+            f"but the quota is {quota} per IP family; it was left untouched",
         )
         for group_id, needed in over.items()
     ]

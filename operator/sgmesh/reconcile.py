@@ -7,10 +7,10 @@ anything themselves. AWS errors propagate as botocore exceptions; callers classi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sgmesh import apply as applying
-from sgmesh import aws, discovery, models, ownership, planning
+from sgmesh import aws, discovery, models, ownership, planning, roles
 from sgmesh.topology import Topology
 
 __all__ = ["Outcome", "Settings", "converge", "withdraw"]
@@ -18,10 +18,13 @@ __all__ = ["Outcome", "Settings", "converge", "withdraw"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What the operator or CLI adds to a spec: who owns, and the account's quota."""
+    """What the operator or CLI adds to a spec: who owns, the account's quota, and the roles
+    each mesh tagged, remembered for as long as these settings live (the operator's life, one
+    CLI run) so that a resync reads roles by name instead of sweeping IAM."""
 
     cluster: str = "default"
     rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
+    role_memory: roles.RoleMemory = field(default_factory=roles.RoleMemory, compare=False)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def converge(
 ) -> Outcome:
     """Reconcile one mesh. Writes only when `write` and the spec's mode is Enforce."""
     owner = owner_of(mesh, settings)
-    topology = discovery.discover(clients, mesh.spec, owner)
+    topology = discovery.discover(clients, mesh.spec, owner, settings.role_memory)
     intent = planning.Intent.from_spec(
         mesh.spec, owner, clients.region, settings.rules_per_security_group
     )
@@ -96,13 +99,17 @@ def withdraw(
     owner: ownership.Owner,
     retain_cni: bool = True,
     write: bool = True,
+    *,
+    policy_arns: tuple[str, ...] = (),
+    role_memory: roles.RoleMemory | None = None,
 ) -> Outcome:
     """Take away every rule and CNI attachment record `owner` holds (mesh deletion).
 
     Needs no spec beyond `retain_cni`, so a mesh whose spec no longer validates is still
-    cleaned up.
+    cleaned up. `policy_arns`: the spec's `cniPolicy.policyArn` when it names one, so that the
+    roles it is attached to are searched for the mesh's records too.
     """
-    topology = discovery.discover_owned(clients, owner)
+    topology = discovery.discover_owned(clients, owner, role_memory, policy_arns)
     intent = planning.Intent(
         owner=owner, traffic=(), attach_cni=False, policy_arn="", retain_cni=retain_cni
     )

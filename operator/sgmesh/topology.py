@@ -16,6 +16,7 @@ __all__ = [
     "Member",
     "MemberKind",
     "Permission",
+    "PrefixList",
     "Problem",
     "ProblemKind",
     "RoleState",
@@ -51,13 +52,25 @@ class Permission:
 
 @dataclass(frozen=True)
 class IngressRule:
-    """An inbound rule as AWS holds it. `permission` is None for CIDR and prefix-list rules."""
+    """An inbound rule as AWS holds it. `permission` is None for CIDR and prefix-list rules,
+    which name their source in `cidr_ipv4`, `cidr_ipv6` or `prefix_list_id` instead."""
 
     rule_id: str
     group_id: str
     permission: Permission | None
     tags: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
+    cidr_ipv4: str | None = None
+    cidr_ipv6: str | None = None
+    prefix_list_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PrefixList:
+    """A managed prefix list a rule references: it counts as `max_entries` rules."""
+
+    prefix_list_id: str
+    max_entries: int
 
 
 class MemberKind(enum.StrEnum):
@@ -108,7 +121,11 @@ class Topology:
       carries this mesh's ownership tag.
     - `counted_group_ids`: the SGs whose inbound rules were all read (quota counts need that).
     - `security_group_vpcs`: member SG → VPC, for the SGs that exist.
-    - `roles`: every member role, plus every role that carries this mesh's ownership tag.
+    - `prefix_lists`: the prefix lists the rules of counted SGs reference, by id.
+    - `rules_per_security_group`: the account's applied quota, when it was read (Service
+      Quotas); None: the operator's setting applies.
+    - `roles`: every member role, plus every role found carrying this mesh's ownership tag
+      (with `cniPolicy.attach: false` member roles are not read: none are needed).
     - `problems`: what discovery could not resolve. A member that is `UNRESOLVED` makes the
       planner hold every removal, because what that member needs is unknown.
     """
@@ -117,6 +134,8 @@ class Topology:
     ingress_rules: tuple[IngressRule, ...] = ()
     counted_group_ids: frozenset[str] = frozenset()
     security_group_vpcs: Mapping[str, str] = field(default_factory=dict)
+    prefix_lists: Mapping[str, PrefixList] = field(default_factory=dict)
+    rules_per_security_group: int | None = None
     roles: Mapping[str, RoleState] = field(default_factory=dict)
     problems: tuple[Problem, ...] = ()
 

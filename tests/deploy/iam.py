@@ -47,7 +47,14 @@ OPERATOR_SOURCE = REPO_ROOT / "operator" / "sgmesh"
 ACCOUNT = "123456789012"  # the account moto answers as
 # Given to the operator as AWS_SDK_UA_APP_ID: botocore puts `app/<id>` in its User-Agent.
 OPERATOR_APP_ID = "sgmesh-under-test"
-SERVICES = ("autoscaling", "ec2", "iam")
+# The operator's clients (`AwsClients` attributes, which are also the IAM action prefixes)
+# → the boto3 service names.
+SERVICES = {
+    "autoscaling": "autoscaling",
+    "ec2": "ec2",
+    "iam": "iam",
+    "servicequotas": "service-quotas",
+}
 
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 
@@ -131,9 +138,14 @@ def _parse(entry: Mapping[str, Any]) -> AwsRequest | None:
     body = entry.get("body") or ""
     if entry.get("body_encoded"):
         body = base64.b64decode(body).decode()
-    query = urllib.parse.urlsplit(entry.get("url", "")).query
-    params = dict(urllib.parse.parse_qsl(query)) | dict(urllib.parse.parse_qsl(body))
     region, service = scope.groups()
+    target = headers.get("x-amz-target")
+    if target:  # the JSON protocol (Service Quotas): the operation is named in a header
+        decoded = json.loads(body or "{}")
+        params = {str(k): str(v) for k, v in decoded.items()} | {"Action": target.split(".")[-1]}
+    else:
+        query = urllib.parse.urlsplit(entry.get("url", "")).query
+        params = dict(urllib.parse.parse_qsl(query)) | dict(urllib.parse.parse_qsl(body))
     return AwsRequest(
         service=service,
         operation=params.get("Action", "?"),
@@ -226,8 +238,12 @@ def authorizations(request: AwsRequest) -> list[Authorization]:
             return [
                 Authorization(action, f"{iam}:instance-profile/{params['InstanceProfileName']}")
             ]
+        case "iam:ListRoleTags" | "iam:ListAttachedRolePolicies":
+            return [Authorization(action, f"{iam}:role/{params['RoleName']}")]
+        case "iam:ListEntitiesForPolicy":
+            return [Authorization(action, params["PolicyArn"])]
         case _:
-            # Describe*, List*, GetAccountAuthorizationDetails: no resource-level permissions.
+            # Describe*, GetServiceQuota: no resource-level permissions.
             return [Authorization(action, "*")]
 
 
@@ -348,7 +364,7 @@ class Policy:
 @cache
 def _operation_names(service: str) -> Mapping[str, str]:
     # Only the client's model is read: no credentials, no request.
-    client: Any = boto3.session.Session().client(service, region_name="us-east-1")  # type: ignore[call-overload]
+    client: Any = boto3.session.Session().client(SERVICES[service], region_name="us-east-1")  # type: ignore[call-overload]
     return dict(client.meta.method_to_api_mapping)
 
 

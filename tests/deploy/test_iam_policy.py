@@ -20,7 +20,16 @@ from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.support.world import Vpc, World
 
 POLICY = iam.Policy.load()
-PARTITION_REGIONS = ("us-east-1", "cn-north-1", "us-gov-west-1", "us-iso-east-1", "us-isob-east-1")
+PARTITION_REGIONS = (
+    "us-east-1",
+    "cn-north-1",
+    "us-gov-west-1",
+    "us-iso-east-1",
+    "us-isob-east-1",
+    "eu-isoe-west-1",
+    "us-isof-south-1",
+    "eusc-de-east-1",
+)
 DEADLINE = 60
 
 
@@ -63,6 +72,8 @@ def test_cni_policy_may_be_attached_in_every_partition_and_no_other_policy() -> 
     }
 
     assert allowed == expected
+    [sweep] = [s for s in POLICY.statements if "iam:ListEntitiesForPolicy" in s.actions]
+    assert set(sweep.resources) == expected
 
 
 def _request(action: str, region: str = "us-east-1", **params: str) -> iam.AwsRequest:
@@ -98,7 +109,15 @@ GRANTED = [
         **{"Tags.member.1.Key": OWNER_KEY, "Tags.member.1.Value": "arn:aws:iam::aws:policy/x"},
     ),
     _request("iam:UntagRole", RoleName="eks-nodes", **{"TagKeys.member.1": OWNER_KEY}),
-    _request("iam:GetAccountAuthorizationDetails"),
+    _request("iam:ListRoleTags", RoleName="eks-nodes"),
+    _request("iam:ListAttachedRolePolicies", RoleName="eks-nodes"),
+    _request(
+        "iam:ListEntitiesForPolicy",
+        region="eu-isoe-west-1",
+        PolicyArn="arn:aws-iso-e:iam::aws:policy/AmazonEKS_CNI_Policy",
+        EntityFilter="Role",
+    ),
+    _request("servicequotas:GetServiceQuota", ServiceCode="vpc", QuotaCode="L-0EA8095F"),
 ]
 REFUSED = {
     "tag-a-rule-with-a-foreign-key": _request(
@@ -138,6 +157,11 @@ REFUSED = {
     "authorize-egress": _request("ec2:AuthorizeSecurityGroupEgress", GroupId="sg-1"),
     "delete-a-security-group": _request("ec2:DeleteSecurityGroup", GroupId="sg-1"),
     "create-a-role": _request("iam:CreateRole", RoleName="x"),
+    "read-every-role-and-its-policies": _request("iam:GetAccountAuthorizationDetails"),
+    "list-the-roles-of-another-policy": _request(
+        "iam:ListEntitiesForPolicy", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+    ),
+    "read-a-role-s-trust-policy": _request("iam:GetRole", RoleName="eks-nodes"),
 }
 
 
@@ -162,7 +186,7 @@ def _default_vpc(world: World) -> Vpc:
 def _legacy_node_groups(world: World) -> list[str]:
     """Node groups discovery reads the long way: a launch configuration naming its SG by a name
     two VPCs use (resolved through the ASG's subnets, or the default VPC for an ASG with none),
-    and an instance profile that holds no role (so IAM's listing does not show it)."""
+    an instance profile that holds no role, and a template attaching an existing ENI."""
     world.security_group("legacy-nodes")
     world.security_group("legacy-nodes", vpc=_default_vpc(world))
     world.instance_profile("legacy-nodes")
@@ -170,6 +194,30 @@ def _legacy_node_groups(world: World) -> list[str]:
         "legacy-nodes", security_groups=["legacy-nodes"], profile="legacy-nodes"
     )
     world.asg("eks-legacy", launch_configuration=configuration)
+    # A launch template attaching an existing ENI (its SGs are read from the ENI), and a
+    # prefix-list rule on a member SG (it counts as the list's maximum entries).
+    eni_group = world.security_group("eni-nodes")
+    offices = world.clients.ec2.create_managed_prefix_list(
+        PrefixListName="offices", AddressFamily="IPv4", MaxEntries=5
+    )["PrefixList"]["PrefixListId"]
+    world.clients.ec2.authorize_security_group_ingress(
+        GroupId=eni_group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 22,
+                "ToPort": 22,
+                "PrefixListIds": [{"PrefixListId": offices}],
+            }
+        ],
+    )
+    profile = world.role_with_profile("eni-nodes")
+    template = world.launch_template(
+        "eni-nodes",
+        network_interface_id=world.network_interface([eni_group]),
+        profile_arn=profile.arn,
+    )
+    world.asg("eks-eni", launch_template=template)
     world.clients.autoscaling.create_auto_scaling_group(
         AutoScalingGroupName="eks-classic",
         LaunchConfigurationName=configuration,
@@ -178,7 +226,7 @@ def _legacy_node_groups(world: World) -> list[str]:
         DesiredCapacity=0,
         AvailabilityZones=[f"{world.clients.region}a"],
     )
-    return ["eks-legacy", "eks-classic"]
+    return ["eks-legacy", "eks-classic", "eks-eni"]
 
 
 @pytest.mark.kube

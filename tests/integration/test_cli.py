@@ -221,13 +221,26 @@ def test_quota_leaves_a_full_group_untouched_and_says_how_many_rules_it_needs(
     world: World, groups: list[NodeGroup], tmp_path: Path
 ) -> None:
     a = groups[0]
-    for port in range(1000, 1004):
-        world.ingress_from_cidr(a.security_group_id, "10.0.0.0/8", "tcp", port, port)
+    world.clients.ec2.authorize_security_group_ingress(
+        GroupId=a.security_group_id,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": 443,
+                "ToPort": 443,
+                "IpRanges": [{"CidrIp": f"10.{i}.0.0/16"} for i in range(59)],
+            }
+        ],
+    )
 
+    # The account's applied quota (60 at moto's Service Quotas) replaces the setting.
     code, out, _ = run("apply", "-f", str(write_mesh(tmp_path)), "--rules-per-security-group", "5")
 
     assert code == 1
-    assert f"security group {a.security_group_id} (eks-a) would need 6 inbound rules" in out
+    assert (
+        f"security group {a.security_group_id} (eks-a) would need 61 IPv4 inbound rules "
+        "but the quota is 60 per IP family"
+    ) in out
     assert owned_rules(world, a) == []
     assert len(owned_rules(world, groups[1])) == 2
 

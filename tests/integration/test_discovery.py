@@ -9,6 +9,7 @@ from typing import Any
 
 import botocore.awsrequest
 import botocore.exceptions
+import botocore.session
 import pytest
 
 from sgmesh import aws, discovery, models, ownership, topology
@@ -17,6 +18,7 @@ from tests.support.moto_server import free_port
 from tests.support.world import CNI_POLICY_ARN, Mixed, Override, World
 
 OWNER = ownership.Owner("test-cluster", "mesh")
+IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
 OTHER_OWNER = ownership.Owner("test-cluster", "other-mesh")
 
 
@@ -572,19 +574,6 @@ def test_a_profile_without_a_role_is_unresolved(world: World, clients: aws.AwsCl
     assert "empty-profile holds no role" in problem.message
 
 
-def test_a_template_that_names_no_group_is_unresolved(world: World, clients: aws.AwsClients):
-    profile = world.role_with_profile("nodes")
-    template = world.launch_template("nodes-lt", profile_arn=profile.arn)
-    world.asg("asg", launch_template=template)
-
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
-
-    assert member(found, "asg").security_group_ids == ()
-    assert member(found, "asg").role_names == ("nodes",)
-    (problem,) = problems(found, ProblemKind.UNRESOLVED)
-    assert "names no security group" in problem.message
-
-
 def test_a_deleted_launch_configuration_leaves_the_asg_unresolved(
     world: World, clients: aws.AwsClients
 ):
@@ -677,11 +666,15 @@ def test_an_unreachable_endpoint_propagates(
 
 
 def test_discover_owned_finds_only_what_carries_the_mesh_tag(world: World, clients: aws.AwsClients):
-    nodes = world.node_group("nodes", role_tags={OWNER.tag_key: CNI_POLICY_ARN})
+    nodes = world.node_group(
+        "nodes", role_tags={OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN]
+    )
     sg = nodes.security_group_id
     owned = world.ingress_from_group(sg, sg, tags={OWNER.tag_key: ownership.OWNED})
     world.ingress_from_group(sg, sg, protocol="tcp", from_port=22, to_port=22)
-    world.role("someone-elses", tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN})
+    world.role(
+        "someone-elses", tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN]
+    )
 
     found = discovery.discover_owned(clients, OWNER)
 
@@ -752,10 +745,33 @@ def test_calls_per_discovery_do_not_grow_with_the_number_of_asgs(
             "DescribeLaunchConfigurations": 1,
             "DescribeSecurityGroups": 1,
             "DescribeSecurityGroupRules": 2,
-            "GetAccountAuthorizationDetails": 1,
+            "GetServiceQuota": 1,  # the mesh lacks rules: the applied quota is read
         }
     )
-    assert small == large == (expected, expected)
+    assert [_without_iam(calls) for calls in (*small, *large)] == [expected] * 4
+    # IAM is read by name: one call per instance profile and two per role (tags, policies),
+    # plus, with no memory of what the mesh tagged, one sweep of the CNI policy's roles.
+    for calls, roles in ((small, 12), (large, 36)):  # the legacy group shares ng-000's role
+        assert [_iam_only(each) for each in calls] == [
+            Counter(
+                {
+                    "GetInstanceProfile": roles,
+                    "ListRoleTags": roles,
+                    "ListAttachedRolePolicies": roles,
+                    "ListEntitiesForPolicy": 1,
+                }
+            )
+        ] * 2
+
+
+def _iam_only(calls: Counter[str]) -> Counter[str]:
+    return Counter({operation: n for operation, n in calls.items() if operation in IAM_OPERATIONS})
+
+
+def _without_iam(calls: Counter[str]) -> Counter[str]:
+    return Counter(
+        {operation: n for operation, n in calls.items() if operation not in IAM_OPERATIONS}
+    )
 
 
 def test_asgs_pinned_to_version_numbers_are_resolved_from_one_listing(

@@ -38,9 +38,7 @@ def test_throttled_reads_are_retried_and_the_mesh_still_converges(
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    throttling.throttle.update(
-        {"DescribeAutoScalingGroups": 2, "GetAccountAuthorizationDetails": 2}
-    )
+    throttling.throttle.update({"DescribeAutoScalingGroups": 2, "GetInstanceProfile": 2})
     clients = aws.make_clients()
 
     outcome = reconcile.converge(clients, MESH, reconcile.Settings())
@@ -48,7 +46,7 @@ def test_throttled_reads_are_retried_and_the_mesh_still_converges(
     assert outcome.converged
     assert throttling.throttled == {
         "DescribeAutoScalingGroups": 2,
-        "GetAccountAuthorizationDetails": 2,
+        "GetInstanceProfile": 2,
     }
     assert throttling.requests["DescribeAutoScalingGroups"] == 3  # two throttled, then answered
     assert clients.calls["DescribeAutoScalingGroups"] == 1  # one call, retried inside botocore
@@ -59,7 +57,7 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    throttling.throttle["GetAccountAuthorizationDetails"] = 100
+    throttling.throttle["GetInstanceProfile"] = 100
     clients = aws.make_clients(max_attempts=3)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
@@ -68,7 +66,7 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
     failure = aws.classify(raised.value)
     assert failure.kind is aws.ErrorKind.UNAVAILABLE
     assert failure.code == "Throttling"
-    assert throttling.throttled["GetAccountAuthorizationDetails"] == 3
+    assert throttling.throttled["GetInstanceProfile"] == 3
     writes = {action for action in throttling.requests if action in aws.MUTATING_OPERATIONS}
     assert writes == set()
 

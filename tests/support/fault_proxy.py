@@ -35,6 +35,8 @@ class ThrottlingProxy:
         self.throttle: Counter[str] = Counter()
         self.unparseable: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
+        # The form parameters of every request (awsQuery services: EC2, Auto Scaling, IAM).
+        self.forms: list[dict[str, str]] = []
         self.throttled: Counter[str] = Counter()
         self._lock = threading.Lock()
         proxy = self
@@ -44,9 +46,11 @@ class ThrottlingProxy:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                action = urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", [""])[0]
+                form = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
+                action = form.get("Action", "")
                 with proxy._lock:
                     proxy.requests[action] += 1
+                    proxy.forms.append(form)
                     throttled = proxy.throttle[action] > 0
                     if throttled:
                         proxy.throttle[action] -= 1

@@ -133,6 +133,26 @@ class World:
             ]
         return self.clients.ec2.create_security_group(**arguments)["GroupId"]
 
+    def default_security_group(self, vpc: Vpc | None = None) -> str:
+        """The SG named "default" that every VPC has."""
+        answer = self.clients.ec2.describe_security_groups(
+            Filters=[
+                {"Name": "vpc-id", "Values": [(vpc or self.main_vpc).id]},
+                {"Name": "group-name", "Values": ["default"]},
+            ]
+        )
+        return str(answer["SecurityGroups"][0]["GroupId"])
+
+    def network_interface(self, group_ids: Sequence[str], vpc: Vpc | None = None) -> str:
+        """An ENI in the first subnet of `vpc` with the given SGs."""
+        answer = self.clients.ec2.create_network_interface(
+            SubnetId=(vpc or self.main_vpc).subnet_ids[0], Groups=list(group_ids)
+        )
+        return str(answer["NetworkInterface"]["NetworkInterfaceId"])
+
+    def delete_network_interface(self, interface_id: str) -> None:
+        self.clients.ec2.delete_network_interface(NetworkInterfaceId=interface_id)
+
     def delete_security_group(self, group_id: str) -> None:
         self.clients.ec2.delete_security_group(GroupId=group_id)
 
@@ -252,14 +272,23 @@ class World:
         interface_groups: Sequence[Sequence[str]] = (),
         profile_arn: str | None = None,
         profile_name: str | None = None,
+        network_interface_id: str | None = None,
+        user_data: str | None = None,
     ) -> Template:
         """A launch template whose first version carries what is given; omitted parts are absent.
 
-        `interface_groups`: one list of SG ids per network interface.
+        `interface_groups`: one list of SG ids per network interface; `network_interface_id`:
+        an existing ENI as the first network interface; `user_data`: base64 text.
         """
         data = _template_data(
             security_group_ids, security_group_names, interface_groups, profile_arn, profile_name
         )
+        if network_interface_id is not None:
+            data["NetworkInterfaces"] = [
+                {"DeviceIndex": 0, "NetworkInterfaceId": network_interface_id}
+            ]
+        if user_data is not None:
+            data["UserData"] = user_data
         answer = self.clients.ec2.create_launch_template(
             LaunchTemplateName=name, LaunchTemplateData=data
         )

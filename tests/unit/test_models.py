@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
+import botocore
 import pytest
 
 from sgmesh import models
@@ -31,15 +35,33 @@ def test_minimal_mesh_gets_the_documented_defaults() -> None:
     )
 
 
-@pytest.mark.parametrize(
-    ("region", "partition"),
-    [("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"), ("eu-west-1", "aws")],
-)
+def _regions_of_every_partition() -> list[tuple[str, str]]:
+    """(region, partition) for every region botocore knows, from its partitions data."""
+    document = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())
+    return [
+        (region, partition["id"])
+        for partition in document["partitions"]
+        for region in partition["regions"]
+        if re.fullmatch(partition["regionRegex"], region)  # not the "<partition>-global" entries
+    ]
+
+
+REGIONS = _regions_of_every_partition()
+
+
+def test_every_partition_botocore_knows_is_covered() -> None:
+    partitions = {partition for _, partition in REGIONS}
+    assert {"aws", "aws-cn", "aws-us-gov", "aws-iso-e", "aws-iso-f", "aws-eusc"} <= partitions
+
+
+@pytest.mark.parametrize(("region", "partition"), REGIONS, ids=[r for r, _ in REGIONS])
 def test_default_cni_policy_follows_the_partition_of_the_region(
     region: str, partition: str
 ) -> None:
-    spec = models.NodeGroupMesh.parse(mesh()).spec
-    assert models.cni_policy_arn(spec, region).startswith(f"arn:{partition}:iam::aws:policy/")
+    spec = models.NodeGroupMesh.parse(mesh(region=region)).spec
+    assert models.cni_policy_arn(spec, region) == (
+        f"arn:{partition}:iam::aws:policy/AmazonEKS_CNI_Policy"
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,6 +98,17 @@ def test_default_cni_policy_follows_the_partition_of_the_region(
             "Amazon",
         ),
         ({"trafic": []}, "spec.trafic", "Extra inputs"),
+        # It becomes an IAM tag value: no comma, at most 256 characters.
+        (
+            {"cniPolicy": {"policyArn": "arn:aws:iam::123456789012:policy/cni,nodes"}},
+            "spec.cniPolicy.policyArn",
+            "cni,nodes",
+        ),
+        (
+            {"cniPolicy": {"policyArn": "arn:aws:iam::123456789012:policy/" + "p" * 224}},
+            "spec.cniPolicy.policyArn",
+            "256",
+        ),
     ],
 )
 def test_bad_spec_is_refused_naming_field_and_value(
@@ -112,3 +145,12 @@ def test_cluster_name_is_bounded_so_the_ownership_tag_fits() -> None:
         models.validate_cluster_name("x" * 51)
     with pytest.raises(models.InvalidSpecError, match="cluster name"):
         models.validate_cluster_name("has/slash")
+
+
+def test_a_policy_arn_accepted_by_the_spec_is_a_valid_iam_tag_value() -> None:
+    # IAM tag values: letters, separators, digits and _.:/=+-@, at most 256 characters.
+    longest = "arn:aws-iso-e:iam::123456789012:policy/path/" + "p" * 212
+    spec = models.NodeGroupMesh.parse(mesh(cniPolicy={"policyArn": longest})).spec
+    value = models.cni_policy_arn(spec, "eu-isoe-west-1")
+    assert len(value) == 256
+    assert re.fullmatch(r"[\w\s.:/=+\-@]*", value)

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from sgmesh import planning
-from sgmesh.topology import IngressRule, Permission, Problem, ProblemKind
+from sgmesh.topology import IngressRule, Permission, PrefixList, Problem, ProblemKind
 
 from .builders import (
     ALL,
@@ -138,7 +138,64 @@ def test_quota_leaves_the_group_untouched_and_says_how_many_rules_it_needs() -> 
     [problem] = plan.problems
     assert problem.kind is ProblemKind.QUOTA_EXCEEDED
     assert problem.subject == "sg-a"
-    assert "would need 61 inbound rules but the quota is 60" in problem.message
+    assert "would need 61 IPv4 and 61 IPv6 inbound rules but the quota is 60" in problem.message
+
+
+def _cidr_rules(group: str, ipv4: int, ipv6: int) -> list[IngressRule]:
+    return [
+        IngressRule(f"sgr-v4-{i}", group, None, cidr_ipv4=f"10.0.{i}.0/24") for i in range(ipv4)
+    ] + [
+        IngressRule(f"sgr-v6-{i}", group, None, cidr_ipv6=f"2001:db8:{i:x}::/48")
+        for i in range(ipv6)
+    ]
+
+
+def test_quota_is_counted_per_ip_family_as_aws_does() -> None:
+    # 30 IPv4 and 29 IPv6 rules: each family has room for the two SG references (which count
+    # in both), although the group holds 59 rules.
+    current = world(member("a", "sg-a"), member("b", "sg-b"), rules=_cidr_rules("sg-a", 30, 29))
+
+    plan = planning.plan(current, intent())
+
+    assert {g for g, _ in authorized(plan)} == {"sg-a", "sg-b"}
+    assert not plan.problems
+
+
+def test_a_full_ip_family_refuses_the_group_and_names_the_family() -> None:
+    current = world(member("a", "sg-a"), member("b", "sg-b"), rules=_cidr_rules("sg-a", 10, 59))
+
+    plan = planning.plan(current, intent())
+
+    assert {g for g, _ in authorized(plan)} == {"sg-b"}
+    [problem] = plan.problems
+    assert (problem.kind, problem.subject) == (ProblemKind.QUOTA_EXCEEDED, "sg-a")
+    assert "would need 61 IPv6 inbound rules but the quota is 60 per IP family" in problem.message
+
+
+def test_a_prefix_list_rule_counts_as_the_list_s_maximum_entries() -> None:
+    listed = IngressRule("sgr-pl", "sg-a", None, prefix_list_id="pl-0123456789abcdef0")
+    current = dataclasses.replace(
+        world(member("a", "sg-a"), member("b", "sg-b"), rules=[listed, *_cidr_rules("sg-a", 9, 0)]),
+        prefix_lists={"pl-0123456789abcdef0": PrefixList("pl-0123456789abcdef0", 50)},
+    )
+
+    plan = planning.plan(current, intent())
+
+    assert {g for g, _ in authorized(plan)} == {"sg-b"}
+    [problem] = plan.problems
+    assert "would need 61 IPv4 inbound rules" in problem.message
+
+
+def test_the_applied_quota_read_from_aws_replaces_the_setting() -> None:
+    current = dataclasses.replace(
+        world(member("a", "sg-a"), member("b", "sg-b"), rules=_cidr_rules("sg-a", 70, 0)),
+        rules_per_security_group=100,
+    )
+
+    plan = planning.plan(current, intent(quota=60))
+
+    assert {g for g, _ in authorized(plan)} == {"sg-a", "sg-b"}
+    assert not plan.problems
 
 
 def test_group_at_exactly_the_quota_is_written() -> None:

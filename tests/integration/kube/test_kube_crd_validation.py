@@ -112,7 +112,27 @@ INVALID_SPECS = [
     pytest.param(_spec(mode="Audit"), "spec.mode", id="bad-mode"),
     pytest.param(_spec(deletionPolicy="Orphan"), "spec.deletionPolicy", id="bad-deletion-policy"),
     pytest.param(_spec(resyncSeconds=5), "spec.resyncSeconds", id="resync-below-10"),
+    # The policy ARN becomes an IAM tag value: IAM refuses a comma, and more than 256 characters.
+    pytest.param(
+        _spec(cniPolicy={"policyArn": "arn:aws:iam::123456789012:policy/cni,nodes"}),
+        "spec.cniPolicy.policyArn",
+        id="policy-arn-with-a-comma",
+    ),
+    pytest.param(
+        _spec(cniPolicy={"policyArn": "arn:aws:iam::123456789012:policy/" + "p" * 224}),
+        "spec.cniPolicy.policyArn",
+        id="policy-arn-longer-than-a-tag-value",
+    ),
 ]
+
+
+@pytest.mark.parametrize("region", ["eu-isoe-west-1", "us-isof-south-1", "eusc-de-east-1"])
+def test_regions_of_every_partition_are_accepted(
+    kube_cluster: ControlPlane, nodegroupmesh_crd: str, region: str
+) -> None:
+    name = f"region-{region}"
+    result = create(kube_cluster, mesh_manifest(name, _spec(region=region)))
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(("spec", "field"), INVALID_SPECS)
