@@ -188,28 +188,23 @@ class Verdict:
 def _source_matches(
     rule: Rule,
     source: Endpoint,
-    family: int,
+    network: Network | None,
     prefix_lists: Mapping[str, Sequence[Network]],
 ) -> bool:
+    """Does `rule` admit traffic sent by `source` from `network` (None: an address of the
+    family is not known, so only SG references can match)?"""
     if rule.source_group_id:
         # An SG reference admits whatever the sending ENI sends, in either family.
         return rule.source_group_id in source.security_group_ids
+    if network is None:
+        return False
     if rule.cidr is not None:
         covering: Sequence[Network] = (rule.cidr,)
     else:
         covering = prefix_lists.get(rule.prefix_list_id or "", ())
-    return _covers(covering, source.networks_of(family))
-
-
-def _covers(covering: Sequence[Network], networks: Iterable[Network]) -> bool:
-    """Every sending network lies inside one of the covering networks (pods may use any of the
-    ENI's addresses, so a CIDR that covers only some of them does not admit the node group)."""
-    wanted = list(networks)
-    if not wanted:
-        return False
-    return all(
-        any(net.version == cover.version and net.subnet_of(cover) for cover in covering)  # type: ignore[arg-type]
-        for net in wanted
+    return any(
+        network.version == cover.version and network.subnet_of(cover)  # type: ignore[arg-type]
+        for cover in covering
     )
 
 
@@ -244,25 +239,43 @@ def evaluate(
     prefix_lists: Mapping[str, Sequence[Network]] | None = None,
     family: int = 4,
 ) -> Verdict:
-    """Is `flow` (over IP `family`) from `source` admitted into an ENI with these SGs?"""
+    """Is `flow` (over IP `family`) from `source` admitted into an ENI with these SGs?
+
+    Pods send from any address of the ENI, so the flow is admitted only when every address
+    (or delegated prefix) of that family is admitted on every port, each by some rule."""
     destination = frozenset(destination_group_ids)
     lists = prefix_lists or {}
-    admitting: list[Rule] = []
-    ranges: list[tuple[int, int]] = []
-    for rule in rules:
-        if rule.group_id not in destination:
-            continue
-        part = rule.port_range(flow)
-        if part is None or not _source_matches(rule, source, family, lists):
-            continue
-        admitting.append(rule)
-        ranges.append(part)
-    if flow.protocol in _PORTED:
-        missing = missing_ranges((flow.from_port, flow.to_port), ranges)
-    else:
-        missing = () if ranges else ((flow.from_port, flow.to_port),)
+    candidates = [
+        (rule, part)
+        for rule in rules
+        if rule.group_id in destination and (part := rule.port_range(flow)) is not None
+    ]
+    networks: list[Network | None] = sorted(source.networks_of(family), key=str) or [None]
+    admitting: dict[Rule, None] = {}
+    missing: set[tuple[int, int]] = set()
+    for network in networks:
+        ranges = []
+        for rule, part in candidates:
+            if _source_matches(rule, source, network, lists):
+                admitting[rule] = None
+                ranges.append(part)
+        if flow.protocol in _PORTED:
+            missing.update(missing_ranges((flow.from_port, flow.to_port), ranges))
+        elif not ranges:
+            missing.add((flow.from_port, flow.to_port))
     ordered = tuple(sorted(admitting, key=lambda r: (r.group_id, r.rule_id, r.source)))
-    return Verdict(flow, ordered, missing)
+    return Verdict(flow, ordered, _merged(missing))
+
+
+def _merged(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Overlapping or adjacent ranges as one."""
+    merged: list[tuple[int, int]] = []
+    for low, high in sorted(ranges):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return tuple(merged)
 
 
 def rule_counts(

@@ -1,4 +1,4 @@
-"""A cluster's nodes as `sgmesh doctor` reads them: instances in moto, Node objects in the API server.
+"""A cluster's nodes as `sgmesh doctor` reads them: instances in moto, Nodes in the API server.
 
 ASGs get capacity, so moto launches their instances (with the ASG tag and the launch
 template's SGs); each instance is registered as a real Node with its `spec.providerID`; CoreDNS

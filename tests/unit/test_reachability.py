@@ -4,6 +4,7 @@ force that checks every port and address one by one."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
 
 import pytest
 from hypothesis import given, settings
@@ -239,4 +240,4 @@ def test_missing_ranges_are_exactly_the_uncovered_ports_in_order(
         p for p in range(wanted[0], wanted[1] + 1) if not any(a <= p <= b for a, b in admitted)
     ]
     assert [p for low, high in gaps for p in range(low, high + 1)] == expected
-    assert all(gap[1] + 1 < following[0] for gap, following in zip(gaps, gaps[1:], strict=False))
+    assert all(gap[1] + 1 < following[0] for gap, following in itertools.pairwise(gaps))
