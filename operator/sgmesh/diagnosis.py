@@ -453,8 +453,12 @@ def _required_flows(inventory: Inventory, pair: Sequence[NodeGroup]) -> tuple[Fl
 def _pod_traffic_findings(
     inventory: Inventory, groups: Sequence[NodeGroup], nodes_by_name: Mapping[str, Node]
 ) -> tuple[dict[str, dict[str, Status]], list[Finding]]:
+    """The matrix, and one finding per destination group, required traffic and mesh coverage,
+    listing every source group it does not admit (a short list, not one finding per pair)."""
     matrix: dict[str, dict[str, Status]] = {}
-    findings: list[Finding] = []
+    blocked: dict[
+        tuple[str, tuple[Flow, ...], MeshCoverage], list[tuple[NodeGroup, list[Any]]]
+    ] = {}
     for source_group, destination_group in itertools.product(groups, groups):
         flows = _required_flows(inventory, [source_group, destination_group])
         checked: list[tuple[str, reachability.Verdict]] = []
@@ -475,20 +479,23 @@ def _pod_traffic_findings(
             )
         status = _Pair(tuple(checked)).status
         matrix.setdefault(source_group.name, {})[destination_group.name] = status
-        if status is Status.OK:
-            continue
+        if status is not Status.OK:
+            coverage = _coverage(inventory, [source_group, destination_group], flows=flows)
+            key = (destination_group.name, flows, coverage)
+            blocked.setdefault(key, []).append((source_group, checked))
+    findings: list[Finding] = []
+    for (destination_name, flows, coverage), sources in blocked.items():
         wanted = ", ".join(flow.describe() for flow in flows)
+        names = ", ".join(group.name for group, _ in sources)
         findings.append(
             Finding(
                 Check.POD_TRAFFIC,
-                destination_group.name,
-                f"{destination_group.name} does not admit {wanted} from pods on "
-                f"{source_group.name}",
-                _evidence(checked),
-                f"let the SGs of {destination_group.name} admit {wanted} from the SGs of "
-                f"{source_group.name}",
-                peer=source_group.name,
-                coverage=_coverage(inventory, [source_group, destination_group], flows=flows),
+                destination_name,
+                f"{destination_name} does not admit {wanted} from pods on {names}",
+                _evidence(line for _, checked in sources for line in checked),
+                f"let the SGs of {destination_name} admit {wanted} from the SGs of {names}",
+                peer=names,
+                coverage=coverage,
             )
         )
     return matrix, findings

@@ -561,7 +561,8 @@ def render_text(report: diagnosis.Report) -> Iterator[str]:
     for group in groups:
         dns = ", runs CoreDNS" if group.runs_dns else ""
         yield (
-            f"  {group.name} ({group.kind.value}{dns}): {len(group.nodes)} nodes; "
+            f"  {group.name} ({group.kind.value}{dns}): "
+            f"{len(group.nodes)} node{'' if len(group.nodes) == 1 else 's'}; "
             f"SGs {','.join(group.security_group_ids) or '-'}; "
             f"roles {','.join(group.role_names) or '-'}"
         )
