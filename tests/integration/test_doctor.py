@@ -23,7 +23,9 @@ from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
 pytestmark = pytest.mark.kube
 
-DOCTOR_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "doctor-iam-policy.json"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DOCTOR_POLICY = DEPLOY / "doctor-iam-policy.json"
+DOCTOR_RBAC = DEPLOY / "doctor-rbac.yaml"
 
 
 def doctor(*arguments: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
@@ -317,3 +319,43 @@ def test_access_denied_by_the_api_server_names_what_to_grant_and_exits_3(
     assert code == 3
     assert "Traceback" not in err
     assert "Kubernetes API refused to list nodes (403" in err
+
+
+def test_doctor_needs_only_the_read_rights_of_deploy_doctor_rbac(
+    post_mortem: PostMortem,
+    kube_cluster: ControlPlane,
+    kube_namespace: str,
+    nodegroupmesh_crd: str,
+) -> None:
+    """Bound to the file's roles (through the group every ServiceAccount of the namespace is
+    in), a ServiceAccount with no other right runs doctor to the end."""
+    documents = list(yaml.safe_load_all(DOCTOR_RBAC.read_text()))
+    group = f"system:serviceaccounts:{kube_namespace}"
+    for document in documents:
+        for subject in document.get("subjects", []):
+            subject["name"] = group
+    applied = kube_cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}),
+    )
+    assert applied.returncode == 0, applied.stderr
+    kubeconfig = kube_cluster.kubeconfig_for(kube_namespace, "doctor")
+    try:
+        code, out, err = doctor("-o", "json", env=dict(os.environ, KUBECONFIG=str(kubeconfig)))
+    finally:
+        kube_cluster.kubectl("delete", "-f", str(DOCTOR_RBAC), "--ignore-not-found")
+
+    assert code == 1, err
+    assert findings(json.loads(out), "DnsUnreachable")
+
+
+def test_usage_errors_exit_2() -> None:
+    wrong_output = doctor("--output", "yaml")
+    no_region = doctor(env={k: v for k, v in os.environ.items() if "REGION" not in k})
+
+    assert wrong_output[0] == 2
+    assert "invalid choice: 'yaml'" in wrong_output[2]
+    assert no_region[0] == 2
+    assert "no AWS region: pass --region or set AWS_REGION" in no_region[2]
