@@ -14,6 +14,7 @@ whose instance could not be read is reported as such, never as reachable or unre
 from __future__ import annotations
 
 import enum
+import ipaddress
 import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -307,6 +308,11 @@ class _Pair:
         return Status.BLOCKED
 
 
+def _cluster_family(inventory: Inventory) -> int:
+    """The IP family pods use: IPv6 when CoreDNS has an IPv6 address (an IPv6 cluster)."""
+    return 6 if any(_family(server.pod_ip) == 6 for server in inventory.dns_servers) else 4
+
+
 def _family(address: str | None) -> int:
     return 6 if address and ":" in address else 4
 
@@ -314,8 +320,6 @@ def _family(address: str | None) -> int:
 def _destination_interfaces(node: Node, pod_ip: str | None) -> tuple[Endpoint, ...]:
     """The ENI that holds the pod's IP; every ENI of the node when that is not known."""
     if pod_ip:
-        import ipaddress  # noqa: PLC0415 - only needed here
-
         address = ipaddress.ip_address(pod_ip)
         holding = tuple(
             interface
@@ -474,7 +478,7 @@ def _pod_traffic_findings(
                     server=server,
                     destinations=server.interfaces,
                     flows=flows,
-                    family=4,
+                    family=_cluster_family(inventory),
                 )
             )
         status = _Pair(tuple(checked)).status

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.controlplane import ControlPlane
+from tests.cluster.controlplane import ControlPlane, write_kubeconfig
 from tests.e2e.harness import Meshes
-from tests.support.moto_server import aws_env, start_moto_server
+from tests.support.moto_server import aws_env, free_port, start_moto_server
 from tests.support.nodes import ClusterNodes
 from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
@@ -359,3 +359,21 @@ def test_usage_errors_exit_2() -> None:
     assert "invalid choice: 'yaml'" in wrong_output[2]
     assert no_region[0] == 2
     assert "no AWS region: pass --region or set AWS_REGION" in no_region[2]
+
+
+def test_an_api_server_or_aws_that_does_not_answer_is_an_error_never_an_empty_cluster(
+    post_mortem: PostMortem, kube_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    nobody_listens = f"http://127.0.0.1:{free_port()}"
+    dead_kube = write_kubeconfig(
+        tmp_path / "dead", nobody_listens.replace("http", "https"), kube_cluster.ca_file, "x"
+    )
+
+    kube_code, kube_out, kube_err = doctor(env=dict(os.environ, KUBECONFIG=str(dead_kube)))
+    aws_code, aws_out, aws_err = doctor(env=dict(os.environ, AWS_ENDPOINT_URL=nobody_listens))
+
+    assert (kube_code, kube_out) == (3, "")
+    assert "could not be reached to list nodes" in kube_err
+    assert (aws_code, aws_out) == (3, "")
+    assert "AWS could not be reached" in aws_err
+    assert "Traceback" not in kube_err + aws_err

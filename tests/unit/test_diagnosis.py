@@ -216,3 +216,34 @@ def test_the_suggested_mesh_names_asgs_and_lists_the_sgs_of_other_groups() -> No
         "cniPolicy": {"attach": True},
     }
     assert models.NodeGroupMesh.parse(suggestion).name == "node-groups"
+
+
+def test_an_ipv6_cluster_is_judged_on_ipv6_cidrs() -> None:
+    def dual(name: str, group: str, sg: str, v4: str, v6: str) -> Node:
+        networks = frozenset({ipaddress.ip_network(v4), ipaddress.ip_network(v6)})
+        return Node(
+            **{
+                **vars(node(name, group, sg, v4)),
+                "interfaces": (Endpoint(frozenset({sg}), networks),),
+            }
+        )
+
+    nodes = (
+        dual("system-1", "eks-system", "sg-system", "10.0.0.10/32", "2600:1f18::10/128"),
+        dual("app-1", "eks-app", "sg-app", "10.0.1.10/32", "2600:1f18::1:10/128"),
+    )
+    v4_only = [
+        Rule(sg, "-1", cidr=ipaddress.ip_network("10.0.0.0/16")) for sg in ("sg-system", "sg-app")
+    ]
+    v6_only = [
+        Rule(sg, "-1", cidr=ipaddress.ip_network("2600:1f18::/56"))
+        for sg in ("sg-system", "sg-app")
+    ]
+    servers = (DnsServer("coredns-1", "system-1", "2600:1f18::10"),)
+
+    on_v4 = diagnosis.diagnose(inventory(*v4_only, nodes=nodes, dns_servers=servers))
+    on_v6 = diagnosis.diagnose(inventory(*v6_only, nodes=nodes, dns_servers=servers))
+
+    assert on_v4.matrix["eks-app"]["eks-system"] is diagnosis.Status.BLOCKED
+    assert on_v4.dns["eks-app"] is diagnosis.Status.BLOCKED
+    assert on_v6.healthy, on_v6.findings
