@@ -50,6 +50,7 @@ EXIT_USAGE = 2
 EXIT_ERROR = 3
 
 POLICY_FILE = "deploy/doctor-iam-policy.json"
+RBAC_FILE = "deploy/doctor-rbac.yaml"
 DNS_NAMESPACE = "kube-system"
 DNS_LABEL_SELECTOR = "k8s-app=kube-dns"
 AWS_NODE_SERVICE_ACCOUNT = "aws-node"
@@ -175,8 +176,10 @@ class _KubeNode:
 class _KubeReader:
     def __init__(self) -> None:
         import kubernetes  # noqa: PLC0415 - the Kubernetes client is loaded only for doctor
+        import urllib3  # noqa: PLC0415 - the Kubernetes client's transport
 
         self._kubernetes = kubernetes
+        self._urllib3 = urllib3
         try:
             try:
                 kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -202,22 +205,17 @@ class _KubeReader:
             if error.status in (401, 403):
                 raise DoctorError(
                     f"Kubernetes API refused to {what} ({error.status} {error.reason}): grant "
-                    f"the identity running doctor RBAC to {what}"
+                    f"the identity running doctor RBAC to {what} (all its reads: {RBAC_FILE})"
                 ) from None
             raise DoctorError(
                 f"Kubernetes API failed to {what}: {error.status} {error.reason}"
             ) from None
-        except (OSError, ValueError) as error:
-            # urllib3's connection errors are OSErrors; a bad URL is a ValueError.
+        except (self._urllib3.exceptions.HTTPError, OSError) as error:
+            # The Kubernetes client speaks through urllib3: refused connections, TLS and
+            # timeouts arrive as its errors (retries exhausted) or as OSErrors.
             raise DoctorError(
                 f"Kubernetes API server {self._server} could not be reached to {what}: {error}"
             ) from None
-        except Exception as error:
-            if type(error).__module__.startswith("urllib3"):
-                raise DoctorError(
-                    f"Kubernetes API server {self._server} could not be reached to {what}: {error}"
-                ) from None
-            raise
 
     def nodes(self) -> list[_KubeNode]:
         answer = self._call(self._core.list_node)
