@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -161,6 +162,9 @@ def _run_doctor(arguments: argparse.Namespace) -> int:
 
     if not arguments.region:
         print("error: no AWS region: pass --region or set AWS_REGION", file=sys.stderr)
+        return doctor.EXIT_USAGE
+    if not re.fullmatch(models.REGION, arguments.region):
+        print(f"error: --region {arguments.region!r} is not an AWS region name", file=sys.stderr)
         return doctor.EXIT_USAGE
     if arguments.rules_per_security_group < 1:
         print(

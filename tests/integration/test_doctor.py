@@ -354,11 +354,14 @@ def test_doctor_needs_only_the_read_rights_of_deploy_doctor_rbac(
 def test_usage_errors_exit_2() -> None:
     wrong_output = doctor("--output", "yaml")
     no_region = doctor(env={k: v for k, v in os.environ.items() if "REGION" not in k})
+    bad_region = doctor("--region", "mars")
 
     assert wrong_output[0] == 2
     assert "invalid choice: 'yaml'" in wrong_output[2]
     assert no_region[0] == 2
     assert "no AWS region: pass --region or set AWS_REGION" in no_region[2]
+    assert bad_region[0] == 2
+    assert "--region 'mars' is not an AWS region name" in bad_region[2]
 
 
 def test_an_api_server_or_aws_that_does_not_answer_is_an_error_never_an_empty_cluster(
