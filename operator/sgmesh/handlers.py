@@ -109,7 +109,8 @@ def run(settings: OperatorSettings) -> None:
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        identity=operator_identity(),
+        # kopf types this as its Identity, a NewType of str it does not export.
+        identity=operator_identity(),  # type: ignore[arg-type]
         priority=peering_priority(time.time()),
         memo=kopf.Memo(operator_settings=settings),
     )
