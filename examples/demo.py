@@ -157,8 +157,7 @@ def seed_broken_cluster(world: World, nodes: ClusterNodes) -> list[NodeGroup]:
 
 def write_suggestion(env: dict[str, str], path: Path) -> Path:
     step("sgmesh doctor --suggest > .sandbox/suggested-mesh.yaml")
-    suggestion = doctor(env, "--suggest")
-    path.write_text(suggestion.partition("\n---\n")[2])
+    path.write_text(doctor(env, "--suggest"))
     print(path.read_text(), end="")
     return path
 

@@ -84,6 +84,8 @@ class Options:
 
 
 def run(options: Options, output: str, suggest: bool, out: TextIO = sys.stdout) -> int:
+    """Diagnose and print; with `suggest`, text output puts the report on stderr and only the
+    NodeGroupMesh on `out`. The exit code says whether anything was found."""
     try:
         inventory = collect(options)
     except DoctorError as error:
@@ -97,12 +99,14 @@ def run(options: Options, output: str, suggest: bool, out: TextIO = sys.stdout) 
             document["suggestion"] = suggestion
         json.dump(document, out, indent=2)
         out.write("\n")
+    elif suggest:
+        # The manifest alone on stdout (`> mesh.yaml` is ready to apply), the report beside it.
+        for line in render_text(report):
+            print(line, file=sys.stderr)
+        print(_suggestion_text(report, suggestion), file=out, end="")
     else:
         for line in render_text(report):
             print(line, file=out)
-        if suggest:
-            print(file=out)
-            print(_suggestion_text(report, suggestion), file=out, end="")
     return EXIT_OK if report.healthy else EXIT_FOUND
 
 
@@ -114,7 +118,7 @@ def _suggestion_text(report: diagnosis.Report, suggestion: dict[str, Any] | None
         if not report.healthy
         else "# nothing to fix; this NodeGroupMesh keeps the node groups as they are\n"
     )
-    return "---\n" + head + yaml.safe_dump(suggestion, sort_keys=False)
+    return head + yaml.safe_dump(suggestion, sort_keys=False)
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -566,19 +570,22 @@ def render_text(report: diagnosis.Report) -> Iterator[str]:
         )
     if groups:
         names = [group.name for group in groups]
-        width = max(len(name) for name in [*names, "from \\ to"]) + 2
-        column = max(len(name) for name in [*names, "DNS", "BLOCKED"]) + 2
+        headers = ["from \\ to", "DNS", *names]
+        rows = [
+            [
+                source,
+                _MARKS[report.dns.get(source, diagnosis.Status.UNKNOWN)],
+                *(_MARKS[report.matrix[source][target]] for target in names),
+            ]
+            for source in names
+        ]
+        widths = [max(len(row[i]) for row in [headers, *rows]) + 2 for i in range(len(headers))]
         yield ""
         yield "reachability (rows: pods on, columns: DNS to CoreDNS udp+tcp/53, pods on)"
-        yield (
-            "from \\ to".ljust(width)
-            + "DNS".ljust(column)
-            + "".join(n.ljust(column) for n in names)
-        )
-        for source in names:
-            cells = [_MARKS[report.dns.get(source, diagnosis.Status.UNKNOWN)]]
-            cells += [_MARKS[report.matrix[source][target]] for target in names]
-            yield (source.ljust(width) + "".join(cell.ljust(column) for cell in cells)).rstrip()
+        for row in [headers, *rows]:
+            yield "".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
     yield ""
     if report.healthy:
         yield "no problem found"

@@ -53,10 +53,10 @@ def findings(report: dict[str, Any], check: str) -> list[dict[str, Any]]:
 def suggested_manifest(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     code, out, err = doctor("--suggest")
     assert code == 1, err
-    _, _, document = out.partition("\n---\n")
-    manifest = yaml.safe_load(document)
+    assert "problems found" in err  # the report, beside the manifest
+    manifest = yaml.safe_load(out)
     path = tmp_path / "suggested.yaml"
-    path.write_text(document)
+    path.write_text(out)
     return manifest, path
 
 
