@@ -14,6 +14,7 @@ whose instance could not be read is reported as such, never as reachable or unre
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 import itertools
 from collections import defaultdict
@@ -48,6 +49,8 @@ CNI_POLICY_NAMES = frozenset({"AmazonEKS_CNI_Policy", "AmazonEKS_CNI_IPv6_Policy
 QUOTA_WARNING_SHARE = 0.9
 DNS_FLOWS = (reachability.DNS_UDP, reachability.DNS_TCP)
 SUGGESTED_MESH_NAME = "node-groups"
+# Enough evidence to act on; the rest of a large node group says the same.
+MAX_EVIDENCE_LINES = 6
 
 
 class GroupKind(enum.StrEnum):
@@ -117,6 +120,14 @@ class Inventory:
     meshes: tuple[models.NodeGroupMesh, ...] = ()
     asg_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     rules_per_security_group: int = 60
+
+    @functools.cached_property
+    def rules_by_group(self) -> Mapping[str, tuple[Rule, ...]]:
+        """Inbound rules by the SG that holds them: each check reads only its ENI's rules."""
+        index: dict[str, list[Rule]] = defaultdict(list)
+        for rule in self.rules:
+            index[rule.group_id].append(rule)
+        return {group_id: tuple(rules) for group_id, rules in index.items()}
 
 
 @dataclass(frozen=True)
@@ -347,7 +358,11 @@ def _check_flows(
                 flow,
                 destination.security_group_ids,
                 source,
-                inventory.rules,
+                [
+                    rule
+                    for group_id in sorted(destination.security_group_ids)
+                    for rule in inventory.rules_by_group.get(group_id, ())
+                ],
                 prefix_lists=inventory.prefix_lists,
                 family=family,
             )
@@ -376,7 +391,10 @@ def _evidence(checked: Iterable[tuple[str, reachability.Verdict]]) -> tuple[str,
             lines[f"{label}: only partly admitted ({admitted_by}); not ports {gaps}"] = None
         else:
             lines[f"{label}: no inbound rule admits it"] = None
-    return tuple(lines)
+    shown = list(lines)[:MAX_EVIDENCE_LINES]
+    if len(lines) > len(shown):
+        shown.append(f"… and {len(lines) - len(shown)} more of the same kind")
+    return tuple(shown)
 
 
 def _dns_findings(
@@ -446,6 +464,19 @@ def _dns_findings(
     return statuses, findings
 
 
+def _distinct_destinations(
+    group: NodeGroup, nodes_by_name: Mapping[str, Node]
+) -> list[tuple[Node, Endpoint]]:
+    """One ENI (and its node) per distinct set of SGs in the group: what a receiving ENI
+    admits depends on its SGs only, so the others would give the same verdicts."""
+    found: dict[frozenset[str], tuple[Node, Endpoint]] = {}
+    for name in group.nodes:
+        node = nodes_by_name[name]
+        for interface in node.interfaces:
+            found.setdefault(interface.security_group_ids, (node, interface))
+    return list(found.values())
+
+
 def _required_flows(inventory: Inventory, pair: Sequence[NodeGroup]) -> tuple[Flow, ...]:
     """The traffic a mesh holding both groups asks for; all traffic when none does."""
     for mesh in inventory.meshes:
@@ -466,21 +497,19 @@ def _pod_traffic_findings(
     for source_group, destination_group in itertools.product(groups, groups):
         flows = _required_flows(inventory, [source_group, destination_group])
         checked: list[tuple[str, reachability.Verdict]] = []
-        for client_name, server_name in itertools.product(
-            source_group.nodes, destination_group.nodes
-        ):
-            client, server = nodes_by_name[client_name], nodes_by_name[server_name]
-            # A node checked against itself stands for another node of its group.
-            checked.extend(
-                _check_flows(
-                    inventory,
-                    client=client,
-                    server=server,
-                    destinations=server.interfaces,
-                    flows=flows,
-                    family=_cluster_family(inventory),
+        for client_name in source_group.nodes:
+            for server, destination in _distinct_destinations(destination_group, nodes_by_name):
+                # A node checked against itself stands for another node of its group.
+                checked.extend(
+                    _check_flows(
+                        inventory,
+                        client=nodes_by_name[client_name],
+                        server=server,
+                        destinations=[destination],
+                        flows=flows,
+                        family=_cluster_family(inventory),
+                    )
                 )
-            )
         status = _Pair(tuple(checked)).status
         matrix.setdefault(source_group.name, {})[destination_group.name] = status
         if status is not Status.OK:

@@ -247,3 +247,13 @@ def test_an_ipv6_cluster_is_judged_on_ipv6_cidrs() -> None:
     assert on_v4.matrix["eks-app"]["eks-system"] is diagnosis.Status.BLOCKED
     assert on_v4.dns["eks-app"] is diagnosis.Status.BLOCKED
     assert on_v6.healthy, on_v6.findings
+
+
+def test_a_large_node_group_gets_a_short_list_of_evidence() -> None:
+    apps = tuple(node(f"app-{n}", "eks-app", "sg-app", f"10.0.1.{n}/32") for n in range(10))
+
+    report = diagnosis.diagnose(inventory(nodes=(SYSTEM, *apps)))
+
+    [dns] = [f for f in report.findings if f.check is Check.DNS]
+    assert len(dns.evidence) == diagnosis.MAX_EVIDENCE_LINES + 1
+    assert dns.evidence[-1] == "… and 14 more of the same kind"  # 10 nodes x udp and tcp
