@@ -26,7 +26,7 @@ import botocore.exceptions
 import botocore.parsers
 import yaml
 
-from sgmesh import aws, diagnosis, models, reachability
+from sgmesh import aws, diagnosis, models, planning, reachability
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import InstanceTypeDef, SecurityGroupRuleTypeDef
@@ -77,7 +77,7 @@ class DoctorError(Exception):
 @dataclass(frozen=True)
 class Options:
     region: str
-    rules_per_security_group: int = 60
+    rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
 
 
 # ---- entry point ---------------------------------------------------------------------------
