@@ -110,7 +110,8 @@ def node_group(world: World, nodes: ClusterNodes, name: str, **options: Any) -> 
 
 
 @pytest.fixture
-def post_mortem(world: World, cluster_nodes: ClusterNodes) -> PostMortem:
+def post_mortem(world: World, cluster_nodes: ClusterNodes, meshes: Meshes) -> PostMortem:
+    """Built with no NodeGroupMesh in the cluster (other tests of the session leave some)."""
     system = node_group(world, cluster_nodes, "eks-system", policy_arns=[CNI_POLICY_ARN])
     cluster_nodes.coredns("coredns-1", "eks-system-node")
     cluster_nodes.coredns("coredns-2", "eks-system-node")
