@@ -1,9 +1,9 @@
 """`make demo`: the whole story on the local sandbox, in about 20 seconds once it is built.
 
 Starts the sandbox (kube-apiserver + etcd built from Go modules, and a moto server standing in
-for AWS) and seeds the post-mortem's broken cluster: three EKS-style node groups with one
-running instance each, registered as Nodes, CoreDNS on eks-system, and two node groups whose
-SGs admit nothing from the others and whose roles lack the CNI policy. Then:
+for AWS) and seeds a cluster broken both ways the README opens with: three EKS-style node
+groups with one running instance each, registered as Nodes, CoreDNS on eks-system, and two
+node groups whose SGs admit nothing from the others and whose roles lack the CNI policy. Then:
 `sgmesh doctor` finds both causes, `sgmesh doctor --suggest` writes the NodeGroupMesh that
 fixes them, the CRD and that manifest are applied, the operator runs until the mesh is Ready,
 and `sgmesh doctor` finds nothing more. Along the way it prints what a cluster admin would look
@@ -138,7 +138,7 @@ def show_aws(world: World, groups: list[NodeGroup]) -> None:
 
 
 def seed_broken_cluster(world: World, nodes: ClusterNodes) -> list[NodeGroup]:
-    """The post-mortem's cluster: only eks-system's role has the CNI policy, no SG admits
+    """The broken cluster: only eks-system's role has the CNI policy, no SG admits
     another, CoreDNS runs on eks-system; one instance per node group, registered as a Node."""
     nodes.clear()
     groups = [

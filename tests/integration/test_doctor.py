@@ -1,4 +1,4 @@
-"""`sgmesh doctor` against the real API server and a moto server: the post-mortem's cluster and
+"""`sgmesh doctor` against the real API server and a moto server: a cluster broken both ways and
 its variants, read through the current kubeconfig and the standard AWS environment."""
 
 from __future__ import annotations
@@ -94,8 +94,9 @@ def meshes(kube_cluster: ControlPlane, nodegroupmesh_crd: str) -> Iterator[Meshe
 
 @dataclass
 class PostMortem:
-    """The post-mortem's cluster: CoreDNS on eks-system, two node groups added later whose SGs
-    admit nothing from each other and whose roles lack the CNI policy."""
+    """A cluster broken both ways (as the README opens): CoreDNS on eks-system, two node
+    groups added later whose SGs admit nothing from each other and whose roles lack the CNI
+    policy."""
 
     system: NodeGroup
     a: NodeGroup
@@ -111,7 +112,7 @@ def node_group(world: World, nodes: ClusterNodes, name: str, **options: Any) -> 
 
 @pytest.fixture
 def post_mortem(world: World, cluster_nodes: ClusterNodes, meshes: Meshes) -> PostMortem:
-    """Built with no NodeGroupMesh in the cluster (other tests of the session leave some)."""
+    """Built with no NodeGroupMesh in the cluster (other tests of one pytest run leave some)."""
     system = node_group(world, cluster_nodes, "eks-system", policy_arns=[CNI_POLICY_ARN])
     cluster_nodes.coredns("coredns-1", "eks-system-node")
     cluster_nodes.coredns("coredns-2", "eks-system-node")
