@@ -93,7 +93,7 @@ def meshes(kube_cluster: ControlPlane, nodegroupmesh_crd: str) -> Iterator[Meshe
 
 
 @dataclass
-class PostMortem:
+class BrokenCluster:
     """A cluster broken both ways (as the README opens): CoreDNS on eks-system, two node
     groups added later whose SGs admit nothing from each other and whose roles lack the CNI
     policy."""
@@ -111,18 +111,18 @@ def node_group(world: World, nodes: ClusterNodes, name: str, **options: Any) -> 
 
 
 @pytest.fixture
-def post_mortem(world: World, cluster_nodes: ClusterNodes, meshes: Meshes) -> PostMortem:
+def broken_cluster(world: World, cluster_nodes: ClusterNodes, meshes: Meshes) -> BrokenCluster:
     """Built with no NodeGroupMesh in the cluster (other tests of one pytest run leave some)."""
     system = node_group(world, cluster_nodes, "eks-system", policy_arns=[CNI_POLICY_ARN])
     cluster_nodes.coredns("coredns-1", "eks-system-node")
     cluster_nodes.coredns("coredns-2", "eks-system-node")
-    return PostMortem(
+    return BrokenCluster(
         system, node_group(world, cluster_nodes, "eks-a"), node_group(world, cluster_nodes, "eks-b")
     )
 
 
-def test_the_post_mortem_cluster_shows_both_causes_and_the_suggested_mesh_fixes_them(
-    post_mortem: PostMortem, tmp_path: Path
+def test_the_broken_cluster_shows_both_causes_and_the_suggested_mesh_fixes_them(
+    broken_cluster: BrokenCluster, tmp_path: Path
 ) -> None:
     code, report = doctor_json()
 
@@ -131,7 +131,7 @@ def test_the_post_mortem_cluster_shows_both_causes_and_the_suggested_mesh_fixes_
     dns = findings(report, "DnsUnreachable")
     assert sorted(f["nodeGroup"] for f in dns) == ["eks-a", "eks-b"]
     assert all(f["peer"] == "eks-system" for f in dns)
-    assert any(post_mortem.system.security_group_id in line for line in dns[0]["evidence"])
+    assert any(broken_cluster.system.security_group_id in line for line in dns[0]["evidence"])
     cni = findings(report, "CniPolicyMissing")
     assert sorted(f["nodeGroup"] for f in cni) == ["eks-a", "eks-b"]
     assert "Timed out waiting for IPAM daemon" in cni[0]["summary"]
@@ -152,7 +152,7 @@ def test_the_post_mortem_cluster_shows_both_causes_and_the_suggested_mesh_fixes_
 
 
 def test_text_output_is_a_matrix_then_each_finding_with_evidence_and_fix(
-    post_mortem: PostMortem,
+    broken_cluster: BrokenCluster,
 ) -> None:
     code, out, _ = doctor()
 
@@ -191,7 +191,7 @@ def test_a_cidr_rule_that_covers_the_client_subnet_counts_as_reachable(
 
 
 def test_a_cni_role_through_irsa_replaces_the_node_roles_and_is_checked_instead(
-    world: World, post_mortem: PostMortem, cluster_nodes: ClusterNodes, tmp_path: Path
+    world: World, broken_cluster: BrokenCluster, cluster_nodes: ClusterNodes, tmp_path: Path
 ) -> None:
     world.role("eks-vpc-cni", policy_arns=[CNI_POLICY_ARN])
     world.role("eks-vpc-cni-bare")
@@ -324,7 +324,7 @@ def test_access_denied_by_the_api_server_names_what_to_grant_and_exits_3(
 
 
 def test_doctor_needs_only_the_read_rights_of_deploy_doctor_rbac(
-    post_mortem: PostMortem,
+    broken_cluster: BrokenCluster,
     kube_cluster: ControlPlane,
     kube_namespace: str,
     nodegroupmesh_crd: str,
@@ -367,7 +367,7 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_an_api_server_or_aws_that_does_not_answer_is_an_error_never_an_empty_cluster(
-    post_mortem: PostMortem, kube_cluster: ControlPlane, tmp_path: Path
+    broken_cluster: BrokenCluster, kube_cluster: ControlPlane, tmp_path: Path
 ) -> None:
     nobody_listens = f"http://127.0.0.1:{free_port()}"
     dead_kube = write_kubeconfig(
