@@ -1,9 +1,13 @@
 """`make demo`: the whole story on the local sandbox, in about 20 seconds once it is built.
 
 Starts the sandbox (kube-apiserver + etcd built from Go modules, and a moto server standing in
-for AWS), seeds three EKS-style node groups, applies the CRD and `examples/mesh.yaml`, runs
-the operator until the mesh is Ready, and prints what a cluster admin would look at:
-`kubectl get ngm`, the ingress rules of every node group's SG and the CNI policy on every
+for AWS) and seeds a cluster broken both ways the README opens with: three EKS-style node
+groups with one running instance each, registered as Nodes, CoreDNS on eks-system, and two
+node groups whose SGs admit nothing from the others and whose roles lack the CNI policy. Then:
+`sgmesh doctor` finds both causes, `sgmesh doctor --suggest` writes the NodeGroupMesh that
+fixes them, the CRD and that manifest are applied, the operator runs until the mesh is Ready,
+and `sgmesh doctor` finds nothing more. Along the way it prints what a cluster admin would look
+at: `kubectl get ngm`, the ingress rules of every node group's SG and the CNI policy on every
 node role. Then it stops what it started; `--keep` leaves the sandbox and the operator up.
 """
 
@@ -14,6 +18,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sgmesh import aws
@@ -21,10 +26,10 @@ from tests.cluster import build
 from tests.cluster.sandbox import Sandbox
 from tests.e2e.harness import Meshes, Operator
 from tests.support import moto_server
-from tests.support.world import NodeGroup, World
+from tests.support.nodes import ClusterNodes
+from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
 ROOT = Path(__file__).resolve().parents[1]
-MESH = ROOT / "examples" / "mesh.yaml"
 CRD = ROOT / "crds" / "nodegroupmesh.yaml"
 
 
@@ -44,21 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     meshes = Meshes(sandbox.kubeconfig)
     operator: Operator | None = None
     try:
-        step("a fresh AWS: three node groups, one SG, role and launch template each")
+        step("a broken cluster: three node groups, the two new ones cut off and without CNI policy")
         moto_server.reset(aws_env["AWS_ENDPOINT_URL"])
-        meshes_before = meshes.names() if crd_installed(kubectl) else []
-        if meshes_before:
+        if crd_installed(kubectl):
             meshes.remove_all()
         world = World(aws.make_clients())
-        groups = [
-            world.node_group("eks-system"),
-            world.node_group("eks-airflow-stateless"),
-            world.node_group("eks-data-batch", tags={"team": "data"}),
-        ]
-        for group in groups:
-            print(f"  {group.asg}: {group.security_group_id}, role {group.role}")
+        groups = seed_broken_cluster(world, ClusterNodes(world, kubectl_runner(kubectl)))
 
-        step("kubectl apply -f crds/ and examples/mesh.yaml")
+        doctor_env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig)}
+        doctor(doctor_env, title="sgmesh doctor")
+        suggested = write_suggestion(doctor_env, sandbox.directory / "suggested-mesh.yaml")
+
+        step("kubectl apply -f crds/ and the suggested mesh")
         run([*kubectl, "apply", "-f", str(CRD)])
         run(
             [
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 "crd/nodegroupmeshes.sgmesh.io",
             ]
         )
-        run([*kubectl, "apply", "-f", str(MESH)])
+        run([*kubectl, "apply", "-f", str(suggested)])
 
         step("sgmesh run (the operator), until the mesh is Ready")
         operator = Operator(
@@ -79,12 +81,14 @@ def main(argv: list[str] | None = None) -> int:
             cluster="demo",
             region=aws_env["AWS_REGION"],
         ).start()
-        meshes.wait_ready("airflow", 120, operator.log_tail)
+        meshes.wait_ready("node-groups", 120, operator.log_tail)
 
         step("kubectl get ngm -o wide")
         run([*kubectl, "get", "ngm", "-o", "wide"])
 
         show_aws(world, groups)
+
+        doctor(doctor_env, title="sgmesh doctor, once the mesh is Ready")
 
         step("events")
         run(
@@ -131,6 +135,60 @@ def show_aws(world: World, groups: list[NodeGroup]) -> None:
     for group in groups:
         policies = ", ".join(sorted(world.attached_policy_arns(group.role)))
         print(f"  {group.role}: {policies}")
+
+
+def seed_broken_cluster(world: World, nodes: ClusterNodes) -> list[NodeGroup]:
+    """The broken cluster: only eks-system's role has the CNI policy, no SG admits
+    another, CoreDNS runs on eks-system; one instance per node group, registered as a Node."""
+    nodes.clear()
+    groups = [
+        world.node_group("eks-system", policy_arns=[CNI_POLICY_ARN]),
+        world.node_group("eks-airflow-stateless"),
+        world.node_group("eks-data-batch", tags={"team": "data"}),
+    ]
+    for group in groups:
+        (instance_id,) = nodes.launch(group.asg, group.profile)
+        node = nodes.register(f"{group.asg}-node", instance_id)
+        print(f"  {group.asg}: {group.security_group_id}, role {group.role}, node {node}")
+    nodes.coredns("coredns-1", "eks-system-node")
+    print("  CoreDNS: kube-system/coredns-1 on eks-system-node")
+    return groups
+
+
+def write_suggestion(env: dict[str, str], path: Path) -> Path:
+    step("sgmesh doctor --suggest > .sandbox/suggested-mesh.yaml")
+    path.write_text(doctor(env, "--suggest"))
+    print(path.read_text(), end="")
+    return path
+
+
+def doctor(env: dict[str, str], *arguments: str, title: str | None = None) -> str:
+    """Run `sgmesh doctor`; with a title, show what it printed and its exit code."""
+    if title is not None:
+        step(title)
+    sys.stdout.flush()
+    done = subprocess.run(
+        [sys.executable, "-m", "sgmesh", "doctor", *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"sgmesh doctor failed ({done.returncode}): {done.stderr}")
+    if title is not None:
+        print(done.stdout, end="")
+        print(f"(exit {done.returncode})")
+    return done.stdout
+
+
+def kubectl_runner(kubectl: list[str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run_kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*kubectl, *args], input=stdin, capture_output=True, text=True, check=False
+        )
+
+    return run_kubectl
 
 
 def sandbox_command(verb: str) -> None:

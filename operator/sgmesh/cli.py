@@ -1,8 +1,9 @@
-"""The `sgmesh` command line: `plan`, `apply`, `crd` and `run` (the operator).
+"""The `sgmesh` command line: `plan`, `apply`, `doctor`, `crd` and `run` (the operator).
 
 `plan` and `apply` run the same pipeline as the operator on a NodeGroupMesh YAML file, with
 AWS reached through the standard environment. Exit codes: 0 converged / nothing to do,
 2 changes pending (plan, or DryRun), 1 error (bad input, AWS failure, a member not found).
+`doctor` has its own exit codes (see `sgmesh.doctor`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib.metadata
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -65,6 +67,24 @@ def _parser() -> argparse.ArgumentParser:
         _add_settings(command)
         command.add_argument("-o", "--output", choices=("text", "json"), default="text")
         command.set_defaults(handler=_run_pipeline, write=name == "apply")
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="diagnose pod networking (DNS, pod traffic, CNI permissions) from the cluster and "
+        "AWS as they are; read-only",
+    )
+    doctor.add_argument("--region", default=aws.default_region(), help="default: AWS_REGION")
+    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    doctor.add_argument(
+        "--suggest", action="store_true", help="print a NodeGroupMesh that fixes what was found"
+    )
+    doctor.add_argument(
+        "--rules-per-security-group",
+        type=int,
+        default=planning.DEFAULT_RULES_PER_SECURITY_GROUP,
+        help="inbound rules quota per SG",
+    )
+    doctor.set_defaults(handler=_run_doctor)
 
     crd_command = commands.add_parser("crd", help="print the NodeGroupMesh CRD")
     crd_command.set_defaults(handler=_print_crd)
@@ -168,6 +188,26 @@ def settings_from(arguments: argparse.Namespace) -> reconcile.Settings:
 def _print_crd(_: argparse.Namespace) -> int:
     sys.stdout.write(crd.render_crd())
     return EXIT_OK
+
+
+def _run_doctor(arguments: argparse.Namespace) -> int:
+    from sgmesh import doctor  # noqa: PLC0415 - the Kubernetes client is loaded only for doctor
+
+    if not arguments.region:
+        print("error: no AWS region: pass --region or set AWS_REGION", file=sys.stderr)
+        return doctor.EXIT_USAGE
+    if not re.fullmatch(models.REGION, arguments.region):
+        print(f"error: --region {arguments.region!r} is not an AWS region name", file=sys.stderr)
+        return doctor.EXIT_USAGE
+    if arguments.rules_per_security_group < 1:
+        print(
+            f"error: --rules-per-security-group must be at least 1, not "
+            f"{arguments.rules_per_security_group}",
+            file=sys.stderr,
+        )
+        return doctor.EXIT_USAGE
+    options = doctor.Options(arguments.region, arguments.rules_per_security_group)
+    return doctor.run(options, arguments.output, arguments.suggest)
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:

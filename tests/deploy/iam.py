@@ -9,7 +9,8 @@
 - `Policy` evaluates those checks against an identity policy the way IAM does for the
   operators the policy uses (String*, Arn*, Null, ForAllValues/ForAnyValue); an operator it
   does not know fails loudly instead of being guessed.
-- `operations_in_code` lists the AWS operations the operator's source can call.
+- `operations_in_code` lists the AWS operations the operator's source can call (or, given
+  `DOCTOR_MODULES`, those `sgmesh doctor` can call: it has its own read-only policy).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from tests.deploy.render import DEPLOY, REPO_ROOT
 
 __all__ = [
     "ACCOUNT",
+    "DOCTOR_APP_ID",
+    "DOCTOR_MODULES",
+    "DOCTOR_POLICY_FILE",
     "OPERATOR_APP_ID",
     "POLICY_FILE",
     "Authorization",
@@ -43,10 +47,14 @@ __all__ = [
 ]
 
 POLICY_FILE = DEPLOY / "iam-policy.json"
+DOCTOR_POLICY_FILE = DEPLOY / "doctor-iam-policy.json"
 OPERATOR_SOURCE = REPO_ROOT / "operator" / "sgmesh"
+# `sgmesh doctor` is run by a person with deploy/doctor-iam-policy.json, not by the operator.
+DOCTOR_MODULES = (OPERATOR_SOURCE / "doctor.py",)
 ACCOUNT = "123456789012"  # the account moto answers as
 # Given to the operator as AWS_SDK_UA_APP_ID: botocore puts `app/<id>` in its User-Agent.
 OPERATOR_APP_ID = "sgmesh-under-test"
+DOCTOR_APP_ID = "sgmesh-doctor-under-test"
 # The operator's clients (`AwsClients` attributes, which are also the IAM action prefixes)
 # → the boto3 service names.
 SERVICES = {
@@ -127,7 +135,11 @@ class MotoRecording:
         ]
 
     def operator_requests(self) -> list[AwsRequest]:
-        return [r for r in self.requests() if f"app/{OPERATOR_APP_ID}" in r.user_agent]
+        return self.requests_of(OPERATOR_APP_ID)
+
+    def requests_of(self, app_id: str) -> list[AwsRequest]:
+        """The requests of a process started with AWS_SDK_UA_APP_ID=`app_id`."""
+        return [r for r in self.requests() if f"app/{app_id}" in r.user_agent]
 
 
 def _parse(entry: Mapping[str, Any]) -> AwsRequest | None:
@@ -391,10 +403,13 @@ def _calls(tree: ast.AST) -> Iterator[tuple[str, str]]:
             yield node.func.value.attr, str(node.args[0].value)
 
 
-def operations_in_code(source: Path = OPERATOR_SOURCE) -> set[str]:
-    """Every AWS operation the operator's source can call, as IAM actions."""
+def operations_in_code(modules: Iterable[Path] | None = None) -> set[str]:
+    """Every AWS operation the modules can call, as IAM actions; by default the operator's
+    source (every module but doctor's)."""
+    if modules is None:
+        modules = [p for p in OPERATOR_SOURCE.rglob("*.py") if p not in DOCTOR_MODULES]
     found: set[str] = set()
-    for path in sorted(source.rglob("*.py")):
+    for path in sorted(modules):
         for service, method in _calls(ast.parse(path.read_text(), str(path))):
             operation = _operation_names(service).get(method)
             if operation is not None:

@@ -1,0 +1,120 @@
+"""deploy/doctor-iam-policy.json: what a person (or a CI job) running `sgmesh doctor` needs.
+
+Read-only; it allows exactly the operations doctor's code calls; and when doctor runs over a
+cluster that exercises each of its reads (prefix lists, instance profiles, node roles, an
+installed mesh with selectors), every request it made, as recorded at the moto server, is
+allowed and every action of the policy is used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from sgmesh import aws
+from tests.cluster.controlplane import ControlPlane
+from tests.deploy import iam
+from tests.e2e.harness import Meshes
+from tests.support.nodes import ClusterNodes
+from tests.support.world import CNI_POLICY_ARN, World
+
+POLICY = iam.Policy.load(iam.DOCTOR_POLICY_FILE)
+
+
+def test_policy_allows_exactly_the_operations_doctor_calls() -> None:
+    called = iam.operations_in_code(iam.DOCTOR_MODULES)
+
+    assert called, "no AWS call found in doctor's source"
+    assert sorted(POLICY.actions - called) == [], "allowed but never called"
+    assert sorted(called - POLICY.actions) == [], "called but not allowed"
+
+
+def test_policy_only_reads() -> None:
+    document = json.loads(iam.DOCTOR_POLICY_FILE.read_text())
+    assert document["Version"] == "2012-10-17"
+    for statement in POLICY.statements:
+        assert statement.effect == "Allow"
+        for action in statement.actions:
+            operation = action.partition(":")[2]
+            assert operation not in aws.MUTATING_OPERATIONS, action
+            assert operation.startswith(("Describe", "Get", "List")), action
+
+
+def test_the_operator_policy_does_not_cover_doctor_and_needs_not_to() -> None:
+    operator_calls = iam.operations_in_code()
+    doctor_only = iam.operations_in_code(iam.DOCTOR_MODULES) - operator_calls
+
+    assert "ec2:DescribeInstances" in doctor_only
+    assert not doctor_only & iam.Policy.load().actions
+
+
+@pytest.fixture
+def cluster_nodes(
+    world: World, kube_cluster: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ClusterNodes]:
+    nodes = ClusterNodes(world, kube_cluster.kubectl)
+    nodes.clear()
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield nodes
+    nodes.clear()
+
+
+@pytest.mark.kube
+def test_every_doctor_request_is_allowed_and_every_allowed_action_is_used(
+    world: World,
+    cluster_nodes: ClusterNodes,
+    meshes: Meshes,
+    aws_recording: iam.MotoRecording,
+) -> None:
+    for name in ("eks-system", "eks-a"):
+        group = world.node_group(name, tags={"team": "data"})
+        (instance_id,) = cluster_nodes.launch(group.asg, group.profile)
+        cluster_nodes.register(f"{name}-node", instance_id)
+    world.clients.iam.attach_role_policy(RoleName="eks-system", PolicyArn=CNI_POLICY_ARN)
+    cluster_nodes.coredns("coredns-1", "eks-system-node")
+    prefix_list = world.clients.ec2.create_managed_prefix_list(
+        PrefixListName="office",
+        AddressFamily="IPv4",
+        MaxEntries=5,
+        Entries=[{"Cidr": "10.0.0.0/8"}],
+    )["PrefixList"]["PrefixListId"]
+    world.clients.ec2.authorize_security_group_ingress(
+        GroupId=world.clients.ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": ["eks-system"]}]
+        )["SecurityGroups"][0]["GroupId"],
+        IpPermissions=[
+            {
+                "IpProtocol": "udp",
+                "FromPort": 53,
+                "ToPort": 53,
+                "PrefixListIds": [{"PrefixListId": prefix_list}],
+            }
+        ],
+    )
+    meshes.create("data", {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}})
+    aws_recording.reset()
+
+    process = subprocess.run(
+        [sys.executable, "-m", "sgmesh", "doctor", "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, AWS_SDK_UA_APP_ID=iam.DOCTOR_APP_ID),
+        timeout=120,
+    )
+    requests = aws_recording.requests_of(iam.DOCTOR_APP_ID)
+
+    assert process.returncode == 1, process.stderr
+    report = json.loads(process.stdout)
+    assert report["dns"]["eks-a"] == "partial"  # udp/53 through the prefix list, tcp/53 not
+    assert {f["mesh"]["name"] for f in report["findings"] if f["mesh"]} >= {"data"}
+    assert requests, "no request of doctor was recorded at the moto server"
+    assert POLICY.refused(requests) == []
+    made = {request.action for request in requests}
+    assert sorted(POLICY.actions - made) == [], "allowed, but doctor never asked"
