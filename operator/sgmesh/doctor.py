@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import botocore.exceptions
-import botocore.parsers
 import yaml
 
 from sgmesh import aws, diagnosis, models, planning, reachability
@@ -141,6 +140,9 @@ def collect(options: Options) -> diagnosis.Inventory:
 
     try:
         clients = aws.make_clients(options.region, max_attempts=4)
+    except aws.ERRORS as error:
+        raise DoctorError(_describe_aws_failure(aws.classify(error))) from None
+    try:
         return _read_aws(
             clients,
             options,
@@ -149,20 +151,17 @@ def collect(options: Options) -> diagnosis.Inventory:
             irsa_role_arn=irsa_role,
             meshes=tuple(meshes),
         )
-    except (
-        botocore.exceptions.BotoCoreError,
-        botocore.exceptions.ClientError,
-        botocore.parsers.ResponseParserError,
-    ) as error:
-        raise DoctorError(_describe_aws_failure(aws.classify(error))) from None
+    except aws.ERRORS as error:
+        raise DoctorError(_describe_aws_failure(clients.classify(error))) from None
 
 
 def _describe_aws_failure(failure: aws.AwsFailure) -> str:
     if failure.kind is aws.ErrorKind.ACCESS_DENIED:
         if failure.operation == "credentials":
             return f"AWS: no usable credentials ({failure.message})"
+        action = aws.iam_action(failure.operation, failure.service)
         return (
-            f"AWS denied {failure.operation}: grant {aws.iam_action(failure.operation)} to the "
+            f"AWS denied {failure.operation}: grant {action} to the "
             f"identity running doctor (all its reads: {POLICY_FILE}) ({failure.code})"
         )
     if failure.operation == "connection":
