@@ -52,6 +52,7 @@ RETRY_DELAY_SECONDS = {
 }
 MAX_RETRY_DELAY_SECONDS = 300.0
 PEERING_LIFETIME_SECONDS = 30
+_QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 EVENT_REASONS = {
     "authorize": "RulesAuthorized",
     "revoke": "RulesRevoked",
@@ -113,6 +114,11 @@ def run(settings: OperatorSettings) -> None:
         "json": kopf.LogFormat.JSON,
     }[settings.log_format]
     kopf.configure(verbose=settings.verbose, log_format=log_format)
+    # --verbose sets the root logger to DEBUG; the AWS SDK's debug records carry request
+    # signatures, session tokens and whole response bodies (launch templates' user data among
+    # them). They never reach the operator's log, whatever its verbosity.
+    for library in _QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(logging.INFO)
     # kopf raises it once the start-up handlers have run; /readyz reports it.
     started = threading.Event()
     kopf.run(

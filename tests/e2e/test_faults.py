@@ -6,6 +6,7 @@ Each test states its pass criterion on AWS state, status and events; every wait 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -113,3 +114,24 @@ def test_deletion_waiting_on_an_aws_outage_says_so(
     aws_proxy.restore()
     wait_until(lambda: meshes.get("waits") is None, 120, "the mesh is gone", operator.log_tail)
     assert mesh_rules(world, groups) == []
+
+
+def test_verbose_logs_carry_no_credentials_and_no_user_data(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    # The harness runs the operator with --verbose: debug logging is where secrets leak.
+    secret = "bootstrap-secret-do-not-log"
+    encoded = base64.b64encode(f"#!/bin/sh\necho {secret}\n".encode()).decode()
+    group_id = world.security_group("eks-secret")
+    profile = world.role_with_profile("eks-secret")
+    template = world.launch_template(
+        "eks-secret", security_group_ids=[group_id], profile_arn=profile.arn, user_data=encoded
+    )
+    world.asg("eks-secret", launch_template=template)
+    meshes.create("quiet", spec("eks-secret"))
+    meshes.wait_ready("quiet", DEADLINE, operator.log_tail)
+
+    log = operator.log_path.read_text(errors="replace")
+    assert "Handler 'converge_on_change' succeeded" in log  # the log is the verbose one
+    for leaked in (encoded, secret, "x-amz-security-token", "Authorization: AWS4"):
+        assert leaked not in log
