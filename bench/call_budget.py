@@ -633,10 +633,12 @@ def page_size_note(measurements: Sequence[Measurement]) -> str:
         for operation, sizes in m.page_sizes.items():
             asked.setdefault(operation, set()).update(sizes)
     parts = []
-    for operation, sizes in sorted(asked.items()):
+    for operation, asked_sizes in sorted(asked.items()):
         parameter, largest = PAGE_LIMITS[operation]
-        shown = ",".join("none" if size is None else str(size) for size in sorted(sizes, key=str))
-        verdict = "largest" if sizes == {largest} else f"NOT the largest ({largest})"
+        shown = ",".join(
+            "none" if size is None else str(size) for size in sorted(asked_sizes, key=str)
+        )
+        verdict = "largest" if asked_sizes == {largest} else f"NOT the largest ({largest})"
         parts.append(f"{operation} {parameter}={shown} ({verdict})")
     return "Page sizes asked: " + "; ".join(parts) + "."
 

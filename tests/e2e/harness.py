@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import kubernetes
 import prometheus_client.parser
@@ -196,15 +196,14 @@ class Meshes:
             "metadata": {"name": name},
             "spec": dict(spec),
         }
-        created: dict[str, Any] = self.custom.create_cluster_custom_object(
-            GROUP, VERSION, PLURAL, body
+        return cast(
+            dict[str, Any], self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
         )
-        return created
 
     def get(self, name: str) -> dict[str, Any] | None:
         try:
-            found: dict[str, Any] = self.custom.get_cluster_custom_object(
-                GROUP, VERSION, PLURAL, name
+            found = cast(
+                dict[str, Any], self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
             )
         except ApiException as error:
             if error.status == 404:
@@ -213,16 +212,20 @@ class Meshes:
         return found
 
     def patch_spec(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-        patched: dict[str, Any] = self.custom.patch_cluster_custom_object(
-            GROUP, VERSION, PLURAL, name, {"spec": dict(spec)}
+        return cast(
+            dict[str, Any],
+            self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, PLURAL, name, {"spec": dict(spec)}
+            ),
         )
-        return patched
 
     def delete(self, name: str) -> None:
         self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
 
     def names(self) -> list[str]:
-        listed = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        listed = cast(
+            dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        )
         return [item["metadata"]["name"] for item in listed["items"]]
 
     def remove_all(self) -> None:

@@ -615,7 +615,9 @@ def _refuse(client: Any, operation: str, code: str, status: int) -> None:
             "Error": {"Code": code, "Message": f"{operation} refused"},
             "ResponseMetadata": {"HTTPStatusCode": status},
         }
-        return botocore.awsrequest.AWSResponse("", status, {}, None), body
+        return botocore.awsrequest.AWSResponse(
+            "", status, botocore.awsrequest.HTTPHeaders(), None
+        ), body
 
     service = client.meta.service_model.service_name
     client.meta.events.register(f"before-call.{service}.{operation}", answer)

@@ -39,21 +39,29 @@ def authorized_groups(outcome: reconcile.Outcome) -> set[str]:
 def cidr_rules(world: World, group_id: str, ipv4: int, ipv6: int) -> None:
     ipv4_ranges = [{"CidrIp": f"10.200.{i}.0/24"} for i in range(ipv4)]
     ipv6_ranges = [{"CidrIpv6": f"2001:db8:{i:x}::/48"} for i in range(ipv6)]
-    for ranges in ({"IpRanges": ipv4_ranges}, {"Ipv6Ranges": ipv6_ranges}):
-        if any(ranges.values()):
-            world.clients.ec2.authorize_security_group_ingress(
-                GroupId=group_id,
-                IpPermissions=[{"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, **ranges}],
-            )
+    permissions: list[Any] = [
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, **ranges}
+        for ranges in ({"IpRanges": ipv4_ranges}, {"Ipv6Ranges": ipv6_ranges})
+        if any(ranges.values())
+    ]
+    for permission in permissions:
+        world.clients.ec2.authorize_security_group_ingress(
+            GroupId=group_id, IpPermissions=[permission]
+        )
 
 
 def refuse(client: Any, operation: str, code: str, status: int) -> None:
     """Make the client answer `operation` with an AWS error moto cannot be made to say."""
 
     def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
-        body = {"Error": {"Code": code, "Message": "refused"}, "ResponseMetadata": {}}
+        body: dict[str, Any] = {
+            "Error": {"Code": code, "Message": "refused"},
+            "ResponseMetadata": {},
+        }
         body["ResponseMetadata"]["HTTPStatusCode"] = status
-        return botocore.awsrequest.AWSResponse("", status, {}, None), body
+        return botocore.awsrequest.AWSResponse(
+            "", status, botocore.awsrequest.HTTPHeaders(), None
+        ), body
 
     service = client.meta.service_model.service_name
     client.meta.events.register(f"before-call.{service}.{operation}", answer)

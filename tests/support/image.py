@@ -100,7 +100,7 @@ def _run(argv: Sequence[str], timeout: float = 600, **options: Any) -> str:
         raise ImageBuildError(f"{argv[0]} is not installed: `make image` installs it") from error
     if result.returncode != 0:
         raise ImageBuildError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    return str(result.stdout)
 
 
 def _debian_mirror() -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sgmesh import aws
 
@@ -290,7 +290,7 @@ class World:
         if user_data is not None:
             data["UserData"] = user_data
         answer = self.clients.ec2.create_launch_template(
-            LaunchTemplateName=name, LaunchTemplateData=data
+            LaunchTemplateName=name, LaunchTemplateData=cast(Any, data)
         )
         template = answer["LaunchTemplate"]
         return Template(template["LaunchTemplateId"], template["LaunchTemplateName"])
@@ -310,7 +310,7 @@ class World:
             security_group_ids, security_group_names, interface_groups, profile_arn, profile_name
         )
         answer = self.clients.ec2.create_launch_template_version(
-            LaunchTemplateId=template.id, LaunchTemplateData=data
+            LaunchTemplateId=template.id, LaunchTemplateData=cast(Any, data)
         )
         number = int(answer["LaunchTemplateVersion"]["VersionNumber"])
         if make_default:

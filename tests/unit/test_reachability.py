@@ -17,7 +17,7 @@ NODE_A = Endpoint(frozenset({"sg-a"}), frozenset({ipaddress.ip_network("10.0.1.5
 DST = ["sg-dns"]
 
 
-def evaluate(flow: Flow, *rules: Rule, source: Endpoint = NODE_A, **options: object):  # type: ignore[no-untyped-def]
+def evaluate(flow: Flow, *rules: Rule, source: Endpoint = NODE_A, **options: object):
     return reachability.evaluate(flow, DST, source, rules, **options)  # type: ignore[arg-type]
 
 

@@ -61,6 +61,7 @@ def test_admin_kubeconfig_works_with_the_python_client(kube_cluster: ControlPlan
     api_client = kubernetes.config.new_client_from_config(config_file=str(kube_cluster.kubeconfig))
     with api_client:
         namespace = kubernetes.client.CoreV1Api(api_client).read_namespace("default")
+    assert namespace.metadata is not None
     assert namespace.metadata.name == "default"
 
 
