@@ -90,7 +90,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import botocore.session  # noqa: E402
 
-from sgmesh import aws, models, reconcile  # noqa: E402
+from sgmesh import aws, chunking, models, reconcile  # noqa: E402
 from tests.support import moto_server  # noqa: E402
 from tests.support.world import CNI_POLICY_ARN, World  # noqa: E402
 
@@ -226,7 +226,7 @@ def read_facts(
     rules_per_chunk: list[int] = []
     sources_by_group: dict[str, set[str]] = {group_id: set() for group_id in group_ids}
     ingress = 0
-    for chunk in _chunks(group_ids, FILTER_VALUES):
+    for chunk in chunking.chunks(group_ids, FILTER_VALUES):
         in_chunk = 0
         for page in rules_paginator.paginate(Filters=[{"Name": "group-id", "Values": chunk}]):
             for rule in page["SecurityGroupRules"]:
@@ -699,11 +699,6 @@ def report(measurements: Sequence[Measurement], total_seconds: float, template_v
         )
     parts.append(f"Whole bench: {total_seconds:.1f}s (worlds built through the API included).")
     return "\n".join(parts)
-
-
-def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
 
 
 def _progress(message: str) -> None:

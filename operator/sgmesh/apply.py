@@ -15,14 +15,14 @@ to change; it only does what the plan says.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, ownership, planning, security_groups, topology
+from sgmesh import aws, chunking, ownership, planning, security_groups, topology
 from sgmesh.topology import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ _DUPLICATE = "InvalidPermission.Duplicate"
 _RULE_GONE = frozenset({"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"})
 _NO_SUCH_ENTITY = "NoSuchEntity"
 _TAG_BATCH = 500
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,9 @@ def apply(clients: aws.AwsClients, plan: planning.Plan, owner: ownership.Owner) 
             group_authorizations,
             partial(_authorize, clients, group_id, group_authorizations, owner, result),
         )
-    for tag_batch in _batches(tag_rules, _TAG_BATCH):
+    for tag_batch in chunking.chunks(tag_rules, _TAG_BATCH):
         _run(result, clients, tag_batch, partial(_co_own, clients, tag_batch, owner, result))
-    for untag_batch in _batches(untag_rules, _TAG_BATCH):
+    for untag_batch in chunking.chunks(untag_rules, _TAG_BATCH):
         _run(result, clients, untag_batch, partial(_release, clients, untag_batch, owner))
     for actions in role_actions.values():
         for action in actions:
@@ -120,11 +119,6 @@ def _run(
         return False
     result.done.extend(actions if done is None else done)
     return True
-
-
-def _batches(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def ip_permission(permission: Permission, description: str) -> IpPermissionTypeDef:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import botocore.exceptions
 import yaml
 
-from sgmesh import aws, diagnosis, models, planning, reachability
+from sgmesh import aws, chunking, diagnosis, models, planning, reachability
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import InstanceTypeDef, SecurityGroupRuleTypeDef
@@ -275,17 +275,12 @@ def _instance_id(provider_id: str) -> str | None:
     return last if last.startswith("i-") else None
 
 
-def _chunks(values: Sequence[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])
-
-
 def _read_instances(clients: aws.AwsClients, ids: Sequence[str]) -> dict[str, InstanceTypeDef]:
     """Instances by id. An `instance-id` filter, unlike `InstanceIds`, answers for those that
     exist instead of failing the call when one is gone."""
     found: dict[str, InstanceTypeDef] = {}
     paginator = clients.ec2.get_paginator("describe_instances")
-    for chunk in _chunks(sorted(set(ids)), FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(sorted(set(ids)), FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(Filters=[{"Name": "instance-id", "Values": chunk}]):
             for reservation in page.get("Reservations", []):
                 for instance in reservation.get("Instances", []):
@@ -343,7 +338,7 @@ def _profile_name(arn: str) -> str:
 def _read_rules(clients: aws.AwsClients, group_ids: Sequence[str]) -> tuple[reachability.Rule, ...]:
     rules: list[reachability.Rule] = []
     paginator = clients.ec2.get_paginator("describe_security_group_rules")
-    for chunk in _chunks(sorted(set(group_ids)), FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(sorted(set(group_ids)), FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
             Filters=[{"Name": "group-id", "Values": chunk}],
             PaginationConfig={"PageSize": 1000},
@@ -424,7 +419,7 @@ def _read_role_policies(clients: aws.AwsClients, names: Sequence[str]) -> dict[s
 def _read_asg_tags(clients: aws.AwsClients, names: Sequence[str]) -> dict[str, dict[str, str]]:
     tags: dict[str, dict[str, str]] = {}
     paginator = clients.autoscaling.get_paginator("describe_auto_scaling_groups")
-    for chunk in _chunks(sorted(set(names)), ASG_NAMES_PER_CALL):
+    for chunk in chunking.chunks(sorted(set(names)), ASG_NAMES_PER_CALL):
         for page in paginator.paginate(
             AutoScalingGroupNames=chunk, PaginationConfig={"PageSize": ASG_NAMES_PER_CALL}
         ):

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, models, topology
+from sgmesh import aws, chunking, models, topology
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef
@@ -47,8 +47,6 @@ _TEMPLATE_NOT_FOUND = frozenset(
     {"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException"}
 )
 _TEMPLATE_VERSION_NOT_FOUND = frozenset({"InvalidLaunchTemplateId.VersionNotFound"})
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def read_auto_scaling_groups(
         for asg in _describe_auto_scaling_groups(clients):
             consider(asg, selection.selectors)
     else:
-        for names in _chunks(selection.names, ASG_PAGE_SIZE):
+        for names in chunking.chunks(selection.names, ASG_PAGE_SIZE):
             for asg in _describe_auto_scaling_groups(clients, names=names):
                 consider(asg, ())
         for selector in selection.selectors:
@@ -489,7 +487,7 @@ def _read_launch_configurations(
 ) -> dict[str, _LaunchData | _Absent]:
     found: dict[str, _LaunchData | _Absent] = {}
     paginator = clients.autoscaling.get_paginator("describe_launch_configurations")
-    for chunk in _chunks(sorted(names), LAUNCH_CONFIGURATION_NAMES_PER_CALL):
+    for chunk in chunking.chunks(sorted(names), LAUNCH_CONFIGURATION_NAMES_PER_CALL):
         for page in paginator.paginate(
             LaunchConfigurationNames=chunk,
             PaginationConfig={"PageSize": LAUNCH_CONFIGURATION_PAGE_SIZE},
@@ -508,8 +506,3 @@ def _read_launch_configurations(
     for name in names - found.keys():
         found[name] = _Absent(f"launch configuration {name} does not exist")
     return found
-
-
-def _chunks(values: Sequence[_T], size: int) -> Iterator[list[_T]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])

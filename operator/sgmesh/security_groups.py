@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, ownership, topology
+from sgmesh import aws, chunking, ownership, topology
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import (
@@ -65,8 +65,6 @@ DEFAULT_GROUP_NAME = "default"  # every VPC has one, and it cannot be deleted or
 _OWNED_RULE_VALUES = (ownership.OWNED,)
 
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "all": topology.ALL_PROTOCOLS}
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,7 @@ def auto_scaling_group_vpcs(
     subnet_ids = sorted({s for subnets in subnets_by_asg.values() for s in subnets})
     subnet_vpcs: dict[str, str] = {}
     paginator = clients.ec2.get_paginator("describe_subnets")
-    for chunk in _chunks(subnet_ids, FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(subnet_ids, FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
             Filters=[{"Name": "subnet-id", "Values": chunk}],
             PaginationConfig={"PageSize": SUBNET_PAGE_SIZE},
@@ -206,7 +204,7 @@ def read_network_interface_groups(
     instead of failing the whole call when one is missing)."""
     found: dict[str, tuple[str, ...]] = {}
     paginator = clients.ec2.get_paginator("describe_network_interfaces")
-    for chunk in _chunks(sorted(set(interface_ids)), FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(sorted(set(interface_ids)), FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
             Filters=[{"Name": "network-interface-id", "Values": chunk}],
             PaginationConfig={"PageSize": NETWORK_INTERFACE_PAGE_SIZE},
@@ -228,7 +226,7 @@ def _describe_security_groups(
     also: Sequence[FilterTypeDef] = (),
 ) -> Iterator[SecurityGroupTypeDef]:
     paginator = clients.ec2.get_paginator("describe_security_groups")
-    for chunk in _chunks(values, FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(values, FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
             Filters=[{"Name": filter_name, "Values": chunk}, *also],
             PaginationConfig={"PageSize": SECURITY_GROUP_PAGE_SIZE},
@@ -244,7 +242,7 @@ def read_ingress_rules(
 ) -> dict[str, topology.IngressRule]:
     """Every inbound rule of the groups, by rule id (apply re-reads a group after a race)."""
     rules: dict[str, topology.IngressRule] = {}
-    for chunk in _chunks(group_ids, FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(group_ids, FILTER_VALUES_PER_CALL):
         rules.update(_describe_ingress_rules(clients, [{"Name": "group-id", "Values": chunk}]))
     return rules
 
@@ -254,7 +252,7 @@ def read_rules(clients: aws.AwsClients, rule_ids: Sequence[str]) -> dict[str, to
     changed). A filter, unlike `SecurityGroupRuleIds`, answers for the rules that exist instead
     of failing the whole call when one is gone."""
     found: dict[str, topology.IngressRule] = {}
-    for chunk in _chunks(sorted(set(rule_ids)), FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(sorted(set(rule_ids)), FILTER_VALUES_PER_CALL):
         found.update(
             _describe_ingress_rules(clients, [{"Name": "security-group-rule-id", "Values": chunk}])
         )
@@ -315,7 +313,7 @@ def read_prefix_lists(
     with their maximum number of entries, which is what a rule referencing one counts as."""
     found: dict[str, topology.PrefixList] = {}
     paginator = clients.ec2.get_paginator("describe_managed_prefix_lists")
-    for chunk in _chunks(sorted(set(prefix_list_ids)), FILTER_VALUES_PER_CALL):
+    for chunk in chunking.chunks(sorted(set(prefix_list_ids)), FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
             Filters=[{"Name": "prefix-list-id", "Values": chunk}],
             PaginationConfig={"PageSize": PREFIX_LIST_PAGE_SIZE},
@@ -341,8 +339,3 @@ def read_rules_quota(clients: aws.AwsClients) -> int | None:
         raise
     value = answer.get("Quota", {}).get("Value")
     return int(value) if value else None
-
-
-def _chunks(values: Sequence[_T], size: int) -> Iterator[list[_T]]:
-    for start in range(0, len(values), size):
-        yield list(values[start : start + size])

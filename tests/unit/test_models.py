@@ -154,3 +154,12 @@ def test_a_policy_arn_accepted_by_the_spec_is_a_valid_iam_tag_value() -> None:
     value = models.cni_policy_arn(spec, "eu-isoe-west-1")
     assert len(value) == 256
     assert re.fullmatch(r"[\w\s.:/=+\-@]*", value)
+
+
+def test_chunks_keep_order_and_cut_at_the_size() -> None:
+    from sgmesh import chunking
+
+    assert list(chunking.chunks(list(range(5)), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(chunking.chunks([], 200)) == []
+    with pytest.raises(ValueError, match="at least one"):
+        list(chunking.chunks([1], 0))
