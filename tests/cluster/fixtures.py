@@ -8,7 +8,7 @@ must never pass as a skipped test.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,13 @@ import pytest
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
 
-__all__ = ["kube_binaries", "kube_cluster", "kube_namespace", "nodegroupmesh_crd"]
+__all__ = [
+    "apply_established",
+    "kube_binaries",
+    "kube_cluster",
+    "kube_namespace",
+    "nodegroupmesh_crd",
+]
 
 _namespace_numbers = itertools.count(1)
 
@@ -61,15 +67,22 @@ CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "nodegroupmesh.yaml"
 CRD_NAME = "nodegroupmeshes.sgmesh.io"
 
 
+def apply_established(cluster: ControlPlane, *kubectl_args: str, crds: Sequence[str]) -> str:
+    """`kubectl apply` what the arguments name, wait until `crds` are Established; what
+    kubectl said."""
+    applied = cluster.kubectl("apply", *kubectl_args)
+    assert applied.returncode == 0, f"kubectl apply {' '.join(kubectl_args)}:\n{applied.stderr}"
+    established = cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{crd}" for crd in crds)
+    )
+    assert established.returncode == 0, established.stderr
+    return str(applied.stdout)
+
+
 @pytest.fixture(scope="session")
 def nodegroupmesh_crd(kube_cluster: ControlPlane) -> str:
     """The CRD from crds/, applied and Established, once per session; its name."""
     if not CRD_FILE.is_file():
         pytest.fail("crds/nodegroupmesh.yaml is missing: generate it with `make crd`")
-    applied = kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
-    assert applied.returncode == 0, applied.stderr
-    established = kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
-    )
-    assert established.returncode == 0, established.stderr
+    apply_established(kube_cluster, "-f", str(CRD_FILE), crds=[CRD_NAME])
     return CRD_NAME

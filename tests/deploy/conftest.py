@@ -17,6 +17,7 @@ import pytest
 
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
+from tests.cluster.fixtures import apply_established
 from tests.deploy import iam
 from tests.deploy.render import DEPLOY, Objects, kustomize, load_objects
 from tests.e2e.harness import Meshes, Operator
@@ -76,12 +77,7 @@ def aws_recording(moto_server: MotoServer) -> iam.MotoRecording:
 def deployed(kube_cluster: ControlPlane) -> Path:
     """`kubectl apply -k deploy/` for real — CRD, namespace, ServiceAccount, RBAC, Deployment
     (no kubelet runs its pod) — with the CRD Established; the directory applied."""
-    applied = kube_cluster.kubectl("apply", "-k", str(DEPLOY))
-    assert applied.returncode == 0, applied.stderr
-    established = kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
-    )
-    assert established.returncode == 0, established.stderr
+    apply_established(kube_cluster, "-k", str(DEPLOY), crds=[CRD_NAME])
     return DEPLOY
 
 

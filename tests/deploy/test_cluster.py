@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.cluster.controlplane import ApiError, ControlPlane
+from tests.cluster.fixtures import apply_established
 from tests.deploy.conftest import CRD_NAME, NAMESPACE, SERVICE_ACCOUNT
 from tests.deploy.render import (
     DEPLOY,
@@ -51,13 +52,6 @@ def _ensure_namespace(cluster: ControlPlane, name: str) -> None:
             raise
 
 
-def _established(cluster: ControlPlane, *crds: str) -> None:
-    waited = cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{crd}" for crd in crds)
-    )
-    assert waited.returncode == 0, waited.stderr
-
-
 # ---- the renderings, validated by the server -----------------------------------------------
 
 
@@ -78,10 +72,9 @@ def test_kubectl_apply_of_the_crds_directory_installs_the_crd_as_documented(
     # deploy/README.md: "kubectl apply -f crds/" before an upgrade that changes the CRD.
     assert "`kubectl apply -f crds/`" in (DEPLOY / "README.md").read_text()
 
-    output = _apply(kube_cluster, "-f", str(REPO_ROOT / "crds"))
+    output = apply_established(kube_cluster, "-f", str(REPO_ROOT / "crds"), crds=[CRD_NAME])
 
     assert f"customresourcedefinition.apiextensions.k8s.io/{CRD_NAME}" in output
-    _established(kube_cluster, CRD_NAME)
 
 
 def test_api_server_accepts_the_helm_chart_in_a_new_namespace(
@@ -107,8 +100,9 @@ def test_api_server_accepts_the_peering_component_once_its_crd_is_there(
 ) -> None:
     # Like any custom resource, the peering object cannot be checked before its CRD exists:
     # ArgoCD orders them by wave, Helm installs crds/ first, kubectl users apply twice.
-    _apply(kube_cluster, "-f", str(PEERING / "crd.yaml"))
-    _established(kube_cluster, "clusterkopfpeerings.kopf.dev")
+    apply_established(
+        kube_cluster, "-f", str(PEERING / "crd.yaml"), crds=["clusterkopfpeerings.kopf.dev"]
+    )
     _ensure_namespace(kube_cluster, NAMESPACE)
     overlay = kustomize_overlay(tmp_path, components=[PEERING])
 
@@ -307,8 +301,9 @@ def peering_deployed(
     """deploy/ with its peering component applied for real; the peering name. Afterwards the
     component's objects go again, so that the ServiceAccount is back to the base's rights."""
     overlay = kustomize_overlay(tmp_path / "overlay", components=[PEERING])
-    _apply(kube_cluster, "-f", str(PEERING / "crd.yaml"))
-    _established(kube_cluster, "clusterkopfpeerings.kopf.dev")
+    apply_established(
+        kube_cluster, "-f", str(PEERING / "crd.yaml"), crds=["clusterkopfpeerings.kopf.dev"]
+    )
     _apply(kube_cluster, "-k", str(overlay))
     deployment = find(load_objects(kustomize(kubectl, overlay)), "Deployment")
     yield operator_environment(deployment)["SGMESH_PEERING"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.controlplane import ControlPlane
-from tests.cluster.fixtures import CRD_FILE, CRD_NAME
+from tests.cluster.fixtures import CRD_FILE, CRD_NAME, apply_established
 from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.world import NodeGroup, World
@@ -54,12 +54,7 @@ def test_deleting_the_crd_cleans_up_and_the_operator_serves_it_again_once_back(
         operator.log_tail,
     )
     assert operator.healthy()
-    applied = kube_cluster.kubectl("apply", "-f", str(CRD_FILE))
-    assert applied.returncode == 0, applied.stderr
-    established = kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"
-    )
-    assert established.returncode == 0, established.stderr
+    apply_established(kube_cluster, "-f", str(CRD_FILE), crds=[CRD_NAME])
 
     def created_after() -> bool:
         try:
