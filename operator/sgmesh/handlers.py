@@ -30,6 +30,8 @@ from typing import Any, cast
 import kopf
 import kubernetes
 from aiohttp import web
+from kopf._cogs.structs import references as kopf_references
+from kopf._core.reactor import observation as kopf_observation
 
 from sgmesh import aws, metrics, models, ownership, planning, reconcile, status
 
@@ -52,6 +54,8 @@ RETRY_DELAY_SECONDS = {
 }
 MAX_RETRY_DELAY_SECONDS = 300.0
 PEERING_LIFETIME_SECONDS = 30
+_RESCAN_ATTEMPTS = 60
+_RESCAN_INTERVAL_SECONDS = 1.0
 _QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 EVENT_REASONS = {
     "authorize": "RulesAuthorized",
@@ -86,6 +90,7 @@ class Runtime:
     settings: OperatorSettings
     metrics: metrics.Metrics
     executor: ThreadPoolExecutor
+    kopf_settings: kopf.OperatorSettings
     clients: dict[str, aws.AwsClients] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     last_sync: dict[str, float] = field(default_factory=dict)
@@ -121,6 +126,8 @@ def run(settings: OperatorSettings) -> None:
         logging.getLogger(library).setLevel(logging.INFO)
     # kopf raises it once the start-up handlers have run; /readyz reports it.
     started = threading.Event()
+    # What kopf serves; kept so that a re-created CRD is served again (`withdraw_with_the_crd`).
+    insights = kopf_references.Insights()
     kopf.run(
         clusterwide=True,
         standalone=settings.peering is None,
@@ -129,7 +136,8 @@ def run(settings: OperatorSettings) -> None:
         identity=cast(Any, operator_identity()),
         priority=peering_priority(time.time()),
         ready_flag=started,
-        memo=kopf.Memo(operator_settings=settings, started=started),
+        insights=insights,
+        memo=kopf.Memo(operator_settings=settings, started=started, insights=insights),
     )
 
 
@@ -185,6 +193,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings=operator_settings,
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
+        kopf_settings=settings,
     )
     if operator_settings.metrics_port:
         runtime.web_runner = await metrics.serve(
@@ -265,9 +274,10 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     forever. Each mesh is cleaned up here exactly as its deletion would be, then its finalizer
     is removed; an AWS failure is retried with backoff until every mesh is done.
     """
-    if not body.metadata.deletion_timestamp:
-        return
     runtime: Runtime = memo.runtime
+    if not body.metadata.deletion_timestamp:
+        await _serve_again(body, runtime, memo.insights)
+        return
     loop = asyncio.get_running_loop()
     meshes = kubernetes.client.CustomObjectsApi()
     for attempt in itertools.count():
@@ -322,6 +332,36 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
             "; ".join(waiting),
         )
         await asyncio.sleep(delay)
+
+
+async def _serve_again(body: kopf.Body, runtime: Runtime, insights: Any) -> None:
+    """Make sure kopf serves meshes while their CRD exists.
+
+    kopf re-reads API discovery on each CRD event; discovery can lag behind a re-created CRD's
+    last event (Established), and kopf would then not serve meshes until the next CRD event,
+    which may never come. So while the CRD is Established and meshes are not served, discovery
+    is read again, through kopf's own routine, until they are. (kopf's `insights` and that
+    routine are not public API; the CRD re-creation test covers them.)
+    """
+    established = any(
+        condition.get("type") == "Established" and condition.get("status") == "True"
+        for condition in (body.get("status") or {}).get("conditions") or []
+    )
+    for _ in range(_RESCAN_ATTEMPTS):
+        served = any(
+            (resource.group, resource.plural) == (models.API_GROUP, RESOURCE[2])
+            for resource in insights.watched_resources
+        )
+        if served or not established:
+            return
+        await asyncio.sleep(_RESCAN_INTERVAL_SECONDS)
+        await kopf_observation.process_discovered_resource_event(
+            raw_event=cast(Any, {"type": "MODIFIED", "object": dict(body)}),
+            settings=runtime.kopf_settings,
+            registry=kopf.get_default_registry(),
+            insights=insights,
+        )
+    log.warning("the NodeGroupMesh CRD is established but not served yet; a restart serves it")
 
 
 async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:
