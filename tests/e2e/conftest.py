@@ -30,13 +30,21 @@ def start_operator(
     meshes: Meshes,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Operator]]:
-    """Start `sgmesh run`; every operator started is stopped before the meshes are removed."""
+    """Start `sgmesh run`; every operator started is stopped before the meshes are removed.
+
+    By default it reaches AWS through `aws_proxy` and the API server directly; `aws_endpoint`
+    and `kubeconfig` put something else in between."""
     started: list[Operator] = []
 
-    def start(**options: Any) -> Operator:
-        env = {**aws_env, "AWS_ENDPOINT_URL": aws_proxy.url}
+    def start(
+        aws_endpoint: str | None = None, kubeconfig: Path | None = None, **options: Any
+    ) -> Operator:
+        env = {**aws_env, "AWS_ENDPOINT_URL": aws_endpoint or aws_proxy.url}
         operator = Operator(
-            kube_cluster.kubeconfig, env, tmp_path / f"operator-{len(started)}.log", **options
+            kubeconfig or kube_cluster.kubeconfig,
+            env,
+            tmp_path / f"operator-{len(started)}.log",
+            **options,
         )
         started.append(operator)
         return operator.start()
