@@ -11,7 +11,18 @@ import pytest
 
 from tests.cluster.controlplane import ControlPlane
 from tests.e2e.harness import Meshes, Operator
+from tests.support.fault_proxy import ThrottlingProxy
+from tests.support.moto_server import MotoServer
 from tests.support.tcp_proxy import TcpProxy
+
+
+@pytest.fixture
+def faulty_aws(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[ThrottlingProxy]:
+    """moto behind a proxy that throttles, answers unparseable 5xx or makes requests collide;
+    an operator goes through it when started with `aws_endpoint=faulty_aws.url`."""
+    proxy = ThrottlingProxy(moto_server.port)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture

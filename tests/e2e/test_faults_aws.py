@@ -8,7 +8,7 @@ no rule lost, duplicated or orphaned, and the rules sgmesh does not own untouche
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +16,6 @@ import pytest
 from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact, exact, rule_writes
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.moto_server import MotoServer
 from tests.support.world import World
 
 pytestmark = pytest.mark.kube
@@ -27,13 +26,6 @@ MESSAGE_BYTES = 1024
 
 def spec(*names: str, **extra: Any) -> dict[str, Any]:
     return {"autoScalingGroups": {"names": list(names)}, "resyncSeconds": 10, **extra}
-
-
-@pytest.fixture
-def faulty_aws(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[ThrottlingProxy]:
-    proxy = ThrottlingProxy(moto_server.port)
-    yield proxy
-    proxy.close()
 
 
 def test_unparseable_5xx_answers_are_an_outage_then_the_mesh_converges(
