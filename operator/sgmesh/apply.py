@@ -354,17 +354,11 @@ def _role_action(clients: aws.AwsClients, action: planning.Action, owner: owners
                     raise
                 # Discovery just read the role, so what does not exist is the policy: bad
                 # input, named by its field so that a person knows what to fix.
-                raise botocore.exceptions.ClientError(
-                    {
-                        "Error": {
-                            "Code": _NO_SUCH_ENTITY,
-                            "Message": f"spec.cniPolicy.policyArn {action.policy_arn!r} does not "
-                            "exist or cannot be attached",
-                        },
-                        "ResponseMetadata": error.response.get("ResponseMetadata", {}),
-                    },
-                    error.operation_name,
-                ) from error
+                error.response.setdefault("Error", {})["Message"] = (
+                    f"spec.cniPolicy.policyArn {action.policy_arn!r} does not exist "
+                    "or cannot be attached"
+                )
+                raise
         case planning.DetachPolicy():
             try:
                 clients.iam.detach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)

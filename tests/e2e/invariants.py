@@ -127,7 +127,9 @@ def exact(
             if any(v != ownership.OWNED for k, v in tags.items() if k.startswith("sgmesh.io/")):
                 found[key].add(f"(a value other than {ownership.OWNED!r})")
     problems = [f"duplicated: {key} x{n}" for key, n in counts.items() if n > 1]
-    problems += [f"lost: {key} wanted by {sorted(o)}" for key, o in wanted.items() if key not in found]
+    problems += [
+        f"lost: {key} wanted by {sorted(o)}" for key, o in wanted.items() if key not in found
+    ]
     problems += [
         f"owners of {key}: {sorted(o)}, wanted {sorted(wanted.get(key, set()))}"
         for key, o in found.items()

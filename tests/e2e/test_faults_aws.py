@@ -115,7 +115,8 @@ def test_500_missing_asgs_are_named_clipped_and_nothing_is_revoked(
     assert len(ready["message"].encode()) <= MESSAGE_BYTES
     assert ready["message"].endswith("…")
     warnings = [e for e in meshes.events("mesh") if e.reason == "AutoScalingGroupNotFound"]
-    assert warnings and all(len(e.message.encode()) <= MESSAGE_BYTES for e in warnings)
+    assert warnings
+    assert all(len(e.message.encode()) <= MESSAGE_BYTES for e in warnings)
     assert operator.metric("sgmesh_aws_calls_total", operation="RevokeSecurityGroupIngress") == 0
     assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
 
@@ -169,11 +170,12 @@ def test_a_cni_policy_that_does_not_exist_is_a_clear_condition_and_rules_still_c
 
     meshes.create("custom", spec("eks-a", "eks-b", cniPolicy={"policyArn": policy}))
 
-    ready = meshes.wait_condition("custom", "False", "PartiallyApplied", DEADLINE, operator.log_tail)
+    ready = meshes.wait_condition(
+        "custom", "False", "PartiallyApplied", DEADLINE, operator.log_tail
+    )
     assert f"spec.cniPolicy.policyArn {policy!r} does not exist" in ready["message"]
     wait_until(
-        lambda: (meshes.get("custom") or {}).get("status", {}).get("rules", {}).get("present")
-        == 4,
+        lambda: (meshes.get("custom") or {}).get("status", {}).get("rules", {}).get("present") == 4,
         DEADLINE,
         "the rules converge",
         operator.log_tail,

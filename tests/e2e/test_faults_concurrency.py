@@ -147,10 +147,10 @@ def test_spec_edited_while_its_apply_writes_converges_to_the_new_spec(
     hand_made.add(groups[0], groups[1])
     meshes.create("edited", spec(*(group.asg for group in groups)))
     wait_until(
-        lambda: operator.metric(
-            "sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress"
-        )
-        >= 1,
+        lambda: (
+            operator.metric("sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress")
+            >= 1
+        ),
         DEADLINE,
         "the apply is writing",
         operator.log_tail,
@@ -158,7 +158,9 @@ def test_spec_edited_while_its_apply_writes_converges_to_the_new_spec(
 
     kept = groups[5:12]
     meshes.patch_spec("edited", spec(*(group.asg for group in kept)))
-    authorized = operator.metric("sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress")
+    authorized = operator.metric(
+        "sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress"
+    )
     assert authorized < len(groups), "the edit came after the apply (one authorize per group)"
 
     mesh = meshes.wait_ready("edited", DEADLINE, operator.log_tail)

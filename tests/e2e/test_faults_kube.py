@@ -105,8 +105,10 @@ def test_black_holed_api_connection_is_noticed_and_the_operator_catches_up(
     # The operator reaches the API server only through the proxy (same CA: the serving
     # certificate is for 127.0.0.1, whatever the port).
     kubeconfig = write_kubeconfig(
-        tmp_path / "through-proxy", api_proxy.url.replace("http", "https"),
-        kube_cluster.ca_file, kube_cluster.admin_token,
+        tmp_path / "through-proxy",
+        api_proxy.url.replace("http", "https"),
+        kube_cluster.ca_file,
+        kube_cluster.admin_token,
     )
     operator = start_operator(kubeconfig=kubeconfig)
     meshes.create("before", spec("eks-a", "eks-b"))

@@ -42,11 +42,10 @@ def mesh_rule(world: World, group: NodeGroup) -> str:
     )
 
 
-def repaired(
-    world: World, groups: list[NodeGroup], operator: Operator
-) -> Callable[[], bool]:
-    return lambda: not exact(world, groups, {"mesh": groups}) and all(
-        CNI_POLICY_ARN in world.attached_policy_arns(group.role) for group in groups
+def repaired(world: World, groups: list[NodeGroup]) -> Callable[[], bool]:
+    return lambda: (
+        not exact(world, groups, {"mesh": groups})
+        and all(CNI_POLICY_ARN in world.attached_policy_arns(group.role) for group in groups)
     )
 
 
@@ -59,7 +58,7 @@ def test_owner_tag_removed_by_hand_is_restored(
     )
     assert exact(world, groups, {"mesh": groups})  # the tampering shows
 
-    wait_until(repaired(world, groups, operator), REPAIR_DEADLINE, "repaired", operator.log_tail)
+    wait_until(repaired(world, groups), REPAIR_DEADLINE, "repaired", operator.log_tail)
     assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
 
 
@@ -69,7 +68,7 @@ def test_cni_policy_detached_by_hand_is_attached_again(
     groups, hand_made = mesh
     world.clients.iam.detach_role_policy(RoleName=groups[1].role, PolicyArn=CNI_POLICY_ARN)
 
-    wait_until(repaired(world, groups, operator), REPAIR_DEADLINE, "repaired", operator.log_tail)
+    wait_until(repaired(world, groups), REPAIR_DEADLINE, "repaired", operator.log_tail)
     assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
 
 
@@ -81,7 +80,7 @@ def test_rule_deleted_by_hand_is_created_again_once(
         GroupId=groups[0].security_group_id, SecurityGroupRuleIds=[mesh_rule(world, groups[0])]
     )
 
-    wait_until(repaired(world, groups, operator), REPAIR_DEADLINE, "repaired", operator.log_tail)
+    wait_until(repaired(world, groups), REPAIR_DEADLINE, "repaired", operator.log_tail)
     assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
 
 

@@ -9,6 +9,7 @@ requests do when they race.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import threading
@@ -103,10 +104,9 @@ class ThrottlingProxy:
             barrier = self._gathering.get(action)
         if barrier is None:
             return
-        try:
+        # Broken: the others never came; this one goes through alone.
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(deadline)
-        except threading.BrokenBarrierError:  # the others never came: let this one through
-            pass
         with self._lock:
             if self._gathering.get(action) is barrier:
                 del self._gathering[action]

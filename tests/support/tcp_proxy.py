@@ -79,9 +79,7 @@ class TcpProxy:
                 self._open.update({client, upstream})
                 self._lost.add(lost)
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(
-                    target=self._pipe, args=(source, sink, lost), daemon=True
-                ).start()
+                threading.Thread(target=self._pipe, args=(source, sink, lost), daemon=True).start()
 
     def _pipe(self, source: socket.socket, sink: socket.socket, lost: threading.Event) -> None:
         try:
