@@ -10,7 +10,7 @@ owner tags of the meshes that want it; no rule sgmesh made beyond those.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,9 +156,8 @@ def assert_exact(
         hand_made.assert_untouched()
 
 
-def rule_writes(operator_metric: Any) -> float:
-    """The authorize and revoke calls an operator made, from its metrics."""
-    return float(
-        operator_metric("sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress")
-        + operator_metric("sgmesh_aws_calls_total", operation="RevokeSecurityGroupIngress")
-    )
+def rule_writes(operator_metric: Callable[..., float]) -> float:
+    """The authorize and revoke calls an operator made, from its metrics (`Operator.metric`)."""
+    return operator_metric(
+        "sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress"
+    ) + operator_metric("sgmesh_aws_calls_total", operation="RevokeSecurityGroupIngress")

@@ -39,9 +39,9 @@ def test_sigkill_in_the_middle_of_a_large_apply_then_restart_converges_exactly(
     first = start_operator()
     meshes.create("big", spec(*(group.asg for group in groups)))
 
-    authorizes = lambda: first.metric(  # noqa: E731 - read twice below
-        "sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress"
-    )
+    def authorizes() -> float:
+        return first.metric("sgmesh_aws_calls_total", operation="AuthorizeSecurityGroupIngress")
+
     wait_until(lambda: authorizes() >= 2, DEADLINE, "the apply is writing", first.log_tail)
     first.stop(kill=True)
     written = sum(len(world.describe_ingress(g.security_group_id)) for g in groups) - 2
