@@ -7,7 +7,7 @@ no rule lost, duplicated or orphaned, and the rules sgmesh does not own untouche
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,8 @@ def test_control_plane_restart_is_survived_and_changes_after_it_converge(
 
 
 @pytest.fixture
-def api_proxy(kube_cluster: ControlPlane) -> Any:
+def api_proxy(kube_cluster: ControlPlane) -> Iterator[TcpProxy]:
+    """A cuttable way to the API server, for an operator given a kubeconfig through it."""
     proxy = TcpProxy(kube_cluster.secure_port)
     yield proxy
     proxy.close()
