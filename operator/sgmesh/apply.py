@@ -341,7 +341,18 @@ def _role_action(clients: aws.AwsClients, action: planning.Action, owner: owners
                 RoleName=action.role, Tags=[{"Key": owner.tag_key, "Value": action.policy_arn}]
             )
         case planning.AttachPolicy():
-            clients.iam.attach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
+            try:
+                clients.iam.attach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
+            except botocore.exceptions.ClientError as error:
+                if aws.error_code(error) != _NO_SUCH_ENTITY:
+                    raise
+                # Discovery just read the role, so what does not exist is the policy: bad
+                # input, named by its field so that a person knows what to fix.
+                error.response.setdefault("Error", {})["Message"] = (
+                    f"spec.cniPolicy.policyArn {action.policy_arn!r} does not exist "
+                    "or cannot be attached"
+                )
+                raise
         case planning.DetachPolicy():
             try:
                 clients.iam.detach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)

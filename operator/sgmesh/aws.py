@@ -17,7 +17,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -90,8 +90,10 @@ class AwsClients:
         return sum(n for operation, n in self.calls.items() if operation in MUTATING_OPERATIONS)
 
     def classify(self, error: BaseException) -> AwsFailure:
-        """`classify`, knowing which service this thread's last call went to."""
-        return classify(error, service=getattr(self._last_call, "service", None))
+        """`classify`, knowing which service this thread's last call went to, and naming the
+        region (meshes may each have their own; a wrong one must show in the message)."""
+        failure = classify(error, service=getattr(self._last_call, "service", None))
+        return replace(failure, region=self.region)
 
 
 def default_region() -> str | None:
@@ -161,6 +163,7 @@ class AwsFailure:
     operation: str
     message: str
     service: str | None = None
+    region: str | None = None
 
     @property
     def retryable(self) -> bool:
@@ -173,7 +176,9 @@ class AwsFailure:
                 f"access denied: grant the operator's role {' and '.join(actions)} "
                 f"({self.code}: {self.message})"
             )
-        return f"{self.operation} failed with {self.code}: {self.message}"
+        # The region first: a long message is clipped at its end.
+        where = f"in {self.region}: " if self.region else ""
+        return f"{where}{self.operation} failed with {self.code}: {self.message}"
 
 
 _SERVICES = ("ec2", "autoscaling", "iam")

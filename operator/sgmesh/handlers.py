@@ -318,6 +318,9 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
                         *RESOURCE,
                         item["metadata"]["name"],
                         release,
+                        # Said outright: the client sends a merge patch by default, which
+                        # the API server refuses for a list of operations (400).
+                        _content_type="application/json-patch+json",
                     ),
                 )
             except kubernetes.client.exceptions.ApiException as error:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import yaml
 
@@ -230,6 +230,7 @@ class ControlPlane:
         self.detached = detached
         self.admin_token = secrets.token_urlsafe(32)
         self.etcd_port = 0
+        self.etcd_peer_port = 0
         self.secure_port = 0
         self._processes: list[_Process] = []
         self._ssl: ssl.SSLContext | None = None
@@ -315,6 +316,26 @@ class ControlPlane:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def restart(self, component: Literal["etcd", "kube-apiserver"]) -> None:
+        """Stop one component (its whole process group) and start it again on the same ports,
+        with the same data, certificates and tokens: clients see a crash and a recovery, and
+        the control plane is left as it was (it is shared by every test of a session)."""
+        process = next((p for p in self._processes if p.name == component), None)
+        if process is None:
+            raise ControlPlaneError(f"{component} is not running")
+        process.stop()
+        self._processes.remove(process)
+        if component == "etcd":
+            self._start_etcd(self.binaries, keep_data=True)
+        else:
+            self._start_apiserver(self.binaries, self.workdir / "tokens.csv", keep_port=True)
+        # After etcd alone comes back, the API server's readiness follows its reconnection.
+        apiserver = next(p for p in self._processes if p.name == "kube-apiserver")
+        self._wait_until(
+            apiserver, APISERVER_READY_SECONDS, self._apiserver_ready, "kube-apiserver /readyz"
+        )
+        self._wait_for_default_namespace()
+
     def _stop_processes(self) -> None:
         errors: list[BaseException] = []
         for process in reversed(self._processes):
@@ -342,10 +363,11 @@ class ControlPlane:
         self._processes.append(process)
         return process
 
-    def _start_etcd(self, binaries: build.Binaries) -> None:
-        self.etcd_port, peer_port = free_port(), free_port()
-        peer_url = f"http://127.0.0.1:{peer_port}"
-        shutil.rmtree(self.etcd_data_dir, ignore_errors=True)
+    def _start_etcd(self, binaries: build.Binaries, keep_data: bool = False) -> None:
+        if not keep_data:
+            self.etcd_port, self.etcd_peer_port = free_port(), free_port()
+            shutil.rmtree(self.etcd_data_dir, ignore_errors=True)
+        peer_url = f"http://127.0.0.1:{self.etcd_peer_port}"
         etcd = self._spawn(
             "etcd",
             [
@@ -365,9 +387,12 @@ class ControlPlane:
         )
         self._wait_until(etcd, ETCD_READY_SECONDS, self._etcd_healthy, "etcd /health")
 
-    def _start_apiserver(self, binaries: build.Binaries, token_file: Path) -> None:
+    def _start_apiserver(
+        self, binaries: build.Binaries, token_file: Path, keep_port: bool = False
+    ) -> None:
         assert self._pki is not None
-        self.secure_port = free_port()
+        if not keep_port:
+            self.secure_port = free_port()
         apiserver = self._spawn(
             "kube-apiserver",
             [

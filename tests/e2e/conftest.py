@@ -11,7 +11,18 @@ import pytest
 
 from tests.cluster.controlplane import ControlPlane
 from tests.e2e.harness import Meshes, Operator
+from tests.support.fault_proxy import ThrottlingProxy
+from tests.support.moto_server import MotoServer
 from tests.support.tcp_proxy import TcpProxy
+
+
+@pytest.fixture
+def faulty_aws(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[ThrottlingProxy]:
+    """moto behind a proxy that throttles, answers unparseable 5xx or makes requests collide;
+    an operator goes through it when started with `aws_endpoint=faulty_aws.url`."""
+    proxy = ThrottlingProxy(moto_server.port)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture
@@ -30,13 +41,21 @@ def start_operator(
     meshes: Meshes,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Operator]]:
-    """Start `sgmesh run`; every operator started is stopped before the meshes are removed."""
+    """Start `sgmesh run`; every operator started is stopped before the meshes are removed.
+
+    By default it reaches AWS through `aws_proxy` and the API server directly; `aws_endpoint`
+    and `kubeconfig` put something else in between."""
     started: list[Operator] = []
 
-    def start(**options: Any) -> Operator:
-        env = {**aws_env, "AWS_ENDPOINT_URL": aws_proxy.url}
+    def start(
+        aws_endpoint: str | None = None, kubeconfig: Path | None = None, **options: Any
+    ) -> Operator:
+        env = {**aws_env, "AWS_ENDPOINT_URL": aws_endpoint or aws_proxy.url}
         operator = Operator(
-            kube_cluster.kubeconfig, env, tmp_path / f"operator-{len(started)}.log", **options
+            kubeconfig or kube_cluster.kubeconfig,
+            env,
+            tmp_path / f"operator-{len(started)}.log",
+            **options,
         )
         started.append(operator)
         return operator.start()

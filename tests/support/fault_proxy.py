@@ -2,11 +2,14 @@
 
 moto never throttles and never fails; AWS does, and so do the proxies and load balancers in
 front of it. Through this proxy the real botocore retry logic and parsers meet real throttling
-answers, and 5xx answers that are not AWS's XML, over HTTP.
+answers, and 5xx answers that are not AWS's XML, over HTTP. It can also make writers collide:
+requests of a gathered action wait for each other and reach moto together, as two writers'
+requests do when they race.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import threading
@@ -29,7 +32,9 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"
 
 class ThrottlingProxy:
     """Forwards to moto; throttles the next `throttle[action]` requests of each action, and
-    answers the next `unparseable[action]` ones with a proxy's 503 page."""
+    answers the next `unparseable[action]` ones with a proxy's 503 page. `gather(action, n)`
+    holds the next `n` requests of `action` until all `n` have come. `answers` counts what
+    moto answered, by action and HTTP status."""
 
     def __init__(self, target_port: int) -> None:
         self.throttle: Counter[str] = Counter()
@@ -38,6 +43,8 @@ class ThrottlingProxy:
         # The form parameters of every request (awsQuery services: EC2, Auto Scaling, IAM).
         self.forms: list[dict[str, str]] = []
         self.throttled: Counter[str] = Counter()
+        self.answers: Counter[tuple[str, int]] = Counter()
+        self._gathering: dict[str, threading.Barrier] = {}
         self._lock = threading.Lock()
         proxy = self
 
@@ -65,6 +72,7 @@ class ThrottlingProxy:
                 if broken:
                     self._answer(503, _UNPARSEABLE, {"Content-Type": "text/plain"})
                     return
+                proxy._wait_for_the_others(action)
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 upstream.request("POST", self.path, body=body, headers=headers)
@@ -72,6 +80,8 @@ class ThrottlingProxy:
                 payload = response.read()
                 upstream.close()
                 passed = {k: v for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP}
+                with proxy._lock:
+                    proxy.answers[(action, response.status)] += 1
                 self._answer(response.status, payload, passed)
 
             def _answer(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
@@ -88,6 +98,22 @@ class ThrottlingProxy:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = int(self._server.server_address[1])
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def gather(self, action: str, requests: int) -> None:
+        with self._lock:
+            self._gathering[action] = threading.Barrier(requests)
+
+    def _wait_for_the_others(self, action: str, deadline: float = 30) -> None:
+        with self._lock:
+            barrier = self._gathering.get(action)
+        if barrier is None:
+            return
+        # Broken: the others never came; this one goes through alone.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(deadline)
+        with self._lock:
+            if self._gathering.get(action) is barrier:
+                del self._gathering[action]
 
     @property
     def url(self) -> str:

@@ -1,7 +1,10 @@
-"""A TCP proxy on loopback that a test can cut: an AWS outage, without losing moto's state.
+"""A TCP proxy on loopback that a test can cut: an outage, without losing the server's state.
 
-While cut, new connections are closed at once and open ones are dropped, which botocore sees
-as a connection error — what a network partition or an endpoint outage looks like.
+While cut, new connections are closed at once and open ones are dropped, which a client sees
+as a connection error — what an endpoint outage looks like. A black hole is the other kind of
+partition: packets are dropped, not refused, so nothing tells the client; its connections
+hang. Connections caught in a black hole stay dead after `restore` (by then TCP would have
+given up on them); only new ones get through again.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ class TcpProxy:
         self.port = int(self._listener.getsockname()[1])
         self._cut = threading.Event()
         self._closed = threading.Event()
+        self._black_hole = threading.Event()
         self._open: set[socket.socket] = set()
+        # One event per connection: set once it fell into a black hole.
+        self._lost: set[threading.Event] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, name="tcp-proxy", daemon=True).start()
 
@@ -35,8 +41,16 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
 
+    def black_hole(self) -> None:
+        """Drop every byte of open and new connections from now on, answering nothing."""
+        self._black_hole.set()
+        with self._lock:
+            for lost in self._lost:
+                lost.set()
+
     def restore(self) -> None:
         self._cut.clear()
+        self._black_hole.clear()
 
     def close(self) -> None:
         self._closed.set()
@@ -57,15 +71,21 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # an idle watch is no reason to close a connection
+            lost = threading.Event()
+            if self._black_hole.is_set():
+                lost.set()
             with self._lock:
                 self._open.update({client, upstream})
+                self._lost.add(lost)
             for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(source, sink, lost), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket, lost: threading.Event) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if not lost.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
@@ -75,3 +95,4 @@ class TcpProxy:
                 end.close()
                 with self._lock:
                     self._open.discard(end)
+                    self._lost.discard(lost)

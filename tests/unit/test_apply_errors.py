@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 from botocore.stub import ANY, Stubber
 
-from sgmesh import apply, aws, models, ownership, planning, reconcile
+from sgmesh import apply, aws, models, ownership, planning, reconcile, status
 from sgmesh.topology import Permission
 
 from .builders import CNI, OWNER
@@ -302,3 +302,34 @@ def test_a_denied_authorize_may_be_the_missing_create_tags(
     described = result.failures[0].failure.describe()
     assert "ec2:AuthorizeSecurityGroupIngress" in described
     assert "ec2:CreateTags" in described
+
+
+def test_a_failure_names_the_region_first_so_that_clipping_keeps_it(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    stubs["ec2"].add_client_error(
+        "describe_security_groups", "InvalidParameterValue", service_message="x" * 2000
+    )
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        clients.ec2.describe_security_groups()
+
+    clipped = status.clip(clients.classify(raised.value).describe())
+    assert clipped.startswith("in us-east-1: DescribeSecurityGroups failed with")
+
+
+def test_a_cni_policy_that_does_not_exist_is_named_by_its_field(
+    clients: aws.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    policy = "arn:aws:iam::123456789012:policy/Missing"
+    stubs["iam"].add_client_error(
+        "attach_role_policy", "NoSuchEntity", service_message="gone", http_status_code=404
+    )
+
+    result = apply.apply(
+        clients, planning.Plan(actions=(planning.AttachPolicy("node", policy, "test"),)), OWNER
+    )
+
+    (failure,) = result.failures
+    assert f"spec.cniPolicy.policyArn {policy!r} does not exist" in failure.failure.describe()
+    assert failure.failure.kind is aws.ErrorKind.REJECTED

@@ -1,0 +1,111 @@
+"""Out-of-band changes in AWS, each repaired at the next resync with nothing unowned touched:
+an owner tag removed, the CNI policy detached, a rule deleted, the SG of a launch template
+swapped for another.
+
+Each test ends with AWS exact: no rule lost, duplicated or orphaned, and the rules sgmesh does
+not own untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.e2e.harness import Meshes, Operator, wait_until
+from tests.e2e.invariants import HandMade, assert_exact, exact, owner_key
+from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
+
+pytestmark = pytest.mark.kube
+
+DEADLINE = 60
+# resyncSeconds: 10 and the timer's 5 s tick, with room for a loaded machine.
+REPAIR_DEADLINE = 45
+SPEC = {"autoScalingGroups": {"names": ["eks-a", "eks-b", "eks-c"]}, "resyncSeconds": 10}
+
+
+@pytest.fixture
+def mesh(world: World, meshes: Meshes, operator: Operator) -> tuple[list[NodeGroup], HandMade]:
+    groups = [world.node_group(f"eks-{name}") for name in "abc"]
+    hand_made = HandMade(world)
+    hand_made.add(groups[0], groups[1])
+    meshes.create("mesh", SPEC)
+    meshes.wait_ready("mesh", DEADLINE, operator.log_tail)
+    return groups, hand_made
+
+
+def mesh_rule(world: World, group: NodeGroup) -> str:
+    return next(
+        rule["SecurityGroupRuleId"]
+        for rule in world.describe_ingress(group.security_group_id)
+        if any(tag["Key"] == owner_key("mesh") for tag in rule.get("Tags", []))
+    )
+
+
+def repaired(world: World, groups: list[NodeGroup]) -> Callable[[], bool]:
+    return lambda: (
+        not exact(world, groups, {"mesh": groups})
+        and all(CNI_POLICY_ARN in world.attached_policy_arns(group.role) for group in groups)
+    )
+
+
+def test_owner_tag_removed_by_hand_is_restored(
+    world: World, operator: Operator, mesh: tuple[list[NodeGroup], HandMade]
+) -> None:
+    groups, hand_made = mesh
+    world.clients.ec2.delete_tags(
+        Resources=[mesh_rule(world, groups[2])], Tags=[{"Key": owner_key("mesh")}]
+    )
+    assert exact(world, groups, {"mesh": groups})  # the tampering shows
+
+    wait_until(repaired(world, groups), REPAIR_DEADLINE, "repaired", operator.log_tail)
+    assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
+
+
+def test_cni_policy_detached_by_hand_is_attached_again(
+    world: World, operator: Operator, mesh: tuple[list[NodeGroup], HandMade]
+) -> None:
+    groups, hand_made = mesh
+    world.clients.iam.detach_role_policy(RoleName=groups[1].role, PolicyArn=CNI_POLICY_ARN)
+
+    wait_until(repaired(world, groups), REPAIR_DEADLINE, "repaired", operator.log_tail)
+    assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
+
+
+def test_rule_deleted_by_hand_is_created_again_once(
+    world: World, operator: Operator, mesh: tuple[list[NodeGroup], HandMade]
+) -> None:
+    groups, hand_made = mesh
+    world.clients.ec2.revoke_security_group_ingress(
+        GroupId=groups[0].security_group_id, SecurityGroupRuleIds=[mesh_rule(world, groups[0])]
+    )
+
+    wait_until(repaired(world, groups), REPAIR_DEADLINE, "repaired", operator.log_tail)
+    assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())
+
+
+def test_security_group_swapped_in_the_launch_template_moves_the_mesh(
+    world: World, meshes: Meshes, operator: Operator, mesh: tuple[list[NodeGroup], HandMade]
+) -> None:
+    groups, hand_made = mesh
+    old = groups[0]
+    new_group_id = world.security_group("eks-a-v2")
+    world.launch_template_version(
+        old.template,
+        security_group_ids=[new_group_id],
+        profile_arn=old.profile.arn,
+        make_default=True,
+    )
+    swapped = [NodeGroup(old.asg, new_group_id, old.role, old.profile, old.template), *groups[1:]]
+
+    wait_until(
+        lambda: not exact(world, [old, *swapped], {"mesh": swapped}),
+        REPAIR_DEADLINE,
+        "the mesh moved to the new group",
+        operator.log_tail,
+    )
+    # The old group keeps only what sgmesh does not own, untouched.
+    assert_exact(world, [old, *swapped], {"mesh": swapped}, hand_made, operator.log_tail())
+    assert meshes.wait_ready("mesh", DEADLINE, operator.log_tail)["status"]["members"][0][
+        "securityGroupIds"
+    ] == [new_group_id]
