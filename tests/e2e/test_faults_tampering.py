@@ -35,10 +35,12 @@ def mesh(world: World, meshes: Meshes, operator: Operator) -> tuple[list[NodeGro
 
 
 def mesh_rule(world: World, group: NodeGroup) -> str:
-    return next(
-        rule["SecurityGroupRuleId"]
-        for rule in world.describe_ingress(group.security_group_id)
-        if any(tag["Key"] == owner_key("mesh") for tag in rule.get("Tags", []))
+    return str(
+        next(
+            rule["SecurityGroupRuleId"]
+            for rule in world.describe_ingress(group.security_group_id)
+            if any(tag["Key"] == owner_key("mesh") for tag in rule.get("Tags", []))
+        )
     )
 
 
