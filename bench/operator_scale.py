@@ -63,7 +63,7 @@ from sgmesh import aws  # noqa: E402
 from tests.cluster import build  # noqa: E402
 from tests.cluster.controlplane import ControlPlane  # noqa: E402
 from tests.cluster.fixtures import CRD_FILE, CRD_NAME  # noqa: E402
-from tests.e2e.harness import Meshes, Operator, wait_until  # noqa: E402
+from tests.e2e.harness import Meshes, Operator  # noqa: E402
 from tests.support import moto_server  # noqa: E402
 from tests.support.world import World  # noqa: E402
 
@@ -375,7 +375,10 @@ def report(measurements: Sequence[Measurement]) -> str:
     operations = sorted({op for m in measurements for op in m.calls_per_window})
     by_operation = _markdown(
         ["operation", *(f"{m.meshes} meshes" for m in measurements)],
-        [[op, *(f"{m.calls_per_window.get(op, 0):.1f}" for m in measurements)] for op in operations],
+        [
+            [op, *(f"{m.calls_per_window.get(op, 0):.1f}" for m in measurements)]
+            for op in operations
+        ],
     )
     missed = [goal for m in measurements for goal in m.missed_goals()]
     verdict = (
