@@ -31,7 +31,7 @@ import kopf
 import kubernetes
 from aiohttp import web
 
-from sgmesh import aws, metrics, models, ownership, planning, reconcile, status
+from sgmesh import aws, metrics, models, ownership, planning, reconcile, shared_reads, status
 
 __all__ = ["FINALIZER", "OperatorSettings", "run"]
 
@@ -86,6 +86,8 @@ class Runtime:
     metrics: metrics.Metrics
     executor: ThreadPoolExecutor
     clients: dict[str, aws.AwsClients] = field(default_factory=dict)
+    # One for every region: meshes reconciled together read AWS once (never across a write).
+    shared_reads: shared_reads.SharedReads = field(default_factory=shared_reads.SharedReads)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     last_sync: dict[str, float] = field(default_factory=dict)
     withdrawing: set[str] = field(default_factory=set)
@@ -101,6 +103,7 @@ class Runtime:
                 max_attempts=AWS_ATTEMPTS,
                 listener=self.metrics.count_call,
                 max_pool_connections=WORKER_THREADS,
+                shared_reads=self.shared_reads,
             )
         return self.clients[region]
 
