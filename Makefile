@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv test unit integration lint fmt crd k8s helm image image-tools sandbox sandbox-down demo bench clean
+.PHONY: help venv test unit integration lint fmt crd k8s helm image image-tools sandbox sandbox-down demo bench bench-operator clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
@@ -17,6 +17,7 @@ help:
 	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
 	@echo "make image         build the operator image localhost/sgmesh:dev with buildah"
 	@echo "make bench         AWS call budget benchmark on a moto server"
+	@echo "make bench-operator  the operator at 1, 20 and 50 meshes: memory, CPU, AWS calls, resync"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -81,6 +82,10 @@ demo: $(STAMP) k8s
 
 bench: $(STAMP)
 	$(PY) bench/call_budget.py
+
+# BENCH_OPTIONS=--check fails when a scale goal is missed; --meshes 1,20,50 --window 60.
+bench-operator: $(STAMP) k8s
+	$(PY) bench/operator_scale.py $(BENCH_OPTIONS)
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -11,12 +11,13 @@ successful answer, in discovery.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ import botocore.config
 import botocore.exceptions
 import botocore.parsers
 import botocore.session
+
+from sgmesh import shared_reads as sharing
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
@@ -84,10 +87,22 @@ class AwsClients:
     # The service of the last call each thread made: an error names an operation only, and
     # some operations exist in several services (autoscaling and ec2 both have DeleteTags).
     _last_call: threading.local = field(default_factory=threading.local, repr=False)
+    # Read answers shared with the other clients of the process (the operator's), if any.
+    shared_reads: sharing.SharedReads | None = None
 
     @property
     def mutating_calls(self) -> int:
         return sum(n for operation, n in self.calls.items() if operation in MUTATING_OPERATIONS)
+
+    @contextlib.contextmanager
+    def reads_shared(self) -> Iterator[None]:
+        """Reads inside may be answered from what another discovery just read (see
+        `sgmesh.shared_reads`); without shared reads, a plain block."""
+        if self.shared_reads is None:
+            yield
+            return
+        with self.shared_reads.sharing():
+            yield
 
     def classify(self, error: BaseException) -> AwsFailure:
         """`classify`, knowing which service this thread's last call went to, and naming the
@@ -106,8 +121,13 @@ def make_clients(
     max_attempts: int = 8,
     listener: CallListener | None = None,
     max_pool_connections: int = 10,
+    *,
+    shared_reads: sharing.SharedReads | None = None,
 ) -> AwsClients:
-    """Clients for one region; IAM is global but is reached through the region's partition."""
+    """Clients for one region; IAM is global but is reached through the region's partition.
+
+    `shared_reads`: one instance for every region's clients of the process, so that a write
+    through any of them forgets every shared answer (IAM is the same in every region)."""
     session = session or boto3.Session()
     resolved = region or session.region_name or default_region()
     if not resolved:
@@ -131,6 +151,7 @@ def make_clients(
         # Service Quotas: the applied rules-per-security-group quota of the account.
         servicequotas=session.client("service-quotas", config=config),
         region=resolved,
+        shared_reads=shared_reads,
     )
 
     def count(model: Any, **_: Any) -> None:
@@ -141,6 +162,8 @@ def make_clients(
             listener(service, model.name)
 
     for client in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
+        if shared_reads is not None:
+            shared_reads.register(client.meta.events)  # first: a served answer is no call
         client.meta.events.register("before-call.*.*", count)
     return clients
 

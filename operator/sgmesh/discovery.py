@@ -37,7 +37,20 @@ def discover(
 
     `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.roles`); without
     it the roles the mesh's policy is attached to are swept on every call.
+
+    Its reads may be answered from another mesh's discovery of the last seconds when the
+    clients share reads (`sgmesh.shared_reads`: never across a write).
     """
+    with clients.reads_shared():
+        return _discover(clients, spec, owner, memory)
+
+
+def _discover(
+    clients: aws.AwsClients,
+    spec: models.NodeGroupMeshSpec,
+    owner: ownership.Owner,
+    memory: roles.RoleMemory | None,
+) -> topology.Topology:
     asgs, asg_problems = launch.read_auto_scaling_groups(clients, spec.auto_scaling_groups)
     launches = launch.read_launches(clients, asgs)
     problems: list[topology.Problem] = list(asg_problems)

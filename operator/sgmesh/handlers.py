@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
+import boto3
 import kopf
 import kubernetes
 from aiohttp import web
 from kopf._cogs.structs import references as kopf_references
 from kopf._core.reactor import observation as kopf_observation
 
-from sgmesh import aws, metrics, models, ownership, planning, reconcile, status
+from sgmesh import aws, metrics, models, ownership, planning, reconcile, shared_reads, status
 
 __all__ = ["FINALIZER", "OperatorSettings", "run"]
 
@@ -92,6 +93,12 @@ class Runtime:
     executor: ThreadPoolExecutor
     kopf_settings: kopf.OperatorSettings
     clients: dict[str, aws.AwsClients] = field(default_factory=dict)
+    # One for every region: meshes reconciled together read AWS once (never across a write).
+    shared_reads: shared_reads.SharedReads = field(default_factory=shared_reads.SharedReads)
+    # One session for every region: its loader reads each service model once (about 28 MiB
+    # per region with a session each). Clients are made on the event loop only, one at a time,
+    # so the session is never used from two threads at once.
+    session: boto3.Session = field(default_factory=boto3.Session)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     last_sync: dict[str, float] = field(default_factory=dict)
     withdrawing: set[str] = field(default_factory=set)
@@ -104,9 +111,11 @@ class Runtime:
         if region not in self.clients:
             self.clients[region] = aws.make_clients(
                 region,
+                session=self.session,
                 max_attempts=AWS_ATTEMPTS,
                 listener=self.metrics.count_call,
                 max_pool_connections=WORKER_THREADS,
+                shared_reads=self.shared_reads,
             )
         return self.clients[region]
 

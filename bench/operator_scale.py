@@ -1,0 +1,530 @@
+"""The operator at scale: memory, CPU, AWS calls per resync window and the resync period kept.
+
+For each number of meshes (default 1, 20 and 50) the bench starts a fresh local control plane
+(`tests.cluster.controlplane`, the real kube-apiserver and etcd) and a fresh moto server
+(`tests.support.moto_server`), builds one world, starts `sgmesh run` as a separate process
+(`tests.e2e.harness`), creates the meshes with `resyncSeconds: 10`, waits until every one is
+Ready, and then measures the operator over a fixed window (default 60 s):
+
+- RSS: sampled from `/proc/<pid>/status` every second; "peak" is the highest sample in the
+  window (`VmHWM` would include start-up), "end" the last;
+- CPU: user + system seconds from `/proc/<pid>/stat` over the window, per 10 s;
+- AWS calls per resync window (10 s), by operation: the growth of the operator's own
+  `sgmesh_aws_calls_total` over the window, divided by the number of 10 s windows in it;
+- the memory the operator's AWS clients take for each region after the first (the clients
+  alone, in a fresh interpreter);
+- the resync period each mesh kept: the mean gap between the moments its
+  `sgmesh_reconciles_total` was seen to grow, sampled every second (a mesh not reconciled at
+  all in the window shows "never"); the table gives the median over the meshes and the worst.
+
+The world
+---------
+10 ASGs in 2 VPCs of 5 ("VPC-sized groups": rules join SGs of one VPC only). Each ASG has an
+SG, a launch template and a node role with an instance profile of its own. Mesh i takes 3
+consecutive ASGs (by name, wrapping) of VPC i mod 2, so meshes overlap: with 50 meshes each of
+the 10 distinct member sets is shared by 5 meshes, and each SG and role is a member of 15.
+
+The goals (`--check` exits 1 when one is missed, naming it)
+------------------------------------------------------------
+- RSS: the peak stays within 120 MiB;
+- resync: every mesh's period is at most 1.5 x its resyncSeconds (the timer ticks every 5 s);
+- AWS calls per resync window grow with the distinct AWS objects, not with the meshes: at most
+  twice `call_budget`, the reads of a window that reads every distinct object once (plus the
+  one query per mesh that names the mesh: the rules it owns anywhere). Without shared reads
+  every mesh reads its members itself: about 14 calls per mesh and window here.
+
+It never reaches a real AWS account: the operator and the world point at the moto server the
+bench started, and everything it starts is stopped when it ends.
+
+Run from the repository root:
+`python bench/operator_scale.py [--meshes 1,20,50] [--window 60] [--check] [--json]`
+(`make bench-operator`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Run as a script, Python puts bench/ on the path; the test support lives at the root.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import prometheus_client.parser  # noqa: E402
+
+from sgmesh import aws  # noqa: E402
+from tests.cluster import build  # noqa: E402
+from tests.cluster.controlplane import ControlPlane  # noqa: E402
+from tests.cluster.fixtures import CRD_FILE, CRD_NAME  # noqa: E402
+from tests.e2e.harness import Meshes, Operator  # noqa: E402
+from tests.support import moto_server  # noqa: E402
+from tests.support.world import World  # noqa: E402
+
+DEFAULT_MESHES = (1, 20, 50)
+DEFAULT_WINDOW_SECONDS = 60.0
+RESYNC_SECONDS = 10
+VPCS = 2
+ASGS_PER_VPC = 5
+ASGS_PER_MESH = 3
+CLUSTER = "bench"
+REGION = "us-east-1"
+
+RSS_GOAL_MIB = 120.0
+RESYNC_SLACK = 1.5
+CALLS_SLACK = 2.0
+SAMPLE_SECONDS = 1.0
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BenchFailure(RuntimeError):
+    """The bench could not measure what it claims to: a mesh never got Ready, the operator died."""
+
+
+# ---- The world -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchWorld:
+    asg_names_by_vpc: tuple[tuple[str, ...], ...]
+    role_names: tuple[str, ...]
+
+
+def build_world(world: World) -> BenchWorld:
+    by_vpc: list[tuple[str, ...]] = []
+    roles: list[str] = []
+    for vpc_index in range(VPCS):
+        vpc = world.vpc()
+        names: list[str] = []
+        for index in range(ASGS_PER_VPC):
+            name = f"scale-{vpc_index}-{index}"
+            group_id = world.security_group(f"{name}-nodes", vpc=vpc)
+            profile = world.role_with_profile(name)
+            template = world.launch_template(
+                name, security_group_ids=[group_id], profile_arn=profile.arn
+            )
+            world.asg(name, launch_template=template, vpc=vpc)
+            names.append(name)
+            roles.append(name)
+        by_vpc.append(tuple(names))
+    return BenchWorld(tuple(by_vpc), tuple(roles))
+
+
+def call_budget(bench: BenchWorld, meshes: int) -> int:
+    """The reads of one resync window when every distinct AWS object is read once (the call
+    budget in README): per VPC-sized group one DescribeAutoScalingGroups,
+    DescribeLaunchTemplateVersions, DescribeSecurityGroups and DescribeSecurityGroupRules (the
+    member SGs' rules); per role GetInstanceProfile, ListRoleTags and ListAttachedRolePolicies;
+    and per mesh the one read that names it: DescribeSecurityGroupRules for the rules it owns
+    anywhere."""
+    return len(bench.asg_names_by_vpc) * 4 + 3 * len(bench.role_names) + meshes
+
+
+def mesh_spec(bench: BenchWorld, index: int) -> dict[str, Any]:
+    names = bench.asg_names_by_vpc[index % len(bench.asg_names_by_vpc)]
+    start = index // len(bench.asg_names_by_vpc)
+    members = [names[(start + offset) % len(names)] for offset in range(ASGS_PER_MESH)]
+    return {"autoScalingGroups": {"names": members}, "resyncSeconds": RESYNC_SECONDS}
+
+
+# ---- The operator, seen from outside -------------------------------------------------------
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise BenchFailure(f"/proc/{pid}/status has no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def scrape(operator: Operator) -> dict[str, dict[str, float]]:
+    """The counters the bench reads: AWS calls by operation, reconciles by mesh."""
+    counters: dict[str, dict[str, float]] = {"calls": {}, "reconciles": {}}
+    for family in prometheus_client.parser.text_string_to_metric_families(operator.metrics()):
+        for sample in family.samples:
+            if sample.name == "sgmesh_aws_calls_total":
+                operation = sample.labels["operation"]
+                counters["calls"][operation] = counters["calls"].get(operation, 0) + sample.value
+            elif sample.name == "sgmesh_reconciles_total":
+                mesh = sample.labels["mesh"]
+                counters["reconciles"][mesh] = counters["reconciles"].get(mesh, 0) + sample.value
+    return counters
+
+
+# ---- One size ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measurement:
+    meshes: int
+    window_seconds: float
+    ready_seconds: float  # from the first mesh created until every mesh is Ready
+    rss_start_mib: float
+    rss_peak_mib: float
+    rss_end_mib: float
+    cpu_per_10s: float
+    calls_per_window: dict[str, float]  # by operation, per resync window
+    periods: dict[str, float | None]  # by mesh: seconds between reconciles, None if none
+    calls_budget: int
+
+    @property
+    def total_calls_per_window(self) -> float:
+        return sum(self.calls_per_window.values())
+
+    @property
+    def worst_period(self) -> float | None:
+        kept = list(self.periods.values())
+        return None if None in kept else max(p for p in kept if p is not None)
+
+    @property
+    def median_period(self) -> float | None:
+        kept = [p for p in self.periods.values() if p is not None]
+        return statistics.median(kept) if kept else None
+
+    def missed_goals(self) -> list[str]:
+        missed = []
+        if self.rss_peak_mib > RSS_GOAL_MIB:
+            missed.append(
+                f"{self.meshes} meshes: RSS peak {self.rss_peak_mib:.0f} MiB > {RSS_GOAL_MIB:.0f}"
+            )
+        worst = self.worst_period
+        if worst is None or worst > RESYNC_SLACK * RESYNC_SECONDS:
+            shown = "never" if worst is None else f"{worst:.1f} s"
+            missed.append(
+                f"{self.meshes} meshes: worst resync period {shown} > "
+                f"{RESYNC_SLACK * RESYNC_SECONDS:.0f} s"
+            )
+        if self.total_calls_per_window > CALLS_SLACK * self.calls_budget:
+            missed.append(
+                f"{self.meshes} meshes: {self.total_calls_per_window:.0f} AWS calls per "
+                f"{RESYNC_SECONDS} s > {CALLS_SLACK:.0f} x {self.calls_budget} (every "
+                "distinct object read once)"
+            )
+        return missed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "totalCallsPerWindow": self.total_calls_per_window,
+            "worstPeriod": self.worst_period,
+            "medianPeriod": self.median_period,
+            "missedGoals": self.missed_goals(),
+        }
+
+
+def measure(count: int, window: float, workdir: Path) -> Measurement:
+    _progress(f"{count} meshes: starting the control plane and a moto server")
+    server = moto_server.start_moto_server(log_path=workdir / "moto.log")
+    try:
+        # The world's clients reach this server only, never an account of the machine.
+        os.environ.update(server.aws_env())
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ["AWS_CONFIG_FILE"] = os.devnull
+        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+        with ControlPlane(binaries=build.ensure_binaries(), workdir=workdir / "kube") as plane:
+            for args in (
+                ("apply", "-f", str(CRD_FILE)),
+                ("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"),
+            ):
+                done = plane.kubectl(*args)
+                if done.returncode != 0:
+                    raise BenchFailure(f"kubectl {' '.join(args)}: {done.stderr}")
+            bench = build_world(World(aws.make_clients(REGION)))
+            operator = Operator(
+                plane.kubeconfig,
+                server.aws_env(),
+                workdir / "operator.log",
+                cluster=CLUSTER,
+                region=REGION,
+                extra_args=("--log-format", "plain"),
+            )
+            # --verbose logs every API request at debug level: a cost the bench must not add.
+            operator.run_options.remove("--verbose")
+            with operator:
+                return _measure_running(count, window, bench, operator, plane)
+    finally:
+        server.stop()
+
+
+def _measure_running(
+    count: int, window: float, bench: BenchWorld, operator: Operator, plane: ControlPlane
+) -> Measurement:
+    pid = operator.pid
+    assert pid is not None
+    meshes = Meshes(plane.kubeconfig)
+    names = [f"scale-{index:03d}" for index in range(count)]
+    rss_start = rss_mib(pid)
+    created = time.monotonic()
+    for index, name in enumerate(names):
+        meshes.create(name, mesh_spec(bench, index))
+    for name in names:
+        remaining = max(30.0, 60.0 + 3 * count - (time.monotonic() - created))
+        try:
+            meshes.wait_ready(name, deadline=remaining, context=operator.log_tail)
+        except AssertionError as error:
+            raise BenchFailure(str(error)) from error
+    ready_seconds = time.monotonic() - created
+    _progress(f"{count} meshes: all Ready in {ready_seconds:.1f} s; measuring {window:.0f} s")
+
+    before, cpu_before = scrape(operator), cpu_seconds(pid)
+    started = time.monotonic()
+    peak = rss_mib(pid)
+    # When each mesh's reconcile counter was seen to grow (sampled every second).
+    seen = dict(before["reconciles"])
+    reconciled_at: dict[str, list[float]] = {name: [] for name in names}
+    end = started + window
+    while (now := time.monotonic()) < end:
+        operator.healthy()  # raises if the operator died
+        peak = max(peak, rss_mib(pid))
+        time.sleep(min(SAMPLE_SECONDS, end - now))
+        sampled_at = time.monotonic()
+        for mesh, total in scrape(operator)["reconciles"].items():
+            if mesh in reconciled_at and total > seen.get(mesh, 0):
+                reconciled_at[mesh].append(sampled_at)
+            seen[mesh] = total
+    after, cpu_after = scrape(operator), cpu_seconds(pid)
+    rss_end = rss_mib(pid)
+    elapsed = time.monotonic() - started
+    peak = max(peak, rss_end)
+    windows = elapsed / RESYNC_SECONDS
+
+    calls = {
+        operation: (total - before["calls"].get(operation, 0)) / windows
+        for operation, total in after["calls"].items()
+        if total > before["calls"].get(operation, 0)
+    }
+    periods: dict[str, float | None] = {}
+    for name, times in reconciled_at.items():
+        # The mean gap between reconciles seen; one reconcile in the window says only that
+        # the period was not kept within half the window, so it counts as the whole window.
+        if len(times) >= 2:
+            periods[name] = (times[-1] - times[0]) / (len(times) - 1)
+        else:
+            periods[name] = elapsed if times else None
+    return Measurement(
+        meshes=count,
+        window_seconds=round(elapsed, 1),
+        ready_seconds=round(ready_seconds, 1),
+        rss_start_mib=round(rss_start, 1),
+        rss_peak_mib=round(peak, 1),
+        rss_end_mib=round(rss_end, 1),
+        cpu_per_10s=round((cpu_after - cpu_before) / windows, 3),
+        calls_per_window={op: round(n, 1) for op, n in sorted(calls.items())},
+        periods=periods,
+        calls_budget=call_budget(bench, count),
+    )
+
+
+# ---- AWS clients per region ------------------------------------------------------------------
+
+_CLIENTS_PER_REGION = """
+import os, sys
+from concurrent.futures import ThreadPoolExecutor
+from sgmesh import handlers, metrics, reconcile
+
+def rss():
+    for line in open(f"/proc/{os.getpid()}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+runtime = handlers.Runtime(
+    settings=handlers.OperatorSettings(pipeline=reconcile.Settings(), region=None),
+    metrics=metrics.Metrics(),
+    executor=ThreadPoolExecutor(1),
+)
+runtime.clients_for(sys.argv[1])
+one = rss()
+for region in sys.argv[2:]:
+    runtime.clients_for(region)
+print((rss() - one) / (len(sys.argv) - 2))
+"""
+EXTRA_REGIONS = ("eu-west-1", "ap-southeast-2", "us-west-2")
+
+
+def memory_per_extra_region() -> float:
+    """MiB of RSS the operator's AWS clients (`handlers.Runtime.clients_for`) take for each
+    region after the first, in a fresh interpreter (no AWS call is made: clients only)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLIENTS_PER_REGION, REGION, *EXTRA_REGIONS],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"},
+        cwd=REPO_ROOT,
+    )
+    if done.returncode != 0:
+        raise BenchFailure(f"measuring the clients per region failed: {done.stderr}")
+    return float(done.stdout)
+
+
+# ---- Report --------------------------------------------------------------------------------
+
+
+def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.rjust(widths[i]) for i, cell in enumerate(cells)) + " |"
+
+    rule = ["-" * (width - 1) + ":" for width in widths]
+    return "\n".join([line(header), line(rule), *(line(row) for row in rows)])
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
+
+
+def report(measurements: Sequence[Measurement], per_region_mib: float) -> str:
+    header = [
+        "meshes",
+        "RSS MiB idle",
+        "RSS MiB peak",
+        "RSS MiB end",
+        "CPU s / 10 s",
+        "AWS calls / 10 s",
+        "budget",
+        "resync median s",
+        "resync worst s",
+        "all Ready s",
+    ]
+    rows = [
+        [
+            str(m.meshes),
+            f"{m.rss_start_mib:.0f}",
+            f"{m.rss_peak_mib:.0f}",
+            f"{m.rss_end_mib:.0f}",
+            f"{m.cpu_per_10s:.2f}",
+            f"{m.total_calls_per_window:.0f}",
+            f"{CALLS_SLACK * m.calls_budget:.0f}",
+            _seconds(m.median_period),
+            _seconds(m.worst_period),
+            f"{m.ready_seconds:.0f}",
+        ]
+        for m in measurements
+    ]
+    operations = sorted({op for m in measurements for op in m.calls_per_window})
+    by_operation = _markdown(
+        ["operation", *(f"{m.meshes} meshes" for m in measurements)],
+        [
+            [op, *(f"{m.calls_per_window.get(op, 0):.1f}" for m in measurements)]
+            for op in operations
+        ],
+    )
+    missed = [goal for m in measurements for goal in m.missed_goals()]
+    verdict = (
+        "Goals met: RSS, resync period and AWS calls at every size."
+        if not missed
+        else "Goals missed:\n" + "\n".join(f"- {goal}" for goal in missed)
+    )
+    return "\n".join(
+        [
+            f"resyncSeconds {RESYNC_SECONDS}; {VPCS * ASGS_PER_VPC} ASGs in {VPCS} VPCs, "
+            f"{ASGS_PER_MESH} ASGs per mesh; window {measurements[0].window_seconds:.0f} s; "
+            f"{os.cpu_count()} CPUs.",
+            "",
+            _markdown(header, rows),
+            "",
+            f"AWS clients of each region after the first: {per_region_mib:.1f} MiB of RSS.",
+            "",
+            "AWS calls per resync window by operation:",
+            "",
+            by_operation,
+            "",
+            verdict,
+        ]
+    )
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---- Entry point ---------------------------------------------------------------------------
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument(
+        "--meshes",
+        default=",".join(str(n) for n in DEFAULT_MESHES),
+        help="comma-separated numbers of meshes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--window",
+        type=float,
+        default=DEFAULT_WINDOW_SECONDS,
+        help="seconds measured once every mesh is Ready (default: %(default)s)",
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    arguments = parser.parse_args(argv)
+    try:
+        arguments.meshes = [int(n) for n in arguments.meshes.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--meshes takes whole numbers separated by commas, not {arguments.meshes!r}")
+    if not arguments.meshes or any(n < 1 for n in arguments.meshes):
+        parser.error(f"--meshes needs at least one number, each at least 1: {arguments.meshes}")
+    if arguments.window < 2 * RESYNC_SECONDS:
+        parser.error(
+            f"--window must be at least {2 * RESYNC_SECONDS} s (two resync periods), "
+            f"not {arguments.window}"
+        )
+    return arguments
+
+
+def _workdirs() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="sgmesh-scale-") as root:
+        for index in range(1_000):
+            path = Path(root) / str(index)
+            path.mkdir()
+            yield path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    measurements: list[Measurement] = []
+    workdirs = _workdirs()
+    try:
+        per_region_mib = memory_per_extra_region()
+        for count in arguments.meshes:
+            measurements.append(measure(count, arguments.window, next(workdirs)))
+    except BenchFailure as failure:
+        print(f"\nBENCH FAILED: {failure}\n", file=sys.stderr)
+        return 1
+    finally:
+        workdirs.close()
+    if arguments.json:
+        print(
+            json.dumps(
+                {
+                    "measurements": [m.as_json() for m in measurements],
+                    "perExtraRegionMiB": round(per_region_mib, 1),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(report(measurements, per_region_mib))
+    missed = [goal for m in measurements for goal in m.missed_goals()]
+    return 1 if arguments.check and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The operator's AWS clients (`handlers.Runtime.clients_for`) against a moto server: one set per
+region, all sharing one `SharedReads`, each talking to its region."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from sgmesh import handlers, metrics, reconcile
+
+
+@pytest.fixture
+def runtime(aws_env: dict[str, str]) -> Iterator[handlers.Runtime]:
+    with ThreadPoolExecutor(1) as executor:
+        yield handlers.Runtime(
+            settings=handlers.OperatorSettings(pipeline=reconcile.Settings(), region=None),
+            metrics=metrics.Metrics(),
+            executor=executor,
+        )
+
+
+def test_each_region_has_its_clients_and_every_region_shares_reads(
+    runtime: handlers.Runtime,
+) -> None:
+    east, west = runtime.clients_for("us-east-1"), runtime.clients_for("eu-west-1")
+    assert runtime.clients_for("us-east-1") is east
+    assert (east.region, west.region) == ("us-east-1", "eu-west-1")
+    assert east.ec2.meta.region_name == "us-east-1"
+    assert west.ec2.meta.region_name == "eu-west-1"
+    # A write in one region forgets the IAM answers read through the other (IAM is global).
+    assert east.shared_reads is west.shared_reads is runtime.shared_reads
+
+    # Each set talks to its own region: a VPC made in eu-west-1 is not in us-east-1.
+    vpc_id = west.ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    in_west = {vpc["VpcId"] for vpc in west.ec2.describe_vpcs()["Vpcs"]}
+    in_east = {vpc["VpcId"] for vpc in east.ec2.describe_vpcs()["Vpcs"]}
+    assert vpc_id in in_west
+    assert vpc_id not in in_east
+    # Counted per region, as the metrics count every call the operator makes.
+    assert west.calls["CreateVpc"] == 1
+    registry = runtime.metrics.registry
+    assert registry.get_sample_value("sgmesh_aws_calls_total", {"operation": "DescribeVpcs"}) == 2

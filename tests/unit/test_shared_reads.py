@@ -1,0 +1,122 @@
+"""The orderings of `sgmesh.shared_reads` that a server cannot produce on demand: a read in
+flight while a write is sent or answered. The hooks are called in the order botocore would
+call them for two threads, with a stand-in for botocore's operation model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sgmesh import shared_reads
+
+
+@dataclass(frozen=True)
+class Service:
+    service_name: str = "ec2"
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    service_model: Service = field(default_factory=Service)
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int = 200
+    url: str = "https://ec2.us-east-1.amazonaws.com/"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+READ = Operation("DescribeSecurityGroupRules")
+WRITE = Operation("AuthorizeSecurityGroupIngress")
+REQUEST = {"url_path": "/", "body": {"Action": "DescribeSecurityGroupRules", "GroupId": "sg-1"}}
+PRE_WRITE = {"SecurityGroupRules": []}
+
+
+def ask(shared: shared_reads.SharedReads, operation: Operation) -> tuple[Any, dict[str, Any]]:
+    """before-call; returns (what serve answered, the request's context)."""
+    context: dict[str, Any] = {"client_region": "us-east-1"}
+    return shared.serve(model=operation, params=dict(REQUEST), context=context), context
+
+
+def answer(shared: shared_reads.SharedReads, context: dict[str, Any], status: int = 200) -> None:
+    shared.remember(http_response=Response(status), parsed=dict(PRE_WRITE), context=context)
+
+
+def test_an_answer_is_served_to_the_same_request_in_a_discovery() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        served, context = ask(shared, READ)
+        assert served is None
+        answer(shared, context)
+        served, _ = ask(shared, READ)
+    assert served is not None
+    assert served[1] == PRE_WRITE
+
+
+def test_a_read_sent_before_a_write_and_answered_during_it_is_not_remembered() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        _, read = ask(shared, READ)
+        _, write = ask(shared, WRITE)
+        answer(shared, read)  # the answer may predate the write
+        answer(shared, write)
+        served, _ = ask(shared, READ)
+    assert served is None
+
+
+def test_a_read_sent_while_a_write_is_in_flight_is_not_remembered() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        _, write = ask(shared, WRITE)
+        _, read = ask(shared, READ)  # AWS may not have applied the write yet
+        answer(shared, write)
+        answer(shared, read)
+        served, _ = ask(shared, READ)
+    assert served is None
+
+
+def test_a_write_that_failed_without_an_answer_still_forgets() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        _, read = ask(shared, READ)
+        answer(shared, read)
+        _, write = ask(shared, WRITE)
+        shared.failed(context=write)  # a timeout: the write may have happened
+        served, _ = ask(shared, READ)
+        assert served is None
+        # ... and the cache works again once no write is in flight.
+        _, read = ask(shared, READ)
+        answer(shared, read)
+        served, _ = ask(shared, READ)
+    assert served is not None
+
+
+def test_an_error_answer_is_never_remembered() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        _, read = ask(shared, READ)
+        answer(shared, read, status=503)
+        served, _ = ask(shared, READ)
+    assert served is None
+
+
+def test_any_operation_that_is_not_a_read_counts_as_a_write() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        _, read = ask(shared, READ)
+        answer(shared, read)
+        _, unknown = ask(shared, Operation("ModifySecurityGroupRules"))
+        answer(shared, unknown)
+        served, _ = ask(shared, READ)
+    assert served is None
+
+
+def test_outside_a_discovery_nothing_is_served_or_remembered() -> None:
+    shared = shared_reads.SharedReads()
+    _, read = ask(shared, READ)
+    answer(shared, read)
+    with shared.sharing():
+        served, _ = ask(shared, READ)
+    assert served is None
