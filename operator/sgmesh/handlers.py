@@ -30,6 +30,7 @@ from typing import Any, cast
 import boto3
 import kopf
 import kubernetes
+import urllib3
 from aiohttp import web
 from kopf._cogs.structs import references as kopf_references
 from kopf._core.reactor import observation as kopf_observation
@@ -55,6 +56,7 @@ RETRY_DELAY_SECONDS = {
 }
 MAX_RETRY_DELAY_SECONDS = 300.0
 PEERING_LIFETIME_SECONDS = 30
+STATUS_WRITE_TIMEOUT_SECONDS = 10
 _RESCAN_ATTEMPTS = 60
 _RESCAN_INTERVAL_SECONDS = 1.0
 _QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
@@ -102,6 +104,7 @@ class Runtime:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     last_sync: dict[str, float] = field(default_factory=dict)
     withdrawing: set[str] = field(default_factory=set)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
     web_runner: web.AppRunner | None = None
 
     def lock(self, uid: str) -> asyncio.Lock:
@@ -244,8 +247,8 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     """Re-resolve selectors and repair drift every `spec.resyncSeconds`.
 
     The timer ticks every few seconds; a tick does nothing until the mesh's resync period has
-    passed since its last reconcile started (successful or not). Failures are written to status
-    and tried again at the next period, so a mesh failing in AWS never holds anything else up.
+    passed since its last reconcile. Failures are written to status and tried again at the
+    next period, so a mesh failing in AWS never holds anything else up.
     """
     runtime: Runtime = memo.runtime
     uid = body.metadata.uid or ""
@@ -254,7 +257,35 @@ async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) 
     if time.monotonic() - last < resync_seconds:
         return
     runtime.last_sync[uid] = time.monotonic()
-    await _converge(runtime, body, patch, retry=0, raise_on_failure=False)
+    # The status is written apart from the timer: through kopf's patch, a write during an
+    # API-server outage would hold this timer (and then end it) while AWS drift waits.
+    written = kopf.Patch()
+    await _converge(runtime, body, written, retry=0, raise_on_failure=False)
+    if written:
+        task = asyncio.create_task(_write_status(runtime, body.metadata.name or "", dict(written)))
+        runtime.background.add(task)
+        task.add_done_callback(runtime.background.discard)
+
+
+async def _write_status(runtime: Runtime, name: str, written: dict[str, Any]) -> None:
+    """Merge-patch a resync's status; if the API server cannot take it now, the next resync
+    writes a newer one (nothing else waits on it)."""
+    loop = asyncio.get_running_loop()
+    meshes = kubernetes.client.CustomObjectsApi()
+    try:
+        await loop.run_in_executor(
+            runtime.executor,
+            partial(
+                meshes.patch_cluster_custom_object_status,
+                *RESOURCE,
+                name,
+                written,
+                _content_type="application/merge-patch+json",
+                _request_timeout=STATUS_WRITE_TIMEOUT_SECONDS,
+            ),
+        )
+    except (kubernetes.client.exceptions.ApiException, urllib3.exceptions.HTTPError) as error:
+        log.warning("status of mesh %s not written, the next resync writes it: %s", name, error)
 
 
 @kopf.on.delete(*RESOURCE, retries=None, backoff=10, timeout=None)

@@ -320,21 +320,31 @@ class ControlPlane:
         """Stop one component (its whole process group) and start it again on the same ports,
         with the same data, certificates and tokens: clients see a crash and a recovery, and
         the control plane is left as it was (it is shared by every test of a session)."""
+        with self.outage(component):
+            pass
+
+    @contextlib.contextmanager
+    def outage(self, component: Literal["etcd", "kube-apiserver"]) -> Iterator[None]:
+        """`component` is down (connections refused) inside the block, and back as it was, on
+        the same ports with the same data, when the block ends, also when it fails."""
         process = next((p for p in self._processes if p.name == component), None)
         if process is None:
             raise ControlPlaneError(f"{component} is not running")
         process.stop()
         self._processes.remove(process)
-        if component == "etcd":
-            self._start_etcd(self.binaries, keep_data=True)
-        else:
-            self._start_apiserver(self.binaries, self.workdir / "tokens.csv", keep_port=True)
-        # After etcd alone comes back, the API server's readiness follows its reconnection.
-        apiserver = next(p for p in self._processes if p.name == "kube-apiserver")
-        self._wait_until(
-            apiserver, APISERVER_READY_SECONDS, self._apiserver_ready, "kube-apiserver /readyz"
-        )
-        self._wait_for_default_namespace()
+        try:
+            yield
+        finally:
+            if component == "etcd":
+                self._start_etcd(self.binaries, keep_data=True)
+            else:
+                self._start_apiserver(self.binaries, self.workdir / "tokens.csv", keep_port=True)
+            # After etcd alone comes back, the API server's readiness follows its reconnection.
+            apiserver = next(p for p in self._processes if p.name == "kube-apiserver")
+            self._wait_until(
+                apiserver, APISERVER_READY_SECONDS, self._apiserver_ready, "kube-apiserver /readyz"
+            )
+            self._wait_for_default_namespace()
 
     def _stop_processes(self) -> None:
         errors: list[BaseException] = []

@@ -130,3 +130,32 @@ def test_black_holed_api_connection_is_noticed_and_the_operator_catches_up(
         hand_made,
         operator.log_tail(),
     )
+
+
+def test_aws_drift_is_repaired_while_the_api_server_is_down(
+    world: World, meshes: Meshes, operator: Operator, kube_cluster: ControlPlane
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("drift", spec("eks-a", "eks-b"))
+    meshes.wait_ready("drift", DEADLINE, operator.log_tail)
+    target = groups[0].security_group_id
+
+    def reconciles() -> float:
+        return operator.metric("sgmesh_reconciles_total", mesh="drift")
+
+    with kube_cluster.outage("kube-apiserver"):
+        # A resync during the outage fails to write its status; then AWS drifts.
+        before = reconciles()
+        wait_until(lambda: reconciles() > before, DEADLINE, "a resync runs in the outage")
+        (rule, *_) = world.describe_ingress(target)
+        world.clients.ec2.revoke_security_group_ingress(
+            GroupId=target, SecurityGroupRuleIds=[rule["SecurityGroupRuleId"]]
+        )
+        # Repaired within a resync or two, though no status can be written meanwhile.
+        wait_until(
+            lambda: len(world.describe_ingress(target)) == 2,
+            25,
+            "the revoked rule is restored while the API server is down",
+            operator.log_tail,
+        )
+    meshes.wait_ready("drift", DEADLINE, operator.log_tail)
