@@ -51,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -489,7 +489,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return arguments
 
 
-def _workdirs() -> Iterator[Path]:
+def _workdirs() -> Generator[Path, None, None]:
     with tempfile.TemporaryDirectory(prefix="sgmesh-scale-") as root:
         for index in range(1_000):
             path = Path(root) / str(index)

@@ -93,7 +93,6 @@ class Runtime:
     settings: OperatorSettings
     metrics: metrics.Metrics
     executor: ThreadPoolExecutor
-    kopf_settings: kopf.OperatorSettings
     clients: dict[str, aws.AwsClients] = field(default_factory=dict)
     # One for every region: meshes reconciled together read AWS once (never across a write).
     shared_reads: shared_reads.SharedReads = field(default_factory=shared_reads.SharedReads)
@@ -105,6 +104,7 @@ class Runtime:
     last_sync: dict[str, float] = field(default_factory=dict)
     withdrawing: set[str] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    kopf_settings: kopf.OperatorSettings = field(default_factory=kopf.OperatorSettings)
     web_runner: web.AppRunner | None = None
 
     def lock(self, uid: str) -> asyncio.Lock:

@@ -31,7 +31,7 @@ class Response:
 READ = Operation("DescribeSecurityGroupRules")
 WRITE = Operation("AuthorizeSecurityGroupIngress")
 REQUEST = {"url_path": "/", "body": {"Action": "DescribeSecurityGroupRules", "GroupId": "sg-1"}}
-PRE_WRITE = {"SecurityGroupRules": []}
+PRE_WRITE: dict[str, list[object]] = {"SecurityGroupRules": []}
 
 
 def ask(shared: shared_reads.SharedReads, operation: Operation) -> tuple[Any, dict[str, Any]]:
