@@ -16,6 +16,7 @@ import pytest
 from tests.cluster.controlplane import ControlPlane, write_kubeconfig
 from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact
+from tests.support.fault_proxy import ThrottlingProxy
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.world import World
 
@@ -31,12 +32,18 @@ def spec(*names: str, **extra: Any) -> dict[str, Any]:
 
 
 def test_sigkill_in_the_middle_of_a_large_apply_then_restart_converges_exactly(
-    world: World, meshes: Meshes, start_operator: Callable[..., Operator]
+    world: World,
+    meshes: Meshes,
+    start_operator: Callable[..., Operator],
+    faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"big-{index:02}") for index in range(22)]  # 484 rules
     hand_made = HandMade(world)
     hand_made.add(groups[0], groups[1])
-    first = start_operator()
+    # Each of the 22 authorizations takes a while, so the kill lands in the middle of the
+    # apply however fast the machine is.
+    faulty_aws.slow["AuthorizeSecurityGroupIngress"] = 0.5
+    first = start_operator(aws_endpoint=faulty_aws.url)
     meshes.create("big", spec(*(group.asg for group in groups)))
 
     def authorizes() -> float:

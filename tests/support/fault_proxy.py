@@ -13,6 +13,7 @@ import contextlib
 import http.client
 import http.server
 import threading
+import time
 import urllib.parse
 from collections import Counter
 
@@ -39,6 +40,8 @@ class ThrottlingProxy:
     def __init__(self, target_port: int) -> None:
         self.throttle: Counter[str] = Counter()
         self.unparseable: Counter[str] = Counter()
+        # Seconds each request of an action is held before it goes on: a slow AWS.
+        self.slow: dict[str, float] = {}
         self.requests: Counter[str] = Counter()
         # The form parameters of every request (awsQuery services: EC2, Auto Scaling, IAM).
         self.forms: list[dict[str, str]] = []
@@ -73,6 +76,7 @@ class ThrottlingProxy:
                     self._answer(503, _UNPARSEABLE, {"Content-Type": "text/plain"})
                     return
                 proxy._wait_for_the_others(action)
+                time.sleep(proxy.slow.get(action, 0.0))
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 upstream.request("POST", self.path, body=body, headers=headers)
