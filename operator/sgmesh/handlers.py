@@ -243,7 +243,7 @@ async def converge_on_change(
 
 
 @kopf.timer(*RESOURCE, interval=TIMER_TICK_SECONDS, initial_delay=TIMER_TICK_SECONDS)
-async def resync(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Re-resolve selectors and repair drift every `spec.resyncSeconds`.
 
     The timer ticks every few seconds; a tick does nothing until the mesh's resync period has
@@ -307,7 +307,8 @@ async def withdraw_on_delete(
     when=lambda name, **_: name == CRD_NAME,
 )
 async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The NodeGroupMesh CRD is being deleted, and every mesh with it.
+    """The NodeGroupMesh CRD changed: when it is back, make sure meshes are served again; when
+    it is being deleted, every mesh goes with it.
 
     kopf stops serving meshes the moment their CRD starts terminating (the API no longer offers
     `patch` on them), so their delete handlers never run and their finalizers would hold the CRD

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,11 @@ def test_each_region_has_its_clients_and_every_region_shares_reads(
     assert west.calls["CreateVpc"] == 1
     registry = runtime.metrics.registry
     assert registry.get_sample_value("sgmesh_aws_calls_total", {"operation": "DescribeVpcs"}) == 2
+
+
+def test_operator_clients_pool_a_connection_per_worker_thread(runtime: handlers.Runtime) -> None:
+    clients = runtime.clients_for("us-east-1")
+
+    for client in (clients.ec2, clients.autoscaling, clients.iam):
+        config: Any = client.meta.config  # botocore's Config declares its options dynamically
+        assert config.max_pool_connections == handlers.WORKER_THREADS
