@@ -56,6 +56,13 @@ class HandMade:
     world: World
     rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    @classmethod
+    def on(cls, world: World, target: NodeGroup, source: NodeGroup) -> HandMade:
+        """Hand-made rules on `target` (see `add`), remembered."""
+        hand_made = cls(world)
+        hand_made.add(target, source)
+        return hand_made
+
     def add(self, target: NodeGroup, source: NodeGroup) -> None:
         """A CIDR rule and a rule from `source` on a port the meshes never use, both tagged."""
         self.world.ingress_from_cidr(target.security_group_id, "192.0.2.0/24", tags={"team": "a"})

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sgmesh import status
 from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact, exact, rule_writes
 from tests.support.fault_proxy import ThrottlingProxy
@@ -21,7 +22,7 @@ from tests.support.world import World
 pytestmark = pytest.mark.kube
 
 DEADLINE = 60
-MESSAGE_BYTES = 1024
+MESSAGE_BYTES = status.MAX_MESSAGE_BYTES  # the API server's limit on event messages
 
 
 def spec(*names: str, **extra: Any) -> dict[str, Any]:
@@ -35,8 +36,7 @@ def test_unparseable_5xx_answers_are_an_outage_then_the_mesh_converges(
     faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     faulty_aws.unparseable["DescribeSecurityGroupRules"] = 10**6
     operator = start_operator(aws_endpoint=faulty_aws.url)
     meshes.create("mesh", spec("eks-a", "eks-b", "eks-c"))
@@ -57,8 +57,7 @@ def test_throttled_writes_are_retried_and_converge_exactly(
     faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abcd"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     # More throttled answers than one call's retries: some authorizes fail, the rest pass.
     faulty_aws.throttle["AuthorizeSecurityGroupIngress"] = 6
     faulty_aws.throttle["CreateTags"] = 6
@@ -78,8 +77,7 @@ def test_deletion_through_5xx_and_throttling_revokes_exactly_what_the_mesh_owns(
     faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     operator = start_operator(aws_endpoint=faulty_aws.url)
     meshes.create("stays", spec("eks-a", "eks-b"))
     meshes.create("goes", spec("eks-a", "eks-b", "eks-c"))
@@ -100,8 +98,7 @@ def test_500_missing_asgs_are_named_clipped_and_nothing_is_revoked(
     world: World, meshes: Meshes, operator: Operator
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     meshes.create("mesh", spec("eks-a", "eks-b"))
     meshes.wait_ready("mesh", DEADLINE, operator.log_tail)
     missing = [f"gone-{index:03}" for index in range(498)]
@@ -125,8 +122,7 @@ def test_selector_of_300_groups_over_the_quota_leaves_every_group_untouched(
     world: World, meshes: Meshes, operator: Operator
 ) -> None:
     groups = [world.node_group(f"wide-{index:03}", tags={"mesh": "wide"}) for index in range(300)]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
 
     meshes.create("wide", {"autoScalingGroups": {"selectors": [{"tags": {"mesh": "wide"}}]}})
 
@@ -142,8 +138,7 @@ def test_a_region_that_does_not_exist_is_a_clear_error_retried_and_nothing_is_wr
     world: World, meshes: Meshes, operator: Operator
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
 
     meshes.create("nowhere", spec("eks-a", "eks-b", region="zz-nowhere-1"))
 
@@ -164,8 +159,7 @@ def test_a_cni_policy_that_does_not_exist_is_a_clear_condition_and_rules_still_c
     world: World, meshes: Meshes, operator: Operator
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     policy = "arn:aws:iam::123456789012:policy/NoSuchCniPolicy"
 
     meshes.create("custom", spec("eks-a", "eks-b", cniPolicy={"policyArn": policy}))

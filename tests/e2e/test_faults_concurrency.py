@@ -41,8 +41,7 @@ def test_two_operators_without_peering_race_to_the_same_rule_and_the_loser_co_ow
     faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"eks-{index}") for index in range(4)]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     first = start_operator(aws_endpoint=faulty_aws.url)
     second = start_operator(aws_endpoint=faulty_aws.url)
     # The first authorize of each operator reaches AWS together: both create the same rules
@@ -76,8 +75,7 @@ def test_two_operators_without_peering_do_not_flap(
     world: World, meshes: Meshes, start_operator: Callable[..., Operator]
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     first, second = start_operator(), start_operator()
     meshes.create("shared", spec("eks-a", "eks-b", "eks-c"))
     meshes.wait_ready("shared", DEADLINE, first.log_tail)
@@ -108,8 +106,7 @@ def test_thirty_meshes_created_changed_and_deleted_together_leave_exact_tags(
     world: World, meshes: Meshes, operator: Operator
 ) -> None:
     groups = [world.node_group(f"eks-{index}") for index in range(6)]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
 
     def members(index: int, shift: int = 0) -> list[NodeGroup]:
         return [groups[(index + shift) % 6], groups[(index + shift + 1) % 6]]
@@ -143,8 +140,7 @@ def test_spec_edited_while_its_apply_writes_converges_to_the_new_spec(
     world: World, meshes: Meshes, operator: Operator
 ) -> None:
     groups = [world.node_group(f"edit-{index:02}") for index in range(20)]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     meshes.create("edited", spec(*(group.asg for group in groups)))
     wait_until(
         lambda: (

@@ -38,8 +38,7 @@ def test_sigkill_in_the_middle_of_a_large_apply_then_restart_converges_exactly(
     faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"big-{index:02}") for index in range(22)]  # 484 rules
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     # Each of the 22 authorizations takes a while, so the kill lands in the middle of the
     # apply however fast the machine is.
     faulty_aws.slow["AuthorizeSecurityGroupIngress"] = 0.5
@@ -70,8 +69,7 @@ def test_control_plane_restart_is_survived_and_changes_after_it_converge(
     kube_cluster: ControlPlane,
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     meshes.create("before", spec("eks-a", "eks-b"))
     meshes.wait_ready("before", DEADLINE, operator.log_tail)
 
@@ -108,8 +106,7 @@ def test_black_holed_api_connection_is_noticed_and_the_operator_catches_up(
     tmp_path: Path,
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     # The operator reaches the API server only through the proxy (same CA: the serving
     # certificate is for 127.0.0.1, whatever the port).
     kubeconfig = write_kubeconfig(

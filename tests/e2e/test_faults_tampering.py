@@ -27,8 +27,7 @@ SPEC = {"autoScalingGroups": {"names": ["eks-a", "eks-b", "eks-c"]}, "resyncSeco
 @pytest.fixture
 def mesh(world: World, meshes: Meshes, operator: Operator) -> tuple[list[NodeGroup], HandMade]:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    hand_made = HandMade(world)
-    hand_made.add(groups[0], groups[1])
+    hand_made = HandMade.on(world, groups[0], groups[1])
     meshes.create("mesh", SPEC)
     meshes.wait_ready("mesh", DEADLINE, operator.log_tail)
     return groups, hand_made
