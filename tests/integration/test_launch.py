@@ -4,14 +4,11 @@ interface brings its own SGs, and ASGs are listed without their instances."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-
-import pytest
+from collections.abc import Sequence
 
 from sgmesh import aws, discovery, models, ownership, topology
 from sgmesh.topology import ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.moto_server import MotoServer
 from tests.support.world import Mixed, Override, World
 
 OWNER = ownership.Owner("test-cluster", "mesh")
@@ -128,17 +125,7 @@ def test_an_interface_that_does_not_exist_leaves_the_asg_unresolved(
 # ---- what is read and kept ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def proxy(
-    moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ThrottlingProxy]:
-    proxy = ThrottlingProxy(moto_server.port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    yield proxy
-    proxy.close()
-
-
-def test_asgs_are_listed_without_their_instances(world: World, proxy: ThrottlingProxy):
+def test_asgs_are_listed_without_their_instances(world: World, fault_proxy: ThrottlingProxy):
     world.node_group("eks-a")
     world.node_group("eks-b")
     clients = aws.make_clients()
@@ -146,7 +133,9 @@ def test_asgs_are_listed_without_their_instances(world: World, proxy: Throttling
     found = discovery.discover(clients, spec(["eks-a"], prefix="eks-"), OWNER)
 
     assert [m.name for m in found.members] == ["eks-a", "eks-b"]
-    asked = [form for form in proxy.forms if form.get("Action") == "DescribeAutoScalingGroups"]
+    asked = [
+        form for form in fault_proxy.forms if form.get("Action") == "DescribeAutoScalingGroups"
+    ]
     assert asked, "no DescribeAutoScalingGroups went through the proxy"
     assert [form.get("IncludeInstances") for form in asked] == ["false"] * len(asked)
 

@@ -3,14 +3,11 @@ written and the error is classified as "try again later", never as "gone"."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import botocore.exceptions
 import pytest
 
 from sgmesh import aws, models, reconcile
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.moto_server import MotoServer
 from tests.support.world import World
 
 MESH = models.NodeGroupMesh.parse(
@@ -23,41 +20,31 @@ MESH = models.NodeGroupMesh.parse(
 )
 
 
-@pytest.fixture
-def throttling(
-    moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ThrottlingProxy]:
-    proxy = ThrottlingProxy(moto_server.port)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
-    yield proxy
-    proxy.close()
-
-
 def test_throttled_reads_are_retried_and_the_mesh_still_converges(
-    world: World, throttling: ThrottlingProxy
+    world: World, fault_proxy: ThrottlingProxy
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    throttling.throttle.update({"DescribeAutoScalingGroups": 2, "GetInstanceProfile": 2})
+    fault_proxy.throttle.update({"DescribeAutoScalingGroups": 2, "GetInstanceProfile": 2})
     clients = aws.make_clients()
 
     outcome = reconcile.converge(clients, MESH, reconcile.Settings())
 
     assert outcome.converged
-    assert throttling.throttled == {
+    assert fault_proxy.throttled == {
         "DescribeAutoScalingGroups": 2,
         "GetInstanceProfile": 2,
     }
-    assert throttling.requests["DescribeAutoScalingGroups"] == 3  # two throttled, then answered
+    assert fault_proxy.requests["DescribeAutoScalingGroups"] == 3  # two throttled, then answered
     assert clients.calls["DescribeAutoScalingGroups"] == 1  # one call, retried inside botocore
 
 
 def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable(
-    world: World, throttling: ThrottlingProxy
+    world: World, fault_proxy: ThrottlingProxy
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    throttling.throttle["GetInstanceProfile"] = 100
+    fault_proxy.throttle["GetInstanceProfile"] = 100
     clients = aws.make_clients(max_attempts=3)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
@@ -66,17 +53,17 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
     failure = aws.classify(raised.value)
     assert failure.kind is aws.ErrorKind.UNAVAILABLE
     assert failure.code == "Throttling"
-    assert throttling.throttled["GetInstanceProfile"] == 3
-    writes = {action for action in throttling.requests if action in aws.MUTATING_OPERATIONS}
+    assert fault_proxy.throttled["GetInstanceProfile"] == 3
+    writes = {action for action in fault_proxy.requests if action in aws.MUTATING_OPERATIONS}
     assert writes == set()
 
 
 def test_an_unparseable_5xx_answer_is_unavailable_and_nothing_is_written(
-    world: World, throttling: ThrottlingProxy
+    world: World, fault_proxy: ThrottlingProxy
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    throttling.unparseable["DescribeSecurityGroupRules"] = 100
+    fault_proxy.unparseable["DescribeSecurityGroupRules"] = 100
     clients = aws.make_clients(max_attempts=2)
 
     with pytest.raises(aws.ERRORS) as raised:
@@ -89,5 +76,5 @@ def test_an_unparseable_5xx_answer_is_unavailable_and_nothing_is_written(
     failure = clients.classify(raised.value)
     assert failure.kind is aws.ErrorKind.UNAVAILABLE
     assert failure.retryable
-    writes = {action for action in throttling.requests if action in aws.MUTATING_OPERATIONS}
+    writes = {action for action in fault_proxy.requests if action in aws.MUTATING_OPERATIONS}
     assert writes == set()

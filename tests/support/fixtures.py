@@ -11,11 +11,20 @@ import pytest
 
 from sgmesh import aws
 from tests.support import image
+from tests.support.fault_proxy import ThrottlingProxy
 from tests.support.moto_server import MotoServer, start_moto_server
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.world import World
 
-__all__ = ["aws_env", "aws_proxy", "clients", "moto_server", "operator_image", "world"]
+__all__ = [
+    "aws_env",
+    "aws_proxy",
+    "clients",
+    "fault_proxy",
+    "moto_server",
+    "operator_image",
+    "world",
+]
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +60,17 @@ def clients(aws_env: dict[str, str]) -> aws.AwsClients:
 def world(aws_env: dict[str, str]) -> World:
     """Builds AWS resources through clients of its own, so that they do not count as calls."""
     return World(aws.make_clients())
+
+
+@pytest.fixture
+def fault_proxy(
+    moto_server: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ThrottlingProxy]:
+    """The environment's AWS reached through the HTTP fault proxy (throttling, 5xx...)."""
+    proxy = ThrottlingProxy(moto_server.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture
