@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 import yaml
 
-from sgmesh import aws, crd, models, planning, reconcile, status
+from sgmesh import aws, cluster_members, crd, models, planning, reconcile, status
+from sgmesh.cluster_members import ClusterMembers
 
 __all__ = ["main"]
 
@@ -261,13 +262,23 @@ def _run_pipeline(arguments: argparse.Namespace) -> int:
     for name, region in regions.items():
         if not region:
             raise UsageError(f"mesh {name!r}: no region; set spec.region, --region or AWS_REGION")
+    for mesh in meshes:
+        if mesh.spec.extra_security_group_ids:
+            print(
+                f"warning: mesh {mesh.name!r}: spec.extraSecurityGroupIds is deprecated; "
+                "list the same ids under spec.securityGroups.ids",
+                file=sys.stderr,
+            )
+    clusters = _read_clusters(meshes)
     reports: list[dict[str, Any]] = []
     exit_code = EXIT_OK
     for mesh in meshes:
         region = regions[mesh.name]
         clients = aws.make_clients(region)
         try:
-            outcome = reconcile.converge(clients, mesh, settings, write=arguments.write)
+            outcome = reconcile.converge(
+                clients, mesh, settings, write=arguments.write, cluster=clusters[mesh.name]
+            )
         except aws.ERRORS as error:
             failure = clients.classify(error)
             print(f"error: mesh {mesh.name!r}: {failure.describe()}", file=sys.stderr)
@@ -282,6 +293,29 @@ def _run_pipeline(arguments: argparse.Namespace) -> int:
         json.dump(reports[0] if len(meshes) == 1 and reports else reports, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return exit_code
+
+
+def _read_clusters(meshes: Sequence[models.NodeGroupMesh]) -> dict[str, ClusterMembers]:
+    """The Kubernetes members of the meshes that have any (EC2NodeClasses, ENIConfigs), read
+    from the current kubeconfig before anything is applied; the others need no cluster."""
+    found = {mesh.name: ClusterMembers() for mesh in meshes}
+    using = [mesh for mesh in meshes if mesh.spec.uses_cluster]
+    if not using:
+        return found
+    from sgmesh import kube_sources  # noqa: PLC0415 - the Kubernetes client, only when needed
+
+    api = None
+    for mesh in using:
+        try:
+            api = api or kube_sources.connect()
+            objects = kube_sources.read(mesh.spec, api)
+        except kube_sources.ClusterReadError as error:
+            raise UsageError(
+                f"mesh {mesh.name!r} reads members from the cluster (spec.karpenter, "
+                f"spec.customNetworking), and the cluster cannot be read: {error}"
+            ) from None
+        found[mesh.name] = cluster_members.resolve(mesh.spec, objects)
+    return found
 
 
 def _severity(code: int) -> int:
@@ -314,13 +348,11 @@ def outcome_report(
         "region": region,
         "mode": mesh.spec.mode.value,
         "members": [
-            {
-                **status.member_status(member).model_dump(mode="json", by_alias=True),
-                "kind": member.kind.value,
-            }
+            status.member_status(member).model_dump(mode="json", by_alias=True)
             for member in outcome.topology.members
         ],
         "rules": outcome.rules().model_dump(mode="json"),
+        "notes": [note for note in [status.cni_policy_note(outcome)] if note],
         "actions": [action_report(action) for action in outcome.plan.actions],
         "held": [action_report(action) for action in outcome.plan.held],
         "problems": [
@@ -370,7 +402,10 @@ def _text_lines(report: dict[str, Any]) -> Iterator[str]:
     for member in report["members"]:
         roles = ",".join(member["roleNames"]) or "-"
         groups = ",".join(member["securityGroupIds"]) or "-"
-        yield f"  {member['name']}: SGs {groups}; roles {roles}; {member['vpcId'] or '-'}"
+        yield (
+            f"  {member['kind']} {member['name']}: SGs {groups}; roles {roles}; "
+            f"{member['vpcId'] or '-'}"
+        )
     rules = report["rules"]
     applied = report["applied"]
     if not report["actions"]:
@@ -390,4 +425,6 @@ def _text_lines(report: dict[str, Any]) -> Iterator[str]:
                 yield f"  not done: {summary}"
     for problem in report["problems"]:
         yield f"problem ({problem['reason']}): {problem['message']}"
+    for note in report["notes"]:
+        yield f"note: {note}"
     yield f"rules: {rules['desired']} desired, {rules['present']} present, {rules['owned']} owned"

@@ -88,6 +88,7 @@ class Node:
     instance_profile: str | None = None
     role_names: tuple[str, ...] = ()
     vpc_id: str | None = None
+    node_class: str | None = None  # Karpenter's EC2NodeClass, from the node's label
 
     @property
     def security_group_ids(self) -> tuple[str, ...]:
@@ -139,6 +140,7 @@ class NodeGroup:
     role_names: tuple[str, ...]
     asg_name: str | None
     runs_dns: bool
+    node_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ def _groups(inventory: Inventory) -> tuple[NodeGroup, ...]:
                 role_names=tuple(dict.fromkeys(r for node in nodes for r in node.role_names)),
                 asg_name=nodes[0].asg_name,
                 runs_dns=any(node.name in dns_nodes for node in nodes),
+                node_class=nodes[0].node_class,
             )
         )
     return tuple(groups)
@@ -231,12 +234,19 @@ def _groups(inventory: Inventory) -> tuple[NodeGroup, ...]:
 def _member_of(mesh: models.NodeGroupMesh, group: NodeGroup, inventory: Inventory) -> bool:
     asgs = mesh.spec.auto_scaling_groups
     if group.asg_name is not None:
+        if asgs is None:
+            return False
         tags = dict(inventory.asg_tags.get(group.asg_name, {}))
         return group.asg_name in asgs.names or any(
             selector.matches(group.asg_name, tags) for selector in asgs.selectors
         )
-    extra = set(mesh.spec.extra_security_group_ids)
-    return bool(group.security_group_ids) and set(group.security_group_ids) <= extra
+    karpenter = mesh.spec.karpenter
+    if group.node_class is not None and karpenter is not None:
+        names = karpenter.node_classes
+        if names == [models.EVERY] or group.node_class in names:
+            return True
+    listed = set(mesh.spec.security_group_ids)
+    return bool(group.security_group_ids) and set(group.security_group_ids) <= listed
 
 
 def _mesh_flows(mesh: models.NodeGroupMesh) -> tuple[Flow, ...]:

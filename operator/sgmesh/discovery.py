@@ -5,7 +5,9 @@ The reads live by concern, each in its own module; this one puts their answers t
 - `sgmesh.launch`: the member ASGs and what each launches with (launch templates, launch
   configurations: SG ids and names, instance profiles);
 - `sgmesh.security_groups`: security groups (names → ids, VPCs) and their inbound rules;
-- `sgmesh.roles`: IAM (instance profiles → roles, attached policies and tags).
+- `sgmesh.roles`: IAM (instance profiles → roles, attached policies and tags);
+- `sgmesh.cluster_members`: members that Kubernetes objects name (EC2NodeClasses,
+  ENIConfigs), read from the cluster by the caller and passed in.
 
 Reads are batched so that the number of calls grows with pages of results, not with the
 number of ASGs.
@@ -19,12 +21,26 @@ request for exactly that thing by id or name; it becomes a `Problem`. Every othe
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-from sgmesh import aws, launch, models, ownership, planning, roles, security_groups, topology
+from sgmesh import (
+    aws,
+    cluster_members,
+    launch,
+    models,
+    ownership,
+    planning,
+    roles,
+    security_groups,
+    topology,
+)
 
-__all__ = ["discover", "discover_owned"]
+__all__ = ["NO_CLUSTER_MEMBERS", "discover", "discover_owned"]
+
+NO_CLUSTER_MEMBERS = cluster_members.ClusterMembers()
 
 
 def discover(
@@ -32,17 +48,24 @@ def discover(
     spec: models.NodeGroupMeshSpec,
     owner: ownership.Owner,
     memory: roles.RoleMemory | None = None,
+    cluster: cluster_members.ClusterMembers = NO_CLUSTER_MEMBERS,
+    *,
+    fresh: bool = False,
 ) -> topology.Topology:
     """Resolve the mesh's members and read what AWS holds that concerns them.
 
     `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.roles`); without
     it the roles the mesh's policy is attached to are swept on every call.
 
+    `cluster`: the members the spec's Kubernetes sources named (EC2NodeClasses, ENIConfigs)
+    and whether aws-node uses IRSA, as `sgmesh.kube_sources` read them.
+
     Its reads may be answered from another mesh's discovery of the last seconds when the
-    clients share reads (`sgmesh.shared_reads`: never across a write).
+    clients share reads (`sgmesh.shared_reads`: never across a write), unless `fresh` asks for
+    AWS as it is now (a reconcile started because something new appeared).
     """
-    with clients.reads_shared():
-        return _discover(clients, spec, owner, memory)
+    with contextlib.nullcontext() if fresh else clients.reads_shared():
+        return _discover(clients, spec, owner, memory, cluster)
 
 
 def _discover(
@@ -50,17 +73,119 @@ def _discover(
     spec: models.NodeGroupMeshSpec,
     owner: ownership.Owner,
     memory: roles.RoleMemory | None,
+    cluster: cluster_members.ClusterMembers,
 ) -> topology.Topology:
-    asgs, asg_problems = launch.read_auto_scaling_groups(clients, spec.auto_scaling_groups)
+    asgs, asg_problems = (
+        launch.read_auto_scaling_groups(clients, spec.auto_scaling_groups)
+        if spec.auto_scaling_groups is not None
+        else ([], [])
+    )
     launches = launch.read_launches(clients, asgs)
-    problems: list[topology.Problem] = list(asg_problems)
+    problems: list[topology.Problem] = [*asg_problems, *cluster.problems]
 
+    launched = _launch_groups(clients, launches)
+    problems.extend(launched.problems)
+    vpcs = dict(launched.vpcs)
+    group_ids = launched.group_ids
+
+    # Security groups that join directly: listed by id, or selected by their tags.
+    selected = (
+        security_groups.read_selected_groups(clients, spec.security_groups.selectors)
+        if spec.security_groups is not None
+        else {}
+    )
+    vpcs.update(selected)
+    users: dict[str, list[str]] = defaultdict(list)
+    for each in launches:
+        for group_id in group_ids[each.name]:
+            users[group_id].append(f"ASG {each.name}")
+    for group_id in spec.security_groups.ids if spec.security_groups is not None else ():
+        users[group_id].append("securityGroups.ids")
+    for group_id in spec.extra_security_group_ids:
+        users[group_id].append("extraSecurityGroupIds")
+    for source in cluster.members:
+        for group_id in source.security_group_ids:
+            users[group_id].append(source.title)
+    vpcs.update(
+        security_groups.read_security_group_vpcs(clients, [g for g in users if g not in vpcs])
+    )
+    for group_id, who in users.items():
+        if group_id not in vpcs:
+            problems.append(
+                topology.Problem(
+                    topology.ProblemKind.SECURITY_GROUP_NOT_FOUND,
+                    group_id,
+                    f"security group {group_id} (used by {', '.join(who)}) does not exist",
+                )
+            )
+    direct_ids = sorted({*spec.security_group_ids, *selected})
+    existing_ids = sorted(group_id for group_id in {*users, *selected} if group_id in vpcs)
+
+    ingress = security_groups.read_ingress_rules(clients, existing_ids)
+    ingress.update(security_groups.read_owned_rules(clients, owner))
+    counted = set(existing_ids)
+    prefix_lists = security_groups.read_prefix_lists(
+        clients,
+        [r.prefix_list_id for r in ingress.values() if r.prefix_list_id and r.group_id in counted],
+    )
+
+    attach = cluster_members.attaches_cni(spec, cluster)
+    mesh_roles = roles.read_mesh_roles(
+        clients,
+        owner,
+        [
+            *(profile for each in launches for profile in each.profile_names),
+            *(profile for source in cluster.members for profile in source.instance_profile_names),
+        ]
+        if attach
+        else (),
+        _sweep_policy_arns(clients, models.cni_policy_arn(spec, clients.region)) if attach else (),
+        memory=memory,
+        role_names=[role for source in cluster.members for role in source.role_names]
+        if attach
+        else (),
+    )
+    members, unresolvable = _members(
+        launches,
+        launched,
+        cluster=cluster,
+        mesh_roles=mesh_roles,
+        attach=attach,
+        vpcs=vpcs,
+        direct_ids=direct_ids,
+    )
+    problems.extend(unresolvable)
+
+    return topology.Topology(
+        members=tuple(members),
+        prefix_lists=prefix_lists,
+        rules_per_security_group=_applied_quota(clients, spec, members, vpcs, ingress.values()),
+        ingress_rules=tuple(ingress[rule_id] for rule_id in sorted(ingress)),
+        counted_group_ids=frozenset(existing_ids),
+        security_group_vpcs={group_id: vpcs[group_id] for group_id in existing_ids},
+        roles=mesh_roles.roles,
+        problems=_sorted_problems(problems),
+    )
+
+
+@dataclass(frozen=True)
+class _LaunchGroups:
+    """The SGs each ASG's instances get, their VPCs where already known, why an ASG's SGs
+    cannot all be told (by ASG), and the problems met."""
+
+    group_ids: Mapping[str, tuple[str, ...]]
+    unresolved: Mapping[str, Sequence[str]]
+    vpcs: Mapping[str, str]
+    problems: Sequence[topology.Problem]
+
+
+def _launch_groups(clients: aws.AwsClients, launches: Sequence[launch.AsgLaunch]) -> _LaunchGroups:
+    """SG names → ids, ENIs → their SGs, no SG → the VPC's default SG."""
     names = security_groups.resolve_group_names(
         clients,
         {each.name: each.group_names for each in launches if each.group_names},
         {each.name: each.subnet_ids for each in launches},
     )
-    problems.extend(names.problems)
     interface_groups = security_groups.read_network_interface_groups(
         clients, [eni for each in launches for eni in each.network_interface_ids]
     )
@@ -79,103 +204,95 @@ def _discover(
         if each.name in default_groups:
             ids.append(default_groups[each.name][0])
         unresolved[each.name].extend(default_unresolved.get(each.name, ()))
+        unresolved[each.name].extend(names.unresolved.get(each.name, ()))
         group_ids[each.name] = tuple(dict.fromkeys(ids))
+    return _LaunchGroups(group_ids, unresolved, vpcs, names.problems)
 
-    extra_ids = list(dict.fromkeys(spec.extra_security_group_ids))
-    wanted_ids = [*(g for ids in group_ids.values() for g in ids), *extra_ids]
-    vpcs.update(
-        security_groups.read_security_group_vpcs(clients, [g for g in wanted_ids if g not in vpcs])
-    )
-    users: dict[str, list[str]] = defaultdict(list)
-    for each in launches:
-        for group_id in group_ids[each.name]:
-            users[group_id].append(f"ASG {each.name}")
-    for group_id in extra_ids:
-        users[group_id].append("extraSecurityGroupIds")
-    for group_id, who in users.items():
-        if group_id not in vpcs:
-            problems.append(
-                topology.Problem(
-                    topology.ProblemKind.SECURITY_GROUP_NOT_FOUND,
-                    group_id,
-                    f"security group {group_id} (used by {', '.join(who)}) does not exist",
-                )
-            )
-    existing_ids = sorted(group_id for group_id in users if group_id in vpcs)
 
-    ingress = security_groups.read_ingress_rules(clients, existing_ids)
-    ingress.update(security_groups.read_owned_rules(clients, owner))
-    counted = set(existing_ids)
-    prefix_lists = security_groups.read_prefix_lists(
-        clients,
-        [r.prefix_list_id for r in ingress.values() if r.prefix_list_id and r.group_id in counted],
-    )
-
-    attach = spec.cni_policy.attach
-    mesh_roles = roles.read_mesh_roles(
-        clients,
-        owner,
-        (profile for each in launches for profile in each.profile_names) if attach else (),
-        _sweep_policy_arns(clients, models.cni_policy_arn(spec, clients.region)) if attach else (),
-        memory=memory,
-    )
+def _members(
+    launches: Sequence[launch.AsgLaunch],
+    launched: _LaunchGroups,
+    *,
+    cluster: cluster_members.ClusterMembers,
+    mesh_roles: roles.MeshRoles,
+    attach: bool,
+    vpcs: Mapping[str, str],
+    direct_ids: Sequence[str],
+) -> tuple[list[topology.Member], list[topology.Problem]]:
+    """Every member with what it resolved to, and an UNRESOLVED problem for each thing a
+    member's SGs or (when the mesh attaches the CNI policy) roles cannot be told from."""
     profiles = mesh_roles.profiles
+    problems: list[topology.Problem] = []
 
-    members: list[topology.Member] = []
-    for each in launches:
-        role_names = sorted(
-            {
-                role
-                for profile in each.profile_names
-                for role in profiles.role_names.get(profile, ())
-            }
+    def member(
+        name: str, kind: topology.MemberKind, groups: Iterable[str], role_names: Iterable[str]
+    ) -> topology.Member:
+        member_group_ids = tuple(sorted(groups))
+        member_vpcs = {vpcs[g] for g in member_group_ids if g in vpcs}
+        return topology.Member(
+            name=name,
+            security_group_ids=member_group_ids,
+            role_names=tuple(sorted(role_names)),
+            vpc_id=member_vpcs.pop() if len(member_vpcs) == 1 else None,
+            kind=kind,
         )
-        reasons = [*each.unresolved, *unresolved[each.name], *names.unresolved.get(each.name, ())]
-        if attach:  # roles matter only to a mesh that attaches the CNI policy
-            reasons.extend(r for p in each.profile_names for r in profiles.unresolved.get(p, ()))
-            reasons.extend(f"{s} names no instance profile" for s in each.sources_without_profile)
+
+    def unresolvable(kind: str, name: str, reasons: Iterable[str]) -> None:
         problems.extend(
             topology.Problem(
                 topology.ProblemKind.UNRESOLVED,
-                each.name,
-                f"cannot tell the security groups and role of ASG {each.name}: {reason}",
+                name,
+                f"cannot tell the security groups and role of {kind} {name}: {reason}",
             )
             for reason in dict.fromkeys(reasons)
         )
+
+    members: list[topology.Member] = []
+    for each in launches:
+        role_names = {
+            role for profile in each.profile_names for role in profiles.role_names.get(profile, ())
+        }
+        reasons = [*each.unresolved, *launched.unresolved.get(each.name, ())]
+        if attach:  # roles matter only to a mesh that attaches the CNI policy
+            reasons.extend(r for p in each.profile_names for r in profiles.unresolved.get(p, ()))
+            reasons.extend(f"{s} names no instance profile" for s in each.sources_without_profile)
+        unresolvable("ASG", each.name, reasons)
         # An ASG resolved in part stays a member with what it resolved: what that adds is
         # right, and its UNRESOLVED problem makes the planner hold every removal. One that
         # resolved nothing has nothing to contribute.
-        if group_ids[each.name] or role_names:
-            member_group_ids = tuple(sorted(group_ids[each.name]))
-            member_vpcs = {vpcs[g] for g in member_group_ids if g in vpcs}
+        groups = launched.group_ids[each.name]
+        if groups or role_names:
             members.append(
-                topology.Member(
-                    name=each.name,
-                    security_group_ids=member_group_ids,
-                    role_names=tuple(role_names),
-                    vpc_id=member_vpcs.pop() if len(member_vpcs) == 1 else None,
-                )
+                member(each.name, topology.MemberKind.AUTO_SCALING_GROUP, groups, role_names)
             )
+    for source in cluster.members:
+        role_names = {
+            *(role for role in source.role_names if role not in mesh_roles.missing),
+            *(
+                role
+                for profile in source.instance_profile_names
+                for role in profiles.role_names.get(profile, ())
+            ),
+        }
+        reasons = list(source.unresolved_groups)
+        if attach:
+            reasons.extend(source.unresolved_role)
+            reasons.extend(
+                r for p in source.instance_profile_names for r in profiles.unresolved.get(p, ())
+            )
+            reasons.extend(
+                f"role {role} (spec.role) does not exist"
+                for role in source.role_names
+                if role in mesh_roles.missing
+            )
+        unresolvable(source.kind.value, source.name, reasons)
+        if source.security_group_ids or (attach and role_names):
+            members.append(member(source.name, source.kind, source.security_group_ids, role_names))
     members.extend(
-        topology.Member(
-            name=group_id,
-            security_group_ids=(group_id,),
-            vpc_id=vpcs.get(group_id),
-            kind=topology.MemberKind.SECURITY_GROUP,
-        )
-        for group_id in sorted(extra_ids)
+        member(group_id, topology.MemberKind.SECURITY_GROUP, (group_id,), ())
+        for group_id in direct_ids
     )
-
-    return topology.Topology(
-        members=tuple(members),
-        prefix_lists=prefix_lists,
-        rules_per_security_group=_applied_quota(clients, spec, members, vpcs, ingress.values()),
-        ingress_rules=tuple(ingress[rule_id] for rule_id in sorted(ingress)),
-        counted_group_ids=frozenset(existing_ids),
-        security_group_vpcs={group_id: vpcs[group_id] for group_id in existing_ids},
-        roles=mesh_roles.roles,
-        problems=_sorted_problems(problems),
-    )
+    return members, problems
 
 
 def discover_owned(

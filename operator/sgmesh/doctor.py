@@ -483,6 +483,7 @@ def _read_aws(
                 instance_profile=profile,
                 role_names=roles_of_profile.get(profile, ()) if profile else (),
                 vpc_id=instance.get("VpcId"),
+                node_class=node.labels.get(KARPENTER_NODECLASS) or tags.get(KARPENTER_NODECLASS),
             )
         )
 

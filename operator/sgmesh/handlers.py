@@ -21,7 +21,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,7 +35,21 @@ from aiohttp import web
 from kopf._cogs.structs import references as kopf_references
 from kopf._core.reactor import observation as kopf_observation
 
-from sgmesh import aws, metrics, models, ownership, planning, reconcile, shared_reads, status
+from sgmesh import (
+    aws,
+    cluster_members,
+    cluster_watches,
+    discovery,
+    kube_sources,
+    metrics,
+    models,
+    nudges,
+    ownership,
+    planning,
+    reconcile,
+    shared_reads,
+    status,
+)
 
 __all__ = ["FINALIZER", "OperatorSettings", "run"]
 
@@ -106,6 +120,12 @@ class Runtime:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     kopf_settings: kopf.OperatorSettings = field(default_factory=kopf.OperatorSettings)
     web_runner: web.AppRunner | None = None
+    # aws-node's IRSA role, read at most once a minute for every mesh.
+    aws_node_role: kube_sources.AwsNodeRole = field(default_factory=kube_sources.AwsNodeRole)
+    # What the cluster watches keep, and their nudges (`sgmesh.cluster_watches`).
+    watching: cluster_watches.Watching | None = None
+    # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
+    nudged: set[str] = field(default_factory=set)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -207,6 +227,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
         kopf_settings=settings,
     )
+    runtime.watching = memo.watching = cluster_watches.Watching(
+        meshes=nudges.MeshIndex(),
+        nodes=nudges.Debounce(
+            partial(_nudge, runtime),
+            cluster_watches.NODE_DELAY_SECONDS,
+            cluster_watches.NODE_GAP_SECONDS,
+        ),
+        sources=nudges.Debounce(partial(_nudge, runtime), cluster_watches.SOURCE_DELAY_SECONDS),
+    )
     if operator_settings.metrics_port:
         runtime.web_runner = await metrics.serve(
             runtime.metrics, operator_settings.metrics_port, is_ready=memo.started.is_set
@@ -223,6 +252,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     runtime: Runtime = memo.runtime
+    if runtime.watching is not None:
+        await runtime.watching.nodes.close()
+        await runtime.watching.sources.close()
     if runtime.web_runner is not None:
         await runtime.web_runner.cleanup()
     runtime.executor.shutdown(wait=False, cancel_futures=True)
@@ -239,6 +271,14 @@ async def converge_on_change(
     Failures raise kopf errors so that kopf retries with backoff (temporary) or stops
     (invalid spec); the status says why either way.
     """
+    if body.spec.get("extraSecurityGroupIds"):
+        _event(
+            body,
+            "Warning",
+            "DeprecatedField",
+            "spec.extraSecurityGroupIds is deprecated: list the same ids under "
+            "spec.securityGroups.ids (same meaning)",
+        )
     await _converge(memo.runtime, body, patch, retry=retry, raise_on_failure=True)
 
 
@@ -257,14 +297,60 @@ async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if time.monotonic() - last < resync_seconds:
         return
     runtime.last_sync[uid] = time.monotonic()
-    # The status is written apart from the timer: through kopf's patch, a write during an
-    # API-server outage would hold this timer (and then end it) while AWS drift waits.
+    await _reconcile_apart(runtime, body)
+
+
+async def _reconcile_apart(
+    runtime: Runtime,
+    body: kopf.Body,
+    *,
+    fresh: bool = False,
+    current: Callable[[], kopf.Body | None] | None = None,
+) -> None:
+    """Reconcile outside kopf's change handlers (resync, nudge); the status is written apart:
+    through kopf's patch, a write during an API-server outage would hold the timer (and then
+    end it) while AWS drift waits."""
     written = kopf.Patch()
-    await _converge(runtime, body, written, retry=0, raise_on_failure=False)
+    await _converge(
+        runtime, body, written, retry=0, raise_on_failure=False, fresh=fresh, current=current
+    )
     if written:
         task = asyncio.create_task(_write_status(runtime, body.metadata.name or "", dict(written)))
         runtime.background.add(task)
         task.add_done_callback(runtime.background.discard)
+
+
+async def _nudge(runtime: Runtime, names: frozenset[str]) -> None:
+    """Start a reconcile of each mesh now, reading AWS afresh (something new appeared)."""
+    for name in sorted(names - runtime.nudged):
+        if runtime.watching is None or runtime.watching.meshes.get(name) is None:
+            continue
+        runtime.nudged.add(name)
+        task = asyncio.create_task(_reconcile_nudged(runtime, name))
+        runtime.background.add(task)
+        task.add_done_callback(runtime.background.discard)
+
+
+async def _reconcile_nudged(runtime: Runtime, name: str) -> None:
+    started = False
+
+    def current() -> kopf.Body | None:
+        # Called once the mesh's lock is held: a nudge from now on needs another reconcile.
+        nonlocal started
+        started = True
+        runtime.nudged.discard(name)
+        latest = runtime.watching.meshes.get(name) if runtime.watching else None
+        return kopf.Body(cast(kopf.RawBody, dict(latest))) if latest is not None else None
+
+    latest = runtime.watching.meshes.get(name) if runtime.watching else None
+    try:
+        if latest is not None:
+            runtime.metrics.nudges.inc()
+            body = kopf.Body(cast(kopf.RawBody, dict(latest)))
+            await _reconcile_apart(runtime, body, fresh=True, current=current)
+    finally:
+        if not started:
+            runtime.nudged.discard(name)
 
 
 async def _write_status(runtime: Runtime, name: str, written: dict[str, Any]) -> None:
@@ -499,13 +585,28 @@ def _delay(failure: aws.AwsFailure, retry: int) -> float:
 
 
 async def _converge(
-    runtime: Runtime, body: kopf.Body, patch: kopf.Patch, retry: int, raise_on_failure: bool
+    runtime: Runtime,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    raise_on_failure: bool,
+    *,
+    fresh: bool = False,
+    current: Callable[[], kopf.Body | None] | None = None,
 ) -> None:
+    """Reconcile one mesh under its lock. `current`: the mesh's latest body, asked once the
+    lock is held (a nudge may have waited for it while the spec changed); `fresh`: read AWS
+    as it is now."""
     uid = body.metadata.uid or ""
-    name = body.metadata.name or ""
-    generation = body.metadata.get("generation")
-    previous: Mapping[str, Any] = body.status
     async with runtime.lock(uid):
+        if current is not None:
+            latest = current()
+            if latest is None or latest.metadata.uid != uid:
+                return  # deleted (or deleted and created again) meanwhile
+            body = latest
+        name = body.metadata.name or ""
+        generation = body.metadata.get("generation")
+        previous: Mapping[str, Any] = body.status
         if uid in runtime.withdrawing or body.metadata.deletion_timestamp:
             return  # a deleted mesh is withdrawn, never converged again
         started = time.monotonic()
@@ -517,11 +618,14 @@ async def _converge(
                     "spec.region is not set and the operator has no default region (--region)"
                 )
         except models.InvalidSpecError as error:
-            runtime.metrics.reconciles.labels(name, "invalid").inc()
-            _set_status(
+            _failed(
+                runtime,
                 body,
                 patch,
-                status.failure_status(status.INVALID_SPEC, str(error), generation, previous),
+                previous,
+                result="invalid",
+                reason=status.INVALID_SPEC,
+                message=str(error),
             )
             if raise_on_failure:
                 raise kopf.PermanentError(str(error)) from error
@@ -531,20 +635,33 @@ async def _converge(
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
-                runtime.executor,
-                reconcile.converge,
-                clients,
-                mesh,
-                runtime.settings.pipeline,
+                runtime.executor, partial(_pipeline, runtime, clients, mesh, fresh=fresh)
             )
+        except kube_sources.ClusterReadError as error:
+            _failed(
+                runtime,
+                body,
+                patch,
+                previous,
+                result="failed",
+                reason=kube_sources.READ_FAILED,
+                message=str(error),
+            )
+            if raise_on_failure:
+                delay = min(10.0 * 2 ** min(retry, 5), MAX_RETRY_DELAY_SECONDS)
+                raise kopf.TemporaryError(str(error), delay=delay) from error
+            return
         except aws.ERRORS as error:
             failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
-            runtime.metrics.reconciles.labels(name, "failed").inc()
-            _set_status(
+            _failed(
+                runtime,
                 body,
                 patch,
-                status.failure_status(failure.kind.value, failure.describe(), generation, previous),
+                previous,
+                result="failed",
+                reason=failure.kind.value,
+                message=failure.describe(),
             )
             if raise_on_failure:
                 raise kopf.TemporaryError(
@@ -567,6 +684,36 @@ async def _converge(
         retryable = [f.failure for f in outcome.failures if f.failure.retryable]
         if raise_on_failure and retryable:
             raise kopf.TemporaryError(retryable[0].describe(), delay=_delay(retryable[0], retry))
+
+
+def _failed(
+    runtime: Runtime,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    previous: Mapping[str, Any],
+    *,
+    result: str,
+    reason: str,
+    message: str,
+) -> None:
+    """Count a reconcile that did not reach a plan, and say why in the status."""
+    runtime.metrics.reconciles.labels(body.metadata.name or "", result).inc()
+    generation = body.metadata.get("generation")
+    _set_status(body, patch, status.failure_status(reason, message, generation, previous))
+
+
+def _pipeline(
+    runtime: Runtime, clients: aws.AwsClients, mesh: models.NodeGroupMesh, *, fresh: bool
+) -> reconcile.Outcome:
+    """Read the mesh's Kubernetes sources (and aws-node's IRSA role) and reconcile; in a
+    worker thread."""
+    cluster = discovery.NO_CLUSTER_MEMBERS
+    if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
+        objects = kube_sources.read(mesh.spec, aws_node_role=runtime.aws_node_role)
+        cluster = cluster_members.resolve(mesh.spec, objects)
+    return reconcile.converge(
+        clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh
+    )
 
 
 def _set_status(body: kopf.Body, patch: kopf.Patch, new_status: dict[str, Any]) -> None:

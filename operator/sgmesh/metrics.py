@@ -43,6 +43,11 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.nudges = prometheus_client.Counter(
+            "sgmesh_nudged_reconciles_total",
+            "Reconciles started by a Node, EC2NodeClass, ENIConfig or CRD event.",
+            registry=registry,
+        )
         self.duration = prometheus_client.Histogram(
             "sgmesh_reconcile_duration_seconds",
             "Wall time of one reconcile (discover, plan, apply).",

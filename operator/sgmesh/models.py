@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "EVERY",
     "KIND",
     "MAX_CLUSTER_NAME_LENGTH",
     "MAX_MESH_NAME_LENGTH",
@@ -27,8 +28,10 @@ __all__ = [
     "AutoScalingGroups",
     "CniPolicy",
     "Condition",
+    "CustomNetworking",
     "DeletionPolicy",
     "InvalidSpecError",
+    "Karpenter",
     "MemberStatus",
     "Mode",
     "NodeGroupMesh",
@@ -36,6 +39,8 @@ __all__ = [
     "NodeGroupMeshStatus",
     "Protocol",
     "RuleCounts",
+    "SecurityGroupSelector",
+    "SecurityGroups",
     "Selector",
     "Traffic",
     "cni_policy_arn",
@@ -65,7 +70,17 @@ MAX_TAG_VALUE_LENGTH = 256
 # ASG names: 1-255 characters, no colon (AWS rejects names that look like ARNs).
 ASG_NAME = r"^[^:]{1,255}$"
 
+# A Kubernetes object name (DNS subdomain), or "*": every object of the kind.
+EVERY = "*"
+OBJECT_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?|\*)$"
+MAX_OBJECT_NAME_LENGTH = 253
+
 SecurityGroupId = Annotated[str, StringConstraints(pattern=SECURITY_GROUP_ID)]
+ObjectName = Annotated[
+    str, StringConstraints(pattern=OBJECT_NAME, min_length=1, max_length=MAX_OBJECT_NAME_LENGTH)
+]
+TagKey = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+TagValue = Annotated[str, StringConstraints(max_length=256)]
 AsgName = Annotated[str, StringConstraints(pattern=ASG_NAME, min_length=1, max_length=255)]
 
 
@@ -173,10 +188,9 @@ class Selector(_Model):
         }
     )
 
-    tags: dict[
-        Annotated[str, StringConstraints(min_length=1, max_length=128)],
-        Annotated[str, StringConstraints(max_length=256)],
-    ] = Field(default_factory=dict, description='Tags the ASG must carry; "*" means any value.')
+    tags: dict[TagKey, TagValue] = Field(
+        default_factory=dict, description='Tags the ASG must carry; "*" means any value.'
+    )
     name_prefix: str | None = Field(
         default=None, min_length=1, max_length=255, description="The ASG name starts with this."
     )
@@ -196,6 +210,15 @@ class Selector(_Model):
             key in tags and (wanted == "*" or tags[key] == wanted)
             for key, wanted in self.tags.items()
         )
+
+
+def _unique(values: list[str], what: str) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+    return values
 
 
 class AutoScalingGroups(_Model):
@@ -229,12 +252,110 @@ class AutoScalingGroups(_Model):
     @pydantic.field_validator("names")
     @classmethod
     def _unique_names(cls, names: list[str]) -> list[str]:
-        seen: set[str] = set()
-        for name in names:
-            if name in seen:
-                raise ValueError(f"ASG name {name!r} is listed twice")
-            seen.add(name)
-        return names
+        return _unique(names, "ASG name")
+
+
+class SecurityGroupSelector(_Model):
+    """A security group matches when it carries every tag listed (value "*": key present)."""
+
+    tags: dict[TagKey, TagValue] = Field(
+        min_length=1,
+        description='Tags the security group must carry; "*" means any value. For the EKS '
+        "cluster security group: {aws:eks:cluster-name: <cluster>}.",
+    )
+
+
+class SecurityGroups(_Model):
+    """Security groups that join the mesh directly, with no ASG: the EKS cluster security
+    group, eksctl's shared node security group, the groups of nodes no ASG launches."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(has(self.ids) && size(self.ids) > 0) || "
+                    "(has(self.selectors) && size(self.selectors) > 0)",
+                    "message": "list at least one security group id or one selector",
+                }
+            ]
+        }
+    )
+
+    ids: list[SecurityGroupId] = Field(
+        default_factory=list, max_length=50, description="Security group ids."
+    )
+    selectors: list[SecurityGroupSelector] = Field(
+        default_factory=list,
+        max_length=20,
+        description="A security group of the region joins when it matches any selector.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _something_listed(self) -> SecurityGroups:
+        if not self.ids and not self.selectors:
+            raise ValueError("list at least one security group id or one selector")
+        return self
+
+    @pydantic.field_validator("ids")
+    @classmethod
+    def _unique_ids(cls, ids: list[str]) -> list[str]:
+        return _unique(ids, "security group id")
+
+
+def _names_rules(field: str) -> dict[str, Any]:
+    """CEL rules of a list of object names: "*" stands alone."""
+    return {
+        "x-kubernetes-validations": [
+            {
+                "rule": f"!('*' in self.{field}) || size(self.{field}) == 1",
+                "message": f'"*" (every one) stands alone in {field}',
+                "fieldPath": f".{field}",
+            }
+        ]
+    }
+
+
+def _check_names(names: list[str], kind: str) -> list[str]:
+    _unique(names, f"{kind} name")
+    if EVERY in names and len(names) > 1:
+        raise ValueError(f'"*" (every {kind}) stands alone: list it without other names')
+    return names
+
+
+class Karpenter(_Model):
+    """Karpenter's nodes: no ASG launches them, their security groups and node role come from
+    an EC2NodeClass (karpenter.k8s.aws/v1)."""
+
+    model_config = ConfigDict(json_schema_extra=_names_rules("nodeClasses"))
+
+    node_classes: list[ObjectName] = Field(
+        min_length=1,
+        max_length=100,
+        description='EC2NodeClass names; ["*"]: every EC2NodeClass of the cluster.',
+    )
+
+    @pydantic.field_validator("node_classes")
+    @classmethod
+    def _valid_names(cls, names: list[str]) -> list[str]:
+        return _check_names(names, "EC2NodeClass")
+
+
+class CustomNetworking(_Model):
+    """VPC CNI custom networking: pods' ENIs carry the security groups of an ENIConfig
+    (crd.k8s.amazonaws.com/v1alpha1), not the node's."""
+
+    model_config = ConfigDict(json_schema_extra=_names_rules("eniConfigs"))
+
+    eni_configs: list[ObjectName] = Field(
+        min_length=1,
+        max_length=100,
+        description='ENIConfig names; ["*"]: every ENIConfig of the cluster.',
+    )
+
+    @pydantic.field_validator("eni_configs")
+    @classmethod
+    def _valid_names(cls, names: list[str]) -> list[str]:
+        return _check_names(names, "ENIConfig")
 
 
 class CniPolicy(_Model):
@@ -257,11 +378,39 @@ class CniPolicy(_Model):
     )
 
 
+_SOURCES = "autoScalingGroups, securityGroups, karpenter or customNetworking"
+
+
 class NodeGroupMeshSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.autoScalingGroups) || has(self.securityGroups) || "
+                    "has(self.karpenter) || has(self.customNetworking) || "
+                    "(has(self.extraSecurityGroupIds) && size(self.extraSecurityGroupIds) > 0)",
+                    "message": f"a mesh needs at least one member source: {_SOURCES}",
+                }
+            ]
+        }
+    )
+
     region: Annotated[str, StringConstraints(pattern=REGION)] | None = Field(
         default=None, description="AWS region; default: the operator's region."
     )
-    auto_scaling_groups: AutoScalingGroups = Field(description="The member ASGs.")
+    auto_scaling_groups: AutoScalingGroups | None = Field(
+        default=None, description="Member ASGs, by name and by tag selector."
+    )
+    security_groups: SecurityGroups | None = Field(
+        default=None, description="Security groups that join directly, by id and by tag."
+    )
+    karpenter: Karpenter | None = Field(
+        default=None, description="Karpenter EC2NodeClasses whose nodes join."
+    )
+    custom_networking: CustomNetworking | None = Field(
+        default=None,
+        description="VPC CNI custom networking: ENIConfigs whose security groups join.",
+    )
     traffic: list[Traffic] = Field(
         default_factory=lambda: [Traffic(protocol=Protocol.ALL)],
         min_length=1,
@@ -273,7 +422,8 @@ class NodeGroupMeshSpec(_Model):
     extra_security_group_ids: list[SecurityGroupId] = Field(
         default_factory=list,
         max_length=50,
-        description="Security groups that join as members without an ASG.",
+        description="Deprecated: use securityGroups.ids (same meaning). Security groups that "
+        "join as members without an ASG.",
     )
     cni_policy: CniPolicy = Field(default_factory=CniPolicy)
     mode: Mode = Field(default=Mode.ENFORCE, description="DryRun plans and reports, no writes.")
@@ -289,6 +439,29 @@ class NodeGroupMeshSpec(_Model):
         "--default-resync-seconds (60).",
     )
 
+    @pydantic.model_validator(mode="after")
+    def _some_member_source(self) -> NodeGroupMeshSpec:
+        if not (
+            self.auto_scaling_groups
+            or self.security_groups
+            or self.karpenter
+            or self.custom_networking
+            or self.extra_security_group_ids
+        ):
+            raise ValueError(f"a mesh needs at least one member source: {_SOURCES}")
+        return self
+
+    @property
+    def security_group_ids(self) -> list[str]:
+        """The SGs listed by id: securityGroups.ids and the deprecated extraSecurityGroupIds."""
+        listed = self.security_groups.ids if self.security_groups else []
+        return list(dict.fromkeys([*listed, *self.extra_security_group_ids]))
+
+    @property
+    def uses_cluster(self) -> bool:
+        """Whether members are read from Kubernetes objects (EC2NodeClasses, ENIConfigs)."""
+        return self.karpenter is not None or self.custom_networking is not None
+
     @pydantic.field_validator("traffic")
     @classmethod
     def _unique_traffic(cls, traffic: list[Traffic]) -> list[Traffic]:
@@ -300,8 +473,14 @@ class NodeGroupMeshSpec(_Model):
         return traffic
 
 
+MemberKindName = Literal["AutoScalingGroup", "SecurityGroup", "EC2NodeClass", "ENIConfig"]
+
+
 class MemberStatus(_Model):
     name: str
+    kind: MemberKindName = Field(
+        default="AutoScalingGroup", description="Where the member comes from."
+    )
     security_group_ids: list[str] = Field(default_factory=list)
     role_names: list[str] = Field(default_factory=list)
     vpc_id: str | None = None
@@ -326,7 +505,9 @@ class NodeGroupMeshStatus(_Model):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     members: list[MemberStatus] = Field(default_factory=list)
-    member_count: int | None = Field(default=None, description="How many ASGs are members.")
+    member_count: int | None = Field(
+        default=None, description="How many members (of every kind) the mesh has."
+    )
     rules: RuleCounts | None = None
     pending_actions: list[str] = Field(
         default_factory=list, description="DryRun: what Enforce would do."

@@ -87,12 +87,16 @@ class Intent:
         owner: ownership.Owner,
         region: str,
         rules_per_security_group: int = DEFAULT_RULES_PER_SECURITY_GROUP,
+        *,
+        attach_cni: bool | None = None,
     ) -> Intent:
+        """`attach_cni`: whether the CNI policy goes on member roles, when something besides
+        the spec decides it (aws-node uses IRSA); default: `cniPolicy.attach`."""
         shapes = dict.fromkeys(TrafficShape.from_traffic(entry) for entry in spec.traffic)
         return cls(
             owner=owner,
             traffic=tuple(shapes),
-            attach_cni=spec.cni_policy.attach,
+            attach_cni=spec.cni_policy.attach if attach_cni is None else attach_cni,
             policy_arn=models.cni_policy_arn(spec, region),
             retain_cni=spec.cni_policy.retain_on_removal,
             rules_per_security_group=rules_per_security_group,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sgmesh import apply as applying
-from sgmesh import aws, discovery, models, ownership, planning, roles
+from sgmesh import aws, cluster_members, discovery, models, ownership, planning, roles
 from sgmesh.topology import Topology
 
 __all__ = ["Outcome", "Settings", "converge", "withdraw"]
@@ -36,6 +36,8 @@ class Outcome:
     topology: Topology
     plan: planning.Plan
     applied: applying.ApplyResult | None
+    # What the cluster said (Kubernetes member sources, aws-node's IRSA role).
+    cluster: cluster_members.ClusterMembers = discovery.NO_CLUSTER_MEMBERS
 
     @property
     def pending(self) -> tuple[planning.Action, ...]:
@@ -79,19 +81,32 @@ def converge(
     mesh: models.NodeGroupMesh,
     settings: Settings,
     write: bool = True,
+    cluster: cluster_members.ClusterMembers = discovery.NO_CLUSTER_MEMBERS,
+    *,
+    fresh: bool = False,
 ) -> Outcome:
-    """Reconcile one mesh. Writes only when `write` and the spec's mode is Enforce."""
+    """Reconcile one mesh. Writes only when `write` and the spec's mode is Enforce.
+
+    `cluster`: the members its Kubernetes sources name (`sgmesh.kube_sources`), and whether
+    aws-node uses IRSA. `fresh`: read AWS as it is now, not what a discovery of the last
+    seconds read (see `discovery.discover`)."""
     owner = owner_of(mesh, settings)
-    topology = discovery.discover(clients, mesh.spec, owner, settings.role_memory)
+    topology = discovery.discover(
+        clients, mesh.spec, owner, settings.role_memory, cluster, fresh=fresh
+    )
     intent = planning.Intent.from_spec(
-        mesh.spec, owner, clients.region, settings.rules_per_security_group
+        mesh.spec,
+        owner,
+        clients.region,
+        settings.rules_per_security_group,
+        attach_cni=cluster_members.attaches_cni(mesh.spec, cluster),
     )
     plan = planning.plan(topology, intent)
     enforce = write and mesh.spec.mode is models.Mode.ENFORCE
     applied = applying.apply(clients, plan, owner) if enforce and not plan.empty else None
     if enforce and applied is None:
         applied = applying.ApplyResult()
-    return Outcome(owner, topology, plan, applied)
+    return Outcome(owner, topology, plan, applied, cluster)
 
 
 def withdraw(

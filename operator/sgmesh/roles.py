@@ -73,10 +73,12 @@ class ProfileRoles:
 @dataclass(frozen=True)
 class MeshRoles:
     """The roles a mesh's plan needs: every member role that exists and every role that
-    carries the mesh's tag, by name."""
+    carries the mesh's tag, by name. `missing`: member roles named directly (an
+    EC2NodeClass's `spec.role`) that IAM says do not exist."""
 
     profiles: ProfileRoles
     roles: Mapping[str, topology.RoleState]
+    missing: frozenset[str] = frozenset()
 
 
 def resolve_profiles(clients: aws.AwsClients, profile_names: Iterable[str]) -> ProfileRoles:
@@ -105,14 +107,17 @@ def read_mesh_roles(
     *,
     memory: RoleMemory | None,
     sweep: bool = False,
+    role_names: Iterable[str] = (),
 ) -> MeshRoles:
-    """Member roles (from `profile_names`) and the roles carrying the mesh's tag.
+    """Member roles (from `profile_names`, and `role_names` named directly) and the roles
+    carrying the mesh's tag.
 
     `sweep_policy_arns`: the policies whose roles are swept when `memory` knows nothing of the
     mesh, or when `sweep` asks for it (deletion).
     """
     profiles = resolve_profiles(clients, profile_names)
-    member_names = {name for names in profiles.role_names.values() for name in names}
+    direct = set(role_names)
+    member_names = direct | {name for names in profiles.role_names.values() for name in names}
     remembered = memory.recall(owner) if memory is not None else None
     candidates = set(remembered or ())
     if (remembered is None or sweep) and sweep_policy_arns:
@@ -142,7 +147,11 @@ def read_mesh_roles(
         memory.remember(
             owner, (n for n, role in roles.items() if n in member_names or owner.owns(role.tags))
         )
-    return MeshRoles(ProfileRoles(profiles.role_names, unresolved), dict(sorted(roles.items())))
+    return MeshRoles(
+        ProfileRoles(profiles.role_names, unresolved),
+        dict(sorted(roles.items())),
+        frozenset(direct & gone),
+    )
 
 
 def _roles_attached_to(clients: aws.AwsClients, policy_arns: Sequence[str]) -> set[str]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, chunking, ownership, topology
+from sgmesh import aws, chunking, models, ownership, topology
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import (
@@ -42,6 +42,7 @@ __all__ = [
     "read_rules",
     "read_rules_quota",
     "read_security_group_vpcs",
+    "read_selected_groups",
     "resolve_group_names",
 ]
 
@@ -181,6 +182,29 @@ def read_security_group_vpcs(clients: aws.AwsClients, group_ids: Sequence[str]) 
         for group in _describe_security_groups(clients, "group-id", sorted(set(group_ids)))
         if "VpcId" in group
     }
+
+
+def read_selected_groups(
+    clients: aws.AwsClients, selectors: Sequence[models.SecurityGroupSelector]
+) -> dict[str, str]:
+    """SG id → VPC for every SG of the region that matches any selector (all of its tags;
+    "*": the key is present), filtered by EC2."""
+    found: dict[str, str] = {}
+    paginator = clients.ec2.get_paginator("describe_security_groups")
+    for selector in selectors:
+        filters: list[FilterTypeDef] = [
+            {"Name": "tag-key", "Values": [key]}
+            if value == "*"
+            else {"Name": f"tag:{key}", "Values": [value]}
+            for key, value in sorted(selector.tags.items())
+        ]
+        for page in paginator.paginate(
+            Filters=filters, PaginationConfig={"PageSize": SECURITY_GROUP_PAGE_SIZE}
+        ):
+            for group in page.get("SecurityGroups", []):
+                if "GroupId" in group and "VpcId" in group:
+                    found[group["GroupId"]] = group["VpcId"]
+    return dict(sorted(found.items()))
 
 
 def read_default_groups(clients: aws.AwsClients, vpc_ids: Sequence[str]) -> dict[str, str]:

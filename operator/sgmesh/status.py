@@ -25,6 +25,7 @@ __all__ = [
     "RECONCILED",
     "Verdict",
     "clip",
+    "cni_policy_note",
     "failure_status",
     "find_condition",
     "member_status",
@@ -47,7 +48,10 @@ _ELLIPSIS = "…"
 
 # When several things are wrong, the reason shown is the one a person should fix first.
 _PROBLEM_ORDER = (
+    ProblemKind.SOURCE_NOT_INSTALLED,
     ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND,
+    ProblemKind.EC2_NODE_CLASS_NOT_FOUND,
+    ProblemKind.ENI_CONFIG_NOT_FOUND,
     ProblemKind.SECURITY_GROUP_NOT_FOUND,
     ProblemKind.UNRESOLVED,
     ProblemKind.QUOTA_EXCEEDED,
@@ -96,10 +100,22 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
         )
     rules = outcome.rules()
     members = len(outcome.topology.members)
-    return Verdict(
-        True,
-        RECONCILED,
-        f"{members} members, {rules.present}/{rules.desired} rules present, {rules.owned} owned",
+    message = (
+        f"{members} members, {rules.present}/{rules.desired} rules present, {rules.owned} owned"
+    )
+    irsa_note = cni_policy_note(outcome)
+    return Verdict(True, RECONCILED, f"{message}; {irsa_note}" if irsa_note else message)
+
+
+def cni_policy_note(outcome: reconcile.Outcome) -> str | None:
+    """Why the CNI policy is not on node roles although `cniPolicy.attach` asks for it."""
+    role_arn = outcome.cluster.aws_node_role_arn
+    if role_arn is None:
+        return None
+    return (
+        "the CNI policy is not put on node roles: aws-node uses IRSA "
+        f"(kube-system/aws-node has eks.amazonaws.com/role-arn {role_arn}), so the policy "
+        "belongs on that role"
     )
 
 
@@ -142,6 +158,7 @@ def find_condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, 
 def member_status(member: topology.Member) -> models.MemberStatus:
     return models.MemberStatus(
         name=member.name,
+        kind=member.kind.value,
         security_group_ids=list(member.security_group_ids),
         role_names=list(member.role_names),
         vpc_id=member.vpc_id,

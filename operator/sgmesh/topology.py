@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ALL_PROTOCOLS",
+    "HOLDING_PROBLEMS",
     "IngressRule",
     "Member",
     "MemberKind",
@@ -76,11 +77,14 @@ class PrefixList:
 class MemberKind(enum.StrEnum):
     AUTO_SCALING_GROUP = "AutoScalingGroup"
     SECURITY_GROUP = "SecurityGroup"
+    EC2_NODE_CLASS = "EC2NodeClass"
+    ENI_CONFIG = "ENIConfig"
 
 
 @dataclass(frozen=True)
 class Member:
-    """An ASG of the mesh (or an extra SG listed in the spec) with what it resolved to."""
+    """A member of the mesh with what it resolved to: an ASG, a security group listed or
+    selected in the spec, an EC2NodeClass or an ENIConfig (`kind`)."""
 
     name: str
     security_group_ids: tuple[str, ...]
@@ -101,6 +105,11 @@ class ProblemKind(enum.StrEnum):
 
     AUTO_SCALING_GROUP_NOT_FOUND = "AutoScalingGroupNotFound"
     SECURITY_GROUP_NOT_FOUND = "SecurityGroupNotFound"
+    EC2_NODE_CLASS_NOT_FOUND = "EC2NodeClassNotFound"
+    ENI_CONFIG_NOT_FOUND = "ENIConfigNotFound"
+    # The EC2NodeClass or ENIConfig CRD is not installed, or was uninstalled: the members it
+    # held cannot be told (their nodes may still run), so removals are held as for UNRESOLVED.
+    SOURCE_NOT_INSTALLED = "MemberSourceNotInstalled"
     UNRESOLVED = "MemberUnresolved"
     QUOTA_EXCEEDED = "QuotaExceeded"
     VPC_MISMATCH = "VpcMismatch"
@@ -149,4 +158,8 @@ class Topology:
 
     @property
     def complete(self) -> bool:
-        return not any(problem.kind is ProblemKind.UNRESOLVED for problem in self.problems)
+        return not any(problem.kind in HOLDING_PROBLEMS for problem in self.problems)
+
+
+# Problems that leave part of the membership unknown: every removal is held while one stands.
+HOLDING_PROBLEMS = frozenset({ProblemKind.UNRESOLVED, ProblemKind.SOURCE_NOT_INSTALLED})

@@ -98,6 +98,30 @@ def test_default_cni_policy_follows_the_partition_of_the_region(
             "Amazon",
         ),
         ({"trafic": []}, "spec.trafic", "Extra inputs"),
+        ({"securityGroups": {}}, "spec.securityGroups", "at least one security group"),
+        ({"securityGroups": {"ids": ["sg-1"]}}, "spec.securityGroups.ids[0]", "'sg-1'"),
+        (
+            {"securityGroups": {"ids": ["sg-0123456789abcdef0"] * 2}},
+            "spec.securityGroups.ids",
+            "listed twice",
+        ),
+        (
+            {"securityGroups": {"selectors": [{"tags": {}}]}},
+            "spec.securityGroups.selectors[0]",
+            "tags",
+        ),
+        ({"karpenter": {"nodeClasses": []}}, "spec.karpenter.nodeClasses", "at least 1"),
+        ({"karpenter": {"nodeClasses": ["Default"]}}, "spec.karpenter.nodeClasses[0]", "'Default'"),
+        (
+            {"karpenter": {"nodeClasses": ["*", "gpu"]}},
+            "spec.karpenter.nodeClasses",
+            "stands alone",
+        ),
+        (
+            {"customNetworking": {"eniConfigs": ["us-east-1a", "us-east-1a"]}},
+            "spec.customNetworking.eniConfigs",
+            "listed twice",
+        ),
         # It becomes an IAM tag value: no comma, at most 256 characters.
         (
             {"cniPolicy": {"policyArn": "arn:aws:iam::123456789012:policy/cni,nodes"}},
@@ -121,6 +145,43 @@ def test_bad_spec_is_refused_naming_field_and_value(
     assert message.startswith("invalid mesh.yaml: ")
     assert field in message
     assert value in message
+
+
+def test_a_mesh_without_any_member_source_is_refused_naming_the_sources() -> None:
+    document = mesh()
+    del document["spec"]["autoScalingGroups"]
+
+    with pytest.raises(models.InvalidSpecError) as refused:
+        models.NodeGroupMesh.parse(document, "mesh.yaml")
+
+    for source in ("autoScalingGroups", "securityGroups", "karpenter", "customNetworking"):
+        assert source in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "sources",
+    [
+        {"securityGroups": {"selectors": [{"tags": {"aws:eks:cluster-name": "prod"}}]}},
+        {"karpenter": {"nodeClasses": ["*"]}},
+        {"customNetworking": {"eniConfigs": ["us-east-1a"]}},
+        {"extraSecurityGroupIds": ["sg-0123456789abcdef0"]},
+    ],
+)
+def test_any_one_member_source_makes_a_mesh(sources: dict[str, Any]) -> None:
+    document = mesh(**sources)
+    del document["spec"]["autoScalingGroups"]
+
+    spec = models.NodeGroupMesh.parse(document).spec
+
+    assert spec.auto_scaling_groups is None
+
+
+def test_deprecated_extra_ids_and_security_group_ids_mean_the_same() -> None:
+    listed = "sg-0123456789abcdef0"
+    old = models.NodeGroupMesh.parse(mesh(extraSecurityGroupIds=[listed])).spec
+    new = models.NodeGroupMesh.parse(mesh(securityGroups={"ids": [listed]})).spec
+
+    assert old.security_group_ids == new.security_group_ids == [listed]
 
 
 def test_mesh_name_must_be_a_short_dns_label() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import pytest
+
 from sgmesh import planning
 from sgmesh.topology import IngressRule, Permission, PrefixList, Problem, ProblemKind
 
@@ -215,10 +217,15 @@ def test_quota_counts_rules_freed_by_revokes_in_the_same_group() -> None:
     assert not plan.problems
 
 
-def test_unresolved_member_holds_every_removal() -> None:
+@pytest.mark.parametrize(
+    "kind",
+    [ProblemKind.UNRESOLVED, ProblemKind.SOURCE_NOT_INSTALLED],
+    ids=["member-unresolved", "source-crd-not-installed"],
+)
+def test_unknown_membership_holds_every_removal(kind: ProblemKind) -> None:
     current = dataclasses.replace(
         world(member("a", "sg-a"), rules=[rule("sgr-old", "sg-a", "sg-x", OWNER)]),
-        problems=(Problem(ProblemKind.UNRESOLVED, "b", "launch template missing"),),
+        problems=(Problem(kind, "b", "what b needs is unknown"),),
     )
     plan = planning.plan(current, intent())
 

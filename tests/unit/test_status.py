@@ -55,7 +55,7 @@ def test_clip_cuts_on_a_character_boundary_within_the_byte_limit() -> None:
 def test_every_ready_reason_is_documented_in_the_readme() -> None:
     from pathlib import Path
 
-    from sgmesh import aws
+    from sgmesh import aws, kube_sources
     from sgmesh.topology import ProblemKind
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -65,6 +65,7 @@ def test_every_ready_reason_is_documented_in_the_readme() -> None:
         status.INVALID_SPEC,
         status.PARTIAL,
         status.DELETING,
+        kube_sources.READ_FAILED,
         *(kind.value for kind in aws.ErrorKind),
         *(kind.value for kind in ProblemKind),
     }

@@ -61,6 +61,22 @@ def test_selectors_alone_are_enough(kube_cluster: ControlPlane, nodegroupmesh_cr
     assert result.returncode == 0, result.stderr
 
 
+def test_every_new_member_source_alone_is_enough(
+    kube_cluster: ControlPlane, nodegroupmesh_crd: str
+) -> None:
+    sources = {
+        "sg-ids": {"securityGroups": {"ids": ["sg-0123456789abcdef0"]}},
+        "sg-selector": {"securityGroups": {"selectors": [{"tags": {"aws:eks:cluster-name": "*"}}]}},
+        "karpenter": {"karpenter": {"nodeClasses": ["*"]}},
+        "eniconfigs": {"customNetworking": {"eniConfigs": ["us-east-1a", "us-east-1b"]}},
+        "extra-ids": {"extraSecurityGroupIds": ["sg-0123456789abcdef0"]},
+    }
+    for name, spec in sources.items():
+        result = create(kube_cluster, mesh_manifest(f"valid-source-{name}", spec))
+        assert result.returncode == 0, result.stderr
+        assert get_mesh(kube_cluster, f"valid-source-{name}")["spec"].items() >= spec.items()
+
+
 def test_traffic_defaults_to_all_protocols(
     kube_cluster: ControlPlane, nodegroupmesh_crd: str
 ) -> None:
@@ -108,6 +124,27 @@ INVALID_SPECS = [
         _spec(autoScalingGroups={"names": [], "selectors": []}),
         "spec.autoScalingGroups",
         id="empty-names-and-selectors",
+    ),
+    pytest.param(
+        {"traffic": [{"protocol": "all"}], "extraSecurityGroupIds": []},
+        "a mesh needs at least one member source",
+        id="no-member-source",
+    ),
+    pytest.param(_spec(securityGroups={}), "spec.securityGroups", id="security-groups-empty"),
+    pytest.param(
+        _spec(securityGroups={"selectors": [{"tags": {}}]}),
+        "spec.securityGroups.selectors[0].tags",
+        id="security-group-selector-without-tags",
+    ),
+    pytest.param(
+        _spec(karpenter={"nodeClasses": ["*", "gpu"]}),
+        "spec.karpenter.nodeClasses",
+        id="every-node-class-and-a-name",
+    ),
+    pytest.param(
+        _spec(customNetworking={"eniConfigs": []}),
+        "spec.customNetworking.eniConfigs",
+        id="no-eni-config-names",
     ),
     pytest.param(_spec(mode="Audit"), "spec.mode", id="bad-mode"),
     pytest.param(_spec(deletionPolicy="Orphan"), "spec.deletionPolicy", id="bad-deletion-policy"),
