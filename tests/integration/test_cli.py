@@ -260,3 +260,74 @@ def test_a_file_with_one_bad_mesh_writes_nothing_for_any_mesh(
     assert code == 1
     assert "mesh 'second': no region" in err
     assert owned_rules(world, groups[0]) == []
+
+
+def test_a_mesh_reading_the_cluster_fails_clearly_when_none_is_reachable(
+    world: World, groups: list[NodeGroup], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:9"}}],
+                "users": [{"name": "gone", "user": {"token": "x"}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    mesh = write_mesh(tmp_path, karpenter={"nodeClasses": ["default"]})
+
+    code, _, err = run("apply", "-f", str(mesh))
+
+    assert code == 1
+    assert "mesh 'airflow' reads members from the cluster" in err
+    assert "did not answer" in err
+    assert "Traceback" not in err
+    assert owned_rules(world, groups[0]) == []  # nothing applied
+
+
+@pytest.mark.kube
+def test_plan_reads_node_classes_from_the_current_kubeconfig(
+    world: World,
+    groups: list[NodeGroup],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kube_cluster: Any,
+    ec2nodeclass_crd: str,
+) -> None:
+    from tests.support import karpenter
+
+    karpenter_sg = world.security_group("karpenter-nodes")
+    node_role = world.role("KarpenterNodeRole-cli")
+    name = f"cli-{os.getpid()}"
+    applied = kube_cluster.kubectl(
+        "apply", "-f", "-", stdin=json.dumps(karpenter.ec2nodeclass(name, role=node_role))
+    )
+    assert applied.returncode == 0, applied.stderr
+    try:
+        karpenter.write_ec2nodeclass_status(
+            kube_cluster.kubectl, name, karpenter.ec2nodeclass_status({karpenter_sg: "k"})
+        )
+        monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+        mesh = write_mesh(tmp_path, karpenter={"nodeClasses": [name]})
+
+        code, out, err = run("plan", "-f", str(mesh), "-o", "json")
+    finally:
+        kube_cluster.kubectl("delete", karpenter.RESOURCE, name, "--ignore-not-found")
+
+    assert code == 2, err
+    report = json.loads(out)
+    [member] = [m for m in report["members"] if m["kind"] == "EC2NodeClass"]
+    assert member == {
+        "name": name,
+        "kind": "EC2NodeClass",
+        "securityGroupIds": [karpenter_sg],
+        "roleNames": [node_role],
+        "vpcId": world.main_vpc.id,
+    }
+    attached = {a["role"] for a in report["actions"] if a["kind"] == "attach"}
+    assert attached == {"eks-a", "eks-b", node_role}

@@ -1,0 +1,209 @@
+"""Members that are not ASGs, against a moto server: security groups by id and by tag, and the
+members EC2NodeClasses and ENIConfigs name (as `sgmesh.cluster_members` reads them), through
+the whole pipeline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sgmesh import aws, cluster_members, models, reconcile
+from sgmesh.cluster_members import ClusterMember, ClusterMembers
+from sgmesh.topology import MemberKind, ProblemKind
+from tests.support.world import CNI_POLICY_ARN, World
+
+SETTINGS = reconcile.Settings(cluster="test-cluster")
+OWNER_KEY = "sgmesh.io/test-cluster/mesh"
+
+
+def mesh(**spec: Any) -> models.NodeGroupMesh:
+    return models.NodeGroupMesh.parse(
+        {
+            "apiVersion": "sgmesh.io/v1alpha1",
+            "kind": "NodeGroupMesh",
+            "metadata": {"name": "mesh"},
+            "spec": spec,
+        }
+    )
+
+
+def owned_pairs(world: World, group_ids: set[str]) -> set[tuple[str, str]]:
+    """(target, source) of every rule on `group_ids` carrying the mesh's tag."""
+    return {
+        (rule["GroupId"], rule["ReferencedGroupInfo"]["GroupId"])
+        for group_id in group_ids
+        for rule in world.describe_ingress(group_id)
+        if "ReferencedGroupInfo" in rule
+        and any(t["Key"] == OWNER_KEY for t in rule.get("Tags", []))
+    }
+
+
+def full_mesh(group_ids: set[str]) -> set[tuple[str, str]]:
+    return {(target, source) for target in group_ids for source in group_ids}
+
+
+def node_class(name: str, groups: list[str], role: str | None = None, profile: str | None = None):
+    return ClusterMember(
+        MemberKind.EC2_NODE_CLASS,
+        name,
+        tuple(groups),
+        role_names=(role,) if role else (),
+        instance_profile_names=(profile,) if profile else (),
+    )
+
+
+def test_security_groups_selected_by_tag_join_and_others_stay_out(
+    world: World, clients: aws.AwsClients
+) -> None:
+    cluster_sg = world.security_group("eks-cluster-sg", tags={"aws:eks:cluster-name": "prod"})
+    shared = world.security_group("shared-nodes", tags={"kubernetes.io/cluster/prod": "owned"})
+    other_cluster = world.security_group("other", tags={"aws:eks:cluster-name": "staging"})
+    untagged = world.security_group("untagged")
+    asg = world.node_group("eks-a")
+    selected = mesh(
+        autoScalingGroups={"names": ["eks-a"]},
+        securityGroups={
+            "selectors": [
+                {"tags": {"aws:eks:cluster-name": "prod"}},
+                {"tags": {"kubernetes.io/cluster/prod": "*"}},
+            ]
+        },
+    )
+
+    outcome = reconcile.converge(clients, selected, SETTINGS)
+
+    members = {(m.kind, m.name) for m in outcome.topology.members}
+    assert members == {
+        (MemberKind.AUTO_SCALING_GROUP, "eks-a"),
+        (MemberKind.SECURITY_GROUP, cluster_sg),
+        (MemberKind.SECURITY_GROUP, shared),
+    }
+    joined = {cluster_sg, shared, asg.security_group_id}
+    assert owned_pairs(world, joined | {other_cluster, untagged}) == full_mesh(joined)
+    assert outcome.converged
+
+
+def test_security_group_ids_and_deprecated_extra_ids_are_one_member_each(
+    world: World, clients: aws.AwsClients
+) -> None:
+    a, b = world.security_group("a"), world.security_group("b")
+    listed = mesh(securityGroups={"ids": [a, b]}, extraSecurityGroupIds=[b])
+
+    outcome = reconcile.converge(clients, listed, SETTINGS)
+
+    assert [(m.kind, m.name) for m in outcome.topology.members] == sorted(
+        [(MemberKind.SECURITY_GROUP, a), (MemberKind.SECURITY_GROUP, b)]
+    )
+    assert owned_pairs(world, {a, b}) == full_mesh({a, b})
+
+
+def test_a_node_class_brings_its_groups_and_gets_the_cni_policy_on_its_role(
+    world: World, clients: aws.AwsClients
+) -> None:
+    asg = world.node_group("eks-a")
+    karpenter_sg = world.security_group("karpenter-nodes")
+    world.role("KarpenterNodeRole-prod")
+    profiled_sg = world.security_group("karpenter-profiled")
+    world.role_with_profile("karpenter-profiled", profile_name="karpenter-made-profile")
+    cluster = ClusterMembers(
+        members=(
+            node_class("default", [karpenter_sg], role="KarpenterNodeRole-prod"),
+            node_class("gpu", [profiled_sg], profile="karpenter-made-profile"),
+        )
+    )
+
+    outcome = reconcile.converge(
+        clients,
+        mesh(autoScalingGroups={"names": ["eks-a"]}, karpenter={"nodeClasses": ["*"]}),
+        SETTINGS,
+        cluster=cluster,
+    )
+
+    assert outcome.converged, outcome.plan.problems
+    by_name = {m.name: m for m in outcome.topology.members}
+    assert by_name["default"].kind is MemberKind.EC2_NODE_CLASS
+    assert by_name["default"].role_names == ("KarpenterNodeRole-prod",)
+    assert by_name["gpu"].role_names == ("karpenter-profiled",)
+    joined = {asg.security_group_id, karpenter_sg, profiled_sg}
+    assert owned_pairs(world, joined) == full_mesh(joined)
+    for role in ("eks-a", "KarpenterNodeRole-prod", "karpenter-profiled"):
+        assert CNI_POLICY_ARN in world.attached_policy_arns(role)
+
+
+def test_a_node_class_role_that_does_not_exist_leaves_it_unresolved(
+    world: World, clients: aws.AwsClients
+) -> None:
+    group = world.security_group("karpenter-nodes")
+    cluster = ClusterMembers(members=(node_class("default", [group], role="NoSuchRole"),))
+
+    outcome = reconcile.converge(
+        clients, mesh(karpenter={"nodeClasses": ["default"]}), SETTINGS, cluster=cluster
+    )
+
+    [problem] = outcome.plan.problems
+    assert problem.kind is ProblemKind.UNRESOLVED
+    assert "EC2NodeClass default" in problem.message
+    assert "role NoSuchRole" in problem.message
+
+
+def test_an_eni_config_naming_a_missing_group_is_reported_by_name(
+    world: World, clients: aws.AwsClients
+) -> None:
+    pods = world.security_group("pods")
+    missing = "sg-0123456789abcdef0"
+    cluster = ClusterMembers(
+        members=(ClusterMember(MemberKind.ENI_CONFIG, "us-east-1a", (pods, missing)),)
+    )
+
+    outcome = reconcile.converge(
+        clients, mesh(customNetworking={"eniConfigs": ["*"]}), SETTINGS, cluster=cluster
+    )
+
+    [problem] = outcome.plan.problems
+    assert problem.kind is ProblemKind.SECURITY_GROUP_NOT_FOUND
+    assert "ENIConfig us-east-1a" in problem.message
+    assert owned_pairs(world, {pods}) == {(pods, pods)}
+
+
+def test_irsa_on_aws_node_keeps_the_policy_off_every_node_role(
+    world: World, clients: aws.AwsClients
+) -> None:
+    world.node_group("eks-a")
+    group = world.security_group("karpenter-nodes")
+    world.role("KarpenterNodeRole-prod")
+    cluster = ClusterMembers(
+        members=(node_class("default", [group], role="KarpenterNodeRole-prod"),),
+        aws_node_role_arn="arn:aws:iam::123456789012:role/vpc-cni",
+    )
+
+    outcome = reconcile.converge(
+        clients,
+        mesh(autoScalingGroups={"names": ["eks-a"]}, karpenter={"nodeClasses": ["*"]}),
+        SETTINGS,
+        cluster=cluster,
+    )
+
+    assert outcome.converged
+    assert not [a for a in outcome.plan.actions if a.kind in {"attach", "tag-role"}]
+    for role in ("eks-a", "KarpenterNodeRole-prod"):
+        assert CNI_POLICY_ARN not in world.attached_policy_arns(role)
+    assert clients.calls["ListEntitiesForPolicy"] == 0  # no role is even read for the policy
+
+
+def test_a_source_not_installed_holds_removals(world: World, clients: aws.AwsClients) -> None:
+    a, b = world.security_group("a"), world.security_group("b")
+    reconcile.converge(clients, mesh(securityGroups={"ids": [a, b]}), SETTINGS)
+    not_installed = cluster_members.resolve(
+        mesh(securityGroups={"ids": [a]}, karpenter={"nodeClasses": ["*"]}).spec,
+        cluster_members.ClusterObjects(node_classes=cluster_members.Listing(installed=False)),
+    )
+
+    outcome = reconcile.converge(
+        clients,
+        mesh(securityGroups={"ids": [a]}, karpenter={"nodeClasses": ["*"]}),
+        SETTINGS,
+        cluster=not_installed,
+    )
+
+    assert [p.kind for p in outcome.plan.problems] == [ProblemKind.SOURCE_NOT_INSTALLED]
+    assert {a.kind for a in outcome.plan.held} == {"revoke"}
+    assert owned_pairs(world, {a, b}) == full_mesh({a, b})  # nothing revoked
