@@ -95,16 +95,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ on the path; the test support lives at the root.
+# Run as a script, Python puts bench/ on the path; devtools/ lives at the root.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import botocore.session  # noqa: E402
 
+from devtools.aws import moto_server  # noqa: E402
+from devtools.aws.world import CNI_POLICY_ARN, World  # noqa: E402
 from sgmesh import aws, chunking, models, reconcile  # noqa: E402
-from tests.support import moto_server  # noqa: E402
-from tests.support.world import CNI_POLICY_ARN, World  # noqa: E402
 
 DEFAULT_SIZES = (10, 50, 200)
 SECURITY_GROUP_POOL = 50
