@@ -81,7 +81,7 @@ demo: $(STAMP) k8s
 	$(PY) -m examples.demo
 
 bench: $(STAMP)
-	$(PY) bench/call_budget.py
+	$(PY) -m bench.call_budget
 
 # BENCH_OPTIONS=--check fails when a scale goal is missed; --meshes 1,20,50 --window 60.
 bench-operator: $(STAMP) k8s
