@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 k8s: $(STAMP)
-	$(PY) -m tests.cluster.build
+	$(PY) -m devtools.k8s.build
 
 helm: $(STAMP)
-	$(PY) -m tests.support.helm
+	$(PY) -m devtools.helm.build
 
 # buildah builds the image (as root, with chroot isolation); debootstrap builds the local base
 # it is built on where no container registry is reachable. Both are Debian packages.
@@ -49,7 +49,7 @@ image-tools:
 	fi
 
 image: $(STAMP) image-tools
-	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m tests.support.image
+	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m devtools.image
 
 test: $(STAMP) k8s helm image
 	$(PY) -m pytest tests
@@ -58,30 +58,30 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check operator tests bench examples
-	$(VENV)/bin/ruff check operator tests bench examples
+	$(VENV)/bin/ruff format --check operator devtools tests bench examples
+	$(VENV)/bin/ruff check operator devtools tests bench examples
 	$(VENV)/bin/mypy
-	cd operator && ../$(VENV)/bin/lint-imports ../pyproject.toml
+	$(VENV)/bin/lint-imports pyproject.toml
 
 fmt: $(STAMP)
-	$(VENV)/bin/ruff format operator tests bench examples
-	$(VENV)/bin/ruff check --fix operator tests bench examples
+	$(VENV)/bin/ruff format operator devtools tests bench examples
+	$(VENV)/bin/ruff check --fix operator devtools tests bench examples
 
 crd: $(STAMP)
 	$(VENV)/bin/sgmesh crd > crds/nodegroupmesh.yaml
 	cp crds/nodegroupmesh.yaml deploy/helm/sgmesh/crds/nodegroupmesh.yaml
 
 sandbox: $(STAMP) k8s
-	$(PY) -m tests.cluster.sandbox up
+	$(PY) -m devtools.sandbox up
 
 sandbox-down: $(STAMP)
-	$(PY) -m tests.cluster.sandbox down
+	$(PY) -m devtools.sandbox down
 
 demo: $(STAMP) k8s
 	$(PY) -m examples.demo
 
 bench: $(STAMP)
-	$(PY) bench/call_budget.py
+	$(PY) -m bench.call_budget
 
 # BENCH_OPTIONS=--check fails when a scale goal is missed; --meshes 1,20,50 --window 60.
 bench-operator: $(STAMP) k8s

@@ -1,9 +1,9 @@
 """The operator at scale: memory, CPU, AWS calls per resync window and the resync period kept.
 
 For each number of meshes (default 1, 20 and 50) the bench starts a fresh local control plane
-(`tests.cluster.controlplane`, the real kube-apiserver and etcd) and a fresh moto server
-(`tests.support.moto_server`), builds one world, starts `sgmesh run` as a separate process
-(`tests.e2e.harness`), creates the meshes with `resyncSeconds: 10`, waits until every one is
+(`devtools.k8s.controlplane`, the real kube-apiserver and etcd) and a fresh moto server
+(`devtools.aws.moto_server`), builds one world, starts `sgmesh run` as a separate process
+(`devtools.operator_harness`), creates the meshes with `resyncSeconds: 10`, waits until every one is
 Ready, and then measures the operator over a fixed window (default 60 s):
 
 - RSS: sampled from `/proc/<pid>/status` every second; "peak" is the highest sample in the
@@ -56,20 +56,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# Run as a script, Python puts bench/ on the path; the test support lives at the root.
+# Run as a script, Python puts bench/ on the path; devtools/ lives at the root.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import prometheus_client.parser  # noqa: E402
 
+from devtools.aws import moto_server  # noqa: E402
+from devtools.aws.world import World  # noqa: E402
+from devtools.k8s import build  # noqa: E402
+from devtools.k8s.controlplane import ControlPlane  # noqa: E402
+from devtools.operator_harness import CRD_FILE, CRD_NAME, Meshes, Operator  # noqa: E402
 from sgmesh import aws  # noqa: E402
-from tests.cluster import build  # noqa: E402
-from tests.cluster.controlplane import ControlPlane  # noqa: E402
-from tests.cluster.fixtures import CRD_FILE, CRD_NAME  # noqa: E402
-from tests.e2e.harness import Meshes, Operator  # noqa: E402
-from tests.support import moto_server  # noqa: E402
-from tests.support.world import World  # noqa: E402
 
 DEFAULT_MESHES = (1, 20, 50)
 DEFAULT_WINDOW_SECONDS = 60.0

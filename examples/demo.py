@@ -21,16 +21,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from devtools import REPO_ROOT
+from devtools.aws import moto_server
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
+from devtools.k8s import build
+from devtools.nodes import ClusterNodes
+from devtools.operator_harness import CRD_FILE, CRD_NAME, Meshes, Operator
+from devtools.sandbox import Sandbox
 from sgmesh import aws
-from tests.cluster import build
-from tests.cluster.sandbox import Sandbox
-from tests.e2e.harness import Meshes, Operator
-from tests.support import moto_server
-from tests.support.nodes import ClusterNodes
-from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
-
-ROOT = Path(__file__).resolve().parents[1]
-CRD = ROOT / "crds" / "nodegroupmesh.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         suggested = write_suggestion(doctor_env, sandbox.directory / "suggested-mesh.yaml")
 
         step("kubectl apply -f crds/ and the suggested mesh")
-        run([*kubectl, "apply", "-f", str(CRD)])
+        run([*kubectl, "apply", "-f", str(CRD_FILE)])
         run(
             [
                 *kubectl,
                 "wait",
                 "--for=condition=Established",
                 "--timeout=60s",
-                "crd/nodegroupmeshes.sgmesh.io",
+                f"crd/{CRD_NAME}",
             ]
         )
         run([*kubectl, "apply", "-f", str(suggested)])
@@ -192,7 +190,7 @@ def kubectl_runner(kubectl: list[str]) -> Callable[..., subprocess.CompletedProc
 
 
 def sandbox_command(verb: str) -> None:
-    subprocess.run([sys.executable, "-m", "tests.cluster.sandbox", verb], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "devtools.sandbox", verb], check=True, cwd=REPO_ROOT)
 
 
 def step(title: str) -> None:
@@ -205,9 +203,7 @@ def run(command: list[str]) -> None:
 
 
 def crd_installed(kubectl: list[str]) -> bool:
-    found = subprocess.run(
-        [*kubectl, "get", "crd", "nodegroupmeshes.sgmesh.io"], capture_output=True, check=False
-    )
+    found = subprocess.run([*kubectl, "get", "crd", CRD_NAME], capture_output=True, check=False)
     return found.returncode == 0
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import pytest
 
-from tests.cluster import build
-from tests.cluster.controlplane import ControlPlane
+from devtools.k8s import build
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import CRD_FILE, CRD_NAME
 
 __all__ = [
     "apply_established",
@@ -61,10 +61,6 @@ def kube_namespace(kube_cluster: ControlPlane, request: pytest.FixtureRequest) -
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
     )
     return name
-
-
-CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "nodegroupmesh.yaml"
-CRD_NAME = "nodegroupmeshes.sgmesh.io"
 
 
 def apply_established(cluster: ControlPlane, *kubectl_args: str, crds: Sequence[str]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.cluster import gen_replaces
+from devtools.k8s import gen_replaces
 
 KUBERNETES_GO_MOD_EXCERPT = """
 module k8s.io/kubernetes

@@ -15,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import build
-from tests.cluster.controlplane import ControlPlane
+from devtools.aws.moto_server import MotoServer, start_moto_server
+from devtools.helm import build as helm_build
+from devtools.k8s import build
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import Meshes, Operator
 from tests.cluster.fixtures import apply_established
 from tests.deploy import iam
 from tests.deploy.render import DEPLOY, Objects, kustomize, load_objects
-from tests.e2e.harness import Meshes, Operator
-from tests.support import helm as helm_build
-from tests.support.moto_server import MotoServer, start_moto_server
 from tests.support.tcp_proxy import TcpProxy
 
 NAMESPACE = "sgmesh-system"
@@ -37,7 +37,7 @@ def kubectl(kube_binaries: build.Binaries) -> Path:
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    """helm, built from Go modules on first use (tests/support/helm.py)."""
+    """helm, built from Go modules on first use (devtools/helm/build.py)."""
     try:
         return helm_build.ensure_helm()
     except helm_build.HelmBuildError as error:

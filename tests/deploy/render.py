@@ -2,7 +2,7 @@
 into Kubernetes objects, and compare renderings object by object.
 
 Rendering needs no API server: `kubectl kustomize` (the kubectl the control plane is built
-with) and `helm template` (built by tests/support/helm.py).
+with) and `helm template` (built by devtools/helm/build.py).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.controlplane import ApiError, ControlPlane
+from devtools.aws.world import CNI_POLICY_ARN, World
+from devtools.k8s.controlplane import ApiError, ControlPlane
+from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.cluster.fixtures import apply_established
 from tests.deploy.conftest import CRD_NAME, NAMESPACE, SERVICE_ACCOUNT
 from tests.deploy.render import (
@@ -24,8 +26,6 @@ from tests.deploy.render import (
     load_objects,
     operator_environment,
 )
-from tests.e2e.harness import Meshes, Operator, wait_until
-from tests.support.world import CNI_POLICY_ARN, World
 
 pytestmark = pytest.mark.kube
 

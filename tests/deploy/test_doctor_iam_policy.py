@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools.aws.world import CNI_POLICY_ARN, World
+from devtools.k8s.controlplane import ControlPlane
+from devtools.nodes import ClusterNodes
+from devtools.operator_harness import Meshes
 from sgmesh import aws
-from tests.cluster.controlplane import ControlPlane
 from tests.deploy import iam
-from tests.e2e.harness import Meshes
-from tests.support.nodes import ClusterNodes
-from tests.support.world import CNI_POLICY_ARN, World
 
 POLICY = iam.Policy.load(iam.DOCTOR_POLICY_FILE)
 

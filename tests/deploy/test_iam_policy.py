@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from devtools.aws.world import Vpc, World
+from devtools.operator_harness import Meshes, Operator, wait_until
 from sgmesh import aws, models
 from tests.deploy import iam
-from tests.e2e.harness import Meshes, Operator, wait_until
-from tests.support.world import Vpc, World
 
 POLICY = iam.Policy.load()
 PARTITION_REGIONS = (

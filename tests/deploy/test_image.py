@@ -1,4 +1,4 @@
-"""The operator image, built for real from the Dockerfile (tests/support/image.py): it runs
+"""The operator image, built for real from the Dockerfile (devtools/image.py): it runs
 `sgmesh` as the uid deploy/ runs the pod as, which has no passwd entry; its entrypoint, user and
 port are the ones deploy/ relies on; and it holds the package's environment and nothing to
 build or install with."""
@@ -9,8 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from devtools import image
 from tests.deploy.render import REPO_ROOT, Objects, find, operator_environment
-from tests.support import image
 
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 

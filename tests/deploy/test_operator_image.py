@@ -3,7 +3,7 @@ the uid and gid deploy/ sets (no passwd entry has them), with the Deployment's e
 authenticated as deploy/'s ServiceAccount, against the real API server and the moto server;
 every AWS request it makes must be allowed by deploy/iam-policy.json (see conftest.py).
 
-The container is started with `buildah run` on the host's network (tests/support/image.py)."""
+The container is started with `buildah run` on the host's network (devtools/image.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from devtools import image
+from devtools.aws.world import CNI_POLICY_ARN, World
+from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.deploy.render import Objects, find, operator_environment
-from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.e2e.test_operator import full_mesh, owned_sources
-from tests.support import image
-from tests.support.world import CNI_POLICY_ARN, World
 
 pytestmark = pytest.mark.kube
 

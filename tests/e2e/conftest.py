@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.controlplane import ControlPlane
-from tests.e2e.harness import Meshes, Operator
+from devtools.aws.moto_server import MotoServer
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import Meshes, Operator
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.moto_server import MotoServer
 from tests.support.tcp_proxy import TcpProxy
 
 

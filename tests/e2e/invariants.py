@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from sgmesh import ownership
-from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
 __all__ = ["CLUSTER", "HandMade", "assert_exact", "exact", "owner_key", "rule_writes"]
 

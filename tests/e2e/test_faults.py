@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.controlplane import ControlPlane
-from tests.cluster.fixtures import CRD_FILE, CRD_NAME, apply_established
-from tests.e2e.harness import Meshes, Operator, wait_until
+from devtools.aws.world import NodeGroup, World
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import CRD_FILE, CRD_NAME, Meshes, Operator, wait_until
+from tests.cluster.fixtures import apply_established
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.world import NodeGroup, World
 
 pytestmark = pytest.mark.kube
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from devtools.aws.world import World
+from devtools.operator_harness import Meshes, Operator, wait_until
 from sgmesh import status
-from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact, exact, rule_writes
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.world import World
 
 pytestmark = pytest.mark.kube
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import Meshes, Operator, wait_until
+from devtools.aws.world import NodeGroup, World
+from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact, rule_writes
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.world import NodeGroup, World
 
 pytestmark = pytest.mark.kube
 

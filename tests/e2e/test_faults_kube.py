@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.controlplane import ControlPlane, write_kubeconfig
-from tests.e2e.harness import Meshes, Operator, wait_until
+from devtools.aws.world import World
+from devtools.k8s.controlplane import ControlPlane, write_kubeconfig
+from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact
 from tests.support.fault_proxy import ThrottlingProxy
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.world import World
 
 pytestmark = pytest.mark.kube
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.e2e.harness import Meshes, Operator, wait_until
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
+from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.e2e.invariants import HandMade, assert_exact, exact, owner_key
-from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
 pytestmark = pytest.mark.kube
 

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import Meshes, Operator, wait_until
 from sgmesh import aws
-from tests.cluster.controlplane import ControlPlane
-from tests.e2e.harness import Meshes, Operator, wait_until
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
 pytestmark = pytest.mark.kube
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from sgmesh import cli
-from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
 
 OWNER_KEY = "sgmesh.io/default/airflow"
 

@@ -12,10 +12,10 @@ import botocore.exceptions
 import botocore.session
 import pytest
 
+from devtools.aws.moto_server import free_port
+from devtools.aws.world import CNI_POLICY_ARN, Mixed, Override, World
 from sgmesh import aws, discovery, models, ownership, topology
 from sgmesh.topology import MemberKind, Permission, ProblemKind
-from tests.support.moto_server import free_port
-from tests.support.world import CNI_POLICY_ARN, Mixed, Override, World
 
 OWNER = ownership.Owner("test-cluster", "mesh")
 IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)

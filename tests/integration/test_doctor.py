@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cluster.controlplane import ControlPlane, write_kubeconfig
-from tests.e2e.harness import Meshes
-from tests.support.moto_server import aws_env, free_port, start_moto_server
-from tests.support.nodes import ClusterNodes
-from tests.support.world import CNI_POLICY_ARN, NodeGroup, World
+from devtools.aws.moto_server import aws_env, free_port, start_moto_server
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
+from devtools.k8s.controlplane import ControlPlane, write_kubeconfig
+from devtools.nodes import ClusterNodes
+from devtools.operator_harness import Meshes
 
 pytestmark = pytest.mark.kube
 

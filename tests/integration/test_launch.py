@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from devtools.aws.world import Mixed, Override, World
 from sgmesh import aws, discovery, models, ownership, topology
 from sgmesh.topology import ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.world import Mixed, Override, World
 
 OWNER = ownership.Owner("test-cluster", "mesh")
 

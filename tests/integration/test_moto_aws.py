@@ -1,4 +1,4 @@
-"""The test AWS answers as AWS does where sgmesh's races hinge on it (`tests.support.moto_aws`).
+"""The test AWS answers as AWS does where sgmesh's races hinge on it (`devtools.aws.moto_aws`).
 
 If a moto upgrade moves the code those fixes replace, these fail instead of the suite silently
 testing moto's semantics.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
-from tests.support.world import World
+from devtools.aws.world import World
 
 
 def test_same_rule_with_another_description_is_a_duplicate(world: World) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import botocore.awsrequest
 
+from devtools.aws.world import World
 from sgmesh import aws, models, planning, reconcile
 from sgmesh.topology import ProblemKind
-from tests.support.world import World
 
 CLUSTER = "test-cluster"
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from devtools.aws.world import NodeGroup, World
 from sgmesh import apply, aws, discovery, models, ownership, planning, reconcile
-from tests.support.world import NodeGroup, World
 
 SETTINGS = reconcile.Settings(cluster="default")
 MESH_NAMES = ("alpha", "bravo", "charlie", "delta")

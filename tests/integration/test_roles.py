@@ -10,8 +10,8 @@ from typing import Any
 
 import botocore.session
 
+from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh import aws, models, reconcile
-from tests.support.world import CNI_POLICY_ARN, World
 
 IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
 # Reads whose cost grows with the account, not with the mesh.

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import botocore.exceptions
 import pytest
 
+from devtools.aws.world import World
 from sgmesh import aws, models, planning, reconcile, shared_reads
-from tests.support.world import World
 
 CLUSTER = "test-cluster"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
+from devtools.aws.world import World
 from sgmesh import aws, models, reconcile
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.world import World
 
 MESH = models.NodeGroupMesh.parse(
     {

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from devtools import image
+from devtools.aws.moto_server import MotoServer, start_moto_server
+from devtools.aws.world import World
 from sgmesh import aws
-from tests.support import image
 from tests.support.fault_proxy import ThrottlingProxy
-from tests.support.moto_server import MotoServer, start_moto_server
 from tests.support.tcp_proxy import TcpProxy
-from tests.support.world import World
 
 __all__ = [
     "aws_env",
@@ -84,7 +84,7 @@ def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpP
 @pytest.fixture(scope="session")
 def operator_image(request: pytest.FixtureRequest) -> str:
     """The Dockerfile built into `localhost/sgmesh:dev` with buildah on the local base (see
-    tests/support/image.py); layers cached by an earlier build are reused. Its build time and
+    devtools/image.py); layers cached by an earlier build are reused. Its build time and
     size are printed. A machine that cannot build it fails the tests that need it."""
     try:
         built = image.build_image()

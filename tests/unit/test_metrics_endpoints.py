@@ -7,8 +7,8 @@ import asyncio
 
 import aiohttp
 
+from devtools.aws.moto_server import free_port
 from sgmesh import metrics
-from tests.support.moto_server import free_port
 
 
 async def _statuses(port: int, paths: tuple[str, ...]) -> dict[str, int]:

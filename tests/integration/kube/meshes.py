@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.controlplane import ControlPlane
+from devtools.k8s.controlplane import ControlPlane
 
 
 def mesh_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from tests.cluster.build import Binaries
-from tests.cluster.controlplane import ControlPlane
+from devtools.k8s.build import Binaries
+from devtools.k8s.controlplane import ControlPlane
 
 pytestmark = pytest.mark.kube
 
@@ -91,8 +91,8 @@ def test_stop_leaves_no_process_behind(kube_binaries: Binaries, tmp_path: Path) 
 
 _HOLDER = """
 import json, sys
-from tests.cluster.build import ensure_binaries
-from tests.cluster.controlplane import ControlPlane
+from devtools.k8s.build import ensure_binaries
+from devtools.k8s.controlplane import ControlPlane
 with ControlPlane(binaries=ensure_binaries(), workdir=__import__("pathlib").Path(sys.argv[1])) as p:
     print(json.dumps(list(p.pids.values())), flush=True)
     sys.stdin.read()

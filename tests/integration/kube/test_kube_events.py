@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
+from devtools.k8s.controlplane import ControlPlane
 from sgmesh import status
-from tests.cluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.kube
 

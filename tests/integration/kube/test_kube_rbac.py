@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.controlplane import ControlPlane
+from devtools.k8s.controlplane import ControlPlane
 from tests.integration.kube.meshes import create, mesh_manifest
 
 pytestmark = pytest.mark.kube

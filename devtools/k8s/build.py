@@ -9,7 +9,7 @@ a finished directory, so a killed build never leaves a half-filled cache behind.
 This module never downloads a prebuilt binary: everything is compiled here from source modules
 fetched through the Go module proxy.
 
-Usage: `python -m tests.cluster.build` prints where the binaries are; with `--bin-dir`, only
+Usage: `python -m devtools.k8s.build` prints where the binaries are; with `--bin-dir`, only
 their directory, for `PATH`.
 """
 
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster import gen_replaces
+from devtools.k8s import gen_replaces
 
 __all__ = ["Binaries", "BuildError", "build_once", "cache_root", "ensure_binaries", "locked"]
 
@@ -216,7 +216,7 @@ def build_once(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.build", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.k8s.build", description=__doc__)
     parser.add_argument(
         "--bin-dir", action="store_true", help="print only the directory (for PATH=...)"
     )

@@ -39,8 +39,8 @@ from typing import Any, Literal, Self
 
 import yaml
 
-from tests.cluster import build, pki
-from tests.support.moto_server import free_port
+from devtools.aws.moto_server import free_port
+from devtools.k8s import build, pki
 
 __all__ = [
     "ApiError",

@@ -2,7 +2,7 @@
 
 Integration tests, the sandbox and the benchmark talk to AWS through it over HTTP
 (`AWS_ENDPOINT_URL`), exactly as the operator talks to AWS; nothing of sgmesh is patched. The
-server is moto's own, with AWS's semantics for security-group rules (`tests.support.moto_aws`).
+server is moto's own, with AWS's semantics for security-group rules (`devtools.aws.moto_aws`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools import REPO_ROOT
+
 __all__ = ["MODULE", "MotoServer", "aws_env", "free_port", "reset", "start_moto_server"]
 
 STARTUP_DEADLINE_SECONDS = 60.0
-MODULE = "tests.support.moto_aws"  # what runs the server: moto's, with AWS's rule semantics
-_REPOSITORY = Path(__file__).resolve().parents[2]
+MODULE = "devtools.aws.moto_aws"  # what runs the server: moto's, with AWS's rule semantics
 
 
 def free_port() -> int:
@@ -92,7 +93,7 @@ def _wait_ready(server: MotoServer, deadline: float) -> None:
 def start_moto_server(
     port: int | None = None, log_path: Path | None = None, detach: bool = False
 ) -> MotoServer:
-    """Start moto's server with AWS's rule semantics (`tests.support.moto_aws`); managed IAM
+    """Start moto's server with AWS's rule semantics (`devtools.aws.moto_aws`); managed IAM
     policies are loaded so AmazonEKS_CNI_Policy exists."""
     port = port or free_port()
     env = dict(os.environ, MOTO_IAM_LOAD_MANAGED_POLICIES="true")
@@ -100,7 +101,7 @@ def start_moto_server(
     process = subprocess.Popen(
         [sys.executable, "-m", MODULE, "-H", "127.0.0.1", "-p", str(port)],
         env=env,
-        cwd=_REPOSITORY,
+        cwd=REPO_ROOT,
         stdout=output,
         stderr=subprocess.STDOUT,
         start_new_session=detach,

@@ -13,7 +13,7 @@ pip settings and CA bundle are handed to the build as secrets (mounted for the i
 never stored in the image). Settings that name a file of this machine are left out, since the
 build cannot see them; the CA bundle travels on its own.
 
-Usage: `python -m tests.support.image` builds `localhost/sgmesh:dev` and prints the build time
+Usage: `python -m devtools.image` builds `localhost/sgmesh:dev` and prints the build time
 and the sizes of the image and of its virtual environment (`make image`).
 """
 
@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.cluster import build
+from devtools import REPO_ROOT
+from devtools.k8s import build
 
 __all__ = [
     "BASE_PACKAGES",
@@ -60,7 +61,6 @@ __all__ = [
     "tree_size",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/sgmesh:dev"
 # The official image the Dockerfile defaults to is Debian bookworm with Python 3.11: so is this.
 DEBIAN_RELEASE = "bookworm"
@@ -372,7 +372,7 @@ def run_command(container: str, user: str, env: dict[str, str]) -> list[str]:
 
 class ImageLauncher:
     """Starts `sgmesh run` in a fresh container of an image, as `user`, through the image's
-    entrypoint, for `tests.e2e.harness.Operator(launcher=...)`. The container gets the
+    entrypoint, for `devtools.operator_harness.Operator(launcher=...)`. The container gets the
     operator's environment and a copy of its kubeconfig that `user` may read, nothing of this
     machine's environment. `close()` removes every container it made: call it only once the
     operators it started have stopped."""
@@ -430,7 +430,7 @@ def report(built: BuiltImage) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.image", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.image", description=__doc__)
     parser.add_argument("--tag", default=IMAGE, help=f"the image's name (default {IMAGE})")
     parser.add_argument(
         "--base", help="PYTHON_BASE for the Dockerfile (default: the local debootstrap base)"

@@ -2,7 +2,8 @@
 
 `Operator` starts and stops the operator process against a kubeconfig and an AWS endpoint;
 `Meshes` creates, reads, changes and deletes NodeGroupMesh objects and waits on their status
-with deadlines (never fixed sleeps).
+with deadlines (never fixed sleeps). The demo, the scale bench and the end-to-end tests all
+drive the operator through these two, so what the tests check is what the demo shows.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ import kubernetes
 import prometheus_client.parser
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.moto_server import free_port
+from devtools import REPO_ROOT
+from devtools.aws.moto_server import free_port
 
 GROUP, VERSION, PLURAL = "sgmesh.io", "v1alpha1", "nodegroupmeshes"
+CRD_FILE = REPO_ROOT / "crds" / "nodegroupmesh.yaml"
+CRD_NAME = f"{PLURAL}.{GROUP}"
 FINALIZER = "sgmesh.io/finalizer"
 
 
@@ -185,7 +189,9 @@ class Meshes:
     """NodeGroupMesh objects through the API server, as kubectl would handle them."""
 
     def __init__(self, kubeconfig: Path) -> None:
-        self.api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        self.api = kubernetes.config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig)
+        )
         self.custom = kubernetes.client.CustomObjectsApi(self.api)
         self.core = kubernetes.client.CoreV1Api(self.api)
 

@@ -1,6 +1,6 @@
 """`make sandbox`: a control plane and a moto server that outlive the command that starts them.
 
-`python -m tests.cluster.sandbox up|down|status`. Everything lives under `.sandbox/` at the
+`python -m devtools.sandbox up|down|status`. Everything lives under `.sandbox/` at the
 repository root: `kubeconfig` (admin), `aws.env` (sourceable: `source .sandbox/aws.env`), the
 pid files and logs. `up` when the sandbox already runs only says so; `down` stops exactly the
 processes `up` recorded, after checking each pid still runs the program it was started as.
@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster import build
-from tests.cluster.controlplane import ControlPlane, stop_process_group
-from tests.support import moto_server
-from tests.support.moto_server import MotoServer, start_moto_server
+from devtools import REPO_ROOT
+from devtools.aws import moto_server
+from devtools.aws.moto_server import MotoServer, start_moto_server
+from devtools.k8s import build
+from devtools.k8s.controlplane import ControlPlane, stop_process_group
 
 __all__ = ["Sandbox", "main"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_DIR = REPO_ROOT / ".sandbox"
 
 
@@ -209,7 +209,7 @@ class Sandbox:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.sandbox", description=__doc__)
     parser.add_argument("command", choices=("up", "down", "status"))
     args = parser.parse_args(argv)
     sandbox = Sandbox()

@@ -7,7 +7,7 @@ permissions of one AuthorizeSecurityGroupIngress one by one, keeping the first o
 one is a duplicate, where AWS refuses the whole call; and it tags a rule id that does not exist,
 where AWS answers `InvalidSecurityGroupRuleId.NotFound`. Races between meshes and operators hinge on
 exactly these answers, so the test AWS must give them: this module starts moto's own server
-(`python -m tests.support.moto_aws` takes moto.server's arguments) after fixing those four
+(`python -m devtools.aws.moto_aws` takes moto.server's arguments) after fixing those four
 behaviours in the server process. Nothing of sgmesh is patched: the operator and the tests still
 reach this server over HTTP only.
 

@@ -1,12 +1,12 @@
 """Build the `helm` binary from Go modules, once per version, into a user cache.
 
-The version is the one `tests/deploy/tools/go.mod` pins (helm.sh/helm/v3, a `tool` of that
+The version is the one `devtools/helm/go.mod` pins (helm.sh/helm/v3, a `tool` of that
 module). The binary goes to `${XDG_CACHE_HOME:-~/.cache}/sgmesh/helm/<version>/helm`, outside
 the repository, so later runs on the same machine reuse it. As for the control plane, a lock
 file makes concurrent callers wait for one build, and a build is published by renaming a
 finished directory. Nothing prebuilt is downloaded: the source comes through the module proxy.
 
-Usage: `python -m tests.support.helm` builds it if needed and prints its path.
+Usage: `python -m devtools.helm.build` builds it if needed and prints its path.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.cluster import build
+from devtools.k8s import build
 
 __all__ = ["HelmBuildError", "cache_root", "ensure_helm", "pinned_version"]
 
-MODULE_DIR = Path(__file__).resolve().parents[1] / "deploy" / "tools"
+MODULE_DIR = Path(__file__).resolve().parent
 PACKAGE = "helm.sh/helm/v3/cmd/helm"
 BUILD_INFO = "build-info.json"
 # Part of the cache key with go.mod and go.sum: change it when the way of building changes.
@@ -116,7 +116,7 @@ def ensure_helm() -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.support.helm", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.helm.build", description=__doc__)
     parser.parse_args()
     try:
         print(ensure_helm())

@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from tests.support.world import IMAGE_ID, INSTANCE_TYPE, Profile, World
+from devtools.aws.world import IMAGE_ID, INSTANCE_TYPE, Profile, World
 
 __all__ = ["ClusterNodes", "Kubectl"]
 
