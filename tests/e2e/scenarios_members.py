@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.controlplane import ControlPlane
-from tests.e2e.harness import Meshes, Operator, wait_until
+from devtools.aws.world import CNI_POLICY_ARN, World
+from devtools.k8s.controlplane import ControlPlane
+from devtools.nodes import ClusterNodes
+from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.support import karpenter, vpc_cni
-from tests.support.nodes import ClusterNodes
-from tests.support.world import CNI_POLICY_ARN, World
 
 pytestmark = pytest.mark.kube
 

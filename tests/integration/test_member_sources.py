@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh import aws, cluster_members, models, reconcile
 from sgmesh.cluster_members import ClusterMember, ClusterMembers
 from sgmesh.topology import MemberKind, ProblemKind
-from tests.support.world import CNI_POLICY_ARN, World
 
 SETTINGS = reconcile.Settings(cluster="test-cluster")
 OWNER_KEY = "sgmesh.io/test-cluster/mesh"
