@@ -28,6 +28,7 @@ __all__ = [
     "AwsNodeRole",
     "ClusterReadError",
     "connect",
+    "list_objects",
     "read",
     "read_aws_node_role",
 ]
@@ -69,21 +70,23 @@ def read(
     `aws_node_role`: how to learn aws-node's IRSA role (the operator passes a cached
     `AwsNodeRole`); by default it is read here when the mesh attaches the CNI policy.
     """
-    custom = kubernetes.client.CustomObjectsApi(api)
     node_classes = eni_configs = None
     if spec.karpenter is not None:
-        node_classes = _list(custom, cluster_members.NODE_CLASS)
+        node_classes = list_objects(cluster_members.NODE_CLASS, api)
     if spec.custom_networking is not None:
-        eni_configs = _list(custom, cluster_members.ENI_CONFIG)
+        eni_configs = list_objects(cluster_members.ENI_CONFIG, api)
     role_arn = None
     if spec.cni_policy.attach:
         role_arn = aws_node_role() if aws_node_role is not None else read_aws_node_role(api)
     return cluster_members.ClusterObjects(node_classes, eni_configs, role_arn)
 
 
-def _list(
-    custom: kubernetes.client.CustomObjectsApi, kind: cluster_members.SourceKind
+def list_objects(
+    kind: cluster_members.SourceKind, api: kubernetes.client.ApiClient | None = None
 ) -> cluster_members.Listing:
+    """Every object of a cluster-scoped kind; not installed when the API server answers 404
+    for its collection."""
+    custom = kubernetes.client.CustomObjectsApi(api)
     try:
         answer = cast(
             dict[str, Any],

@@ -129,7 +129,8 @@ def test_star_with_no_object_is_no_member_and_no_problem() -> None:
         spec(customNetworking={"eniConfigs": ["*"]}), ClusterObjects(eni_configs=listing())
     )
 
-    assert found.members == found.problems == ()
+    assert found.members == ()
+    assert found.problems == ()
 
 
 def test_a_kind_the_cluster_does_not_serve_is_a_holding_problem() -> None:

@@ -64,7 +64,7 @@ def test_selectors_alone_are_enough(kube_cluster: ControlPlane, nodegroupmesh_cr
 def test_every_new_member_source_alone_is_enough(
     kube_cluster: ControlPlane, nodegroupmesh_crd: str
 ) -> None:
-    sources = {
+    sources: dict[str, dict[str, Any]] = {
         "sg-ids": {"securityGroups": {"ids": ["sg-0123456789abcdef0"]}},
         "sg-selector": {"securityGroups": {"selectors": [{"tags": {"aws:eks:cluster-name": "*"}}]}},
         "karpenter": {"karpenter": {"nodeClasses": ["*"]}},
