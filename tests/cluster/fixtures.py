@@ -8,6 +8,7 @@ must never pass as a skipped test.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -65,17 +66,33 @@ def kube_namespace(kube_cluster: ControlPlane, request: pytest.FixtureRequest) -
 
 CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "nodegroupmesh.yaml"
 CRD_NAME = "nodegroupmeshes.sgmesh.io"
+ESTABLISHED_TIMEOUT = 60
+
+
+def _established(cluster: ControlPlane, crd: str) -> bool:
+    found = cluster.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
+    # Right after creation `status.conditions` may still be null.
+    conditions = found.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 def apply_established(cluster: ControlPlane, *kubectl_args: str, crds: Sequence[str]) -> str:
     """`kubectl apply` what the arguments name, wait until `crds` are Established; what
-    kubectl said."""
+    kubectl said.
+
+    The wait polls the CRDs rather than running `kubectl wait --for=condition=Established`,
+    which fails at once, instead of waiting, when it reads a CRD whose conditions the API
+    server has not filled in yet (kubernetes/kubernetes#66439).
+    """
     applied = cluster.kubectl("apply", *kubectl_args)
     assert applied.returncode == 0, f"kubectl apply {' '.join(kubectl_args)}:\n{applied.stderr}"
-    established = cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{crd}" for crd in crds)
-    )
-    assert established.returncode == 0, established.stderr
+    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
+    waiting = list(crds)
+    while waiting := [crd for crd in waiting if not _established(cluster, crd)]:
+        assert time.monotonic() < deadline, (
+            f"not Established within {ESTABLISHED_TIMEOUT}s: {', '.join(waiting)}"
+        )
+        time.sleep(0.1)
     return str(applied.stdout)
 
 
