@@ -16,9 +16,12 @@ import pytest
 
 from tests.cluster import build
 from tests.cluster.controlplane import ControlPlane
+from tests.support import external_crds
 
 __all__ = [
     "apply_established",
+    "ec2nodeclass_crd",
+    "eniconfig_crd",
     "kube_binaries",
     "kube_cluster",
     "kube_namespace",
@@ -103,3 +106,26 @@ def nodegroupmesh_crd(kube_cluster: ControlPlane) -> str:
         pytest.fail("crds/nodegroupmesh.yaml is missing: generate it with `make crd`")
     apply_established(kube_cluster, "-f", str(CRD_FILE), crds=[CRD_NAME])
     return CRD_NAME
+
+
+def _install_external(cluster: ControlPlane, crd: external_crds.ExternalCrd) -> str:
+    try:
+        external_crds.load(crd)  # fetched if needed, and checked to be that one CRD
+    except external_crds.CrdFetchError as error:
+        pytest.fail(f"{error}\n(`make crds-external` fetches it)")
+    apply_established(cluster, "-f", str(crd.cached_file), crds=[crd.name])
+    return crd.name
+
+
+@pytest.fixture(scope="session")
+def ec2nodeclass_crd(kube_cluster: ControlPlane) -> str:
+    """Karpenter's EC2NodeClass CRD as Karpenter publishes it (tests/support/external_crds.py),
+    applied and Established, once per session; its name."""
+    return _install_external(kube_cluster, external_crds.EC2NODECLASS)
+
+
+@pytest.fixture(scope="session")
+def eniconfig_crd(kube_cluster: ControlPlane) -> str:
+    """The VPC CNI's ENIConfig CRD as the VPC CNI publishes it, applied and Established, once
+    per session; its name."""
+    return _install_external(kube_cluster, external_crds.ENICONFIG)
