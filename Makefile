@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv test unit integration lint fmt crd k8s helm image image-tools sandbox sandbox-down demo bench bench-operator clean
+.PHONY: help venv test unit integration lint fmt crd k8s helm crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
@@ -15,6 +15,7 @@ help:
 	@echo "make sandbox-down  stop what 'make sandbox' started"
 	@echo "make crd           regenerate crds/ (and the chart's copy) from the pydantic models"
 	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
+	@echo "make crds-external fetch Karpenter's and the VPC CNI's CRDs from the Go module proxy"
 	@echo "make image         build the operator image localhost/sgmesh:dev with buildah"
 	@echo "make bench         AWS call budget benchmark on a moto server"
 	@echo "make bench-operator  the operator at 1, 20 and 50 meshes: memory, CPU, AWS calls, resync"
@@ -32,6 +33,11 @@ k8s: $(STAMP)
 
 helm: $(STAMP)
 	$(PY) -m devtools.helm.build
+
+# The CRDs of the objects sgmesh reads besides its own (EC2NodeClass, ENIConfig), as their
+# projects publish them, into the user cache: the tests install them into the API server.
+crds-external: $(STAMP)
+	$(PY) -m devtools.external_crds
 
 # buildah builds the image (as root, with chroot isolation); debootstrap builds the local base
 # it is built on where no container registry is reachable. Both are Debian packages.
@@ -51,7 +57,7 @@ image-tools:
 image: $(STAMP) image-tools
 	PATH="$$PATH:/usr/sbin:/sbin" $(PY) -m devtools.image
 
-test: $(STAMP) k8s helm image
+test: $(STAMP) k8s helm crds-external image
 	$(PY) -m pytest tests
 
 unit: $(STAMP)

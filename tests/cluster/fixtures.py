@@ -8,16 +8,20 @@ must never pass as a skipped test.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator, Sequence
 
 import pytest
 
+from devtools import external_crds
 from devtools.k8s import build
 from devtools.k8s.controlplane import ControlPlane
 from devtools.operator_harness import CRD_FILE, CRD_NAME
 
 __all__ = [
     "apply_established",
+    "ec2nodeclass_crd",
+    "eniconfig_crd",
     "kube_binaries",
     "kube_cluster",
     "kube_namespace",
@@ -63,15 +67,33 @@ def kube_namespace(kube_cluster: ControlPlane, request: pytest.FixtureRequest) -
     return name
 
 
+ESTABLISHED_TIMEOUT = 60
+
+
+def _established(cluster: ControlPlane, crd: str) -> bool:
+    found = cluster.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
+    # Right after creation `status.conditions` may still be null.
+    conditions = found.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
 def apply_established(cluster: ControlPlane, *kubectl_args: str, crds: Sequence[str]) -> str:
     """`kubectl apply` what the arguments name, wait until `crds` are Established; what
-    kubectl said."""
+    kubectl said.
+
+    The wait polls the CRDs rather than running `kubectl wait --for=condition=Established`,
+    which fails at once, instead of waiting, when it reads a CRD whose conditions the API
+    server has not filled in yet (kubernetes/kubernetes#66439).
+    """
     applied = cluster.kubectl("apply", *kubectl_args)
     assert applied.returncode == 0, f"kubectl apply {' '.join(kubectl_args)}:\n{applied.stderr}"
-    established = cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{crd}" for crd in crds)
-    )
-    assert established.returncode == 0, established.stderr
+    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
+    waiting = list(crds)
+    while waiting := [crd for crd in waiting if not _established(cluster, crd)]:
+        assert time.monotonic() < deadline, (
+            f"not Established within {ESTABLISHED_TIMEOUT}s: {', '.join(waiting)}"
+        )
+        time.sleep(0.1)
     return str(applied.stdout)
 
 
@@ -82,3 +104,26 @@ def nodegroupmesh_crd(kube_cluster: ControlPlane) -> str:
         pytest.fail("crds/nodegroupmesh.yaml is missing: generate it with `make crd`")
     apply_established(kube_cluster, "-f", str(CRD_FILE), crds=[CRD_NAME])
     return CRD_NAME
+
+
+def _install_external(cluster: ControlPlane, crd: external_crds.ExternalCrd) -> str:
+    try:
+        external_crds.load(crd)  # fetched if needed, and checked to be that one CRD
+    except external_crds.CrdFetchError as error:
+        pytest.fail(f"{error}\n(`make crds-external` fetches it)")
+    apply_established(cluster, "-f", str(crd.cached_file), crds=[crd.name])
+    return crd.name
+
+
+@pytest.fixture(scope="session")
+def ec2nodeclass_crd(kube_cluster: ControlPlane) -> str:
+    """Karpenter's EC2NodeClass CRD as Karpenter publishes it (devtools/external_crds.py),
+    applied and Established, once per session; its name."""
+    return _install_external(kube_cluster, external_crds.EC2NODECLASS)
+
+
+@pytest.fixture(scope="session")
+def eniconfig_crd(kube_cluster: ControlPlane) -> str:
+    """The VPC CNI's ENIConfig CRD as the VPC CNI publishes it, applied and Established, once
+    per session; its name."""
+    return _install_external(kube_cluster, external_crds.ENICONFIG)
