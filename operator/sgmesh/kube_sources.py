@@ -10,10 +10,12 @@ never taken as "nothing there".
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import kubernetes
 import urllib3
@@ -37,6 +39,9 @@ AWS_NODE_NAMESPACE = "kube-system"
 AWS_NODE_SERVICE_ACCOUNT = "aws-node"
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 REQUEST_TIMEOUT_SECONDS = 10
+TOO_MANY_REQUESTS_ATTEMPTS = 4
+MAX_RETRY_AFTER_SECONDS = 2.0
+_T = TypeVar("_T")
 # The status reason of a mesh whose sources could not be read.
 READ_FAILED = "KubernetesReadFailed"
 
@@ -90,8 +95,14 @@ def list_objects(
     try:
         answer = cast(
             dict[str, Any],
-            custom.list_cluster_custom_object(
-                kind.group, kind.version, kind.plural, _request_timeout=REQUEST_TIMEOUT_SECONDS
+            _patiently(
+                partial(
+                    custom.list_cluster_custom_object,
+                    kind.group,
+                    kind.version,
+                    kind.plural,
+                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                )
             ),
         )
     except kubernetes.client.exceptions.ApiException as error:
@@ -118,8 +129,13 @@ def read_aws_node_role(api: kubernetes.client.ApiClient | None = None) -> str | 
     core = kubernetes.client.CoreV1Api(api)
     where = f"serviceaccount {AWS_NODE_NAMESPACE}/{AWS_NODE_SERVICE_ACCOUNT}"
     try:
-        account = core.read_namespaced_service_account(
-            AWS_NODE_SERVICE_ACCOUNT, AWS_NODE_NAMESPACE, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        account = _patiently(
+            partial(
+                core.read_namespaced_service_account,
+                AWS_NODE_SERVICE_ACCOUNT,
+                AWS_NODE_NAMESPACE,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
         )
     except kubernetes.client.exceptions.ApiException as error:
         if error.status == 404:
@@ -132,6 +148,27 @@ def read_aws_node_role(api: kubernetes.client.ApiClient | None = None) -> str | 
     annotations = (account.metadata.annotations if account.metadata else None) or {}
     role_arn = annotations.get(IRSA_ANNOTATION)
     return str(role_arn) if role_arn else None
+
+
+def _patiently(request: Callable[[], _T]) -> _T:
+    """The request, sent again when the API server answers 429 (API priority and fairness, or
+    a kind's storage still initializing right after its CRD was created), as it asks."""
+    for attempt in itertools.count(1):
+        try:
+            return request()
+        except kubernetes.client.exceptions.ApiException as error:
+            if error.status != 429 or attempt >= TOO_MANY_REQUESTS_ATTEMPTS:
+                raise
+            time.sleep(_retry_after(error))
+    raise AssertionError("unreachable")
+
+
+def _retry_after(error: kubernetes.client.exceptions.ApiException) -> float:
+    try:
+        seconds = float((error.headers or {}).get("Retry-After", 1))
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.1), MAX_RETRY_AFTER_SECONDS)
 
 
 def _describe(error: kubernetes.client.exceptions.ApiException) -> str:

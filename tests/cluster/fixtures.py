@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -26,6 +26,7 @@ __all__ = [
     "kube_cluster",
     "kube_namespace",
     "nodegroupmesh_crd",
+    "reinstall_crd",
 ]
 
 _namespace_numbers = itertools.count(1)
@@ -127,3 +128,19 @@ def eniconfig_crd(kube_cluster: ControlPlane) -> str:
     """The VPC CNI's ENIConfig CRD as the VPC CNI publishes it, applied and Established, once
     per session; its name."""
     return _install_external(kube_cluster, external_crds.ENICONFIG)
+
+
+@pytest.fixture
+def reinstall_crd(
+    kube_cluster: ControlPlane, ec2nodeclass_crd: str, eniconfig_crd: str
+) -> Iterator[Callable[[str], None]]:
+    """For tests that delete an external CRD: a function that installs it again by name.
+    Whatever the test did, both are installed again after it, for the tests that follow."""
+    crds = {crd.name: crd for crd in external_crds.EXTERNAL_CRDS}
+
+    def install(name: str) -> None:
+        _install_external(kube_cluster, crds[name])
+
+    yield install
+    for name in crds:
+        install(name)

@@ -296,7 +296,12 @@ def test_a_source_crd_installed_later_is_used_without_a_restart(
     reinstall_crd(vpc_cni.RESOURCE)
     cluster.eni_config(cluster.name("az1"), [pods_sg], world.main_vpc.subnet_ids[0])
 
-    mesh = meshes.wait_ready("later", 15, operator.log_tail)
     joined = {managed.security_group_id, pods_sg}
-    assert owned_pairs(world, joined, "later") == full_mesh(joined)
+    wait_until(
+        lambda: owned_pairs(world, joined, "later") == full_mesh(joined),
+        15,
+        "the ENIConfig's SG is meshed",
+        operator.log_tail,
+    )
+    mesh = meshes.wait_ready("later", 15, operator.log_tail)
     assert members_by_kind(mesh)["ENIConfig"] == {cluster.name("az1")}

@@ -129,28 +129,3 @@ def test_an_api_server_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
 
     with pytest.raises(kube_sources.ClusterReadError, match="did not answer"):
         kube_sources.list_objects(cluster_members.NODE_CLASS, api)
-
-
-def test_the_aws_node_role_is_cached_and_kept_through_an_outage() -> None:
-    answers: list[str | Exception | None] = ["arn:1", kube_sources.ClusterReadError("down")]
-    now = [0.0]
-
-    def read() -> str | None:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    role = kube_sources.AwsNodeRole(read, ttl_seconds=60, clock=lambda: now[0])
-    assert role() == "arn:1"
-    now[0] = 30
-    assert role() == "arn:1"  # cached: no read
-    now[0] = 61
-    assert role() == "arn:1"  # the read failed: the last answer stands
-    assert answers == []
-
-    never_read = kube_sources.AwsNodeRole(
-        lambda: (_ for _ in ()).throw(kube_sources.ClusterReadError("x"))
-    )
-    with pytest.raises(kube_sources.ClusterReadError):
-        never_read()

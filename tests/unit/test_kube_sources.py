@@ -1,0 +1,68 @@
+"""Reading the cluster's sources, its error paths: retries of 429 answers and the cached
+aws-node role. (Reads against the real API server: tests/integration/kube/test_kube_sources.py.)"""
+
+from __future__ import annotations
+
+import kubernetes
+import pytest
+
+from sgmesh import kube_sources
+
+
+def too_many_requests() -> kubernetes.client.exceptions.ApiException:
+    error = kubernetes.client.exceptions.ApiException(status=429, reason="Too Many Requests")
+    error.headers = {"Retry-After": "0"}
+    return error
+
+
+def test_a_429_answer_is_asked_again_as_the_server_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[object] = [too_many_requests(), too_many_requests(), "listed"]
+    waited: list[float] = []
+    monkeypatch.setattr(kube_sources.time, "sleep", waited.append)
+
+    def request() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert kube_sources._patiently(request) == "listed"
+    assert waited == [0.1, 0.1]  # Retry-After 0: the shortest wait
+
+
+def test_429_answers_that_go_on_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube_sources.time, "sleep", lambda _: None)
+    calls: list[int] = []
+
+    def request() -> object:
+        calls.append(1)
+        raise too_many_requests()
+
+    with pytest.raises(kubernetes.client.exceptions.ApiException):
+        kube_sources._patiently(request)
+    assert len(calls) == kube_sources.TOO_MANY_REQUESTS_ATTEMPTS
+
+
+def test_the_aws_node_role_is_cached_and_kept_through_an_outage() -> None:
+    answers: list[str | Exception | None] = ["arn:1", kube_sources.ClusterReadError("down")]
+    now = [0.0]
+
+    def read() -> str | None:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    role = kube_sources.AwsNodeRole(read, ttl_seconds=60, clock=lambda: now[0])
+    assert role() == "arn:1"
+    now[0] = 30
+    assert role() == "arn:1"  # cached: no read
+    now[0] = 61
+    assert role() == "arn:1"  # the read failed: the last answer stands
+    assert answers == []
+
+    never_read = kube_sources.AwsNodeRole(
+        lambda: (_ for _ in ()).throw(kube_sources.ClusterReadError("x"))
+    )
+    with pytest.raises(kube_sources.ClusterReadError):
+        never_read()
