@@ -18,7 +18,7 @@ def too_many_requests() -> kubernetes.client.exceptions.ApiException:
 def test_a_429_answer_is_asked_again_as_the_server_says(monkeypatch: pytest.MonkeyPatch) -> None:
     answers: list[object] = [too_many_requests(), too_many_requests(), "listed"]
     waited: list[float] = []
-    monkeypatch.setattr(kube_sources.time, "sleep", waited.append)
+    monkeypatch.setattr("sgmesh.kube_sources.time.sleep", waited.append)
 
     def request() -> object:
         answer = answers.pop(0)
@@ -31,7 +31,7 @@ def test_a_429_answer_is_asked_again_as_the_server_says(monkeypatch: pytest.Monk
 
 
 def test_429_answers_that_go_on_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kube_sources.time, "sleep", lambda _: None)
+    monkeypatch.setattr("sgmesh.kube_sources.time.sleep", lambda _: None)
     calls: list[int] = []
 
     def request() -> object:
