@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
+from devtools import karpenter, vpc_cni
 from devtools.aws.world import CNI_POLICY_ARN, World
 from devtools.k8s.controlplane import ControlPlane
 from devtools.nodes import ClusterNodes
 from devtools.operator_harness import Meshes, Operator, wait_until
-from tests.support import karpenter, vpc_cni
 
 pytestmark = pytest.mark.kube
 

@@ -299,7 +299,7 @@ def test_plan_reads_node_classes_from_the_current_kubeconfig(
     kube_cluster: Any,
     ec2nodeclass_crd: str,
 ) -> None:
-    from tests.support import karpenter
+    from devtools import karpenter
 
     karpenter_sg = world.security_group("karpenter-nodes")
     node_role = world.role("KarpenterNodeRole-cli")

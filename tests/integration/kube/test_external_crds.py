@@ -1,6 +1,6 @@
 """Karpenter's EC2NodeClass and the VPC CNI's ENIConfig CRDs, as their projects publish them,
-served by the API server: the objects the tests build (tests/support/karpenter.py,
-tests/support/vpc_cni.py) are ones those schemas accept, and Karpenter's status is written the
+served by the API server: the objects the tests build (devtools/karpenter.py,
+devtools/vpc_cni.py) are ones those schemas accept, and Karpenter's status is written the
 way Karpenter writes it."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devtools import karpenter, vpc_cni
 from devtools.k8s.controlplane import ControlPlane
-from tests.support import karpenter, vpc_cni
 
 pytestmark = pytest.mark.kube
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from devtools import karpenter, vpc_cni
 from devtools.k8s.controlplane import ControlPlane
 from sgmesh import cluster_members, kube_sources, models
 from sgmesh.topology import MemberKind, ProblemKind
-from tests.support import karpenter, vpc_cni
 
 pytestmark = pytest.mark.kube
 
