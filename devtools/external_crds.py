@@ -180,7 +180,7 @@ def _download_zip(crd: ExternalCrd, target: IO[bytes]) -> str:
                 target.truncate()
                 _copy_bounded(response, target)
             return url
-        except (OSError, urllib.error.URLError) as error:
+        except OSError as error:  # urllib's errors included
             failures.append(f"{url}: {error}")
             http_not_found = isinstance(error, urllib.error.HTTPError) and error.code in {404, 410}
             file_not_found = isinstance(getattr(error, "reason", None), FileNotFoundError)
@@ -213,7 +213,10 @@ def _fetch(crd: ExternalCrd) -> None:
     with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".zip") as archive:
         url = _download_zip(crd, archive)
         archive.flush()
-        found = module_zip_hash(Path(archive.name))
+        try:
+            found = module_zip_hash(Path(archive.name))
+        except zipfile.BadZipFile as error:
+            raise CrdFetchError(f"{url} is not a zip: {error}") from None
         if found != crd.module_hash:
             raise CrdFetchError(
                 f"{url} has hash {found}, not the pinned {crd.module_hash}: "

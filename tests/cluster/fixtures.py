@@ -15,7 +15,7 @@ import pytest
 
 from devtools import external_crds
 from devtools.k8s import build
-from devtools.k8s.controlplane import ControlPlane
+from devtools.k8s.controlplane import ApiError, ControlPlane
 from devtools.operator_harness import CRD_FILE, CRD_NAME
 
 __all__ = [
@@ -108,12 +108,26 @@ def nodegroupmesh_crd(kube_cluster: ControlPlane) -> str:
 
 
 def _install_external(cluster: ControlPlane, crd: external_crds.ExternalCrd) -> str:
+    """Apply the CRD and wait until its objects can be listed: for a moment after a CRD is
+    Established, its storage may still answer 429 "storage is (re)initializing", which
+    kubectl and kopf retry but a plain request does not."""
     try:
-        external_crds.load(crd)  # fetched if needed, and checked to be that one CRD
+        document = external_crds.load(crd)  # fetched if needed, and checked to be that CRD
     except external_crds.CrdFetchError as error:
         pytest.fail(f"{error}\n(`make crds-external` fetches it)")
     apply_established(cluster, "-f", str(crd.cached_file), crds=[crd.name])
-    return crd.name
+    spec = document["spec"]
+    [version] = [v["name"] for v in spec["versions"] if v.get("storage")]
+    objects = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
+    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
+    while True:
+        try:
+            cluster.request("GET", objects)
+            return crd.name
+        except ApiError as error:
+            if error.status != 429 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

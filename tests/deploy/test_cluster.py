@@ -149,41 +149,44 @@ def _rules(cluster: ControlPlane, token: str, namespace: str) -> set[Triple]:
 
 
 def _triples(rules: Iterable[Mapping[str, Any]]) -> set[Triple]:
+    """(group, resource, verb) of each rule; a rule limited to named objects counts once per
+    name, as `resource[name]`, so that it can never pass for a grant on every object."""
     return {
-        (group, resource, verb)
+        (group, resource if name is None else f"{resource}[{name}]", verb)
         for rule in rules
         for group in rule.get("apiGroups", [])
         for resource in rule.get("resources", [])
+        for name in rule.get("resourceNames") or [None]
         for verb in rule.get("verbs", [])
     }
+
+
+# The ClusterRole's rules: seen from every namespace.
+CLUSTER_WIDE = {
+    ("sgmesh.io", "nodegroupmeshes", "list"),
+    ("sgmesh.io", "nodegroupmeshes", "watch"),
+    ("sgmesh.io", "nodegroupmeshes", "patch"),
+    ("sgmesh.io", "nodegroupmeshes/status", "patch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+    *(
+        (group, resource, verb)
+        for group, resource in [
+            ("", "nodes"),
+            ("karpenter.k8s.aws", "ec2nodeclasses"),
+            ("crd.k8s.amazonaws.com", "eniconfigs"),
+        ]
+        for verb in ("get", "list", "watch")
+    ),
+}
 
 
 @pytest.mark.parametrize(
     ("namespace", "expected"),
     [
-        (
-            NAMESPACE,
-            {
-                ("sgmesh.io", "nodegroupmeshes", "list"),
-                ("sgmesh.io", "nodegroupmeshes", "watch"),
-                ("sgmesh.io", "nodegroupmeshes", "patch"),
-                ("sgmesh.io", "nodegroupmeshes/status", "patch"),
-                ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-                ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-            },
-        ),
-        (
-            "default",
-            {
-                ("sgmesh.io", "nodegroupmeshes", "list"),
-                ("sgmesh.io", "nodegroupmeshes", "watch"),
-                ("sgmesh.io", "nodegroupmeshes", "patch"),
-                ("sgmesh.io", "nodegroupmeshes/status", "patch"),
-                ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
-                ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
-                ("", "events", "create"),
-            },
-        ),
+        (NAMESPACE, CLUSTER_WIDE),
+        ("default", CLUSTER_WIDE | {("", "events", "create")}),
+        ("kube-system", CLUSTER_WIDE | {("", "serviceaccounts[aws-node]", "get")}),
     ],
 )
 def test_service_account_may_do_exactly_what_deploy_grants(
@@ -219,6 +222,10 @@ EVENT = {
     "message": "an event outside namespace default",
 }
 MESHES = "/apis/sgmesh.io/v1alpha1/nodegroupmeshes"
+SERVICE_ACCOUNTS = "/api/v1/namespaces/kube-system/serviceaccounts"
+AWS_NODE = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "aws-node"}}
+EC2NODECLASSES = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses"
+ENICONFIGS = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
 
 
 @pytest.mark.parametrize(
@@ -241,6 +248,31 @@ MESHES = "/apis/sgmesh.io/v1alpha1/nodegroupmeshes"
         pytest.param(
             "GET", "/apis/kopf.dev/v1/clusterkopfpeerings", None, id="peering-without-component"
         ),
+        # In kube-system, aws-node's ServiceAccount and nothing else; read only.
+        pytest.param("GET", SERVICE_ACCOUNTS, None, id="list-kube-system-service-accounts"),
+        pytest.param("GET", f"{SERVICE_ACCOUNTS}/coredns", None, id="another-service-account"),
+        pytest.param("PUT", f"{SERVICE_ACCOUNTS}/aws-node", AWS_NODE, id="change-aws-node"),
+        pytest.param(
+            "GET",
+            "/api/v1/namespaces/default/serviceaccounts/aws-node",
+            None,
+            id="aws-node-elsewhere",
+        ),
+        pytest.param(
+            "GET", "/api/v1/namespaces/kube-system/secrets", None, id="kube-system-secrets"
+        ),
+        pytest.param(
+            "GET",
+            "/api/v1/namespaces/kube-system/secrets/aws-node",
+            None,
+            id="kube-system-secret-named-aws-node",
+        ),
+        pytest.param("GET", "/api/v1/pods", None, id="list-pods"),
+        # Nodes, node classes and ENIConfigs are read, never written.
+        pytest.param("DELETE", "/api/v1/nodes/any", None, id="delete-a-node"),
+        pytest.param("PUT", f"{EC2NODECLASSES}/any/status", None, id="write-ec2nodeclass-status"),
+        pytest.param("DELETE", f"{EC2NODECLASSES}/any", None, id="delete-an-ec2nodeclass"),
+        pytest.param("POST", ENICONFIGS, None, id="create-an-eniconfig"),
     ],
 )
 def test_service_account_is_refused_what_deploy_does_not_grant(
@@ -253,6 +285,19 @@ def test_service_account_is_refused_what_deploy_does_not_grant(
 
     assert refused.value.status == 403, refused.value.body
     assert f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}" in refused.value.body
+
+
+def test_service_account_reads_nodes_node_classes_eniconfigs_and_the_aws_node_account(
+    kube_cluster: ControlPlane, deployed: Path, ec2nodeclass_crd: str, eniconfig_crd: str
+) -> None:
+    kube_cluster.ensure_service_account("kube-system", "aws-node")
+    token = kube_cluster.mint_token(NAMESPACE, SERVICE_ACCOUNT)
+
+    for path in ("/api/v1/nodes", EC2NODECLASSES, ENICONFIGS):
+        listed = kube_cluster.request("GET", path, token=token)
+        assert listed["kind"].endswith("List"), path
+    account = kube_cluster.request("GET", f"{SERVICE_ACCOUNTS}/aws-node", token=token)
+    assert account["metadata"]["name"] == "aws-node"
 
 
 # ---- the operator with deploy/'s rights and nothing more -----------------------------------

@@ -42,8 +42,32 @@ OPERATOR_RULES = [
         "resources": ["customresourcedefinitions"],
         "verbs": ["list", "watch"],
     },
+    # Members that are not ASGs, read only.
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    {
+        "apiGroups": ["karpenter.k8s.aws"],
+        "resources": ["ec2nodeclasses"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["crd.k8s.amazonaws.com"],
+        "resources": ["eniconfigs"],
+        "verbs": ["get", "list", "watch"],
+    },
 ]
-EVENT_RULES = [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+# Namespaced Roles, by namespace: kopf's events of cluster-scoped objects go to "default";
+# aws-node's ServiceAccount, and only it, is read in kube-system (IRSA or not).
+NAMESPACED_RULES = {
+    "default": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+    "kube-system": [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts"],
+            "resourceNames": ["aws-node"],
+            "verbs": ["get"],
+        }
+    ],
+}
 PEERING_RULES = [
     {
         "apiGroups": ["kopf.dev"],
@@ -182,11 +206,12 @@ def test_metrics_service_selects_the_operator_pod_on_its_metrics_port(
 
 
 def test_every_object_is_in_the_operator_namespace_or_says_why(rendering: Rendering) -> None:
-    # The events Role lives where kopf posts the events of cluster-scoped objects.
+    # The events Role lives where kopf posts the events of cluster-scoped objects, the aws-node
+    # Role where aws-node's ServiceAccount is.
     for obj in rendering.objects:
         namespace = obj["metadata"].get("namespace")
         if obj["kind"] in {"Role", "RoleBinding"}:
-            assert namespace == "default", obj["metadata"]["name"]
+            assert namespace in NAMESPACED_RULES, obj["metadata"]["name"]
         elif namespace is not None:
             assert namespace == rendering.namespace, obj["metadata"]["name"]
 
@@ -198,8 +223,11 @@ def test_roles_grant_exactly_what_the_operator_uses(rendering: Rendering) -> Non
     )
     expected = OPERATOR_RULES + (PEERING_RULES if rendering.peering else [])
     assert cluster_rules == sorted(expected, key=repr)
-    [events] = rendering.of_kind("Role")
-    assert events["rules"] == EVENT_RULES
+    namespaced = {
+        role["metadata"]["namespace"]: role["rules"] for role in rendering.of_kind("Role")
+    }
+    assert len(rendering.of_kind("Role")) == len(namespaced)  # one Role per namespace
+    assert namespaced == NAMESPACED_RULES
 
 
 def test_every_binding_gives_its_role_to_the_operator_service_account(
