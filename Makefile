@@ -17,7 +17,7 @@ help:
 	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
 	@echo "make crds-external fetch Karpenter's and the VPC CNI's CRDs from the Go module proxy"
 	@echo "make image         build the operator image localhost/sgmesh:dev with buildah"
-	@echo "make bench         AWS call budget benchmark on a moto server"
+	@echo "make bench         AWS call budget on a moto server; reaction to Nodes and EC2NodeClasses"
 	@echo "make bench-operator  the operator at 1, 20 and 50 meshes: memory, CPU, AWS calls, resync"
 
 $(STAMP): pyproject.toml
@@ -86,8 +86,11 @@ sandbox-down: $(STAMP)
 demo: $(STAMP) k8s
 	$(PY) -m examples.demo
 
-bench: $(STAMP)
+# The AWS call budget, then the operator's reaction to Nodes and EC2NodeClasses
+# (REACTION_OPTIONS=--check fails when a reaction goal is missed; --runs 5).
+bench: $(STAMP) k8s crds-external
 	$(PY) -m bench.call_budget
+	$(PY) bench/reaction.py $(REACTION_OPTIONS)
 
 # BENCH_OPTIONS=--check fails when a scale goal is missed; --meshes 1,20,50 --window 60.
 bench-operator: $(STAMP) k8s

@@ -183,6 +183,7 @@ class AwsNodeRole:
     IRSA is set up once per cluster and rarely changes, so a minute of delay is harmless. A
     failed read keeps the last answer (a setting, not a membership: it never makes a rule go),
     so meshes keep converging while the API server is away; with no answer yet it raises.
+    Safe to call from every worker thread at once.
     """
 
     def __init__(
@@ -198,19 +199,29 @@ class AwsNodeRole:
         self._known: tuple[float, str | None] | None = None
 
     def __call__(self) -> str | None:
-        with self._lock:
-            if self._known is not None and self._clock() - self._known[0] < self._ttl:
-                return self._known[1]
+        known = self._known
+        if known is not None and self._clock() - known[0] < self._ttl:
+            return known[1]
+        # One read at a time; while it runs, the others take the last answer rather than
+        # wait (a read may take its whole timeout when the API server is away).
+        if not self._lock.acquire(blocking=known is None):
+            return known[1] if known is not None else None
+        try:
+            known = self._known
+            if known is not None and self._clock() - known[0] < self._ttl:
+                return known[1]
             try:
                 role_arn = self._read()
             except ClusterReadError:
-                if self._known is None:
+                if known is None:
                     raise
                 # Tried again a period later, not at every reconcile of the outage.
-                self._known = (self._clock(), self._known[1])
-                return self._known[1]
+                self._known = (self._clock(), known[1])
+                return known[1]
             self._known = (self._clock(), role_arn)
             return role_arn
+        finally:
+            self._lock.release()
 
     def forget(self) -> None:
         """Read again at the next call (the ServiceAccount changed)."""

@@ -66,3 +66,30 @@ def test_the_aws_node_role_is_cached_and_kept_through_an_outage() -> None:
     )
     with pytest.raises(kube_sources.ClusterReadError):
         never_read()
+
+
+def test_while_one_worker_reads_the_others_take_the_last_answer() -> None:
+    import threading
+
+    release = threading.Event()
+    reads: list[str] = []
+    now = [0.0]
+
+    def slow_read() -> str | None:
+        reads.append("read")
+        if len(reads) > 1:
+            release.wait(5)  # the API server is away: this read takes its whole timeout
+        return "arn:new"
+
+    role = kube_sources.AwsNodeRole(slow_read, ttl_seconds=60, clock=lambda: now[0])
+    assert role() == "arn:new"
+    now[0] = 61
+    reader = threading.Thread(target=role)
+    reader.start()
+    while len(reads) < 2:
+        threading.Event().wait(0.01)
+
+    assert role() == "arn:new"  # answered at once from the last read, not held by the lock
+    release.set()
+    reader.join(5)
+    assert len(reads) == 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,15 @@ from devtools.k8s.controlplane import ControlPlane
 pytestmark = pytest.mark.kube
 
 SECURITY_GROUPS = {"sg-0a1b2c3d4e5f60001": "eks-karpenter-node", "sg-0a1b2c3d4e5f60002": "pods"}
+
+
+@pytest.fixture(autouse=True)
+def _leave_no_object(kube_cluster: ControlPlane) -> Iterator[None]:
+    """Every EC2NodeClass and ENIConfig these tests make goes after each test: the cluster is
+    the session's, and a mesh of another test that lists "*" would take them as members."""
+    yield
+    for resource in (karpenter.RESOURCE, vpc_cni.RESOURCE):
+        kube_cluster.kubectl("delete", resource, "--all", "--ignore-not-found", "--wait=false")
 
 
 def _create(cluster: ControlPlane, manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
