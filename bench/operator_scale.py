@@ -63,11 +63,10 @@ if str(REPO_ROOT) not in sys.path:
 
 import prometheus_client.parser  # noqa: E402
 
-from devtools.aws import moto_server  # noqa: E402
 from devtools.aws.world import World  # noqa: E402
-from devtools.k8s import build  # noqa: E402
-from devtools.k8s.controlplane import ControlPlane  # noqa: E402
-from devtools.operator_harness import CRD_FILE, CRD_NAME, Meshes, Operator  # noqa: E402
+from devtools.k8s.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+from devtools.operator_harness import Meshes, Operator  # noqa: E402
+from devtools.operator_stack import operator_stack  # noqa: E402
 from sgmesh import aws  # noqa: E402
 
 DEFAULT_MESHES = (1, 20, 50)
@@ -230,36 +229,13 @@ class Measurement:
 
 def measure(count: int, window: float, workdir: Path) -> Measurement:
     _progress(f"{count} meshes: starting the control plane and a moto server")
-    server = moto_server.start_moto_server(log_path=workdir / "moto.log")
     try:
-        # The world's clients reach this server only, never an account of the machine.
-        os.environ.update(server.aws_env())
-        os.environ.pop("AWS_PROFILE", None)
-        os.environ["AWS_CONFIG_FILE"] = os.devnull
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        with ControlPlane(binaries=build.ensure_binaries(), workdir=workdir / "kube") as plane:
-            for args in (
-                ("apply", "-f", str(CRD_FILE)),
-                ("wait", "--for=condition=Established", "--timeout=60s", f"crd/{CRD_NAME}"),
-            ):
-                done = plane.kubectl(*args)
-                if done.returncode != 0:
-                    raise BenchFailure(f"kubectl {' '.join(args)}: {done.stderr}")
+        with operator_stack(workdir, cluster=CLUSTER, region=REGION) as stack:
             bench = build_world(World(aws.make_clients(REGION)))
-            operator = Operator(
-                plane.kubeconfig,
-                server.aws_env(),
-                workdir / "operator.log",
-                cluster=CLUSTER,
-                region=REGION,
-                extra_args=("--log-format", "plain"),
-            )
-            # --verbose logs every API request at debug level: a cost the bench must not add.
-            operator.run_options.remove("--verbose")
-            with operator:
-                return _measure_running(count, window, bench, operator, plane)
-    finally:
-        server.stop()
+            with stack.operator:
+                return _measure_running(count, window, bench, stack.operator, stack.plane)
+    except ControlPlaneError as error:
+        raise BenchFailure(str(error)) from error
 
 
 def _measure_running(

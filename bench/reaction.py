@@ -1,9 +1,10 @@
 """How fast the operator reacts to the cluster: from a Node registering, or an EC2NodeClass
 changing its security groups, to the rules being right in AWS.
 
-It starts its own local control plane (the real kube-apiserver and etcd), a moto server with
-AWS's rule semantics, Karpenter's and the VPC CNI's real CRDs (`devtools.external_crds`), and
-`sgmesh run` as a separate process, with two meshes at `resyncSeconds: 600` (a resync could
+It starts its own stack (`devtools.operator_stack`): a local control plane (the real
+kube-apiserver and etcd), a moto server with AWS's rule semantics, Karpenter's and the VPC
+CNI's real CRDs (`devtools.external_crds`), and `sgmesh run` as a separate process, with two
+meshes at `resyncSeconds: 600` (a resync could
 never explain a reaction within seconds):
 
 - "node": a mesh selects ASGs by the tag `team: bench`. Each run creates a new ASG with that
@@ -42,13 +43,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from devtools import external_crds, karpenter  # noqa: E402
-from devtools.aws import moto_server  # noqa: E402
+from devtools import karpenter  # noqa: E402
 from devtools.aws.world import World  # noqa: E402
-from devtools.k8s import build  # noqa: E402
-from devtools.k8s.controlplane import ControlPlane  # noqa: E402
+from devtools.k8s.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 from devtools.nodes import ClusterNodes  # noqa: E402
-from devtools.operator_harness import CRD_FILE, CRD_NAME, Meshes, Operator  # noqa: E402
+from devtools.operator_harness import Meshes, Operator  # noqa: E402
+from devtools.operator_stack import operator_stack  # noqa: E402
 from sgmesh import aws  # noqa: E402
 
 CLUSTER = "bench"
@@ -85,13 +85,8 @@ class Reaction:
 
 
 def _owned_pairs(world: World, group_ids: set[str], mesh: str) -> set[tuple[str, str]]:
-    key = f"sgmesh.io/{CLUSTER}/{mesh}"
-    return {
-        (group_id, rule["ReferencedGroupInfo"]["GroupId"])
-        for group_id in group_ids
-        for rule in world.describe_ingress(group_id)
-        if "ReferencedGroupInfo" in rule and any(t["Key"] == key for t in rule.get("Tags", []))
-    }
+    """(target, source) of every rule on `group_ids` that carries `mesh`'s tag."""
+    return world.owned_pairs(group_ids, f"sgmesh.io/{CLUSTER}/{mesh}")
 
 
 def _full(group_ids: set[str]) -> set[tuple[str, str]]:
@@ -117,60 +112,22 @@ def _time_until(check: Callable[[], bool], started: float, what: str) -> float:
     return time.monotonic() - started
 
 
-def _install_crds(plane: ControlPlane) -> None:
-    files = [str(CRD_FILE)]
-    names = [CRD_NAME]
-    for crd in external_crds.EXTERNAL_CRDS:
-        external_crds.load(crd)  # fetched when not cached yet, and checked
-        files.append(str(crd.cached_file))
-        names.append(crd.name)
-    for path in files:
-        done = plane.kubectl("apply", "-f", path)
-        if done.returncode != 0:
-            raise BenchFailure(f"kubectl apply -f {path}: {done.stderr}")
-    end = time.monotonic() + 60
-    for name in names:
-        while not _established(plane, name):
-            if time.monotonic() > end:
-                raise BenchFailure(f"CRD {name} not Established within 60 s")
-            time.sleep(0.1)
-
-
-def _established(plane: ControlPlane, name: str) -> bool:
-    found = plane.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-    conditions = found.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-
 def measure(runs: int, workdir: Path) -> list[Reaction]:
     _progress("starting a control plane, a moto server and the operator")
-    server = moto_server.start_moto_server(log_path=workdir / "moto.log")
     try:
-        os.environ.update(server.aws_env())
-        os.environ.pop("AWS_PROFILE", None)
-        os.environ["AWS_CONFIG_FILE"] = os.devnull
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        with ControlPlane(binaries=build.ensure_binaries(), workdir=workdir / "kube") as plane:
-            _install_crds(plane)
+        with operator_stack(
+            workdir, cluster=CLUSTER, region=REGION, with_external_crds=True
+        ) as stack:
             world = World(aws.make_clients(REGION))
-            operator = Operator(
-                plane.kubeconfig,
-                server.aws_env(),
-                workdir / "operator.log",
-                cluster=CLUSTER,
-                region=REGION,
-                extra_args=("--log-format", "plain"),
-            )
-            operator.run_options.remove("--verbose")
-            with operator:
-                nodes = ClusterNodes(world, plane.kubectl)
-                meshes = Meshes(plane.kubeconfig)
+            with stack.operator as operator:
+                nodes = ClusterNodes(world, stack.plane.kubectl)
+                meshes = Meshes(stack.plane.kubeconfig)
                 return [
                     _node_reactions(world, nodes, meshes, operator, runs),
-                    _node_class_reactions(world, plane, meshes, operator, runs),
+                    _node_class_reactions(world, stack.plane, meshes, operator, runs),
                 ]
-    finally:
-        server.stop()
+    except ControlPlaneError as error:
+        raise BenchFailure(str(error)) from error
 
 
 def _node_reactions(

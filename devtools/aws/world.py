@@ -9,7 +9,7 @@ capacity: instances are not needed to resolve an ASG and would only slow a large
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -209,6 +209,17 @@ class World:
             for rule in answer["SecurityGroupRules"]
             if not rule.get("IsEgress") and rule.get("GroupId") == group_id
         ]
+
+    def owned_pairs(self, group_ids: Iterable[str], owner_key: str) -> set[tuple[str, str]]:
+        """(target SG, source SG) of every inbound rule of `group_ids` that carries the
+        ownership tag `owner_key` (`sgmesh.io/<cluster>/<mesh>`)."""
+        return {
+            (group_id, rule["ReferencedGroupInfo"]["GroupId"])
+            for group_id in group_ids
+            for rule in self.describe_ingress(group_id)
+            if "ReferencedGroupInfo" in rule
+            and any(tag["Key"] == owner_key for tag in rule.get("Tags", []))
+        }
 
     # ---- IAM ---------------------------------------------------------------------------------
 

@@ -490,6 +490,55 @@ class ControlPlane:
         except urllib.error.HTTPError as error:
             raise ApiError(error.code, error.read().decode(errors="replace")) from None
 
+    def apply_established(
+        self, *kubectl_args: str, crds: Sequence[str], timeout: float = 60
+    ) -> str:
+        """`kubectl apply` what the arguments name, then wait until `crds` are Established and
+        their objects can be listed; what kubectl said. `ControlPlaneError` if not in time.
+
+        The wait polls the CRDs rather than running `kubectl wait --for=condition=Established`,
+        which fails at once, instead of waiting, when it reads a CRD whose conditions the API
+        server has not filled in yet (kubernetes/kubernetes#66439). For a moment after a CRD
+        is Established its storage may still answer 429 "storage is (re)initializing", which
+        kubectl and kopf retry but a plain request does not: the objects are listed once too.
+        """
+        applied = self.kubectl("apply", *kubectl_args)
+        if applied.returncode != 0:
+            raise ControlPlaneError(f"kubectl apply {' '.join(kubectl_args)}:\n{applied.stderr}")
+        deadline = time.monotonic() + timeout
+        waiting = list(crds)
+        while waiting := [crd for crd in waiting if not self._listable(crd)]:
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"not Established within {timeout}s: {', '.join(waiting)}")
+            time.sleep(0.1)
+        return str(applied.stdout)
+
+    def _listable(self, crd: str) -> bool:
+        """Whether the CRD is Established and a list of its objects is answered."""
+        try:
+            found = self.request(
+                "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}"
+            )
+        except ApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        # Right after creation `status.conditions` may still be null.
+        conditions = found.get("status", {}).get("conditions") or []
+        if not any(c["type"] == "Established" and c["status"] == "True" for c in conditions):
+            return False
+        spec = found["spec"]
+        [version] = [v["name"] for v in spec["versions"] if v.get("storage")]
+        try:
+            self.request(
+                "GET", f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
+            )
+        except ApiError as error:
+            if error.status == 429:
+                return False
+            raise
+        return True
+
     def request(
         self, method: str, path: str, body: object = None, token: str | None = None
     ) -> dict[str, Any]:

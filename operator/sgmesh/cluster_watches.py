@@ -19,7 +19,7 @@ kopf's memo.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,8 @@ class Watching:
     )
     # CRD name → whether it was last seen served (established, not being deleted).
     served: dict[str, bool] = field(default_factory=dict)
+    # Told how many nodes are known (a metric).
+    count_nodes: Callable[[int], None] = lambda _: None
 
 
 @kopf.on.event(*MESHES)
@@ -77,11 +79,13 @@ async def node_registered(
     node = name or ""
     if type == "DELETED":
         watching.node_providers.pop(node, None)
+        watching.count_nodes(len(watching.node_providers))
         return
     provider = body.spec.get("providerID")
     if not provider or watching.node_providers.get(node) == provider:
         return
     watching.node_providers[node] = str(provider)
+    watching.count_nodes(len(watching.node_providers))
     watching.nodes.request(watching.meshes.with_auto_scaling_groups())
 
 

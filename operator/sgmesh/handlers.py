@@ -235,6 +235,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             cluster_watches.NODE_GAP_SECONDS,
         ),
         sources=nudges.Debounce(partial(_nudge, runtime), cluster_watches.SOURCE_DELAY_SECONDS),
+        count_nodes=runtime.metrics.watched_nodes.set,
     )
     if operator_settings.metrics_port:
         runtime.web_runner = await metrics.serve(

@@ -48,6 +48,11 @@ class Metrics:
             "Reconciles started by a Node, EC2NodeClass, ENIConfig or CRD event.",
             registry=registry,
         )
+        self.watched_nodes = prometheus_client.Gauge(
+            "sgmesh_watched_nodes",
+            "Nodes with a spec.providerID the operator's watch has seen.",
+            registry=registry,
+        )
         self.duration = prometheus_client.Histogram(
             "sgmesh_reconcile_duration_seconds",
             "Wall time of one reconcile (discover, plan, apply).",

@@ -8,14 +8,13 @@ must never pass as a skipped test.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
 from devtools import external_crds
 from devtools.k8s import build
-from devtools.k8s.controlplane import ApiError, ControlPlane
+from devtools.k8s.controlplane import ControlPlane, ControlPlaneError
 from devtools.operator_harness import CRD_FILE, CRD_NAME
 
 __all__ = [
@@ -68,34 +67,13 @@ def kube_namespace(kube_cluster: ControlPlane, request: pytest.FixtureRequest) -
     return name
 
 
-ESTABLISHED_TIMEOUT = 60
-
-
-def _established(cluster: ControlPlane, crd: str) -> bool:
-    found = cluster.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}")
-    # Right after creation `status.conditions` may still be null.
-    conditions = found.get("status", {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-
-
 def apply_established(cluster: ControlPlane, *kubectl_args: str, crds: Sequence[str]) -> str:
-    """`kubectl apply` what the arguments name, wait until `crds` are Established; what
-    kubectl said.
-
-    The wait polls the CRDs rather than running `kubectl wait --for=condition=Established`,
-    which fails at once, instead of waiting, when it reads a CRD whose conditions the API
-    server has not filled in yet (kubernetes/kubernetes#66439).
-    """
-    applied = cluster.kubectl("apply", *kubectl_args)
-    assert applied.returncode == 0, f"kubectl apply {' '.join(kubectl_args)}:\n{applied.stderr}"
-    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
-    waiting = list(crds)
-    while waiting := [crd for crd in waiting if not _established(cluster, crd)]:
-        assert time.monotonic() < deadline, (
-            f"not Established within {ESTABLISHED_TIMEOUT}s: {', '.join(waiting)}"
-        )
-        time.sleep(0.1)
-    return str(applied.stdout)
+    """`kubectl apply` what the arguments name, wait until `crds` are Established and their
+    objects can be listed (`ControlPlane.apply_established`); what kubectl said."""
+    try:
+        return cluster.apply_established(*kubectl_args, crds=crds)
+    except ControlPlaneError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")
@@ -108,26 +86,12 @@ def nodegroupmesh_crd(kube_cluster: ControlPlane) -> str:
 
 
 def _install_external(cluster: ControlPlane, crd: external_crds.ExternalCrd) -> str:
-    """Apply the CRD and wait until its objects can be listed: for a moment after a CRD is
-    Established, its storage may still answer 429 "storage is (re)initializing", which
-    kubectl and kopf retry but a plain request does not."""
     try:
-        document = external_crds.load(crd)  # fetched if needed, and checked to be that CRD
+        external_crds.load(crd)  # fetched if needed, and checked to be that CRD
     except external_crds.CrdFetchError as error:
         pytest.fail(f"{error}\n(`make crds-external` fetches it)")
     apply_established(cluster, "-f", str(crd.cached_file), crds=[crd.name])
-    spec = document["spec"]
-    [version] = [v["name"] for v in spec["versions"] if v.get("storage")]
-    objects = f"/apis/{spec['group']}/{version}/{spec['names']['plural']}?limit=1"
-    deadline = time.monotonic() + ESTABLISHED_TIMEOUT
-    while True:
-        try:
-            cluster.request("GET", objects)
-            return crd.name
-        except ApiError as error:
-            if error.status != 429 or time.monotonic() > deadline:
-                raise
-        time.sleep(0.1)
+    return crd.name
 
 
 @pytest.fixture(scope="session")

@@ -28,13 +28,7 @@ def mesh(**spec: Any) -> models.NodeGroupMesh:
 
 def owned_pairs(world: World, group_ids: set[str]) -> set[tuple[str, str]]:
     """(target, source) of every rule on `group_ids` carrying the mesh's tag."""
-    return {
-        (rule["GroupId"], rule["ReferencedGroupInfo"]["GroupId"])
-        for group_id in group_ids
-        for rule in world.describe_ingress(group_id)
-        if "ReferencedGroupInfo" in rule
-        and any(t["Key"] == OWNER_KEY for t in rule.get("Tags", []))
-    }
+    return world.owned_pairs(group_ids, OWNER_KEY)
 
 
 def full_mesh(group_ids: set[str]) -> set[tuple[str, str]]:
