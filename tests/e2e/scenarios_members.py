@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from devtools import karpenter, vpc_cni
-from devtools.aws.world import CNI_POLICY_ARN, World
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from devtools.k8s.controlplane import ControlPlane
 from devtools.nodes import NODE_LABEL, ClusterNodes
 from devtools.operator_harness import Meshes, Operator, wait_until
@@ -164,19 +164,27 @@ def test_a_node_class_switching_groups_moves_the_rules_within_seconds(
     )
 
 
-def test_a_new_asg_joins_within_seconds_of_its_first_node(
-    world: World, meshes: Meshes, operator: Operator, cluster: Cluster
-) -> None:
+def selector_mesh_and_a_new_asg(
+    world: World, meshes: Meshes, operator: Operator, mesh: str
+) -> tuple[NodeGroup, NodeGroup]:
+    """A Ready mesh selecting ASGs tagged `team: data` (resync 600 s) over one ASG, and a
+    second such ASG made afterwards, which only a reaction can bring in soon."""
     first = world.node_group("eks-data-1", tags={"team": "data"})
     meshes.create(
-        "data",
+        mesh,
         {
             "autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]},
             "resyncSeconds": SLOW_RESYNC,
         },
     )
-    meshes.wait_ready("data", DEADLINE, operator.log_tail)
-    second = world.node_group("eks-data-2", tags={"team": "data"})
+    meshes.wait_ready(mesh, DEADLINE, operator.log_tail)
+    return first, world.node_group("eks-data-2", tags={"team": "data"})
+
+
+def test_a_new_asg_joins_within_seconds_of_its_first_node(
+    world: World, meshes: Meshes, operator: Operator, cluster: Cluster
+) -> None:
+    first, second = selector_mesh_and_a_new_asg(world, meshes, operator, "data")
     [instance] = cluster.nodes.launch("eks-data-2", second.profile)
 
     cluster.nodes.register(cluster.name("ip-10-0-0-2"), instance)
@@ -311,16 +319,7 @@ def test_a_source_crd_installed_later_is_used_without_a_restart(
 def test_a_hundred_nodes_joining_at_once_cost_a_few_reconciles(
     world: World, meshes: Meshes, operator: Operator, cluster: Cluster
 ) -> None:
-    first = world.node_group("eks-data-1", tags={"team": "data"})
-    meshes.create(
-        "burst",
-        {
-            "autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]},
-            "resyncSeconds": SLOW_RESYNC,
-        },
-    )
-    meshes.wait_ready("burst", DEADLINE, operator.log_tail)
-    second = world.node_group("eks-data-2", tags={"team": "data"})
+    first, second = selector_mesh_and_a_new_asg(world, meshes, operator, "burst")
     instances = cluster.nodes.launch("eks-data-2", second.profile, count=100)
     zone = f"{world.clients.region}a"
     before = operator.metric("sgmesh_nudged_reconciles_total")
