@@ -54,8 +54,9 @@ image: $(STAMP) image-tools
 test: $(STAMP) k8s helm image
 	$(PY) -m pytest tests
 
+# The fast part: the property tests on the quick Hypothesis profile (tests/conftest.py).
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit --hypothesis-profile quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check operator devtools tests bench examples
