@@ -35,20 +35,6 @@ FINALIZER = "sgmesh.io/finalizer"
 
 Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
 
-
-def local_process(
-    run_options: Sequence[str], environment: Mapping[str, str]
-) -> tuple[list[str], dict[str, str]]:
-    """`sgmesh run` with this interpreter, in this machine's environment minus AWS, sgmesh and
-    Kubernetes settings: the command line and the process environment."""
-    inherited = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("AWS_", "SGMESH_", "KUBECONFIG"))
-    }
-    return [sys.executable, "-m", "sgmesh", "run", *run_options], {**inherited, **environment}
-
-
 class Operator:
     """`sgmesh run` in its own process group; logs go to `log_path`.
 
@@ -249,22 +235,19 @@ class Meshes:
         return self.condition(name, "Ready")
 
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
-        mesh = self.get(name) or {}
-        for condition in (mesh.get("status") or {}).get("conditions") or []:
-            if condition.get("type") == kind:
-                return dict(condition)
-        return None
+        return condition_of(self.get(name) or {}, kind)
 
     def wait_ready(
         self, name: str, deadline: float = 60, context: Callable[[], str] = lambda: ""
     ) -> dict[str, Any]:
-        """Ready=True for the current generation; returns the whole object."""
+        """Ready=True for the current generation; returns the whole object. Generation,
+        observedGeneration and the condition are read from one answer of the API server."""
 
         def done() -> dict[str, Any] | None:
             mesh = self.get(name) or {}
             status = mesh.get("status") or {}
             generation = mesh.get("metadata", {}).get("generation")
-            ready = self.ready(name) or {}
+            ready = condition_of(mesh, "Ready") or {}
             if status.get("observedGeneration") == generation and ready.get("status") == "True":
                 return mesh
             return None
@@ -296,6 +279,31 @@ class Meshes:
         )
         return result
 
+    def wait_events(
+        self,
+        name: str,
+        wanted: Callable[[list[Any]], bool],
+        what: str,
+        deadline: float = 30,
+        context: Callable[[], str] = lambda: "",
+    ) -> list[Any]:
+        """The mesh's events once `wanted(events)` holds. Events are posted apart from the
+        status (kopf posts them after the handler returns), so a status that shows a reconcile
+        does not mean its events are there yet: they are polled with a deadline."""
+        found: list[Any] = []
+
+        def arrived() -> bool:
+            found[:] = self.events(name)
+            return wanted(found)
+
+        wait_until(
+            arrived,
+            deadline,
+            f"mesh {name} has events: {what}",
+            lambda: f"{[(e.type, e.reason) for e in found]}\n{context()}",
+        )
+        return found
+
     def events(self, name: str) -> list[Any]:
         """Events of the mesh now called `name` (by uid: not those of an earlier namesake)."""
         uid = ((self.get(name) or {}).get("metadata") or {}).get("uid")
@@ -305,3 +313,11 @@ class Meshes:
             field_selector=f"involvedObject.uid={uid},involvedObject.kind=NodeGroupMesh"
         )
         return list(listed.items)
+
+
+def condition_of(mesh: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    """The condition of type `kind` in a mesh's status, if it has one."""
+    for condition in (mesh.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None

@@ -65,8 +65,12 @@ def test_new_mesh_becomes_ready_with_aws_converged(
     table = kube_cluster.kubectl("get", "ngm", "airflow").stdout
     assert table.split("\n")[0].split() == ["NAME", "MEMBERS", "RULES", "PRESENT", "READY", "AGE"]
     assert table.split("\n")[1].split()[:5] == ["airflow", "2", "4", "4", "True"]
-    reasons = {event.reason for event in meshes.events("airflow")}
-    assert {"RulesAuthorized", "PolicyAttached"} <= reasons
+    meshes.wait_events(
+        "airflow",
+        lambda events: {"RulesAuthorized", "PolicyAttached"} <= {e.reason for e in events},
+        "RulesAuthorized and PolicyAttached",
+        context=operator.log_tail,
+    )
 
 
 def test_asg_tagged_to_match_joins_within_one_resync(
@@ -235,8 +239,13 @@ def test_unknown_asg_is_reported_by_name_and_the_rest_converges(
 
     assert "eks-typo" in ready["message"]
     wait_until(lambda: full_mesh(world, groups, "airflow"), 10, "the rest converged")
-    warnings = [e for e in meshes.events("airflow") if e.type == "Warning"]
-    assert [e.reason for e in warnings] == ["AutoScalingGroupNotFound"]
+    events = meshes.wait_events(
+        "airflow",
+        lambda events: any(e.type == "Warning" for e in events),
+        "a Warning",
+        context=operator.log_tail,
+    )
+    assert [e.reason for e in events if e.type == "Warning"] == ["AutoScalingGroupNotFound"]
 
 
 def test_aws_outage_is_reported_then_recovered_without_revoking_anything(
