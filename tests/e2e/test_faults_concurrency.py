@@ -137,10 +137,17 @@ def test_thirty_meshes_created_changed_and_deleted_together_leave_exact_tags(
 
 
 def test_spec_edited_while_its_apply_writes_converges_to_the_new_spec(
-    world: World, meshes: Meshes, operator: Operator
+    world: World,
+    meshes: Meshes,
+    start_operator: Callable[..., Operator],
+    faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"edit-{index:02}") for index in range(20)]
     hand_made = HandMade.on(world, groups[0], groups[1])
+    # Each of the 20 authorizations takes a while, so the edit lands in the middle of the
+    # apply however fast the machine and the moto server are.
+    faulty_aws.slow["AuthorizeSecurityGroupIngress"] = 0.2
+    operator = start_operator(aws_endpoint=faulty_aws.url)
     meshes.create("edited", spec(*(group.asg for group in groups)))
     wait_until(
         lambda: (
