@@ -35,6 +35,40 @@ FINALIZER = "sgmesh.io/finalizer"
 
 Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
 
+# The operator's settings for tests only (read by sgmesh.handlers and sgmesh.cli, documented
+# nowhere else): its resync timer's tick, and the lowest default resync period it accepts.
+TEST_TIMER_TICK = "SGMESH_TEST_TIMER_TICK_SECONDS"
+TEST_RESYNC_FLOOR = "SGMESH_TEST_RESYNC_FLOOR_SECONDS"
+QUICK_RESYNC_SECONDS = 2
+
+
+def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
+    """Options of `Operator` (and of the tests' `start_operator`) for a test that waits on a
+    resync: meshes that set no spec.resyncSeconds are reconciled again every `seconds`, checked
+    twice a second, instead of at the 10 s the CRD allows at least and the timer's 5 s tick.
+
+    Only for tests that wait on resyncs: what they show (drift repaired, a new ASG joining, a
+    deleted one leaving) takes a resync, and how long one lasts is no part of it. A mesh started
+    this way must leave resyncSeconds out of its spec."""
+    return {
+        "extra_args": ("--default-resync-seconds", str(seconds)),
+        "extra_env": {TEST_TIMER_TICK: "0.5", TEST_RESYNC_FLOOR: str(seconds)},
+    }
+
+
+def local_process(
+    run_options: Sequence[str], environment: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """`sgmesh run` with this interpreter, in this machine's environment minus AWS, sgmesh and
+    Kubernetes settings: the command line and the process environment."""
+    inherited = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AWS_", "SGMESH_", "KUBECONFIG"))
+    }
+    return [sys.executable, "-m", "sgmesh", "run", *run_options], {**inherited, **environment}
+
+
 class Operator:
     """`sgmesh run` in its own process group; logs go to `log_path`.
 

@@ -16,7 +16,7 @@ import pytest
 
 from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from devtools.k8s.controlplane import ControlPlane
-from devtools.operator_harness import Meshes, Operator, wait_until
+from devtools.operator_harness import Meshes, Operator, quick_resync, wait_until
 from sgmesh import aws
 from tests.support.tcp_proxy import TcpProxy
 
@@ -74,14 +74,12 @@ def test_new_mesh_becomes_ready_with_aws_converged(
 
 
 def test_asg_tagged_to_match_joins_within_one_resync(
-    world: World, meshes: Meshes, operator: Operator
+    world: World, meshes: Meshes, start_operator: Any
 ) -> None:
+    operator = start_operator(**quick_resync())
     first = world.node_group("eks-data-1", tags={"team": "data"})
     world.node_group("eks-web", tags={"team": "web"})
-    meshes.create(
-        "data",
-        {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}, "resyncSeconds": 10},
-    )
+    meshes.create("data", {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}})
     meshes.wait_ready("data", DEADLINE, operator.log_tail)
 
     second = world.node_group("eks-data-2", tags={"team": "data"})
@@ -100,10 +98,11 @@ def test_asg_tagged_to_match_joins_within_one_resync(
 
 
 def test_rule_deleted_out_of_band_is_restored(
-    world: World, meshes: Meshes, operator: Operator
+    world: World, meshes: Meshes, start_operator: Any
 ) -> None:
+    operator = start_operator(**quick_resync())
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
-    meshes.create("airflow", spec("eks-a", "eks-b"))
+    meshes.create("airflow", {"autoScalingGroups": {"names": ["eks-a", "eks-b"]}})
     meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
     target, source = groups[0].security_group_id, groups[1].security_group_id
 
@@ -153,7 +152,7 @@ def test_spec_change_converges_and_revokes_what_is_no_longer_wanted(
 def test_asg_deleted_in_aws_leaves_within_the_operators_default_resync(
     world: World, meshes: Meshes, start_operator: Any
 ) -> None:
-    operator = start_operator(extra_args=("--default-resync-seconds", "10"))
+    operator = start_operator(**quick_resync())
     a, b = (
         world.node_group("eks-a", tags={"team": "data"}),
         world.node_group("eks-b", tags={"team": "data"}),
@@ -249,10 +248,12 @@ def test_unknown_asg_is_reported_by_name_and_the_rest_converges(
 
 
 def test_aws_outage_is_reported_then_recovered_without_revoking_anything(
-    world: World, meshes: Meshes, operator: Operator, aws_proxy: TcpProxy
+    world: World, meshes: Meshes, start_operator: Any, aws_proxy: TcpProxy
 ) -> None:
+    # Resyncs find the outage, and its end.
+    operator = start_operator(**quick_resync())
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
-    meshes.create("airflow", spec("eks-a", "eks-b"))
+    meshes.create("airflow", {"autoScalingGroups": {"names": ["eks-a", "eks-b"]}})
     meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
 
     aws_proxy.cut()
