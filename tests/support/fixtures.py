@@ -106,7 +106,9 @@ def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpP
 def operator_image(request: pytest.FixtureRequest) -> str:
     """The Dockerfile built into `localhost/sgmesh:dev` with buildah on the local base (see
     devtools/image.py); layers cached by an earlier build are reused. Its build time and
-    size are printed. A machine that cannot build it fails the tests that need it."""
+    size are printed (not by a worker of a parallel run, whose output pytest does not show:
+    there `make image`, run before the tests, printed them). A machine that cannot build it
+    fails the tests that need it."""
     try:
         built = image.build_image()
         summary = image.report(built)
