@@ -35,6 +35,26 @@ FINALIZER = "sgmesh.io/finalizer"
 
 Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
 
+# The operator's settings for tests only (read by sgmesh.handlers and sgmesh.cli, documented
+# nowhere else): its resync timer's tick, and the lowest default resync period it accepts.
+TEST_TIMER_TICK = "SGMESH_TEST_TIMER_TICK_SECONDS"
+TEST_RESYNC_FLOOR = "SGMESH_TEST_RESYNC_FLOOR_SECONDS"
+QUICK_RESYNC_SECONDS = 2
+
+
+def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
+    """Options of `Operator` (and of the tests' `start_operator`) for a test that waits on a
+    resync: meshes that set no spec.resyncSeconds are reconciled again every `seconds`, checked
+    twice a second, instead of at the 10 s the CRD allows at least and the timer's 5 s tick.
+
+    Only for tests that wait on resyncs: what they show (drift repaired, a new ASG joining, a
+    deleted one leaving) takes a resync, and how long one lasts is no part of it. A mesh started
+    this way must leave resyncSeconds out of its spec."""
+    return {
+        "extra_args": ("--default-resync-seconds", str(seconds)),
+        "extra_env": {TEST_TIMER_TICK: "0.5", TEST_RESYNC_FLOOR: str(seconds)},
+    }
+
 
 def local_process(
     run_options: Sequence[str], environment: Mapping[str, str]
@@ -249,22 +269,19 @@ class Meshes:
         return self.condition(name, "Ready")
 
     def condition(self, name: str, kind: str) -> dict[str, Any] | None:
-        mesh = self.get(name) or {}
-        for condition in (mesh.get("status") or {}).get("conditions") or []:
-            if condition.get("type") == kind:
-                return dict(condition)
-        return None
+        return condition_of(self.get(name) or {}, kind)
 
     def wait_ready(
         self, name: str, deadline: float = 60, context: Callable[[], str] = lambda: ""
     ) -> dict[str, Any]:
-        """Ready=True for the current generation; returns the whole object."""
+        """Ready=True for the current generation; returns the whole object. Generation,
+        observedGeneration and the condition are read from one answer of the API server."""
 
         def done() -> dict[str, Any] | None:
             mesh = self.get(name) or {}
             status = mesh.get("status") or {}
             generation = mesh.get("metadata", {}).get("generation")
-            ready = self.ready(name) or {}
+            ready = condition_of(mesh, "Ready") or {}
             if status.get("observedGeneration") == generation and ready.get("status") == "True":
                 return mesh
             return None
@@ -296,6 +313,31 @@ class Meshes:
         )
         return result
 
+    def wait_events(
+        self,
+        name: str,
+        wanted: Callable[[list[Any]], bool],
+        what: str,
+        deadline: float = 30,
+        context: Callable[[], str] = lambda: "",
+    ) -> list[Any]:
+        """The mesh's events once `wanted(events)` holds. Events are posted apart from the
+        status (kopf posts them after the handler returns), so a status that shows a reconcile
+        does not mean its events are there yet: they are polled with a deadline."""
+        found: list[Any] = []
+
+        def arrived() -> bool:
+            found[:] = self.events(name)
+            return wanted(found)
+
+        wait_until(
+            arrived,
+            deadline,
+            f"mesh {name} has events: {what}",
+            lambda: f"{[(e.type, e.reason) for e in found]}\n{context()}",
+        )
+        return found
+
     def events(self, name: str) -> list[Any]:
         """Events of the mesh now called `name` (by uid: not those of an earlier namesake)."""
         uid = ((self.get(name) or {}).get("metadata") or {}).get("uid")
@@ -305,3 +347,11 @@ class Meshes:
             field_selector=f"involvedObject.uid={uid},involvedObject.kind=NodeGroupMesh"
         )
         return list(listed.items)
+
+
+def condition_of(mesh: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    """The condition of type `kind` in a mesh's status, if it has one."""
+    for condition in (mesh.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None

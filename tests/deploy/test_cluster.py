@@ -321,7 +321,12 @@ def _converge_and_delete(world: World, meshes: Meshes, operator: Operator) -> No
     mesh = meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
     assert mesh["status"]["rules"] == {"desired": 4, "present": 4, "owned": 4}
     assert mesh["metadata"]["finalizers"] == ["sgmesh.io/finalizer"]
-    assert {"RulesAuthorized", "PolicyAttached"} <= {e.reason for e in meshes.events("airflow")}
+    meshes.wait_events(
+        "airflow",
+        lambda events: {"RulesAuthorized", "PolicyAttached"} <= {e.reason for e in events},
+        "RulesAuthorized and PolicyAttached",
+        context=operator.log_tail,
+    )
 
     meshes.delete("airflow")
 

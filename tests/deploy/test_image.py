@@ -9,8 +9,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from devtools import image
 from tests.deploy.render import REPO_ROOT, Objects, find, operator_environment
+
+# The tests of the image run on one worker of a parallel run: the session's `operator_image`
+# build (a buildah build tagging localhost/sgmesh:dev) happens once, and no other worker
+# re-tags the image while containers of it are made.
+pytestmark = pytest.mark.xdist_group("image")
 
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 

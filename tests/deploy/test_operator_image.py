@@ -15,9 +15,10 @@ from devtools import image
 from devtools.aws.world import CNI_POLICY_ARN, World
 from devtools.operator_harness import Meshes, Operator, wait_until
 from tests.deploy.render import Objects, find, operator_environment
-from tests.e2e.test_operator import full_mesh, owned_sources
+from tests.e2e.scenarios_operator import full_mesh, owned_sources
 
-pytestmark = pytest.mark.kube
+# One worker builds the image and runs every test that uses it (see tests/deploy/test_image.py).
+pytestmark = [pytest.mark.kube, pytest.mark.xdist_group("image")]
 
 DEADLINE = 90
 

@@ -111,8 +111,12 @@ def test_500_missing_asgs_are_named_clipped_and_nothing_is_revoked(
     assert "gone-000" in ready["message"]
     assert len(ready["message"].encode()) <= MESSAGE_BYTES
     assert ready["message"].endswith("…")
-    warnings = [e for e in meshes.events("mesh") if e.reason == "AutoScalingGroupNotFound"]
-    assert warnings
+    warnings = meshes.wait_events(
+        "mesh",
+        lambda events: any(e.reason == "AutoScalingGroupNotFound" for e in events),
+        "AutoScalingGroupNotFound",
+        context=operator.log_tail,
+    )
     assert all(len(e.message.encode()) <= MESSAGE_BYTES for e in warnings)
     assert operator.metric("sgmesh_aws_calls_total", operation="RevokeSecurityGroupIngress") == 0
     assert_exact(world, groups, {"mesh": groups}, hand_made, operator.log_tail())

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devtools.aws.world import NodeGroup, World
-from devtools.operator_harness import Meshes, Operator, wait_until
+from devtools.operator_harness import Meshes, Operator, quick_resync, wait_until
 from tests.e2e.invariants import HandMade, assert_exact, rule_writes
 from tests.support.fault_proxy import ThrottlingProxy
 
@@ -76,8 +76,8 @@ def test_two_operators_without_peering_do_not_flap(
 ) -> None:
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
     hand_made = HandMade.on(world, groups[0], groups[1])
-    first, second = start_operator(), start_operator()
-    meshes.create("shared", spec("eks-a", "eks-b", "eks-c"))
+    first, second = start_operator(**quick_resync()), start_operator(**quick_resync())
+    meshes.create("shared", {"autoScalingGroups": {"names": ["eks-a", "eks-b", "eks-c"]}})
     meshes.wait_ready("shared", DEADLINE, first.log_tail)
 
     def reconciles() -> tuple[float, float]:
@@ -90,7 +90,7 @@ def test_two_operators_without_peering_do_not_flap(
     settled = rule_ids(world, groups)
     writes = rule_writes(first.metric) + rule_writes(second.metric)
     counted = reconciles()
-    # Two more resyncs (resyncSeconds: 10) by each operator.
+    # Two more resyncs by each operator (every 2 s: see `quick_resync`).
     wait_until(
         lambda: all(now >= then + 2 for now, then in zip(reconciles(), counted, strict=True)),
         DEADLINE,
@@ -137,10 +137,17 @@ def test_thirty_meshes_created_changed_and_deleted_together_leave_exact_tags(
 
 
 def test_spec_edited_while_its_apply_writes_converges_to_the_new_spec(
-    world: World, meshes: Meshes, operator: Operator
+    world: World,
+    meshes: Meshes,
+    start_operator: Callable[..., Operator],
+    faulty_aws: ThrottlingProxy,
 ) -> None:
     groups = [world.node_group(f"edit-{index:02}") for index in range(20)]
     hand_made = HandMade.on(world, groups[0], groups[1])
+    # Each of the 20 authorizations takes a while, so the edit lands in the middle of the
+    # apply however fast the machine and the moto server are.
+    faulty_aws.slow["AuthorizeSecurityGroupIngress"] = 0.2
+    operator = start_operator(aws_endpoint=faulty_aws.url)
     meshes.create("edited", spec(*(group.asg for group in groups)))
     wait_until(
         lambda: (

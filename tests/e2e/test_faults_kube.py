@@ -15,7 +15,7 @@ import pytest
 
 from devtools.aws.world import World
 from devtools.k8s.controlplane import ControlPlane, write_kubeconfig
-from devtools.operator_harness import Meshes, Operator, wait_until
+from devtools.operator_harness import Meshes, Operator, quick_resync, wait_until
 from tests.e2e.invariants import HandMade, assert_exact
 from tests.support.fault_proxy import ThrottlingProxy
 from tests.support.tcp_proxy import TcpProxy
@@ -137,10 +137,14 @@ def test_black_holed_api_connection_is_noticed_and_the_operator_catches_up(
 
 
 def test_aws_drift_is_repaired_while_the_api_server_is_down(
-    world: World, meshes: Meshes, operator: Operator, kube_cluster: ControlPlane
+    world: World,
+    meshes: Meshes,
+    start_operator: Callable[..., Operator],
+    kube_cluster: ControlPlane,
 ) -> None:
+    operator = start_operator(**quick_resync())  # resyncs every 2 s
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
-    meshes.create("drift", spec("eks-a", "eks-b"))
+    meshes.create("drift", {"autoScalingGroups": {"names": ["eks-a", "eks-b"]}})
     meshes.wait_ready("drift", DEADLINE, operator.log_tail)
     target = groups[0].security_group_id
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,33 @@ def write_mesh(path: Path, **spec: Any) -> Path:
     return target
 
 
-def run(*arguments: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+def run_process(*arguments: str) -> tuple[int, str, str]:
+    """`python -m sgmesh ARGUMENTS` in a process of its own: the exit code, stdout and stderr.
+
+    For the smoke test of the command itself, and for what only a new process shows: the
+    Kubernetes client reads KUBECONFIG when it is imported, so a kubeconfig named in the
+    environment is honoured by a fresh `sgmesh` only, not by this process."""
     process = subprocess.run(
-        [sys.executable, "-m", "sgmesh", *arguments],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
+        [sys.executable, "-m", "sgmesh", *arguments], capture_output=True, text=True, check=False
     )
     return process.returncode, process.stdout, process.stderr
+
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """`sgmesh ARGUMENTS` in this process (`cli.main`, as the console script calls it): the exit
+    code, stdout and stderr. A process per test would cost a second of start-up each."""
+
+    def sgmesh(*arguments: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # what the test printed before is not the command's
+        code = cli.main(list(arguments))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return sgmesh
 
 
 def owned_rules(world: World, group: NodeGroup, key: str = OWNER_KEY) -> list[dict[str, Any]]:
@@ -57,9 +76,10 @@ def groups(world: World) -> list[NodeGroup]:
 def test_plan_lists_actions_with_reasons_writes_nothing_and_exits_2(
     world: World, groups: list[NodeGroup], tmp_path: Path
 ) -> None:
-    code, out, _ = run("plan", "-f", str(write_mesh(tmp_path)))
+    # The smoke test of the command itself: its exit code and output as a shell sees them.
+    code, out, err = run_process("plan", "-f", str(write_mesh(tmp_path)))
 
-    assert code == 2
+    assert code == 2, err
     assert out.count("+ authorize") == 4
     assert out.count("+ attach") == 2
     assert "because missing:" in out
@@ -90,7 +110,7 @@ def test_apply_converges_then_a_second_apply_makes_no_mutating_call(
 
 
 def test_rules_are_tagged_and_described_at_creation(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World, groups: list[NodeGroup], tmp_path: Path, run: Run
 ) -> None:
     assert run("apply", "-f", str(write_mesh(tmp_path)))[0] == 0
 
@@ -111,7 +131,7 @@ def test_rules_are_tagged_and_described_at_creation(
 
 
 def test_hand_made_rule_survives_apply_and_shrink(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World, groups: list[NodeGroup], tmp_path: Path, run: Run
 ) -> None:
     a, b = groups
     handmade = world.ingress_from_group(a.security_group_id, b.security_group_id)
@@ -134,7 +154,7 @@ def test_hand_made_rule_survives_apply_and_shrink(
 
 
 def test_missing_asg_is_named_the_rest_converges_and_the_exit_code_is_1(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World, groups: list[NodeGroup], tmp_path: Path, run: Run
 ) -> None:
     mesh = write_mesh(tmp_path, autoScalingGroups={"names": ["eks-a", "eks-b", "eks-gone"]})
 
@@ -165,7 +185,7 @@ def test_missing_asg_is_named_the_rest_converges_and_the_exit_code_is_1(
     ],
 )
 def test_bad_input_is_refused_naming_field_and_value_and_nothing_is_written(
-    world: World, groups: list[NodeGroup], tmp_path: Path, content: str, expected: str
+    world: World, groups: list[NodeGroup], tmp_path: Path, content: str, expected: str, run: Run
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(content)
@@ -178,14 +198,14 @@ def test_bad_input_is_refused_naming_field_and_value_and_nothing_is_written(
     assert owned_rules(world, groups[0]) == []
 
 
-def test_unreadable_file_is_an_error_naming_it(tmp_path: Path) -> None:
+def test_unreadable_file_is_an_error_naming_it(tmp_path: Path, run: Run) -> None:
     code, _, err = run("plan", "-f", str(tmp_path / "nope.yaml"))
     assert code == 1
     assert "nope.yaml" in err
 
 
 def test_dry_run_mode_writes_nothing_and_reports_changes_pending(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World, groups: list[NodeGroup], tmp_path: Path, run: Run
 ) -> None:
     code, out, _ = run("apply", "-f", str(write_mesh(tmp_path, mode="DryRun")))
 
@@ -195,7 +215,7 @@ def test_dry_run_mode_writes_nothing_and_reports_changes_pending(
 
 
 def test_two_meshes_share_rules_and_the_second_leaving_keeps_them(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World, groups: list[NodeGroup], tmp_path: Path, run: Run
 ) -> None:
     mesh = write_mesh(tmp_path)
     assert run("apply", "-f", str(mesh))[0] == 0
@@ -218,7 +238,7 @@ def test_two_meshes_share_rules_and_the_second_leaving_keeps_them(
 
 
 def test_quota_leaves_a_full_group_untouched_and_says_how_many_rules_it_needs(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World, groups: list[NodeGroup], tmp_path: Path, run: Run
 ) -> None:
     a = groups[0]
     world.clients.ec2.authorize_security_group_ingress(
@@ -246,16 +266,21 @@ def test_quota_leaves_a_full_group_untouched_and_says_how_many_rules_it_needs(
 
 
 def test_a_file_with_one_bad_mesh_writes_nothing_for_any_mesh(
-    world: World, groups: list[NodeGroup], tmp_path: Path
+    world: World,
+    groups: list[NodeGroup],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run: Run,
 ) -> None:
     good = yaml.safe_load(write_mesh(tmp_path, region="us-east-1").read_text())
     regionless = {**good, "metadata": {"name": "second"}, "spec": {**good["spec"]}}
     del regionless["spec"]["region"]
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump_all([good, regionless]))
-    env = {k: v for k, v in os.environ.items() if k not in {"AWS_REGION", "AWS_DEFAULT_REGION"}}
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
 
-    code, _, err = run("apply", "-f", str(path), env=env)
+    code, _, err = run("apply", "-f", str(path))
 
     assert code == 1
     assert "mesh 'second': no region" in err
@@ -281,7 +306,7 @@ def test_a_mesh_reading_the_cluster_fails_clearly_when_none_is_reachable(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     mesh = write_mesh(tmp_path, karpenter={"nodeClasses": ["default"]})
 
-    code, _, err = run("apply", "-f", str(mesh))
+    code, _, err = run_process("apply", "-f", str(mesh))
 
     assert code == 1
     assert "mesh 'airflow' reads members from the cluster" in err
@@ -315,7 +340,7 @@ def test_plan_reads_node_classes_from_the_current_kubeconfig(
         monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
         mesh = write_mesh(tmp_path, karpenter={"nodeClasses": [name]})
 
-        code, out, err = run("plan", "-f", str(mesh), "-o", "json")
+        code, out, err = run_process("plan", "-f", str(mesh), "-o", "json")
     finally:
         kube_cluster.kubectl("delete", karpenter.RESOURCE, name, "--ignore-not-found")
 

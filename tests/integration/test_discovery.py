@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import botocore.awsrequest
 import botocore.exceptions
 import botocore.session
 import pytest
@@ -16,6 +15,7 @@ from devtools.aws.moto_server import free_port
 from devtools.aws.world import CNI_POLICY_ARN, Mixed, Override, World
 from sgmesh import aws, discovery, models, ownership, topology
 from sgmesh.topology import MemberKind, Permission, ProblemKind
+from tests.support.fault_proxy import ThrottlingProxy
 
 OWNER = ownership.Owner("test-cluster", "mesh")
 IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
@@ -607,50 +607,43 @@ def test_a_group_name_that_does_not_exist_is_reported(world: World, clients: aws
 # ---- errors are never absence ----------------------------------------------------------------
 
 
-def _refuse(client: Any, operation: str, code: str, status: int) -> None:
-    """Make the client answer `operation` with an AWS error (what moto cannot be made to say)."""
-
-    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
-        body = {
-            "Error": {"Code": code, "Message": f"{operation} refused"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        }
-        return botocore.awsrequest.AWSResponse(
-            "", status, botocore.awsrequest.HTTPHeaders(), None
-        ), body
-
-    service = client.meta.service_model.service_name
-    client.meta.events.register(f"before-call.{service}.{operation}", answer)
+# AWS's errors reach the client over HTTP from the fault proxy, in the service's own error shape
+# (moto cannot be made to say them). One attempt per call: what is under test is discovery's
+# reading of the error, not the client's retries (tests/integration/test_throttling.py).
 
 
 @pytest.mark.parametrize(
     ("code", "status"), [("AccessDenied", 403), ("Throttling", 400), ("ServiceUnavailable", 503)]
 )
 def test_an_error_reading_a_profile_propagates_instead_of_meaning_absent(
-    world: World, clients: aws.AwsClients, code: str, status: int
+    world: World, fault_proxy: ThrottlingProxy, code: str, status: int
 ):
     group = world.security_group("nodes")
     template = world.launch_template(
         "nodes-lt", security_group_ids=[group], profile_name="unlisted"
     )
     world.asg("asg", launch_template=template)
-    _refuse(clients.iam, "GetInstanceProfile", code, status)
+    fault_proxy.refuse["GetInstanceProfile"] = (code, status)
+    clients = aws.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         discovery.discover(clients, spec(["asg"]), OWNER)
 
     assert aws.error_code(raised.value) == code
+    assert fault_proxy.refused["GetInstanceProfile"] == 1
 
 
 def test_an_error_reading_a_template_propagates_instead_of_meaning_absent(
-    world: World, clients: aws.AwsClients
+    world: World, fault_proxy: ThrottlingProxy
 ):
     world.node_group("nodes")
-    _refuse(clients.ec2, "DescribeLaunchTemplateVersions", "RequestLimitExceeded", 503)
+    fault_proxy.refuse["DescribeLaunchTemplateVersions"] = ("RequestLimitExceeded", 503)
+    clients = aws.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         discovery.discover(clients, spec(["nodes"]), OWNER)
 
+    assert aws.error_code(raised.value) == "RequestLimitExceeded"
     assert aws.classify(raised.value).retryable
 
 

@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import botocore.awsrequest
-
 from devtools.aws.world import World
 from sgmesh import aws, models, planning, reconcile
 from sgmesh.topology import ProblemKind
+from tests.support.fault_proxy import ThrottlingProxy
 
 CLUSTER = "test-cluster"
 
@@ -48,23 +47,6 @@ def cidr_rules(world: World, group_id: str, ipv4: int, ipv6: int) -> None:
         world.clients.ec2.authorize_security_group_ingress(
             GroupId=group_id, IpPermissions=[permission]
         )
-
-
-def refuse(client: Any, operation: str, code: str, status: int) -> None:
-    """Make the client answer `operation` with an AWS error moto cannot be made to say."""
-
-    def answer(**_: Any) -> tuple[Any, dict[str, Any]]:
-        body: dict[str, Any] = {
-            "Error": {"Code": code, "Message": "refused"},
-            "ResponseMetadata": {},
-        }
-        body["ResponseMetadata"]["HTTPStatusCode"] = status
-        return botocore.awsrequest.AWSResponse(
-            "", status, botocore.awsrequest.HTTPHeaders(), None
-        ), body
-
-    service = client.meta.service_model.service_name
-    client.meta.events.register(f"before-call.{service}.{operation}", answer)
 
 
 def test_ipv4_and_ipv6_rules_are_counted_apart(world: World, clients: aws.AwsClients) -> None:
@@ -130,18 +112,20 @@ def test_the_applied_quota_from_service_quotas_replaces_the_setting(
 
 
 def test_without_permission_to_read_the_quota_the_setting_applies(
-    world: World, clients: aws.AwsClients
+    world: World, fault_proxy: ThrottlingProxy
 ) -> None:
     a = world.node_group("eks-a")
     world.node_group("eks-b")
     cidr_rules(world, a.security_group_id, ipv4=45, ipv6=0)
-    refuse(clients.servicequotas, "GetServiceQuota", "AccessDeniedException", 400)
+    # Service Quotas refuses over HTTP, as AWS words it (moto cannot be made to).
+    fault_proxy.refuse["GetServiceQuota"] = ("AccessDeniedException", 400)
 
-    outcome = plan_only(clients, ["eks-a", "eks-b"], quota=40)
+    outcome = plan_only(aws.make_clients(), ["eks-a", "eks-b"], quota=40)
 
     [problem] = outcome.plan.problems
     assert problem.kind is ProblemKind.QUOTA_EXCEEDED
     assert "the quota is 40" in problem.message
+    assert fault_proxy.refused["GetServiceQuota"] == 1
 
 
 def test_a_mesh_that_lacks_no_rule_does_not_read_the_quota(world: World, clients: aws.AwsClients):

@@ -4,7 +4,10 @@ moto never throttles and never fails; AWS does, and so do the proxies and load b
 front of it. Through this proxy the real botocore retry logic and parsers meet real throttling
 answers, and 5xx answers that are not AWS's XML, over HTTP. It can also make writers collide:
 requests of a gathered action wait for each other and reach moto together, as two writers'
-requests do when they race.
+requests do when they race. And it can refuse an action with any AWS error, in the error shape
+of the service asked (EC2's, the other query services', or the JSON services'), so that an
+error moto cannot be made to say still reaches the client over HTTP, through its parser and
+retry logic.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import http.server
+import json
+import re
 import threading
 import time
 import urllib.parse
@@ -29,13 +34,34 @@ _THROTTLED = (
 # AWS's XML, which botocore cannot parse (ResponseParserError, which is no BotoCoreError).
 _UNPARSEABLE = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+# The service a request is signed for: `Credential=<key>/<date>/<region>/<service>/aws4_request`.
+_SIGNED_SERVICE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+
+
+def _error_answer(service: str, code: str) -> tuple[bytes, str]:
+    """An AWS error as `service` words it: the body and its content type."""
+    message = f"{code} (answered by the test's fault proxy)"
+    if service == "ec2":
+        return (
+            f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+            "</Errors><RequestID>sgmesh-test</RequestID></Response>"
+        ).encode(), "text/xml"
+    if service in ("iam", "autoscaling", "sts"):
+        return (
+            f'<?xml version="1.0" encoding="UTF-8"?><ErrorResponse><Error><Type>Sender</Type>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error>"
+            "<RequestId>sgmesh-test</RequestId></ErrorResponse>"
+        ).encode(), "text/xml"
+    return json.dumps({"__type": code, "message": message}).encode(), "application/x-amz-json-1.1"
 
 
 class ThrottlingProxy:
     """Forwards to moto; throttles the next `throttle[action]` requests of each action, and
     answers the next `unparseable[action]` ones with a proxy's 503 page. `gather(action, n)`
-    holds the next `n` requests of `action` until all `n` have come. `answers` counts what
-    moto answered, by action and HTTP status."""
+    holds the next `n` requests of `action` until all `n` have come. `refuse[action] = (code,
+    status)` answers every request of `action` with that AWS error until it is removed.
+    `answers` counts what moto answered, by action and HTTP status. An action is the query
+    protocol's `Action`, or the operation an `X-Amz-Target` names (JSON services)."""
 
     def __init__(self, target_port: int) -> None:
         self.throttle: Counter[str] = Counter()
@@ -47,6 +73,8 @@ class ThrottlingProxy:
         self.forms: list[dict[str, str]] = []
         self.throttled: Counter[str] = Counter()
         self.answers: Counter[tuple[str, int]] = Counter()
+        self.refuse: dict[str, tuple[str, int]] = {}
+        self.refused: Counter[str] = Counter()
         self._gathering: dict[str, threading.Barrier] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -57,7 +85,9 @@ class ThrottlingProxy:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 form = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
-                action = form.get("Action", "")
+                target = self.headers.get("X-Amz-Target", "")
+                action = form.get("Action") or target.rpartition(".")[2]
+                signed = _SIGNED_SERVICE.search(self.headers.get("Authorization", ""))
                 with proxy._lock:
                     proxy.requests[action] += 1
                     proxy.forms.append(form)
@@ -69,11 +99,19 @@ class ThrottlingProxy:
                     if broken:
                         proxy.unparseable[action] -= 1
                         proxy.throttled[action] += 1
+                    refusal = None if throttled or broken else proxy.refuse.get(action)
+                    if refusal:
+                        proxy.refused[action] += 1
                 if throttled:
                     self._answer(400, _THROTTLED, {"Content-Type": "text/xml"})
                     return
                 if broken:
                     self._answer(503, _UNPARSEABLE, {"Content-Type": "text/plain"})
+                    return
+                if refusal:
+                    code, status = refusal
+                    payload, content_type = _error_answer(signed[1] if signed else "", code)
+                    self._answer(status, payload, {"Content-Type": content_type})
                     return
                 proxy._wait_for_the_others(action)
                 time.sleep(proxy.slow.get(action, 0.0))

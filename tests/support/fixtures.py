@@ -1,5 +1,5 @@
-"""pytest plugin: AWS for tests — one moto server per session, wiped before each test — and
-the operator image, built once per session."""
+"""pytest plugin: AWS for tests — one moto server per session (per worker in a parallel run),
+wiped before each test — and the operator image, built once per session."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 
 from devtools import image
@@ -19,10 +22,12 @@ from tests.support.tcp_proxy import TcpProxy
 __all__ = [
     "aws_env",
     "aws_proxy",
+    "aws_session",
     "clients",
     "fault_proxy",
     "moto_server",
     "operator_image",
+    "service_models",
     "world",
 ]
 
@@ -50,16 +55,32 @@ def aws_env(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[st
     return env
 
 
+@pytest.fixture(scope="session")
+def service_models() -> botocore.loaders.Loader:
+    """botocore's reader of service models, shared by the sessions of a test process: each
+    model (EC2's is megabytes of JSON) is read once, not for every set of clients (0.2 s)."""
+    return botocore.loaders.create_loader()
+
+
 @pytest.fixture
-def clients(aws_env: dict[str, str]) -> aws.AwsClients:
+def aws_session(aws_env: dict[str, str], service_models: botocore.loaders.Loader) -> boto3.Session:
+    """A fresh boto3 session for this test (credentials, region and endpoint from the
+    environment `aws_env` set), reading service models through the shared loader."""
+    core = botocore.session.Session()
+    core.register_component("data_loader", service_models)
+    return boto3.Session(botocore_session=core)
+
+
+@pytest.fixture
+def clients(aws_session: boto3.Session) -> aws.AwsClients:
     """The clients under test; `clients.calls` counts only what the code under test asks."""
-    return aws.make_clients()
+    return aws.make_clients(session=aws_session)
 
 
 @pytest.fixture
-def world(aws_env: dict[str, str]) -> World:
+def world(aws_session: boto3.Session) -> World:
     """Builds AWS resources through clients of its own, so that they do not count as calls."""
-    return World(aws.make_clients())
+    return World(aws.make_clients(session=aws_session))
 
 
 @pytest.fixture
@@ -85,7 +106,9 @@ def aws_proxy(moto_server: MotoServer, aws_env: dict[str, str]) -> Iterator[TcpP
 def operator_image(request: pytest.FixtureRequest) -> str:
     """The Dockerfile built into `localhost/sgmesh:dev` with buildah on the local base (see
     devtools/image.py); layers cached by an earlier build are reused. Its build time and
-    size are printed. A machine that cannot build it fails the tests that need it."""
+    size are printed (not by a worker of a parallel run, whose output pytest does not show:
+    there `make image`, run before the tests, printed them). A machine that cannot build it
+    fails the tests that need it."""
     try:
         built = image.build_image()
         summary = image.report(built)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sgmesh import ownership, planning
@@ -99,7 +99,6 @@ def keys(current: Topology) -> set[tuple[str, Permission | None]]:
     return {(rule.group_id, rule.permission) for rule in current.ingress_rules}
 
 
-@settings(max_examples=300, deadline=None)
 @given(topologies(), intents())
 def test_applying_a_plan_converges_so_the_next_plan_is_empty(
     current: Topology, wanted: planning.Intent
@@ -108,7 +107,6 @@ def test_applying_a_plan_converges_so_the_next_plan_is_empty(
     assert planning.plan(after, wanted).empty
 
 
-@settings(max_examples=300, deadline=None)
 @given(topologies(), intents())
 def test_after_apply_every_desired_rule_exists_unless_its_group_is_over_quota(
     current: Topology, wanted: planning.Intent
@@ -120,7 +118,6 @@ def test_after_apply_every_desired_rule_exists_unless_its_group_is_over_quota(
     assert {group for group, _ in missing} <= blocked
 
 
-@settings(max_examples=300, deadline=None)
 @given(topologies(), intents())
 def test_rules_without_this_meshs_tag_are_never_revoked_edited_or_released(
     current: Topology, wanted: planning.Intent
@@ -145,7 +142,6 @@ def test_rules_without_this_meshs_tag_are_never_revoked_edited_or_released(
             assert ownership.other_mesh_keys(rule.tags, OWNER) or orphan
 
 
-@settings(max_examples=300, deadline=None)
 @given(topologies(), intents())
 def test_no_orphan_of_this_mesh_outlives_its_reconcile(
     current: Topology, wanted: planning.Intent
@@ -165,7 +161,6 @@ def test_no_orphan_of_this_mesh_outlives_its_reconcile(
             assert not ownership.is_orphan(rule.tags, rule.description)
 
 
-@settings(max_examples=300, deadline=None)
 @given(topologies(), intents())
 def test_only_attachments_this_mesh_alone_recorded_are_ever_detached(
     current: Topology, wanted: planning.Intent
@@ -179,7 +174,6 @@ def test_only_attachments_this_mesh_alone_recorded_are_ever_detached(
             assert not wanted.retain_cni
 
 
-@settings(max_examples=200, deadline=None)
 @given(topologies(), intents(), st.data())
 def test_shrinking_the_mesh_leaves_no_owned_rule_it_no_longer_wants(
     current: Topology, wanted: planning.Intent, data: st.DataObject
@@ -201,7 +195,6 @@ def test_shrinking_the_mesh_leaves_no_owned_rule_it_no_longer_wants(
             assert (rule.group_id, rule.permission) in still_wanted or rule.group_id in untouched
 
 
-@settings(max_examples=200, deadline=None)
 @given(topologies(), intents(OWNER), intents(OTHER))
 def test_a_mesh_leaving_never_removes_a_rule_another_mesh_still_wants(
     current: Topology, ours: planning.Intent, theirs: planning.Intent

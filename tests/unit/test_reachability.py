@@ -7,7 +7,7 @@ import ipaddress
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from sgmesh import reachability
@@ -185,7 +185,6 @@ def _admits_one(
     return address.subnet_of(rule.cidr)  # type: ignore[arg-type]
 
 
-@settings(max_examples=300)
 @given(
     st.lists(rules(), max_size=6),
     st.sampled_from(["tcp", "udp"]),

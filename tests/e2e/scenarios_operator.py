@@ -1,0 +1,368 @@
+"""The operator against a real API server and a moto server: what a cluster admin sees.
+
+These scenarios are collected by tests/deploy/test_e2e_as_service_account.py, which runs every
+one with the operator authenticated as deploy/'s ServiceAccount (as a cluster runs it), and
+checks its AWS requests against deploy/iam-policy.json. tests/e2e/test_operator.py runs the
+first one again with an admin operator, as a smoke test: when it passes there and fails as the
+ServiceAccount, the fault is in deploy/'s rights, not in the operator. Each scenario thus runs
+once more at most, not twice over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import Meshes, Operator, quick_resync, wait_until
+from sgmesh import aws
+from tests.support.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.kube
+
+OWNER_KEY = "sgmesh.io/e2e/{}"
+DEADLINE = 60
+
+
+def owned_sources(world: World, group_id: str, mesh: str) -> set[str]:
+    """Source SGs of the rules on `group_id` that carry `mesh`'s ownership tag."""
+    key = OWNER_KEY.format(mesh)
+    return {
+        rule["ReferencedGroupInfo"]["GroupId"]
+        for rule in world.describe_ingress(group_id)
+        if "ReferencedGroupInfo" in rule and any(t["Key"] == key for t in rule.get("Tags", []))
+    }
+
+
+def full_mesh(world: World, groups: list[NodeGroup], mesh: str) -> bool:
+    ids = {group.security_group_id for group in groups}
+    return all(owned_sources(world, gid, mesh) == ids for gid in ids)
+
+
+def spec(*names: str, **extra: Any) -> dict[str, Any]:
+    return {"autoScalingGroups": {"names": list(names)}, "resyncSeconds": 10, **extra}
+
+
+def test_new_mesh_becomes_ready_with_aws_converged(
+    world: World, meshes: Meshes, operator: Operator, kube_cluster: ControlPlane
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+
+    meshes.create("airflow", spec("eks-a", "eks-b"))
+    mesh = meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    assert full_mesh(world, groups, "airflow")
+    for group in groups:
+        assert CNI_POLICY_ARN in world.attached_policy_arns(group.role)
+    status = mesh["status"]
+    assert status["memberCount"] == 2
+    assert status["rules"] == {"desired": 4, "present": 4, "owned": 4}
+    assert sorted(m["name"] for m in status["members"]) == ["eks-a", "eks-b"]
+    assert status["members"][0]["securityGroupIds"] == [groups[0].security_group_id]
+    assert status["conditions"][0]["reason"] == "Reconciled"
+    table = kube_cluster.kubectl("get", "ngm", "airflow").stdout
+    assert table.split("\n")[0].split() == ["NAME", "MEMBERS", "RULES", "PRESENT", "READY", "AGE"]
+    assert table.split("\n")[1].split()[:5] == ["airflow", "2", "4", "4", "True"]
+    meshes.wait_events(
+        "airflow",
+        lambda events: {"RulesAuthorized", "PolicyAttached"} <= {e.reason for e in events},
+        "RulesAuthorized and PolicyAttached",
+        context=operator.log_tail,
+    )
+
+
+def test_asg_tagged_to_match_joins_within_one_resync(
+    world: World, meshes: Meshes, start_operator: Any
+) -> None:
+    operator = start_operator(**quick_resync())
+    first = world.node_group("eks-data-1", tags={"team": "data"})
+    world.node_group("eks-web", tags={"team": "web"})
+    meshes.create("data", {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}})
+    meshes.wait_ready("data", DEADLINE, operator.log_tail)
+
+    second = world.node_group("eks-data-2", tags={"team": "data"})
+
+    wait_until(
+        lambda: full_mesh(world, [first, second], "data"),
+        30,
+        "the new ASG's SG is meshed",
+        operator.log_tail,
+    )
+    wait_until(
+        lambda: (meshes.get("data") or {})["status"].get("memberCount") == 2,
+        10,
+        "status shows two members",
+    )
+
+
+def test_rule_deleted_out_of_band_is_restored(
+    world: World, meshes: Meshes, start_operator: Any
+) -> None:
+    operator = start_operator(**quick_resync())
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", {"autoScalingGroups": {"names": ["eks-a", "eks-b"]}})
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+    target, source = groups[0].security_group_id, groups[1].security_group_id
+
+    [rule_id] = [
+        rule["SecurityGroupRuleId"]
+        for rule in world.describe_ingress(target)
+        if rule.get("ReferencedGroupInfo", {}).get("GroupId") == source
+    ]
+    world.clients.ec2.revoke_security_group_ingress(GroupId=target, SecurityGroupRuleIds=[rule_id])
+    assert source not in owned_sources(world, target, "airflow")
+
+    wait_until(
+        lambda: full_mesh(world, groups, "airflow"), 30, "the rule is back", operator.log_tail
+    )
+
+
+def test_spec_change_converges_and_revokes_what_is_no_longer_wanted(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    a, b, c = (world.node_group(name) for name in ("eks-a", "eks-b", "eks-c"))
+    meshes.create("airflow", spec("eks-a", "eks-b", "eks-c"))
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    meshes.patch_spec(
+        "airflow",
+        {
+            "autoScalingGroups": {"names": ["eks-a", "eks-b"]},
+            "traffic": [{"protocol": "udp", "fromPort": 53, "toPort": 53}],
+        },
+    )
+    mesh = meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    assert owned_sources(world, c.security_group_id, "airflow") == set()
+    assert owned_sources(world, a.security_group_id, "airflow") == {
+        a.security_group_id,
+        b.security_group_id,
+    }
+    protocols = {
+        rule["IpProtocol"]
+        for rule in world.describe_ingress(a.security_group_id)
+        if "ReferencedGroupInfo" in rule
+    }
+    assert protocols == {"udp"}
+    assert mesh["status"]["rules"] == {"desired": 4, "present": 4, "owned": 4}
+
+
+def test_asg_deleted_in_aws_leaves_within_the_operators_default_resync(
+    world: World, meshes: Meshes, start_operator: Any
+) -> None:
+    operator = start_operator(**quick_resync())
+    a, b = (
+        world.node_group("eks-a", tags={"team": "data"}),
+        world.node_group("eks-b", tags={"team": "data"}),
+    )
+    meshes.create("data", {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}})
+    meshes.wait_ready("data", DEADLINE, operator.log_tail)
+
+    world.delete_asg("eks-b")
+
+    wait_until(
+        lambda: (
+            owned_sources(world, a.security_group_id, "data") == {a.security_group_id}
+            and owned_sources(world, b.security_group_id, "data") == set()
+        ),
+        30,
+        "the rules of the deleted ASG are revoked",
+        operator.log_tail,
+    )
+
+
+def test_dry_run_writes_nothing_and_lists_pending_actions(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    a, b = world.node_group("eks-a"), world.node_group("eks-b")
+    meshes.create("preview", spec("eks-a", "eks-b", mode="DryRun"))
+
+    ready = meshes.wait_condition("preview", "True", "DryRun", DEADLINE, operator.log_tail)
+
+    pending = (meshes.get("preview") or {})["status"]["pendingActions"]
+    assert len(pending) == 4 + 2 * 2  # four rules; per role: record and attach
+    assert any(f"authorize {a.security_group_id}" in line for line in pending)
+    assert "8 actions pending" in ready["message"]
+    assert owned_sources(world, a.security_group_id, "preview") == set()
+    assert CNI_POLICY_ARN not in world.attached_policy_arns(b.role)
+    for operation in sorted(aws.MUTATING_OPERATIONS):
+        assert operator.metric("sgmesh_aws_calls_total", operation=operation) == 0, operation
+
+
+def test_delete_with_delete_policy_revokes_rules_then_the_object_goes(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    a, b = world.node_group("eks-a"), world.node_group("eks-b")
+    handmade = world.ingress_from_group(a.security_group_id, b.security_group_id, "tcp", 22, 22)
+    meshes.create("airflow", spec("eks-a", "eks-b", cniPolicy={"retainOnRemoval": False}))
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    meshes.delete("airflow")
+
+    wait_until(
+        lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone", operator.log_tail
+    )
+    assert owned_sources(world, a.security_group_id, "airflow") == set()
+    assert owned_sources(world, b.security_group_id, "airflow") == set()
+    assert CNI_POLICY_ARN not in world.attached_policy_arns(a.role)
+    assert any(
+        rule["SecurityGroupRuleId"] == handmade
+        for rule in world.describe_ingress(a.security_group_id)
+    )
+
+
+def test_delete_with_retain_policy_keeps_the_rules(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", spec("eks-a", "eks-b", deletionPolicy="Retain"))
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    meshes.delete("airflow")
+
+    wait_until(lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone")
+    assert full_mesh(world, groups, "airflow")
+
+
+def test_unknown_asg_is_reported_by_name_and_the_rest_converges(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", spec("eks-a", "eks-b", "eks-typo"))
+
+    ready = meshes.wait_condition(
+        "airflow", "False", "AutoScalingGroupNotFound", DEADLINE, operator.log_tail
+    )
+
+    assert "eks-typo" in ready["message"]
+    wait_until(lambda: full_mesh(world, groups, "airflow"), 10, "the rest converged")
+    events = meshes.wait_events(
+        "airflow",
+        lambda events: any(e.type == "Warning" for e in events),
+        "a Warning",
+        context=operator.log_tail,
+    )
+    assert [e.reason for e in events if e.type == "Warning"] == ["AutoScalingGroupNotFound"]
+
+
+def test_aws_outage_is_reported_then_recovered_without_revoking_anything(
+    world: World, meshes: Meshes, start_operator: Any, aws_proxy: TcpProxy
+) -> None:
+    # Resyncs find the outage, and its end.
+    operator = start_operator(**quick_resync())
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", {"autoScalingGroups": {"names": ["eks-a", "eks-b"]}})
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    aws_proxy.cut()
+    down = meshes.wait_condition("airflow", "False", "AwsUnavailable", 40, operator.log_tail)
+    assert full_mesh(world, groups, "airflow")
+    aws_proxy.restore()
+
+    meshes.wait_condition("airflow", "True", "Reconciled", 60, operator.log_tail)
+    assert full_mesh(world, groups, "airflow")
+    assert "connection" in down["message"].lower() or "endpoint" in down["message"].lower()
+    assert operator.metric("sgmesh_aws_calls_total", operation="RevokeSecurityGroupIngress") == 0
+    assert operator.metric("sgmesh_aws_errors_total") >= 1  # every code: a connection error
+
+
+def test_operator_killed_and_restarted_converges_without_duplicates(
+    world: World, meshes: Meshes, start_operator: Any
+) -> None:
+    first = start_operator()
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", spec("eks-a", "eks-b"))
+    meshes.wait_ready("airflow", DEADLINE, first.log_tail)
+    first.stop(kill=True)
+
+    third = world.node_group("eks-c")
+    meshes.patch_spec("airflow", {"autoScalingGroups": {"names": ["eks-a", "eks-b", "eks-c"]}})
+    second = start_operator()
+    meshes.wait_ready("airflow", DEADLINE, second.log_tail)
+
+    assert full_mesh(world, [*groups, third], "airflow")
+    for group in [*groups, third]:
+        sources = [
+            rule["ReferencedGroupInfo"]["GroupId"]
+            for rule in world.describe_ingress(group.security_group_id)
+            if "ReferencedGroupInfo" in rule
+        ]
+        assert len(sources) == len(set(sources)) == 3
+
+
+def test_operator_writes_no_annotation_and_only_its_finalizer(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    world.node_group("eks-a")
+    meshes.create("airflow", spec("eks-a"))
+    mesh = meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    assert not mesh["metadata"].get("annotations")
+    assert mesh["metadata"]["finalizers"] == ["sgmesh.io/finalizer"]
+    assert "kopf" in mesh["status"]
+
+
+def test_two_meshes_sharing_rules_agree_and_one_leaving_keeps_the_others(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("first", spec("eks-a", "eks-b"))
+    meshes.wait_ready("first", DEADLINE, operator.log_tail)
+    meshes.create("second", spec("eks-a", "eks-b"))
+    meshes.wait_ready("second", DEADLINE, operator.log_tail)
+    assert full_mesh(world, groups, "first")
+    assert full_mesh(world, groups, "second")
+
+    meshes.delete("first")
+    wait_until(lambda: meshes.get("first") is None, DEADLINE, "first is gone")
+
+    assert full_mesh(world, groups, "second")
+    assert owned_sources(world, groups[0].security_group_id, "first") == set()
+    assert meshes.wait_ready("second", DEADLINE)["status"]["rules"]["owned"] == 4
+
+
+def test_spec_without_region_is_invalid_when_the_operator_has_none(
+    world: World, meshes: Meshes, start_operator: Any
+) -> None:
+    operator = start_operator(region=None)
+    meshes.create("airflow", spec("eks-a"))
+
+    ready = meshes.wait_condition("airflow", "False", "InvalidSpec", DEADLINE, operator.log_tail)
+
+    assert "spec.region" in ready["message"]
+    meshes.delete("airflow")
+    wait_until(lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone")
+
+
+def test_one_failing_mesh_does_not_hold_up_another(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("broken", spec("eks-missing"))
+    meshes.create("airflow", spec("eks-a", "eks-b"))
+
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+    meshes.wait_condition("broken", "False", "AutoScalingGroupNotFound", DEADLINE)
+    assert full_mesh(world, groups, "airflow")
+
+
+def test_metrics_count_reconciles_calls_actions_and_describe_each_mesh(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    world.node_group("eks-a")
+    world.node_group("eks-b")
+    meshes.create("airflow", spec("eks-a", "eks-b"))
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+    meshes.create("broken", spec("eks-missing"))
+    meshes.wait_condition("broken", "False", "AutoScalingGroupNotFound", DEADLINE)
+
+    assert operator.metric("sgmesh_reconciles_total", mesh="airflow", result="converged") >= 1
+    assert operator.metric("sgmesh_reconciles_total", mesh="broken", result="problem") >= 1
+    assert operator.metric("sgmesh_aws_calls_total", operation="DescribeAutoScalingGroups") >= 2
+    assert operator.metric("sgmesh_actions_total", kind="authorize") == 4
+    assert operator.metric("sgmesh_actions_total", kind="attach") == 2
+    assert operator.metric("sgmesh_members", mesh="airflow") == 2
+    assert operator.metric("sgmesh_rules", mesh="airflow", state="owned") == 4
+    assert operator.metric("sgmesh_reconcile_duration_seconds_count", mesh="airflow") >= 1
