@@ -215,10 +215,9 @@ def _node_class(name: str, body: Mapping[str, Any]) -> ClusterMember:
     role = spec.get("role")
     profile = spec.get("instanceProfile") or status.get("instanceProfile")
     if isinstance(role, str) and role:
-        # A name; an ARN (arn:aws:iam::111122223333:role/path/name) is taken by its name.
-        role_names = (role.rsplit("/", 1)[-1] if role.startswith("arn:") else role,)
+        role_names = (models.iam_name(role),)  # an ARN is taken by its name
     elif isinstance(profile, str) and profile:
-        profiles = (profile.rsplit("/", 1)[-1] if profile.startswith("arn:") else profile,)
+        profiles = (models.iam_name(profile),)
     else:
         unresolved_role = (
             f"{title} names no node role (spec.role) or instance profile "

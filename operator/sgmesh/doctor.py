@@ -330,11 +330,6 @@ def _node_group(
     return "unmanaged", diagnosis.GroupKind.UNMANAGED, None
 
 
-def _profile_name(arn: str) -> str:
-    # arn:aws:iam::123456789012:instance-profile/path/name: the name is the last segment.
-    return arn.rpartition("/")[2]
-
-
 def _read_rules(clients: aws.AwsClients, group_ids: Sequence[str]) -> tuple[reachability.Rule, ...]:
     rules: list[reachability.Rule] = []
     paginator = clients.ec2.get_paginator("describe_security_group_rules")
@@ -462,7 +457,7 @@ def _read_aws(
         mapped.append((node, instance))
 
     profiles = {
-        node.name: _profile_name(instance["IamInstanceProfile"]["Arn"])
+        node.name: models.iam_name(instance["IamInstanceProfile"]["Arn"])
         for node, instance in mapped
         if "Arn" in instance.get("IamInstanceProfile", {})
     }

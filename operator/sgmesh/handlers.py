@@ -122,12 +122,22 @@ class Runtime:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     kopf_settings: kopf.OperatorSettings = field(default_factory=kopf.OperatorSettings)
     web_runner: web.AppRunner | None = None
-    # aws-node's IRSA role, read at most once a minute for every mesh.
+    # aws-node's IRSA role, read at most once a minute for every mesh (set at start-up).
     aws_node_role: kube_sources.AwsNodeRole = field(default_factory=kube_sources.AwsNodeRole)
+    # One Kubernetes client, so one connection pool, for every worker's reads of the cluster.
+    _kube_api: kubernetes.client.ApiClient | None = None
+    _kube_api_lock: threading.Lock = field(default_factory=threading.Lock)
     # What the cluster watches keep, and their nudges (`sgmesh.cluster_watches`).
     watching: cluster_watches.Watching | None = None
     # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
     nudged: set[str] = field(default_factory=set)
+
+    def kube_api(self) -> kubernetes.client.ApiClient:
+        """Made on first use: by then kopf has loaded the cluster's configuration."""
+        with self._kube_api_lock:
+            if self._kube_api is None:
+                self._kube_api = kubernetes.client.ApiClient()
+            return self._kube_api
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -228,6 +238,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
         kopf_settings=settings,
+    )
+    runtime.aws_node_role = kube_sources.AwsNodeRole(
+        lambda: kube_sources.read_aws_node_role(runtime.kube_api())
     )
     runtime.watching = memo.watching = cluster_watches.Watching(
         meshes=nudges.MeshIndex(),
@@ -712,7 +725,9 @@ def _pipeline(
     worker thread."""
     cluster = discovery.NO_CLUSTER_MEMBERS
     if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
-        objects = kube_sources.read(mesh.spec, aws_node_role=runtime.aws_node_role)
+        objects = kube_sources.read(
+            mesh.spec, runtime.kube_api(), aws_node_role=runtime.aws_node_role
+        )
         cluster = cluster_members.resolve(mesh.spec, objects)
     return reconcile.converge(
         clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh

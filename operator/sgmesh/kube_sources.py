@@ -222,8 +222,3 @@ class AwsNodeRole:
             return role_arn
         finally:
             self._lock.release()
-
-    def forget(self) -> None:
-        """Read again at the next call (the ServiceAccount changed)."""
-        with self._lock:
-            self._known = None

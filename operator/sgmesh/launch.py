@@ -279,11 +279,6 @@ class _Resolution:
         )
 
 
-def _profile_name(profile: str) -> str:
-    """An instance profile's name from its name or ARN (the last segment of the path)."""
-    return profile.rsplit("/", 1)[-1] if profile.startswith("arn:") else profile
-
-
 def _template_launch_data(ref: _TemplateRef, version: _Version) -> _LaunchData:
     return _LaunchData(
         source=f"launch template {ref.template} version {version.number} ({ref.version})",
@@ -336,7 +331,7 @@ class _Version:
             group_names=tuple(dict.fromkeys(data.get("SecurityGroups", []))),
             network_interface_ids=tuple(dict.fromkeys(interface_ids)),
             profile_name=profile.get("Name")
-            or (_profile_name(profile["Arn"]) if profile.get("Arn") else None),
+            or (models.iam_name(profile["Arn"]) if profile.get("Arn") else None),
         )
 
 
@@ -501,7 +496,7 @@ def _read_launch_configurations(
                     source=f"launch configuration {name}",
                     group_ids=tuple(g for g in groups if g.startswith("sg-")),
                     group_names=tuple(g for g in groups if not g.startswith("sg-")),
-                    profile_name=_profile_name(profile) if profile else None,
+                    profile_name=models.iam_name(profile) if profile else None,
                 )
     for name in names - found.keys():
         found[name] = _Absent(f"launch configuration {name} does not exist")

@@ -44,6 +44,7 @@ __all__ = [
     "Selector",
     "Traffic",
     "cni_policy_arn",
+    "iam_name",
     "partition_of",
     "validate_cluster_name",
 ]
@@ -594,6 +595,12 @@ _PARTITIONS_BY_REGION_PREFIX = (
     ("us-isof-", "aws-iso-f"),
     ("eusc-", "aws-eusc"),
 )
+
+
+def iam_name(name_or_arn: str) -> str:
+    """The name of an IAM role or instance profile given by name or by ARN
+    (`arn:aws:iam::111122223333:instance-profile/path/name`: the last segment of the path)."""
+    return name_or_arn.rsplit("/", 1)[-1] if name_or_arn.startswith("arn:") else name_or_arn
 
 
 def partition_of(region: str) -> str:

@@ -44,9 +44,6 @@ class MeshIndex:
     def get(self, name: str) -> Mapping[str, Any] | None:
         return self._bodies.get(name)
 
-    def __len__(self) -> int:
-        return len(self._bodies)
-
     def with_auto_scaling_groups(self) -> list[str]:
         """Meshes a new node can concern: those listing ASGs (a new ASG may match)."""
         return sorted(
@@ -92,12 +89,10 @@ class Debounce:
         run: Callable[[frozenset[str]], Awaitable[None]],
         delay: float,
         gap: float = 0.0,
-        clock: Callable[[], float] | None = None,
     ) -> None:
         self._run = run
         self._delay = delay
         self._gap = gap
-        self._clock = clock
         self._pending: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_batch: float | None = None
@@ -111,13 +106,13 @@ class Debounce:
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
-        now = self._clock() if self._clock else loop.time()
+        now = loop.time()
         wait = self._delay
         if self._last_batch is not None:
             wait = max(wait, self._last_batch + self._gap - now)
         await asyncio.sleep(wait)
         batch, self._pending = frozenset(self._pending), set()
-        self._last_batch = self._clock() if self._clock else loop.time()
+        self._last_batch = loop.time()
         self.batches += 1
         try:
             await self._run(batch)
