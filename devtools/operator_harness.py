@@ -22,10 +22,12 @@ from typing import Any, Self, cast
 
 import kubernetes
 import prometheus_client.parser
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from devtools import REPO_ROOT
 from devtools.aws.moto_server import free_port
+from sgmesh import cli
 
 GROUP, VERSION, PLURAL = "sgmesh.io", "v1alpha1", "nodegroupmeshes"
 CRD_FILE = REPO_ROOT / "crds" / "nodegroupmesh.yaml"
@@ -35,10 +37,10 @@ FINALIZER = "sgmesh.io/finalizer"
 
 Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
 
-# The operator's settings for tests only (read by sgmesh.handlers and sgmesh.cli, documented
-# nowhere else): its resync timer's tick, and the lowest default resync period it accepts.
-TEST_TIMER_TICK = "SGMESH_TEST_TIMER_TICK_SECONDS"
-TEST_RESYNC_FLOOR = "SGMESH_TEST_RESYNC_FLOOR_SECONDS"
+# The operator's settings for tests only (`sgmesh.cli`, documented nowhere else): its resync
+# timer's tick, and the lowest default resync period it accepts.
+TEST_TIMER_TICK = cli.TEST_TIMER_TICK
+TEST_RESYNC_FLOOR = cli.TEST_RESYNC_FLOOR
 QUICK_RESYNC_SECONDS = 2
 
 
@@ -54,6 +56,14 @@ def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
         "extra_args": ("--default-resync-seconds", str(seconds)),
         "extra_env": {TEST_TIMER_TICK: "0.5", TEST_RESYNC_FLOOR: str(seconds)},
     }
+
+
+def liveness_probe() -> tuple[float, int]:
+    """deploy/'s livenessProbe of the operator: its timeout (seconds) and failure threshold."""
+    manifest = yaml.safe_load((REPO_ROOT / "deploy" / "manager" / "deployment.yaml").read_text())
+    (container,) = manifest["spec"]["template"]["spec"]["containers"]
+    probe = container["livenessProbe"]
+    return float(probe["timeoutSeconds"]), int(probe["failureThreshold"])
 
 
 def local_process(
@@ -131,13 +141,22 @@ class Operator:
         return None if self._process is None else self._process.pid
 
     def healthy(self) -> bool:
-        if self._process is None or self._process.poll() is not None:
-            raise AssertionError(f"the operator exited:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(self.url("/healthz"), timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        """Alive as deploy/'s livenessProbe judges it: /healthz answers within the probe's
+        timeout at least once in its failure threshold of tries (the kubelet restarts the pod
+        only after that many failures in a row). Raises if the process has exited."""
+        timeout, tries = liveness_probe()
+        for attempt in range(tries):
+            if self._process is None or self._process.poll() is not None:
+                raise AssertionError(f"the operator exited:\n{self.log_tail()}")
+            if attempt:
+                time.sleep(1)
+            try:
+                with urllib.request.urlopen(self.url("/healthz"), timeout=timeout) as response:
+                    if response.status == 200:
+                        return True
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+        return False
 
     def ready(self) -> bool:
         """Whether /readyz says the operator has started."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import os
 import re
 import sys
@@ -28,6 +29,8 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_PENDING = 2
+# What argparse exits with on a bad flag or setting.
+EXIT_USAGE = 2
 
 
 class UsageError(Exception):
@@ -35,7 +38,12 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    try:
+        parser = _parser()
+    except UsageError as error:
+        # A setting read from the environment while the parser is built (the test suite's).
+        print(f"sgmesh: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
     arguments = parser.parse_args(argv)
     try:
         result: int = arguments.handler(arguments)
@@ -100,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--default-resync-seconds",
-        type=_integer("SGMESH_DEFAULT_RESYNC_SECONDS", _resync_floor()),
+        type=_integer(
+            "SGMESH_DEFAULT_RESYNC_SECONDS", int(_test_setting(TEST_RESYNC_FLOOR, 10, whole=True))
+        ),
         default=os.environ.get("SGMESH_DEFAULT_RESYNC_SECONDS", "60"),
         help="resync period of meshes that set no spec.resyncSeconds, at least 10 "
         "(env SGMESH_DEFAULT_RESYNC_SECONDS)",
@@ -117,7 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         help="kopf peering name to keep one active replica (env SGMESH_PEERING; empty: standalone)",
     )
     run.add_argument("--verbose", action="store_true", help="debug logging")
-    run.set_defaults(handler=_run_operator)
+    run.set_defaults(handler=_run_operator, timer_tick_seconds=_test_setting(TEST_TIMER_TICK, 5.0))
     return parser
 
 
@@ -142,13 +152,27 @@ def _add_settings(command: argparse.ArgumentParser) -> None:
     )
 
 
-def _resync_floor() -> int:
-    """The lowest --default-resync-seconds: 10, as the CRD's lowest resyncSeconds.
+# For the test suite only, not settings (undocumented): end-to-end tests that wait on a resync
+# run the operator with a default period of seconds (they leave spec.resyncSeconds out: the CRD
+# still refuses less than 10), checked every half second instead of every 5 s.
+TEST_RESYNC_FLOOR = "SGMESH_TEST_RESYNC_FLOOR_SECONDS"  # lowest --default-resync-seconds (10)
+TEST_TIMER_TICK = "SGMESH_TEST_TIMER_TICK_SECONDS"  # how often the resync timer looks (5 s)
 
-    SGMESH_TEST_RESYNC_FLOOR_SECONDS is for the test suite only, not a setting (undocumented):
-    end-to-end tests that wait on a resync run the operator with a default of seconds, and
-    leave spec.resyncSeconds out (the CRD still refuses less than 10)."""
-    return int(os.environ.get("SGMESH_TEST_RESYNC_FLOOR_SECONDS") or 10)
+
+def _test_setting(variable: str, default: float, *, whole: bool = False) -> float:
+    """One of the test suite's settings from the environment; a bad value is a usage error
+    naming it, like every other setting."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value < math.inf:
+        kind = "a whole number" if whole else "a number"
+        raise UsageError(f"env {variable} must be {kind} above 0, not {text!r}")
+    return value
 
 
 # Settings come from flags or from the environment (a Deployment sets the environment). argparse
@@ -232,6 +256,7 @@ def _run_operator(arguments: argparse.Namespace) -> int:
             log_format=arguments.log_format,
             peering=arguments.peering or None,
             verbose=arguments.verbose,
+            timer_tick_seconds=arguments.timer_tick_seconds,
         )
     )
     return EXIT_OK

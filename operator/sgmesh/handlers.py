@@ -57,10 +57,8 @@ FINALIZER = "sgmesh.io/finalizer"
 RESOURCE = (models.API_GROUP, models.API_VERSION, "nodegroupmeshes")
 CRD_NAME = f"nodegroupmeshes.{models.API_GROUP}"
 DEFAULT_RESYNC_SECONDS = 60
-# The timer ticks often and reconciles each mesh when its own resyncSeconds have passed.
-# SGMESH_TEST_TIMER_TICK_SECONDS is for the test suite only, not a setting (undocumented): end-to-
-# end tests that wait on a resync tick often instead of waiting up to 5 s more per resync.
-TIMER_TICK_SECONDS = float(os.environ.get("SGMESH_TEST_TIMER_TICK_SECONDS") or 5.0)
+# The resync timer ticks often and reconciles each mesh when its own resyncSeconds have passed.
+TIMER_TICK_SECONDS = 5.0
 # Operator clients fail fast and let kopf's backoff retry: a thread is never held for long.
 AWS_ATTEMPTS = 4
 WORKER_THREADS = 32
@@ -100,6 +98,9 @@ class OperatorSettings:
     log_format: str = "plain"
     peering: str | None = None
     verbose: bool = False
+    # How often the resync timer looks at each mesh (the test suite's end-to-end tests that
+    # wait on a resync set it lower).
+    timer_tick_seconds: float = TIMER_TICK_SECONDS
 
 
 @dataclass
@@ -172,6 +173,8 @@ def run(settings: OperatorSettings) -> None:
     started = threading.Event()
     # What kopf serves; kept so that a re-created CRD is served again (`withdraw_with_the_crd`).
     insights = kopf_references.Insights()
+    tick = settings.timer_tick_seconds
+    kopf.timer(*RESOURCE, interval=tick, initial_delay=tick)(resync)
     kopf.run(
         clusterwide=True,
         standalone=settings.peering is None,
@@ -298,7 +301,6 @@ async def converge_on_change(
     await _converge(memo.runtime, body, patch, retry=retry, raise_on_failure=True)
 
 
-@kopf.timer(*RESOURCE, interval=TIMER_TICK_SECONDS, initial_delay=TIMER_TICK_SECONDS)
 async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Re-resolve selectors and repair drift every `spec.resyncSeconds`.
 

@@ -51,3 +51,45 @@ def test_a_bad_cluster_name_names_the_setting(
     error = capsys.readouterr().err
     assert "SGMESH_CLUSTER_NAME" in error
     assert "no/slashes" in error
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        (cli.TEST_TIMER_TICK, "fast"),
+        (cli.TEST_TIMER_TICK, "0"),
+        (cli.TEST_TIMER_TICK, "-1"),
+        (cli.TEST_TIMER_TICK, "nan"),
+        (cli.TEST_TIMER_TICK, "inf"),
+        (cli.TEST_RESYNC_FLOOR, "ten"),
+        (cli.TEST_RESYNC_FLOOR, "1.5"),
+        (cli.TEST_RESYNC_FLOOR, "0"),
+    ],
+)
+def test_a_bad_test_suite_setting_is_a_usage_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    code = cli.main(["run"])
+
+    assert code == cli.EXIT_USAGE
+    error = capsys.readouterr().err
+    assert variable in error
+    assert repr(value) in error
+    assert "Traceback" not in error
+
+
+def test_the_test_suite_floor_lowers_the_default_resync_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(cli.TEST_RESYNC_FLOOR, "2")
+    monkeypatch.setenv(cli.TEST_TIMER_TICK, "0.5")
+
+    arguments = cli._parser().parse_args(["run", "--default-resync-seconds", "2"])
+
+    assert arguments.default_resync_seconds == 2
+    assert arguments.timer_tick_seconds == 0.5
