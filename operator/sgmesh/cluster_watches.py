@@ -8,24 +8,26 @@
   instance profile), its creation or deletion nudges the meshes that list it, within a second.
   Other changes (Karpenter's status conditions, labels) nudge nothing.
 - The CRDs of those two kinds: installed, established or deleted, they nudge the meshes using
-  the kind, so a mesh starts using a source as soon as its CRD appears, without a restart.
+  the kind, so a mesh starts using a source as soon as its CRD appears, without a restart; once
+  established, kopf is made to watch the kind even when API discovery lags behind the CRD
+  (`sgmesh.kopf_serving`).
 
 kopf watches a kind only while the API server serves it (the operator follows CRDs), so a
 cluster without Karpenter or custom networking costs nothing and never fails.
 
-They read nothing and write nothing themselves; what they need lives in `Watching`, kept in
-kopf's memo.
+They read nothing from AWS and write nothing themselves; what they need lives in `Watching`,
+kept in kopf's memo.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from sgmesh import cluster_members, models, nudges
+from sgmesh import cluster_members, kopf_serving, models, nudges
 
 __all__ = ["Watching"]
 
@@ -39,6 +41,10 @@ NODE_DELAY_SECONDS = 1.0
 NODE_GAP_SECONDS = 2.0
 # An EC2NodeClass or ENIConfig change (goal: reconciled within 2 s).
 SOURCE_DELAY_SECONDS = 0.2
+
+
+async def _served_already(_: Mapping[str, Any]) -> bool:
+    return True
 
 
 @dataclass
@@ -58,6 +64,9 @@ class Watching:
     served: dict[str, bool] = field(default_factory=dict)
     # Told how many nodes are known (a metric).
     count_nodes: Callable[[int], None] = lambda _: None
+    # Makes sure kopf watches a CRD's kind once the CRD is established
+    # (`sgmesh.kopf_serving.serve_once_established`); whether it does.
+    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = _served_already
 
 
 @kopf.on.event(*MESHES)
@@ -144,15 +153,23 @@ async def eni_config_changed(
 async def source_crd_changed(
     body: kopf.Body, type: str | None, name: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A source's CRD became served or stopped being served: its meshes re-read the cluster."""
-    watching: Watching = memo.watching
-    crd = name or ""
-    established = any(
-        condition.get("type") == "Established" and condition.get("status") == "True"
-        for condition in (body.get("status") or {}).get("conditions") or []
+    await source_crd_event(memo.watching, name or "", type, dict(body))
+
+
+async def source_crd_event(
+    watching: Watching, crd: str, type: str | None, body: Mapping[str, Any]
+) -> None:
+    """A source's CRD became served or stopped being served: its meshes re-read the cluster,
+    and kopf watches the kind's objects from then on (even when API discovery lags behind the
+    CRD), so that their changes nudge too."""
+    served = (
+        type != "DELETED"
+        and kopf_serving.established(body)
+        and not (body.get("metadata") or {}).get("deletionTimestamp")
     )
-    served = type != "DELETED" and established and not body.metadata.deletion_timestamp
     if watching.served.get(crd) == served:
         return
     watching.served[crd] = served
     watching.sources.request(watching.meshes.naming(SOURCE_KINDS[crd]))
+    if served:
+        await watching.serve(body)

@@ -21,7 +21,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,13 +33,13 @@ import kubernetes
 import urllib3
 from aiohttp import web
 from kopf._cogs.structs import references as kopf_references
-from kopf._core.reactor import observation as kopf_observation
 
 from sgmesh import (
     aws,
     cluster_members,
     cluster_watches,
     discovery,
+    kopf_serving,
     kube_sources,
     metrics,
     models,
@@ -71,8 +71,6 @@ RETRY_DELAY_SECONDS = {
 MAX_RETRY_DELAY_SECONDS = 300.0
 PEERING_LIFETIME_SECONDS = 30
 STATUS_WRITE_TIMEOUT_SECONDS = 10
-_RESCAN_ATTEMPTS = 60
-_RESCAN_INTERVAL_SECONDS = 1.0
 _QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 EVENT_REASONS = {
     "authorize": "RulesAuthorized",
@@ -103,6 +101,10 @@ class OperatorSettings:
     timer_tick_seconds: float = TIMER_TICK_SECONDS
 
 
+async def _served_already(_: Mapping[str, Any]) -> bool:
+    return True
+
+
 @dataclass
 class Runtime:
     """What the handlers share, created at start-up and kept in kopf's memo."""
@@ -121,7 +123,6 @@ class Runtime:
     last_sync: dict[str, float] = field(default_factory=dict)
     withdrawing: set[str] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
-    kopf_settings: kopf.OperatorSettings = field(default_factory=kopf.OperatorSettings)
     web_runner: web.AppRunner | None = None
     # aws-node's IRSA role, read at most once a minute for every mesh (set at start-up).
     aws_node_role: kube_sources.AwsNodeRole = field(default_factory=kube_sources.AwsNodeRole)
@@ -132,6 +133,8 @@ class Runtime:
     watching: cluster_watches.Watching | None = None
     # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
     nudged: set[str] = field(default_factory=set)
+    # Make sure kopf serves a CRD's kind once the CRD is established (`sgmesh.kopf_serving`).
+    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = _served_already
 
     def kube_api(self) -> kubernetes.client.ApiClient:
         """Made on first use: by then kopf has loaded the cluster's configuration."""
@@ -240,7 +243,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings=operator_settings,
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
-        kopf_settings=settings,
+    )
+    runtime.serve = partial(
+        kopf_serving.serve_once_established,
+        insights=memo.insights,
+        rescan=kopf_serving.kopf_rescan(settings, memo.insights),
     )
     runtime.aws_node_role = kube_sources.AwsNodeRole(
         lambda: kube_sources.read_aws_node_role(runtime.kube_api())
@@ -254,6 +261,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         ),
         sources=nudges.Debounce(partial(_nudge, runtime), cluster_watches.SOURCE_DELAY_SECONDS),
         count_nodes=runtime.metrics.watched_nodes.set,
+        serve=runtime.serve,
     )
     if operator_settings.metrics_port:
         runtime.web_runner = await metrics.serve(
@@ -421,7 +429,8 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     """
     runtime: Runtime = memo.runtime
     if not body.metadata.deletion_timestamp:
-        await _serve_again(body, runtime, memo.insights)
+        # Once it is back, kopf must serve meshes again, without a restart.
+        await runtime.serve(body)
         return
     loop = asyncio.get_running_loop()
     meshes = kubernetes.client.CustomObjectsApi()
@@ -480,36 +489,6 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
             "; ".join(waiting),
         )
         await asyncio.sleep(delay)
-
-
-async def _serve_again(body: kopf.Body, runtime: Runtime, insights: Any) -> None:
-    """Make sure kopf serves meshes while their CRD exists.
-
-    kopf re-reads API discovery on each CRD event; discovery can lag behind a re-created CRD's
-    last event (Established), and kopf would then not serve meshes until the next CRD event,
-    which may never come. So while the CRD is Established and meshes are not served, discovery
-    is read again, through kopf's own routine, until they are. (kopf's `insights` and that
-    routine are not public API; the CRD re-creation test covers them.)
-    """
-    established = any(
-        condition.get("type") == "Established" and condition.get("status") == "True"
-        for condition in (body.get("status") or {}).get("conditions") or []
-    )
-    for _ in range(_RESCAN_ATTEMPTS):
-        served = any(
-            (resource.group, resource.plural) == (models.API_GROUP, RESOURCE[2])
-            for resource in insights.watched_resources
-        )
-        if served or not established:
-            return
-        await asyncio.sleep(_RESCAN_INTERVAL_SECONDS)
-        await kopf_observation.process_discovered_resource_event(
-            raw_event=cast(Any, {"type": "MODIFIED", "object": dict(body)}),
-            settings=runtime.kopf_settings,
-            registry=kopf.get_default_registry(),
-            insights=insights,
-        )
-    log.warning("the NodeGroupMesh CRD is established but not served yet; a restart serves it")
 
 
 async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:

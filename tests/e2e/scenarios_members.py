@@ -296,6 +296,9 @@ def test_a_source_crd_installed_later_is_used_without_a_restart(
     assert operator.healthy()
 
     reinstall_crd(vpc_cni.RESOURCE)
+    # The CRD alone makes the mesh whole (no ENIConfig yet); the ENIConfig that comes after it
+    # must be seen by a watch of the new kind, whatever API discovery's lag behind the CRD.
+    meshes.wait_ready("later", 15, operator.log_tail)
     cluster.eni_config(cluster.name("az1"), [pods_sg], world.main_vpc.subnet_ids[0])
 
     joined = {managed.security_group_id, pods_sg}

@@ -1,0 +1,121 @@
+"""kopf serves a kind once its CRD is established, even when API discovery lags behind the CRD
+(`sgmesh.kopf_serving`), and a source's CRD that becomes established asks for it
+(`sgmesh.cluster_watches.source_crd_changed`). Discovery is played by a stand-in here; the
+end-to-end tests that install a source's CRD and re-create the NodeGroupMesh CRD while the
+operator runs use kopf's own routine against the real API server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from sgmesh import cluster_members, cluster_watches, kopf_serving, nudges
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    plural: str
+
+
+@dataclass
+class Discovery:
+    """Lists the kind only from the `lag`-th read on, as an API server whose discovery lags."""
+
+    lag: int
+    watched_resources: set[Resource] = field(default_factory=set)
+    reads: int = 0
+
+    async def rescan(self, crd: Mapping[str, Any]) -> None:
+        self.reads += 1
+        if self.reads >= self.lag:
+            spec = crd["spec"]
+            self.watched_resources.add(Resource(spec["group"], spec["names"]["plural"]))
+
+
+def crd(*, established: bool = True) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "eniconfigs.crd.k8s.amazonaws.com"},
+        "spec": {"group": "crd.k8s.amazonaws.com", "names": {"plural": "eniconfigs"}},
+        "status": {
+            "conditions": [{"type": "Established", "status": "True" if established else "False"}]
+        },
+    }
+
+
+def serve(discovery: Discovery, body: Mapping[str, Any], attempts: int = 60) -> bool:
+    return asyncio.run(
+        kopf_serving.serve_once_established(
+            body, discovery, discovery.rescan, attempts=attempts, interval=0
+        )
+    )
+
+
+def test_discovery_is_read_again_until_kopf_serves_the_established_kind() -> None:
+    discovery = Discovery(lag=3)
+
+    assert serve(discovery, crd())
+
+    assert discovery.reads == 3
+
+
+def test_a_kind_already_served_or_not_established_costs_no_read() -> None:
+    served = Discovery(lag=1, watched_resources={Resource("crd.k8s.amazonaws.com", "eniconfigs")})
+    not_established = Discovery(lag=1)
+
+    assert serve(served, crd())
+    assert not serve(not_established, crd(established=False))
+
+    assert (served.reads, not_established.reads) == (0, 0)
+
+
+def test_discovery_that_never_lists_the_kind_is_given_up_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    discovery = Discovery(lag=10**6)
+
+    with caplog.at_level(logging.WARNING, logger=kopf_serving.__name__):
+        assert not serve(discovery, crd(), attempts=5)
+
+    assert discovery.reads == 5
+    assert "eniconfigs.crd.k8s.amazonaws.com" in caplog.text
+
+
+def test_a_source_crd_that_becomes_established_is_served_and_its_meshes_nudged() -> None:
+    asked: list[str] = []
+    nudged: list[frozenset[str]] = []
+
+    async def scenario() -> None:
+        async def serve_kind(body: Mapping[str, Any]) -> bool:
+            asked.append(body["metadata"]["name"])
+            return True
+
+        async def nudge(names: frozenset[str]) -> None:
+            nudged.append(names)
+
+        meshes = nudges.MeshIndex()
+        meshes.update(
+            {"metadata": {"name": "eni"}, "spec": {"customNetworking": {"eniConfigs": ["*"]}}}
+        )
+        watching = cluster_watches.Watching(
+            meshes=meshes,
+            nodes=nudges.Debounce(nudge, 0),
+            sources=nudges.Debounce(nudge, 0),
+            serve=serve_kind,
+        )
+        name = cluster_members.ENI_CONFIG.crd_name
+        for established in (False, True, True):
+            await cluster_watches.source_crd_event(
+                watching, name, "MODIFIED", crd(established=established)
+            )
+        await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+
+    assert asked == [cluster_members.ENI_CONFIG.crd_name]
+    assert nudged == [frozenset({"eni"})]
