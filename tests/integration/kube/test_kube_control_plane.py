@@ -89,8 +89,12 @@ def test_stop_leaves_no_process_behind(kube_binaries: Binaries, tmp_path: Path) 
     assert not plane.etcd_data_dir.exists()
 
 
+# The owner: Python's own reaction to Ctrl-C whatever SIGINT disposition it inherits (a shell
+# starts background jobs with SIGINT ignored), and its stack on SIGUSR1 should it hang.
 _HOLDER = """
-import json, sys
+import faulthandler, json, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+faulthandler.register(signal.SIGUSR1)
 from devtools.k8s.build import ensure_binaries
 from devtools.k8s.controlplane import ControlPlane
 with ControlPlane(binaries=ensure_binaries(), workdir=__import__("pathlib").Path(sys.argv[1])) as p:
@@ -108,6 +112,7 @@ def test_interrupted_owner_takes_the_control_plane_with_it(
         cwd=REPO_ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -116,7 +121,14 @@ def test_interrupted_owner_takes_the_control_plane_with_it(
         assert len(pids) == 2
         assert all(_alive(pid) for pid in pids)
         os.kill(owner.pid, signum)
-        owner.wait(timeout=EXIT_DEADLINE_SECONDS)
+        try:
+            owner.wait(timeout=EXIT_DEADLINE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.kill(owner.pid, signal.SIGUSR1)
+            time.sleep(1)
+            owner.kill()
+            _, stderr = owner.communicate()
+            raise AssertionError(f"the owner outlived {signum.name}; its stack:\n{stderr}")
         assert _wait_all_gone(pids) == []
     finally:
         if owner.poll() is None:
