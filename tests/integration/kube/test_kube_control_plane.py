@@ -128,7 +128,9 @@ def test_interrupted_owner_takes_the_control_plane_with_it(
             time.sleep(1)
             owner.kill()
             _, stderr = owner.communicate()
-            raise AssertionError(f"the owner outlived {signum.name}; its stack:\n{stderr}")
+            raise AssertionError(
+                f"the owner outlived {signum.name}; its stack:\n{stderr}"
+            ) from None
         assert _wait_all_gone(pids) == []
     finally:
         if owner.poll() is None:
