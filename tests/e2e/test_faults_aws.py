@@ -84,13 +84,17 @@ def test_deletion_through_5xx_and_throttling_revokes_exactly_what_the_mesh_owns(
     meshes.wait_ready("stays", DEADLINE, operator.log_tail)
     meshes.wait_ready("goes", DEADLINE, operator.log_tail)
 
-    faulty_aws.unparseable["RevokeSecurityGroupIngress"] = 3
+    # One unparseable answer each costs the deletion a retry (10 s, then 20 s): the point is
+    # that it goes on through them, not how long kopf's backoff grows.
+    faulty_aws.unparseable["RevokeSecurityGroupIngress"] = 1
     faulty_aws.throttle["DeleteTags"] = 6
-    faulty_aws.unparseable["DescribeSecurityGroupRules"] = 2
+    faulty_aws.unparseable["DescribeSecurityGroupRules"] = 1
     meshes.delete("goes")
 
     wait_until(lambda: meshes.get("goes") is None, 120, "the mesh is gone", operator.log_tail)
-    assert faulty_aws.throttled["RevokeSecurityGroupIngress"] == 3
+    assert faulty_aws.throttled["RevokeSecurityGroupIngress"] == 1
+    assert faulty_aws.throttled["DescribeSecurityGroupRules"] == 1
+    assert faulty_aws.throttled["DeleteTags"] == 6
     assert_exact(world, groups, {"stays": groups[:2]}, hand_made, operator.log_tail())
 
 
