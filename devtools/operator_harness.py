@@ -42,6 +42,8 @@ Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[st
 TEST_TIMER_TICK = cli.TEST_TIMER_TICK
 TEST_RESYNC_FLOOR = cli.TEST_RESYNC_FLOOR
 QUICK_RESYNC_SECONDS = 2
+# Starts with a newly chosen metrics port when another process took the one chosen before.
+PORT_ATTEMPTS = 5
 
 
 def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
@@ -99,11 +101,10 @@ class Operator:
     ) -> None:
         self.metrics_port = free_port()
         self.log_path = log_path
+        # The options of `sgmesh run` but --metrics-port (`metrics_port`, chosen at start).
         self.run_options = [
             "--cluster",
             cluster,
-            "--metrics-port",
-            str(self.metrics_port),
             "--log-format",
             "full",
             "--verbose",
@@ -124,17 +125,38 @@ class Operator:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, deadline: float = 60) -> Self:
-        with open(self.log_path, "ab") as log:
-            argv, env = self._launcher(self.run_options, self.environment)
-            self._process = subprocess.Popen(
-                argv,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+        """Start the process and wait until /healthz answers. A metrics port that another
+        process took since `free_port` chose it (the operator exits naming it) is chosen
+        again."""
+        for _ in range(PORT_ATTEMPTS):
+            with open(self.log_path, "ab") as log:
+                argv, env = self._launcher(self._options(), self.environment)
+                self._process = subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            wait_until(
+                self._exited_or_answers, deadline, "the operator answers /healthz", self.log_tail
             )
-        wait_until(self.healthy, deadline, "the operator answers /healthz", self.log_tail)
-        return self
+            if self._process.poll() is None:
+                return self
+            if f"--metrics-port {self.metrics_port} " not in self.log_tail():
+                raise AssertionError(f"the operator exited:\n{self.log_tail()}")
+            self.metrics_port = free_port()
+        raise AssertionError(f"no free metrics port in {PORT_ATTEMPTS} tries:\n{self.log_tail()}")
+
+    def _exited_or_answers(self) -> bool:
+        return (
+            self._process is None
+            or self._process.poll() is not None
+            or self._answers("/healthz", 2)
+        )
+
+    def _options(self) -> list[str]:
+        return ["--metrics-port", str(self.metrics_port), *self.run_options]
 
     @property
     def pid(self) -> int | None:
@@ -150,18 +172,18 @@ class Operator:
                 raise AssertionError(f"the operator exited:\n{self.log_tail()}")
             if attempt:
                 time.sleep(1)
-            try:
-                with urllib.request.urlopen(self.url("/healthz"), timeout=timeout) as response:
-                    if response.status == 200:
-                        return True
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
+            if self._answers("/healthz", timeout):
+                return True
         return False
 
     def ready(self) -> bool:
         """Whether /readyz says the operator has started."""
+        return self._answers("/readyz", 2)
+
+    def _answers(self, path: str, timeout: float) -> bool:
+        """Whether `path` answers 200 within `timeout` seconds, once."""
         try:
-            with urllib.request.urlopen(self.url("/readyz"), timeout=2) as response:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False

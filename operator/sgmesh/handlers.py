@@ -174,6 +174,16 @@ def run(settings: OperatorSettings) -> None:
         logging.getLogger(library).setLevel(logging.INFO)
     # kopf raises it once the start-up handlers have run; /readyz reports it.
     started = threading.Event()
+    # Bound now: a port in use is an error naming the setting, before anything starts.
+    listening = None
+    if settings.metrics_port:
+        try:
+            listening = metrics.listen(settings.metrics_port)
+        except OSError as error:
+            raise SystemExit(
+                f"error: --metrics-port {settings.metrics_port} (env SGMESH_METRICS_PORT): "
+                f"cannot listen on it: {error.strerror or error}"
+            ) from None
     # What kopf serves; kept so that a re-created CRD is served again (`withdraw_with_the_crd`).
     insights = kopf_references.Insights()
     tick = settings.timer_tick_seconds
@@ -187,7 +197,9 @@ def run(settings: OperatorSettings) -> None:
         priority=peering_priority(time.time()),
         ready_flag=started,
         insights=insights,
-        memo=kopf.Memo(operator_settings=settings, started=started, insights=insights),
+        memo=kopf.Memo(
+            operator_settings=settings, started=started, insights=insights, listening=listening
+        ),
     )
 
 
@@ -263,9 +275,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         count_nodes=runtime.metrics.watched_nodes.set,
         serve=runtime.serve,
     )
-    if operator_settings.metrics_port:
+    if memo.listening is not None:
         runtime.web_runner = await metrics.serve(
-            runtime.metrics, operator_settings.metrics_port, is_ready=memo.started.is_set
+            runtime.metrics, memo.listening, is_ready=memo.started.is_set
         )
     memo.runtime = runtime
     log.info(

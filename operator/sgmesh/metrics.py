@@ -8,6 +8,7 @@ endpoint only reports: it never changes what the operator does.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Callable, Iterable
 
 import prometheus_client
@@ -93,14 +94,28 @@ class Metrics:
                 gauge.remove(*labels)
 
 
+def listen(port: int, host: str = "0.0.0.0") -> socket.socket:
+    """The socket /metrics, /healthz and /readyz are served on, bound before the operator
+    starts: a port in use is an `OSError` at once, never a start-up that kopf retries."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(
     metrics: Metrics,
-    port: int,
-    host: str = "0.0.0.0",
+    sock: socket.socket,
     is_ready: Callable[[], bool] = lambda: True,
 ) -> web.AppRunner:
-    """Serve /metrics, /healthz and /readyz (200 once `is_ready()`, 503 before); the caller
-    keeps the runner and cleans it up on exit."""
+    """Serve /metrics, /healthz and /readyz (200 once `is_ready()`, 503 before) on a socket
+    from `listen`; the caller keeps the runner and cleans it up on exit."""
 
     async def scrape(_: web.Request) -> web.Response:
         body = prometheus_client.generate_latest(metrics.registry)
@@ -123,5 +138,5 @@ async def serve(
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.SockSite(runner, sock).start()
     return runner

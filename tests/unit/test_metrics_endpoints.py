@@ -7,7 +7,6 @@ import asyncio
 
 import aiohttp
 
-from devtools.aws.moto_server import free_port
 from sgmesh import metrics
 
 
@@ -23,10 +22,9 @@ async def _statuses(port: int, paths: tuple[str, ...]) -> dict[str, int]:
 def test_readyz_answers_ready_only_once_the_operator_has_started() -> None:
     async def scenario() -> tuple[dict[str, int], dict[str, int]]:
         started = False
-        port = free_port()
-        runner = await metrics.serve(
-            metrics.Metrics(), port, host="127.0.0.1", is_ready=lambda: started
-        )
+        sock = metrics.listen(0, host="127.0.0.1")
+        port = sock.getsockname()[1]
+        runner = await metrics.serve(metrics.Metrics(), sock, is_ready=lambda: started)
         try:
             paths = ("/healthz", "/readyz", "/metrics")
             before = await _statuses(port, paths)

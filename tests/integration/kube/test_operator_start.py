@@ -1,0 +1,59 @@
+"""`sgmesh run` whose metrics port is taken: a clear error naming the setting and the port, at
+once, instead of an operator that retries its start every minute and serves nothing; and the
+test harness, whose chosen port another process may take before the operator binds it, starts
+the operator again on another."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devtools.aws.moto_server import aws_env
+from devtools.k8s.controlplane import ControlPlane
+from devtools.operator_harness import Operator
+
+pytestmark = pytest.mark.kube
+
+
+def test_a_metrics_port_in_use_is_an_error_naming_it(kube_cluster: ControlPlane) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        finished = subprocess.run(
+            [sys.executable, "-m", "sgmesh", "run", "--metrics-port", str(port)],
+            env={"KUBECONFIG": str(kube_cluster.kubeconfig), "AWS_REGION": "us-east-1"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    assert finished.returncode == 1
+    assert f"--metrics-port {port}" in finished.stderr
+    assert "SGMESH_METRICS_PORT" in finished.stderr
+    assert "Traceback" not in finished.stderr
+
+
+def test_the_harness_starts_the_operator_again_when_its_port_was_taken(
+    kube_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    operator = Operator(kube_cluster.kubeconfig, aws_env("http://127.0.0.1:9"), tmp_path / "log")
+    chosen = operator.metrics_port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("0.0.0.0", chosen))
+        taken.listen()
+
+        operator.start()
+        try:
+            assert operator.metrics_port != chosen
+            assert operator.healthy()
+        finally:
+            operator.stop()
+
+    assert f"--metrics-port {chosen} " in operator.log_tail()
