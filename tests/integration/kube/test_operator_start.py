@@ -56,4 +56,4 @@ def test_the_harness_starts_the_operator_again_when_its_port_was_taken(
         finally:
             operator.stop()
 
-    assert f"--metrics-port {chosen} " in operator.log_tail()
+    assert f"--metrics-port {chosen} " in operator.log_path.read_text()
