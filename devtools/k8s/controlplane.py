@@ -171,9 +171,9 @@ class _Process:
             raise _PortInUseError(message)
         raise ControlPlaneError(message)
 
-    def stop(self) -> None:
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         if self.popen.returncode is None:
-            stop_process_group(self.popen.pid, reap=self.popen.poll)
+            stop_process_group(self.popen.pid, grace, reap=self.popen.poll)
 
 
 _running: set[ControlPlane] = set()
@@ -299,10 +299,11 @@ class ControlPlane:
             raise
         return self
 
-    def stop(self) -> None:
-        """Stop kube-apiserver then etcd (their whole process groups); safe to call twice."""
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """Stop kube-apiserver then etcd (their whole process groups), each SIGKILLed if it
+        has not exited `grace` seconds after SIGTERM; safe to call twice."""
         try:
-            self._stop_processes()
+            self._stop_processes(grace)
         finally:
             with _running_lock:
                 _running.discard(self)
@@ -346,11 +347,13 @@ class ControlPlane:
             )
             self._wait_for_default_namespace()
 
-    def _stop_processes(self) -> None:
+    def _stop_processes(self, grace: float = STOP_GRACE_SECONDS) -> None:
         errors: list[BaseException] = []
-        for process in reversed(self._processes):
+        # kube-apiserver first, whatever order restarts left the list in: without its etcd it
+        # cannot finish a graceful shutdown and would wait out the whole grace.
+        for process in sorted(self._processes, key=lambda p: p.name != "kube-apiserver"):
             try:
-                process.stop()
+                process.stop(grace)
             except BaseException as error:  # stop the others first, then raise
                 errors.append(error)
         self._processes.clear()

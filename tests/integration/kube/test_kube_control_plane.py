@@ -136,3 +136,18 @@ def test_interrupted_owner_takes_the_control_plane_with_it(
         if owner.poll() is None:
             owner.kill()
             owner.wait()
+
+
+def test_after_etcd_restarted_stop_still_lets_the_api_server_exit_on_its_own(
+    kube_binaries: Binaries, tmp_path: Path
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries, workdir=tmp_path).start()
+    try:
+        plane.restart("etcd")
+    finally:
+        plane.stop()
+
+    # kube-apiserver goes first, while etcd still answers: it finishes its graceful shutdown
+    # instead of waiting on a gone etcd until it is killed.
+    log = (tmp_path / "kube-apiserver.log").read_text()
+    assert "[graceful-termination] apiserver is exiting" in log
