@@ -43,10 +43,6 @@ NODE_GAP_SECONDS = 2.0
 SOURCE_DELAY_SECONDS = 0.2
 
 
-async def _served_already(_: Mapping[str, Any]) -> bool:
-    return True
-
-
 @dataclass
 class Watching:
     """What the watches keep between events, and where they send nudges."""
@@ -66,7 +62,7 @@ class Watching:
     count_nodes: Callable[[int], None] = lambda _: None
     # Makes sure kopf watches a CRD's kind once the CRD is established
     # (`sgmesh.kopf_serving.serve_once_established`); whether it does.
-    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = _served_already
+    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = kopf_serving.served_already
 
 
 @kopf.on.event(*MESHES)

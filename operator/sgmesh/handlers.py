@@ -101,10 +101,6 @@ class OperatorSettings:
     timer_tick_seconds: float = TIMER_TICK_SECONDS
 
 
-async def _served_already(_: Mapping[str, Any]) -> bool:
-    return True
-
-
 @dataclass
 class Runtime:
     """What the handlers share, created at start-up and kept in kopf's memo."""
@@ -134,7 +130,7 @@ class Runtime:
     # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
     nudged: set[str] = field(default_factory=set)
     # Make sure kopf serves a CRD's kind once the CRD is established (`sgmesh.kopf_serving`).
-    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = _served_already
+    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = kopf_serving.served_already
 
     def kube_api(self) -> kubernetes.client.ApiClient:
         """Made on first use: by then kopf has loaded the cluster's configuration."""

@@ -23,7 +23,14 @@ from typing import Any, Protocol, cast
 import kopf
 from kopf._core.reactor import observation as kopf_observation
 
-__all__ = ["Insights", "Rescan", "established", "kopf_rescan", "serve_once_established"]
+__all__ = [
+    "Insights",
+    "Rescan",
+    "established",
+    "kopf_rescan",
+    "serve_once_established",
+    "served_already",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,11 @@ async def serve_once_established(
         group,
     )
     return False
+
+
+async def served_already(_: Mapping[str, Any]) -> bool:
+    """A stand-in for `serve_once_established` before the operator has started."""
+    return True
 
 
 def kopf_rescan(settings: kopf.OperatorSettings, insights: Any) -> Rescan:
