@@ -9,6 +9,7 @@ drive the operator through these two, so what the tests check is what the demo s
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -37,10 +38,6 @@ FINALIZER = "sgmesh.io/finalizer"
 
 Launcher = Callable[[Sequence[str], Mapping[str, str]], tuple[list[str], dict[str, str]]]
 
-# The operator's settings for tests only (`sgmesh.cli`, documented nowhere else): its resync
-# timer's tick, and the lowest default resync period it accepts.
-TEST_TIMER_TICK = cli.TEST_TIMER_TICK
-TEST_RESYNC_FLOOR = cli.TEST_RESYNC_FLOOR
 QUICK_RESYNC_SECONDS = 2
 # Starts with a newly chosen metrics port when another process took the one chosen before.
 PORT_ATTEMPTS = 5
@@ -56,10 +53,11 @@ def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
     this way must leave resyncSeconds out of its spec."""
     return {
         "extra_args": ("--default-resync-seconds", str(seconds)),
-        "extra_env": {TEST_TIMER_TICK: "0.5", TEST_RESYNC_FLOOR: str(seconds)},
+        "extra_env": {cli.TEST_TIMER_TICK: "0.5", cli.TEST_RESYNC_FLOOR: str(seconds)},
     }
 
 
+@functools.cache
 def liveness_probe() -> tuple[float, int]:
     """deploy/'s livenessProbe of the operator: its timeout (seconds) and failure threshold."""
     manifest = yaml.safe_load((REPO_ROOT / "deploy" / "manager" / "deployment.yaml").read_text())

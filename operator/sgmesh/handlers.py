@@ -21,7 +21,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -129,8 +129,6 @@ class Runtime:
     watching: cluster_watches.Watching | None = None
     # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
     nudged: set[str] = field(default_factory=set)
-    # Make sure kopf serves a CRD's kind once the CRD is established (`sgmesh.kopf_serving`).
-    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = kopf_serving.served_already
 
     def kube_api(self) -> kubernetes.client.ApiClient:
         """Made on first use: by then kopf has loaded the cluster's configuration."""
@@ -252,11 +250,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
     )
-    runtime.serve = partial(
-        kopf_serving.serve_once_established,
-        insights=memo.insights,
-        rescan=kopf_serving.kopf_rescan(settings, memo.insights),
-    )
     runtime.aws_node_role = kube_sources.AwsNodeRole(
         lambda: kube_sources.read_aws_node_role(runtime.kube_api())
     )
@@ -269,7 +262,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         ),
         sources=nudges.Debounce(partial(_nudge, runtime), cluster_watches.SOURCE_DELAY_SECONDS),
         count_nodes=runtime.metrics.watched_nodes.set,
-        serve=runtime.serve,
+        # Also serves the NodeGroupMesh CRD's return (`withdraw_with_the_crd`).
+        serve=partial(
+            kopf_serving.serve_once_established,
+            insights=memo.insights,
+            rescan=kopf_serving.kopf_rescan(settings, memo.insights),
+        ),
     )
     if memo.listening is not None:
         runtime.web_runner = await metrics.serve(
@@ -438,7 +436,7 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
     runtime: Runtime = memo.runtime
     if not body.metadata.deletion_timestamp:
         # Once it is back, kopf must serve meshes again, without a restart.
-        await runtime.serve(body)
+        await memo.watching.serve(body)
         return
     loop = asyncio.get_running_loop()
     meshes = kubernetes.client.CustomObjectsApi()
