@@ -15,8 +15,8 @@ import argparse
 import ipaddress
 import time
 
-from sgmesh import diagnosis
-from sgmesh.reachability import Endpoint, Rule
+from sgmesh.doctor import diagnosis
+from sgmesh.engine.reachability import Endpoint, Rule
 
 ADDRESSES_PER_NODE = 10
 CIDR_RULES_PER_SG = 20

@@ -67,7 +67,7 @@ from devtools.aws.world import World  # noqa: E402
 from devtools.k8s.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 from devtools.operator_harness import Meshes, Operator  # noqa: E402
 from devtools.operator_stack import operator_stack  # noqa: E402
-from sgmesh import aws  # noqa: E402
+from sgmesh.aws import client  # noqa: E402
 
 DEFAULT_MESHES = (1, 20, 50)
 DEFAULT_WINDOW_SECONDS = 60.0
@@ -231,7 +231,7 @@ def measure(count: int, window: float, workdir: Path) -> Measurement:
     _progress(f"{count} meshes: starting the control plane and a moto server")
     try:
         with operator_stack(workdir, cluster=CLUSTER, region=REGION) as stack:
-            bench = build_world(World(aws.make_clients(REGION)))
+            bench = build_world(World(client.make_clients(REGION)))
             with stack.operator:
                 return _measure_running(count, window, bench, stack.operator, stack.plane)
     except ControlPlaneError as error:
@@ -312,7 +312,9 @@ def _measure_running(
 _CLIENTS_PER_REGION = """
 import os, sys
 from concurrent.futures import ThreadPoolExecutor
-from sgmesh import handlers, metrics, reconcile
+from sgmesh.controller import handlers
+from sgmesh.controller import metrics
+from sgmesh.aws import reconcile
 
 def rss():
     for line in open(f"/proc/{os.getpid()}/status"):

@@ -49,7 +49,7 @@ from devtools.k8s.controlplane import ControlPlane, ControlPlaneError  # noqa: E
 from devtools.nodes import ClusterNodes  # noqa: E402
 from devtools.operator_harness import Meshes, Operator  # noqa: E402
 from devtools.operator_stack import operator_stack  # noqa: E402
-from sgmesh import aws  # noqa: E402
+from sgmesh.aws import client  # noqa: E402
 
 CLUSTER = "bench"
 REGION = "us-east-1"
@@ -118,7 +118,7 @@ def measure(runs: int, workdir: Path) -> list[Reaction]:
         with operator_stack(
             workdir, cluster=CLUSTER, region=REGION, with_external_crds=True
         ) as stack:
-            world = World(aws.make_clients(REGION))
+            world = World(client.make_clients(REGION))
             with stack.operator as operator:
                 nodes = ClusterNodes(world, stack.plane.kubectl)
                 meshes = Meshes(stack.plane.kubeconfig)

@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devtools import REPO_ROOT
 from devtools.aws.moto_server import free_port
-from sgmesh import cli
+from sgmesh.cli import main as cli
 
 GROUP, VERSION, PLURAL = "sgmesh.io", "v1alpha1", "nodegroupmeshes"
 CRD_FILE = REPO_ROOT / "crds" / "nodegroupmesh.yaml"

@@ -28,7 +28,7 @@ from devtools.k8s import build
 from devtools.nodes import ClusterNodes
 from devtools.operator_harness import CRD_FILE, CRD_NAME, Meshes, Operator
 from devtools.sandbox import Sandbox
-from sgmesh import aws
+from sgmesh.aws import client
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         moto_server.reset(aws_env["AWS_ENDPOINT_URL"])
         if crd_installed(kubectl):
             meshes.remove_all()
-        world = World(aws.make_clients())
+        world = World(client.make_clients())
         groups = seed_broken_cluster(world, ClusterNodes(world, kubectl_runner(kubectl)))
 
         doctor_env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig)}

@@ -26,7 +26,7 @@ Computed per operation from what AWS holds before the apply (read with the world
       / 1,000), at least 1. Only this finds rules the mesh left on SGs that are no longer
       members; it cannot share a call with (a), as filters of different names are ANDed.
 - IAM, without any account-wide read of roles and their policies (the operator's policy does
-  not allow GetAccountAuthorizationDetails or ListRoles, see `sgmesh.roles`): one
+  not allow GetAccountAuthorizationDetails or ListRoles, see `sgmesh.aws.roles`): one
   GetInstanceProfile per member instance profile (IAM has no batch read of profiles), and per
   member role one ListRoleTags (the mesh's record of the attachments it made) and one
   ListAttachedRolePolicies. Only when nothing is remembered of the mesh (the cold apply of a

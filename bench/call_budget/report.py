@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.call_budget.minimum import IAM_OPERATIONS, PAGE_LIMITS, Measurement, Minimum
-from sgmesh import aws
+from sgmesh.aws import client
 
 TARGET_STEADY_RATIO = 1.2
 """The most calls a steady apply may make per call of the minimum, on moto and on AWS."""
@@ -51,7 +51,7 @@ def operation_table(measurements: Sequence[Measurement]) -> str:
     """Calls / minimum (on moto) per operation and apply."""
     operations = sorted(
         {operation for m in measurements for operation in (*m.calls, *m.minimum)},
-        key=lambda operation: (operation in aws.MUTATING_OPERATIONS, operation),
+        key=lambda operation: (operation in client.MUTATING_OPERATIONS, operation),
     )
     header = ["operation", *(f"{m.asgs} {m.phase}" for m in measurements)]
     rows = []

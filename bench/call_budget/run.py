@@ -19,7 +19,9 @@ from bench.call_budget import report
 from bench.call_budget.minimum import FILTER_VALUES, PAGE_LIMITS, Facts, Measurement, minimum
 from devtools.aws import moto_server
 from devtools.aws.world import CNI_POLICY_ARN, World
-from sgmesh import aws, chunking, models, reconcile
+from sgmesh.api import models
+from sgmesh.aws import client, reconcile
+from sgmesh.engine import chunking
 
 DEFAULT_SIZES = (10, 50, 200)
 SECURITY_GROUP_POOL = 50
@@ -157,9 +159,9 @@ def read_facts(
 # ---- Measuring -----------------------------------------------------------------------------
 
 
-def counted_clients() -> tuple[aws.AwsClients, dict[str, list[int | None]]]:
+def counted_clients() -> tuple[client.AwsClients, dict[str, list[int | None]]]:
     """Fresh clients, as a reconcile gets them, that also note the page size each read asks."""
-    clients = aws.make_clients()
+    clients = client.make_clients()
     asked: dict[str, list[int | None]] = {}
 
     def note_page_size(params: Mapping[str, Any], model: Any, **_: Any) -> None:
@@ -169,8 +171,8 @@ def counted_clients() -> tuple[aws.AwsClients, dict[str, list[int | None]]]:
             parameter = PAGE_LIMITS[model.name][0]
             asked.setdefault(model.name, []).append(params.get(parameter))
 
-    for client in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
-        client.meta.events.register("provide-client-params.*.*", note_page_size)
+    for service in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
+        service.meta.events.register("provide-client-params.*.*", note_page_size)
     return clients, asked
 
 
@@ -224,7 +226,7 @@ def check_settled(outcome: reconcile.Outcome, size: int, phase: str) -> None:
 
 def run_size(server: moto_server.MotoServer, size: int, template_version: str) -> list[Measurement]:
     server.reset()
-    world = World(aws.make_clients())
+    world = World(client.make_clients())
     bench = build_world(world, size, template_version)
     _progress(f"N={size}: world built in {bench.build_seconds:.1f}s")
     mesh = mesh_document()
@@ -254,7 +256,7 @@ def run_size(server: moto_server.MotoServer, size: int, template_version: str) -
     # A second mesh over the same ASGs with `cniPolicy.attach: false` (aws-node on IRSA or Pod
     # Identity): it co-owns the rules in its cold apply; its steady apply must not touch IAM.
     unattached = mesh_document(f"{MESH_NAME}-no-cni", attach=False)
-    converged = reconcile.converge(aws.make_clients(), unattached, settings)
+    converged = reconcile.converge(client.make_clients(), unattached, settings)
     check_settled(converged, size, "attach: false cold")
     no_cni, outcome = measure(world, bench, unattached, "steady, attach: false", settings)
     check_settled(outcome, size, "attach: false steady")

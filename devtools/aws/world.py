@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-from sgmesh import aws
+from sgmesh.aws import client
 
 __all__ = [
     "CNI_POLICY_ARN",
@@ -88,7 +88,7 @@ class NodeGroup:
 class World:
     """Creates resources; `vpc` is created on first use and is where SGs and ASGs go by default."""
 
-    clients: aws.AwsClients
+    clients: client.AwsClients
     _main_vpc: Vpc | None = field(default=None, init=False)
     _octets: Iterator[int] = field(default_factory=lambda: itertools.count(10), init=False)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from sgmesh import cli
+from sgmesh.cli import main as cli
 
 sys.exit(cli.main())

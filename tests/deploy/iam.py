@@ -50,7 +50,7 @@ POLICY_FILE = DEPLOY / "iam-policy.json"
 DOCTOR_POLICY_FILE = DEPLOY / "doctor-iam-policy.json"
 OPERATOR_SOURCE = REPO_ROOT / "operator" / "sgmesh"
 # `sgmesh doctor` is run by a person with deploy/doctor-iam-policy.json, not by the operator.
-DOCTOR_MODULES = (OPERATOR_SOURCE / "doctor.py",)
+DOCTOR_MODULES = (OPERATOR_SOURCE / "aws" / "inventory.py",)
 ACCOUNT = "123456789012"  # the account moto answers as
 # Given to the operator as AWS_SDK_UA_APP_ID: botocore puts `app/<id>` in its User-Agent.
 OPERATOR_APP_ID = "sgmesh-under-test"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sgmesh import status
+from sgmesh.controller import status
 from tests.deploy.render import (
     CHART,
     DEPLOY,

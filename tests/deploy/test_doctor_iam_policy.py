@@ -20,7 +20,7 @@ from devtools.aws.world import CNI_POLICY_ARN, World
 from devtools.k8s.controlplane import ControlPlane
 from devtools.nodes import ClusterNodes
 from devtools.operator_harness import Meshes
-from sgmesh import aws
+from sgmesh.aws import client
 from tests.deploy import iam
 
 POLICY = iam.Policy.load(iam.DOCTOR_POLICY_FILE)
@@ -41,7 +41,7 @@ def test_policy_only_reads() -> None:
         assert statement.effect == "Allow"
         for action in statement.actions:
             operation = action.partition(":")[2]
-            assert operation not in aws.MUTATING_OPERATIONS, action
+            assert operation not in client.MUTATING_OPERATIONS, action
             assert operation.startswith(("Describe", "Get", "List")), action
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sgmesh import models
+from sgmesh.api import models
 from tests.deploy.render import (
     CHART,
     DEPLOY,

@@ -16,7 +16,8 @@ import pytest
 
 from devtools.aws.world import Vpc, World
 from devtools.operator_harness import Meshes, Operator, wait_until
-from sgmesh import aws, models
+from sgmesh.api import models
+from sgmesh.aws import client
 from tests.deploy import iam
 
 POLICY = iam.Policy.load()
@@ -54,7 +55,7 @@ def test_every_write_action_is_scoped_to_resources_and_where_aws_allows_by_condi
     conditioned |= {"TagRole", "UntagRole"}
     for statement in POLICY.statements:
         operations = {action.partition(":")[2] for action in statement.actions}
-        writes = operations & aws.MUTATING_OPERATIONS
+        writes = operations & client.MUTATING_OPERATIONS
         if not writes:
             continue
         assert "*" not in statement.resources, statement.sid

@@ -316,7 +316,7 @@ def test_image_of_every_install_is_the_package_version(base_objects: Objects) ->
 
 
 def test_samples_are_valid_meshes_without_a_sync_wave(kubectl: Path) -> None:
-    from sgmesh import models
+    from sgmesh.api import models
 
     samples = load_objects(kustomize(kubectl, DEPLOY / "samples"))
     assert samples

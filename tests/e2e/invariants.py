@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
-from sgmesh import ownership
+from sgmesh.engine import ownership
 
 __all__ = ["CLUSTER", "HandMade", "assert_exact", "exact", "owner_key", "rule_writes"]
 

@@ -17,7 +17,7 @@ import pytest
 from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from devtools.k8s.controlplane import ControlPlane
 from devtools.operator_harness import Meshes, Operator, quick_resync, wait_until
-from sgmesh import aws
+from sgmesh.aws import client
 from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.kube
@@ -187,7 +187,7 @@ def test_dry_run_writes_nothing_and_lists_pending_actions(
     assert "8 actions pending" in ready["message"]
     assert owned_sources(world, a.security_group_id, "preview") == set()
     assert CNI_POLICY_ARN not in world.attached_policy_arns(b.role)
-    for operation in sorted(aws.MUTATING_OPERATIONS):
+    for operation in sorted(client.MUTATING_OPERATIONS):
         assert operator.metric("sgmesh_aws_calls_total", operation=operation) == 0, operation
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from devtools.aws.world import World
 from devtools.operator_harness import Meshes, Operator, wait_until
-from sgmesh import status
+from sgmesh.controller import status
 from tests.e2e.invariants import HandMade, assert_exact, exact, rule_writes
 from tests.support.fault_proxy import ThrottlingProxy
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
-from sgmesh import cli
+from sgmesh.cli import main as cli
 
 OWNER_KEY = "sgmesh.io/default/airflow"
 

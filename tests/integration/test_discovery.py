@@ -13,8 +13,10 @@ import pytest
 
 from devtools.aws.moto_server import free_port
 from devtools.aws.world import CNI_POLICY_ARN, Mixed, Override, World
-from sgmesh import aws, discovery, models, ownership, topology
-from sgmesh.topology import MemberKind, Permission, ProblemKind
+from sgmesh.api import models
+from sgmesh.aws import client, discovery, errors
+from sgmesh.engine import ownership, topology
+from sgmesh.engine.topology import MemberKind, Permission, ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
 
 OWNER = ownership.Owner("test-cluster", "mesh")
@@ -52,7 +54,7 @@ def names_of(found: topology.Topology) -> list[str]:
 # ---- launch templates ------------------------------------------------------------------------
 
 
-def test_template_by_id_at_latest_uses_the_newest_version(world: World, clients: aws.AwsClients):
+def test_template_by_id_at_latest_uses_the_newest_version(world: World, clients: client.AwsClients):
     old, new = world.security_group("old"), world.security_group("new")
     profile = world.role_with_profile("nodes")
     template = world.launch_template("nodes-lt", security_group_ids=[old], profile_arn=profile.arn)
@@ -67,7 +69,7 @@ def test_template_by_id_at_latest_uses_the_newest_version(world: World, clients:
 
 
 def test_template_by_name_without_version_uses_the_default_version(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     default, latest = world.security_group("default-v"), world.security_group("latest-v")
     profile = world.role_with_profile("nodes")
@@ -86,7 +88,7 @@ def test_template_by_name_without_version_uses_the_default_version(
 
 
 def test_default_version_moved_by_the_owner_of_the_template_is_followed(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     first, second = world.security_group("first"), world.security_group("second")
     profile = world.role_with_profile("nodes")
@@ -106,7 +108,7 @@ def test_default_version_moved_by_the_owner_of_the_template_is_followed(
 
 
 def test_numbered_version_is_read_though_it_is_neither_latest_nor_default(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     pinned, newer = world.security_group("pinned"), world.security_group("newer")
     profile = world.role_with_profile("nodes")
@@ -128,7 +130,9 @@ def test_numbered_version_is_read_though_it_is_neither_latest_nor_default(
     assert clients.calls["DescribeLaunchTemplateVersions"] == 2
 
 
-def test_security_group_names_in_a_template_resolve_to_ids(world: World, clients: aws.AwsClients):
+def test_security_group_names_in_a_template_resolve_to_ids(
+    world: World, clients: client.AwsClients
+):
     by_name = world.security_group("named-nodes")
     profile = world.role_with_profile("nodes")
     template = world.launch_template(
@@ -144,7 +148,7 @@ def test_security_group_names_in_a_template_resolve_to_ids(world: World, clients
 
 
 def test_a_group_name_found_in_several_vpcs_is_taken_from_the_asgs_vpc(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     world.security_group("shared-name")  # in the main VPC
     elsewhere = world.vpc()
@@ -161,7 +165,9 @@ def test_a_group_name_found_in_several_vpcs_is_taken_from_the_asgs_vpc(
     assert member(found, "asg").vpc_id == elsewhere.id
 
 
-def test_groups_of_every_network_interface_are_member_groups(world: World, clients: aws.AwsClients):
+def test_groups_of_every_network_interface_are_member_groups(
+    world: World, clients: client.AwsClients
+):
     primary, secondary, pods = (world.security_group(n) for n in ("primary", "second", "pods"))
     profile = world.role_with_profile("nodes")
     template = world.launch_template(
@@ -176,7 +182,7 @@ def test_groups_of_every_network_interface_are_member_groups(world: World, clien
 
 @pytest.mark.parametrize("reference", ["arn", "name"])
 def test_instance_profile_by_arn_or_name_resolves_to_its_role(
-    world: World, clients: aws.AwsClients, reference: str
+    world: World, clients: client.AwsClients, reference: str
 ):
     group = world.security_group("nodes")
     profile = world.role_with_profile("node-role", profile_name="node-profile", path="/eks/")
@@ -195,7 +201,7 @@ def test_instance_profile_by_arn_or_name_resolves_to_its_role(
 
 
 def test_mixed_instances_policy_joins_the_groups_of_every_override_template(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     base_group, arm_group = world.security_group("base"), world.security_group("arm")
     base_profile = world.role_with_profile("base-role")
@@ -229,7 +235,7 @@ def test_mixed_instances_policy_joins_the_groups_of_every_override_template(
 
 
 def test_launch_configuration_groups_by_id_and_name_and_profile_by_name(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     by_id, by_name = world.security_group("by-id"), world.security_group("by-name")
     profile = world.role_with_profile("legacy-role", profile_name="legacy-profile")
@@ -245,7 +251,7 @@ def test_launch_configuration_groups_by_id_and_name_and_profile_by_name(
 
 
 def test_launch_configuration_profile_by_arn_resolves_to_its_role(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("nodes")
     profile = world.role_with_profile("legacy-role", path="/legacy/")
@@ -267,7 +273,7 @@ def _tagged_groups(world: World) -> None:
     world.node_group("untagged")
 
 
-def test_selector_with_tag_values_needs_every_tag(world: World, clients: aws.AwsClients):
+def test_selector_with_tag_values_needs_every_tag(world: World, clients: client.AwsClients):
     _tagged_groups(world)
 
     found = discovery.discover(
@@ -277,7 +283,7 @@ def test_selector_with_tag_values_needs_every_tag(world: World, clients: aws.Aws
     assert names_of(found) == ["blue-a"]
 
 
-def test_selector_star_value_means_the_key_is_present(world: World, clients: aws.AwsClients):
+def test_selector_star_value_means_the_key_is_present(world: World, clients: client.AwsClients):
     _tagged_groups(world)
 
     found = discovery.discover(clients, spec(selectors=[{"tags": {"mesh": "*"}}]), OWNER)
@@ -285,7 +291,7 @@ def test_selector_star_value_means_the_key_is_present(world: World, clients: aws
     assert names_of(found) == ["blue-a", "red-a"]
 
 
-def test_selector_name_prefix_narrows_the_tag_match(world: World, clients: aws.AwsClients):
+def test_selector_name_prefix_narrows_the_tag_match(world: World, clients: client.AwsClients):
     _tagged_groups(world)
 
     tagged_and_prefixed = discovery.discover(
@@ -297,7 +303,7 @@ def test_selector_name_prefix_narrows_the_tag_match(world: World, clients: aws.A
     assert names_of(prefix_only) == ["red-a"]
 
 
-def test_an_asg_joins_when_it_matches_any_selector(world: World, clients: aws.AwsClients):
+def test_an_asg_joins_when_it_matches_any_selector(world: World, clients: client.AwsClients):
     _tagged_groups(world)
 
     found = discovery.discover(
@@ -313,7 +319,7 @@ def test_an_asg_joins_when_it_matches_any_selector(world: World, clients: aws.Aw
     "selector", [{"tags": {"team": "red"}}, {"namePrefix": "red"}], ids=["tags", "prefix"]
 )
 def test_names_and_selectors_together_give_the_union(
-    world: World, clients: aws.AwsClients, selector: dict[str, Any]
+    world: World, clients: client.AwsClients, selector: dict[str, Any]
 ):
     _tagged_groups(world)
 
@@ -324,7 +330,7 @@ def test_names_and_selectors_together_give_the_union(
 
 
 def test_missing_named_asg_is_a_problem_and_the_others_are_still_members(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     present = world.node_group("present")
 
@@ -343,7 +349,7 @@ def test_missing_named_asg_is_a_problem_and_the_others_are_still_members(
 
 
 def test_extra_groups_are_members_and_a_missing_one_is_reported(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     nodes = world.node_group("nodes")
     extra = world.security_group("extra")
@@ -368,7 +374,7 @@ def test_extra_groups_are_members_and_a_missing_one_is_reported(
 
 
 def test_a_group_id_in_a_template_that_does_not_exist_is_reported(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("kept")
     doomed = world.security_group("doomed")
@@ -393,7 +399,7 @@ def test_a_group_id_in_a_template_that_does_not_exist_is_reported(
 
 
 def test_inbound_rules_of_member_groups_are_read_and_normalised(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     nodes = world.node_group("nodes")
     other = world.security_group("other")
@@ -419,7 +425,7 @@ def test_inbound_rules_of_member_groups_are_read_and_normalised(
 
 
 def test_rules_owned_by_the_mesh_are_found_on_groups_that_left_it(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     world.node_group("nodes")
     former = world.security_group("former-member")
@@ -445,7 +451,7 @@ def test_rules_owned_by_the_mesh_are_found_on_groups_that_left_it(
     assert former not in found.counted_group_ids
 
 
-def test_an_owned_rule_on_a_member_group_is_listed_once(world: World, clients: aws.AwsClients):
+def test_an_owned_rule_on_a_member_group_is_listed_once(world: World, clients: client.AwsClients):
     nodes = world.node_group("nodes")
     sg = nodes.security_group_id
     owned = world.ingress_from_group(sg, sg, tags={OWNER.tag_key: ownership.OWNED})
@@ -458,7 +464,7 @@ def test_an_owned_rule_on_a_member_group_is_listed_once(world: World, clients: a
 # ---- roles -----------------------------------------------------------------------------------
 
 
-def test_member_roles_carry_their_policies_and_tags(world: World, clients: aws.AwsClients):
+def test_member_roles_carry_their_policies_and_tags(world: World, clients: client.AwsClients):
     world.node_group(
         "nodes", role_tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN]
     )
@@ -473,7 +479,7 @@ def test_member_roles_carry_their_policies_and_tags(world: World, clients: aws.A
 
 
 def test_a_role_the_mesh_tagged_is_found_though_no_member_uses_it(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     world.node_group("nodes")
     world.role("former-nodes", tags={OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN])
@@ -490,7 +496,7 @@ def test_a_role_the_mesh_tagged_is_found_though_no_member_uses_it(
 
 
 def test_a_deleted_launch_template_leaves_the_asg_unresolved_and_not_a_member(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     kept = world.node_group("kept")
     lost = world.node_group("lost")
@@ -507,7 +513,7 @@ def test_a_deleted_launch_template_leaves_the_asg_unresolved_and_not_a_member(
 
 
 def test_a_deleted_override_template_keeps_what_the_others_resolved(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     base_group, gone_group = world.security_group("base"), world.security_group("gone")
     profile = world.role_with_profile("nodes")
@@ -524,7 +530,7 @@ def test_a_deleted_override_template_keeps_what_the_others_resolved(
 
 
 def test_a_version_that_no_longer_exists_is_unresolved_and_the_others_still_resolve(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     first, second = world.security_group("first"), world.security_group("second")
     profile = world.role_with_profile("nodes")
@@ -546,7 +552,7 @@ def test_a_version_that_no_longer_exists_is_unresolved_and_the_others_still_reso
 
 
 def test_a_missing_instance_profile_leaves_the_role_unresolved(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("nodes")
     template = world.launch_template(
@@ -562,7 +568,7 @@ def test_a_missing_instance_profile_leaves_the_role_unresolved(
     assert "no-such-profile" in problem.message
 
 
-def test_a_profile_without_a_role_is_unresolved(world: World, clients: aws.AwsClients):
+def test_a_profile_without_a_role_is_unresolved(world: World, clients: client.AwsClients):
     group = world.security_group("nodes")
     empty = world.instance_profile("empty-profile")
     template = world.launch_template("nodes-lt", security_group_ids=[group], profile_arn=empty.arn)
@@ -575,7 +581,7 @@ def test_a_profile_without_a_role_is_unresolved(world: World, clients: aws.AwsCl
 
 
 def test_a_deleted_launch_configuration_leaves_the_asg_unresolved(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("nodes")
     world.launch_configuration("lc", security_groups=[group], profile="whatever")
@@ -590,7 +596,7 @@ def test_a_deleted_launch_configuration_leaves_the_asg_unresolved(
     assert "launch configuration lc does not exist" in problem.message
 
 
-def test_a_group_name_that_does_not_exist_is_reported(world: World, clients: aws.AwsClients):
+def test_a_group_name_that_does_not_exist_is_reported(world: World, clients: client.AwsClients):
     profile = world.role_with_profile("nodes")
     template = world.launch_template(
         "nodes-lt", security_group_names=["never-made"], profile_arn=profile.arn
@@ -624,12 +630,12 @@ def test_an_error_reading_a_profile_propagates_instead_of_meaning_absent(
     )
     world.asg("asg", launch_template=template)
     fault_proxy.refuse["GetInstanceProfile"] = (code, status)
-    clients = aws.make_clients(max_attempts=1)
+    clients = client.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         discovery.discover(clients, spec(["asg"]), OWNER)
 
-    assert aws.error_code(raised.value) == code
+    assert errors.error_code(raised.value) == code
     assert fault_proxy.refused["GetInstanceProfile"] == 1
 
 
@@ -638,20 +644,20 @@ def test_an_error_reading_a_template_propagates_instead_of_meaning_absent(
 ):
     world.node_group("nodes")
     fault_proxy.refuse["DescribeLaunchTemplateVersions"] = ("RequestLimitExceeded", 503)
-    clients = aws.make_clients(max_attempts=1)
+    clients = client.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         discovery.discover(clients, spec(["nodes"]), OWNER)
 
-    assert aws.error_code(raised.value) == "RequestLimitExceeded"
-    assert aws.classify(raised.value).retryable
+    assert errors.error_code(raised.value) == "RequestLimitExceeded"
+    assert errors.classify(raised.value).retryable
 
 
 def test_an_unreachable_endpoint_propagates(
     aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
-    unreachable = aws.make_clients(max_attempts=1)
+    unreachable = client.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.BotoCoreError):
         discovery.discover(unreachable, spec(["nodes"]), OWNER)
@@ -660,7 +666,9 @@ def test_an_unreachable_endpoint_propagates(
 # ---- cleanup view ----------------------------------------------------------------------------
 
 
-def test_discover_owned_finds_only_what_carries_the_mesh_tag(world: World, clients: aws.AwsClients):
+def test_discover_owned_finds_only_what_carries_the_mesh_tag(
+    world: World, clients: client.AwsClients
+):
     nodes = world.node_group(
         "nodes", role_tags={OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN]
     )
@@ -710,7 +718,7 @@ def _mixed_world(world: World, count: int) -> list[str]:
     return names
 
 
-def _calls_to_discover(clients: aws.AwsClients, mesh: models.NodeGroupMeshSpec) -> Counter[str]:
+def _calls_to_discover(clients: client.AwsClients, mesh: models.NodeGroupMeshSpec) -> Counter[str]:
     clients.calls.clear()
     found = discovery.discover(clients, mesh, OWNER)
     assert found.problems == ()
@@ -718,7 +726,7 @@ def _calls_to_discover(clients: aws.AwsClients, mesh: models.NodeGroupMeshSpec) 
 
 
 def test_calls_per_discovery_do_not_grow_with_the_number_of_asgs(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     names = _mixed_world(world, 12)
     by_name = spec([*names, "legacy"])
@@ -770,7 +778,7 @@ def _without_iam(calls: Counter[str]) -> Counter[str]:
 
 
 def test_asgs_pinned_to_version_numbers_are_resolved_from_one_listing(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     names = []
     for index in range(6):
@@ -790,7 +798,7 @@ def test_asgs_pinned_to_version_numbers_are_resolved_from_one_listing(
 
 
 def test_more_than_a_page_of_names_takes_one_call_per_hundred(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("nodes")
     profile = world.role_with_profile("nodes")

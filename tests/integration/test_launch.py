@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from devtools.aws.world import Mixed, Override, World
-from sgmesh import aws, discovery, models, ownership, topology
-from sgmesh.topology import ProblemKind
+from sgmesh.api import models
+from sgmesh.aws import client, discovery
+from sgmesh.engine import ownership, topology
+from sgmesh.engine.topology import ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
 
 OWNER = ownership.Owner("test-cluster", "mesh")
@@ -31,7 +33,7 @@ def member(found: topology.Topology, name: str) -> topology.Member:
 
 
 def test_a_template_that_names_no_group_launches_in_the_default_group_of_the_asg_vpc(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     other_vpc = world.vpc()
     profile = world.role_with_profile("nodes")
@@ -50,7 +52,7 @@ def test_a_template_that_names_no_group_launches_in_the_default_group_of_the_asg
 
 
 def test_a_launch_configuration_without_groups_launches_in_the_default_group(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     world.role_with_profile("nodes")
     world.launch_configuration("lc", profile="nodes")
@@ -63,7 +65,7 @@ def test_a_launch_configuration_without_groups_launches_in_the_default_group(
 
 
 def test_an_override_without_groups_adds_the_default_group_to_those_of_the_others(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("nodes")
     profile = world.role_with_profile("nodes")
@@ -85,7 +87,7 @@ def test_an_override_without_groups_adds_the_default_group_to_those_of_the_other
 
 
 def test_a_template_attaching_an_existing_interface_launches_with_its_groups(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     first, second = world.security_group("eni-a"), world.security_group("eni-b")
     interface = world.network_interface([first, second])
@@ -103,7 +105,7 @@ def test_a_template_attaching_an_existing_interface_launches_with_its_groups(
 
 
 def test_an_interface_that_does_not_exist_leaves_the_asg_unresolved(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ):
     group = world.security_group("eni")
     interface = world.network_interface([group])
@@ -128,7 +130,7 @@ def test_an_interface_that_does_not_exist_leaves_the_asg_unresolved(
 def test_asgs_are_listed_without_their_instances(world: World, fault_proxy: ThrottlingProxy):
     world.node_group("eks-a")
     world.node_group("eks-b")
-    clients = aws.make_clients()
+    clients = client.make_clients()
 
     found = discovery.discover(clients, spec(["eks-a"], prefix="eks-"), OWNER)
 
@@ -140,7 +142,9 @@ def test_asgs_are_listed_without_their_instances(world: World, fault_proxy: Thro
     assert [form.get("IncludeInstances") for form in asked] == ["false"] * len(asked)
 
 
-def test_user_data_of_a_template_does_not_reach_the_topology(world: World, clients: aws.AwsClients):
+def test_user_data_of_a_template_does_not_reach_the_topology(
+    world: World, clients: client.AwsClients
+):
     secret = "c2VjcmV0LXRva2VuLWluLXVzZXItZGF0YQ=="  # base64 of a made-up secret
     group = world.security_group("nodes")
     profile = world.role_with_profile("nodes")

@@ -1,5 +1,5 @@
 """Members that are not ASGs, against a moto server: security groups by id and by tag, and the
-members EC2NodeClasses and ENIConfigs name (as `sgmesh.cluster_members` reads them), through
+members EC2NodeClasses and ENIConfigs name (as `sgmesh.engine.cluster_members` reads them), through
 the whole pipeline."""
 
 from __future__ import annotations
@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from devtools.aws.world import CNI_POLICY_ARN, World
-from sgmesh import aws, cluster_members, models, reconcile
-from sgmesh.cluster_members import ClusterMember, ClusterMembers
-from sgmesh.topology import MemberKind, ProblemKind
+from sgmesh.api import models
+from sgmesh.aws import client, reconcile
+from sgmesh.engine import cluster_members
+from sgmesh.engine.cluster_members import ClusterMember, ClusterMembers
+from sgmesh.engine.topology import MemberKind, ProblemKind
 
 SETTINGS = reconcile.Settings(cluster="test-cluster")
 OWNER_KEY = "sgmesh.io/test-cluster/mesh"
@@ -46,7 +48,7 @@ def node_class(name: str, groups: list[str], role: str | None = None, profile: s
 
 
 def test_security_groups_selected_by_tag_join_and_others_stay_out(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     cluster_sg = world.security_group("eks-cluster-sg", tags={"aws:eks:cluster-name": "prod"})
     shared = world.security_group("shared-nodes", tags={"kubernetes.io/cluster/prod": "owned"})
@@ -77,7 +79,7 @@ def test_security_groups_selected_by_tag_join_and_others_stay_out(
 
 
 def test_security_group_ids_and_deprecated_extra_ids_are_one_member_each(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     a, b = world.security_group("a"), world.security_group("b")
     listed = mesh(securityGroups={"ids": [a, b]}, extraSecurityGroupIds=[b])
@@ -91,7 +93,7 @@ def test_security_group_ids_and_deprecated_extra_ids_are_one_member_each(
 
 
 def test_a_node_class_brings_its_groups_and_gets_the_cni_policy_on_its_role(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     asg = world.node_group("eks-a")
     karpenter_sg = world.security_group("karpenter-nodes")
@@ -124,7 +126,7 @@ def test_a_node_class_brings_its_groups_and_gets_the_cni_policy_on_its_role(
 
 
 def test_a_node_class_role_that_does_not_exist_leaves_it_unresolved(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     group = world.security_group("karpenter-nodes")
     cluster = ClusterMembers(members=(node_class("default", [group], role="NoSuchRole"),))
@@ -140,7 +142,7 @@ def test_a_node_class_role_that_does_not_exist_leaves_it_unresolved(
 
 
 def test_an_eni_config_naming_a_missing_group_is_reported_by_name(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     pods = world.security_group("pods")
     missing = "sg-0123456789abcdef0"
@@ -159,7 +161,7 @@ def test_an_eni_config_naming_a_missing_group_is_reported_by_name(
 
 
 def test_irsa_on_aws_node_keeps_the_policy_off_every_node_role(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
     group = world.security_group("karpenter-nodes")
@@ -183,7 +185,7 @@ def test_irsa_on_aws_node_keeps_the_policy_off_every_node_role(
     assert clients.calls["ListEntitiesForPolicy"] == 0  # no role is even read for the policy
 
 
-def test_a_source_not_installed_holds_removals(world: World, clients: aws.AwsClients) -> None:
+def test_a_source_not_installed_holds_removals(world: World, clients: client.AwsClients) -> None:
     a, b = world.security_group("a"), world.security_group("b")
     reconcile.converge(clients, mesh(securityGroups={"ids": [a, b]}), SETTINGS)
     not_installed = cluster_members.resolve(

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sgmesh import handlers, metrics, reconcile
+from sgmesh.aws import reconcile
+from sgmesh.controller import handlers, metrics
 
 
 @pytest.fixture

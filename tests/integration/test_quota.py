@@ -8,8 +8,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from devtools.aws.world import World
-from sgmesh import aws, models, planning, reconcile
-from sgmesh.topology import ProblemKind
+from sgmesh.api import models
+from sgmesh.aws import client, reconcile
+from sgmesh.engine import planning
+from sgmesh.engine.topology import ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
 
 CLUSTER = "test-cluster"
@@ -26,7 +28,9 @@ def mesh(names: Sequence[str]) -> models.NodeGroupMesh:
     )
 
 
-def plan_only(clients: aws.AwsClients, names: Sequence[str], quota: int = 60) -> reconcile.Outcome:
+def plan_only(
+    clients: client.AwsClients, names: Sequence[str], quota: int = 60
+) -> reconcile.Outcome:
     settings = reconcile.Settings(cluster=CLUSTER, rules_per_security_group=quota)
     return reconcile.converge(clients, mesh(names), settings, write=False)
 
@@ -49,7 +53,7 @@ def cidr_rules(world: World, group_id: str, ipv4: int, ipv6: int) -> None:
         )
 
 
-def test_ipv4_and_ipv6_rules_are_counted_apart(world: World, clients: aws.AwsClients) -> None:
+def test_ipv4_and_ipv6_rules_are_counted_apart(world: World, clients: client.AwsClients) -> None:
     a, b = world.node_group("eks-a"), world.node_group("eks-b")
     cidr_rules(world, a.security_group_id, ipv4=30, ipv6=29)  # 59 rules, neither family full
 
@@ -59,7 +63,7 @@ def test_ipv4_and_ipv6_rules_are_counted_apart(world: World, clients: aws.AwsCli
     assert authorized_groups(outcome) == {a.security_group_id, b.security_group_id}
 
 
-def test_a_full_ip_family_leaves_the_group_untouched(world: World, clients: aws.AwsClients):
+def test_a_full_ip_family_leaves_the_group_untouched(world: World, clients: client.AwsClients):
     a, b = world.node_group("eks-a"), world.node_group("eks-b")
     cidr_rules(world, a.security_group_id, ipv4=0, ipv6=59)
 
@@ -71,7 +75,7 @@ def test_a_full_ip_family_leaves_the_group_untouched(world: World, clients: aws.
     assert authorized_groups(outcome) == {b.security_group_id}
 
 
-def test_a_prefix_list_counts_as_its_maximum_entries(world: World, clients: aws.AwsClients):
+def test_a_prefix_list_counts_as_its_maximum_entries(world: World, clients: client.AwsClients):
     a = world.node_group("eks-a")
     world.node_group("eks-b")
     prefix_list = clients.ec2.create_managed_prefix_list(
@@ -98,7 +102,7 @@ def test_a_prefix_list_counts_as_its_maximum_entries(world: World, clients: aws.
 
 
 def test_the_applied_quota_from_service_quotas_replaces_the_setting(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     a = world.node_group("eks-a")
     world.node_group("eks-b")
@@ -120,7 +124,7 @@ def test_without_permission_to_read_the_quota_the_setting_applies(
     # Service Quotas refuses over HTTP, as AWS words it (moto cannot be made to).
     fault_proxy.refuse["GetServiceQuota"] = ("AccessDeniedException", 400)
 
-    outcome = plan_only(aws.make_clients(), ["eks-a", "eks-b"], quota=40)
+    outcome = plan_only(client.make_clients(), ["eks-a", "eks-b"], quota=40)
 
     [problem] = outcome.plan.problems
     assert problem.kind is ProblemKind.QUOTA_EXCEEDED
@@ -128,7 +132,9 @@ def test_without_permission_to_read_the_quota_the_setting_applies(
     assert fault_proxy.refused["GetServiceQuota"] == 1
 
 
-def test_a_mesh_that_lacks_no_rule_does_not_read_the_quota(world: World, clients: aws.AwsClients):
+def test_a_mesh_that_lacks_no_rule_does_not_read_the_quota(
+    world: World, clients: client.AwsClients
+):
     world.node_group("eks-a")
     world.node_group("eks-b")
     reconcile.converge(clients, mesh(["eks-a", "eks-b"]), reconcile.Settings(cluster=CLUSTER))

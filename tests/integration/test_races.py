@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from devtools.aws.world import NodeGroup, World
-from sgmesh import apply, aws, discovery, models, ownership, planning, reconcile
+from sgmesh.api import models
+from sgmesh.aws import apply, client, discovery, reconcile
+from sgmesh.engine import ownership, planning
 
 SETTINGS = reconcile.Settings(cluster="default")
 MESH_NAMES = ("alpha", "bravo", "charlie", "delta")
@@ -34,14 +36,14 @@ def owner(name: str) -> ownership.Owner:
     return ownership.Owner(SETTINGS.cluster, name)
 
 
-def stale_plan(clients: aws.AwsClients, name: str) -> planning.Plan:
+def stale_plan(clients: client.AwsClients, name: str) -> planning.Plan:
     """What mesh `name` decides from what AWS holds now, to be applied after others wrote."""
     spec = mesh(name).spec
     topology = discovery.discover(clients, spec, owner(name))
     return planning.plan(topology, planning.Intent.from_spec(spec, owner(name), clients.region))
 
 
-def stale_withdrawal(clients: aws.AwsClients, name: str) -> planning.Plan:
+def stale_withdrawal(clients: client.AwsClients, name: str) -> planning.Plan:
     topology = discovery.discover_owned(clients, owner(name))
     return planning.plan(
         topology,
@@ -58,7 +60,7 @@ def owners_of(rule: dict[str, Any]) -> set[str]:
 
 
 def test_mesh_that_loses_the_race_to_create_a_rule_co_owns_it(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
     late = stale_plan(clients, "bravo")  # bravo read AWS before alpha wrote
@@ -77,7 +79,7 @@ def test_mesh_that_loses_the_race_to_create_a_rule_co_owns_it(
 
 
 def test_loser_of_the_race_counts_only_rules_carrying_its_tag_as_owned(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     a, b = world.node_group("eks-a"), world.node_group("eks-b")
     late = stale_plan(clients, "bravo")
@@ -99,7 +101,7 @@ def test_loser_of_the_race_counts_only_rules_carrying_its_tag_as_owned(
 
 
 def test_owners_deleted_together_leave_no_rule_behind(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
     for name in MESH_NAMES:
@@ -118,7 +120,7 @@ def test_owners_deleted_together_leave_no_rule_behind(
 
 
 def test_a_revoke_decided_alone_is_a_release_when_another_mesh_joined_since(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
     reconcile.converge(clients, mesh("alpha"), SETTINGS)
@@ -133,7 +135,7 @@ def test_a_revoke_decided_alone_is_a_release_when_another_mesh_joined_since(
     assert all(owners_of(rule) == {owner("bravo").tag_key} for rule in rules)
 
 
-def test_a_tag_removed_by_hand_is_restored(world: World, clients: aws.AwsClients) -> None:
+def test_a_tag_removed_by_hand_is_restored(world: World, clients: client.AwsClients) -> None:
     a = world.node_group("eks-a")
     world.node_group("eks-b")
     reconcile.converge(clients, mesh("alpha"), SETTINGS)
@@ -150,7 +152,7 @@ def test_a_tag_removed_by_hand_is_restored(world: World, clients: aws.AwsClients
 
 
 def test_an_orphan_left_when_its_mesh_shrank_is_revoked(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     a, b = world.node_group("eks-a"), world.node_group("eks-b")
     reconcile.converge(clients, mesh("alpha"), SETTINGS)
@@ -172,7 +174,7 @@ def test_an_orphan_left_when_its_mesh_shrank_is_revoked(
 
 
 def test_a_rule_gone_from_a_tag_batch_does_not_fail_the_others(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     groups = [world.node_group("eks-a"), world.node_group("eks-b")]
     reconcile.converge(clients, mesh("alpha"), SETTINGS)

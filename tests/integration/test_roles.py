@@ -11,7 +11,8 @@ from typing import Any
 import botocore.session
 
 from devtools.aws.world import CNI_POLICY_ARN, World
-from sgmesh import aws, models, reconcile
+from sgmesh.api import models
+from sgmesh.aws import client, reconcile
 
 IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
 # Reads whose cost grows with the account, not with the mesh.
@@ -36,12 +37,12 @@ def mesh(names: Sequence[str], name: str = "mesh", **cni: Any) -> models.NodeGro
     )
 
 
-def iam_calls(clients: aws.AwsClients) -> Counter[str]:
+def iam_calls(clients: client.AwsClients) -> Counter[str]:
     return Counter({op: n for op, n in clients.calls.items() if op in IAM_OPERATIONS})
 
 
 def converge(
-    clients: aws.AwsClients, settings: reconcile.Settings, spec: models.NodeGroupMesh
+    clients: client.AwsClients, settings: reconcile.Settings, spec: models.NodeGroupMesh
 ) -> Counter[str]:
     """Converge and return the IAM calls it made."""
     clients.calls.clear()
@@ -54,7 +55,7 @@ def key(name: str = "mesh") -> str:
     return f"sgmesh.io/{CLUSTER}/{name}"
 
 
-def test_attach_false_makes_no_iam_call(world: World, clients: aws.AwsClients) -> None:
+def test_attach_false_makes_no_iam_call(world: World, clients: client.AwsClients) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
     settings = reconcile.Settings(cluster=CLUSTER)
@@ -64,7 +65,7 @@ def test_attach_false_makes_no_iam_call(world: World, clients: aws.AwsClients) -
 
 
 def test_steady_state_reads_roles_by_name_and_lists_nothing(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
@@ -82,7 +83,7 @@ def test_steady_state_reads_roles_by_name_and_lists_nothing(
 
 
 def test_a_role_that_leaves_is_released_without_a_listing(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
@@ -102,7 +103,7 @@ def test_a_role_that_leaves_is_released_without_a_listing(
 
 
 def test_after_a_restart_a_role_that_left_is_found_by_the_sweep(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
@@ -119,7 +120,7 @@ def test_after_a_restart_a_role_that_left_is_found_by_the_sweep(
 
 
 def test_turning_attach_off_releases_remembered_roles_then_makes_no_iam_call(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
     settings = reconcile.Settings(cluster=CLUSTER)
@@ -137,7 +138,7 @@ def test_turning_attach_off_releases_remembered_roles_then_makes_no_iam_call(
 
 
 def test_a_deleted_mesh_finds_its_roles_after_a_restart_with_a_custom_policy(
-    world: World, clients: aws.AwsClients
+    world: World, clients: client.AwsClients
 ) -> None:
     custom = clients.iam.create_policy(
         PolicyName="custom-cni",

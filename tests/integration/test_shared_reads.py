@@ -1,4 +1,4 @@
-"""Reads shared between discoveries (`sgmesh.shared_reads`) against a moto server over HTTP:
+"""Reads shared between discoveries (`sgmesh.aws.shared_reads`) against a moto server over HTTP:
 an answer is served again only to the same request, inside a discovery, within its seconds,
 and never across a write made through any client of the process, in any region."""
 
@@ -10,7 +10,9 @@ import botocore.exceptions
 import pytest
 
 from devtools.aws.world import World
-from sgmesh import aws, models, planning, reconcile, shared_reads
+from sgmesh.api import models
+from sgmesh.aws import client, errors, reconcile, shared_reads
+from sgmesh.engine import planning
 
 CLUSTER = "test-cluster"
 
@@ -34,11 +36,11 @@ def shared(clock: Clock) -> shared_reads.SharedReads:
 
 
 @pytest.fixture
-def sharing_clients(aws_env: dict[str, str], shared: shared_reads.SharedReads) -> aws.AwsClients:
-    return aws.make_clients("us-east-1", shared_reads=shared)
+def sharing_clients(aws_env: dict[str, str], shared: shared_reads.SharedReads) -> client.AwsClients:
+    return client.make_clients("us-east-1", shared_reads=shared)
 
 
-def sources(clients: aws.AwsClients, group_id: str) -> set[str]:
+def sources(clients: client.AwsClients, group_id: str) -> set[str]:
     answer = clients.ec2.describe_security_group_rules(
         Filters=[{"Name": "group-id", "Values": [group_id]}]
     )
@@ -49,7 +51,7 @@ def sources(clients: aws.AwsClients, group_id: str) -> set[str]:
     }
 
 
-def authorize_from(clients: aws.AwsClients, group_id: str, source_id: str) -> None:
+def authorize_from(clients: client.AwsClients, group_id: str, source_id: str) -> None:
     clients.ec2.authorize_security_group_ingress(
         GroupId=group_id,
         IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": source_id}]}],
@@ -57,7 +59,7 @@ def authorize_from(clients: aws.AwsClients, group_id: str, source_id: str) -> No
 
 
 def test_the_same_read_inside_discoveries_is_asked_once(
-    world: World, sharing_clients: aws.AwsClients, shared: shared_reads.SharedReads
+    world: World, sharing_clients: client.AwsClients, shared: shared_reads.SharedReads
 ) -> None:
     group = world.security_group("nodes")
     with sharing_clients.reads_shared():
@@ -69,11 +71,11 @@ def test_the_same_read_inside_discoveries_is_asked_once(
 
 
 def test_a_read_after_a_write_never_returns_the_pre_write_answer(
-    world: World, sharing_clients: aws.AwsClients, aws_env: dict[str, str]
+    world: World, sharing_clients: client.AwsClients, aws_env: dict[str, str]
 ) -> None:
     group, source = world.security_group("nodes"), world.security_group("peers")
     # Another mesh's apply: other clients of the same process, writing outside any discovery.
-    other = aws.make_clients("us-east-1", shared_reads=sharing_clients.shared_reads)
+    other = client.make_clients("us-east-1", shared_reads=sharing_clients.shared_reads)
     with sharing_clients.reads_shared():
         assert sources(sharing_clients, group) == set()
     authorize_from(other, group, source)
@@ -83,10 +85,10 @@ def test_a_read_after_a_write_never_returns_the_pre_write_answer(
 
 
 def test_a_write_in_another_region_forgets_the_iam_answers_of_every_region(
-    world: World, sharing_clients: aws.AwsClients
+    world: World, sharing_clients: client.AwsClients
 ) -> None:
     world.role("node-role")
-    elsewhere = aws.make_clients("eu-west-1", shared_reads=sharing_clients.shared_reads)
+    elsewhere = client.make_clients("eu-west-1", shared_reads=sharing_clients.shared_reads)
     with sharing_clients.reads_shared():
         assert sharing_clients.iam.list_role_tags(RoleName="node-role")["Tags"] == []
     elsewhere.iam.tag_role(RoleName="node-role", Tags=[{"Key": "sgmesh.io/c/m", "Value": "x"}])
@@ -96,7 +98,7 @@ def test_a_write_in_another_region_forgets_the_iam_answers_of_every_region(
 
 
 def test_reads_outside_a_discovery_always_ask_aws(
-    world: World, sharing_clients: aws.AwsClients, shared: shared_reads.SharedReads
+    world: World, sharing_clients: client.AwsClients, shared: shared_reads.SharedReads
 ) -> None:
     group = world.security_group("nodes")
     with sharing_clients.reads_shared():
@@ -108,17 +110,17 @@ def test_reads_outside_a_discovery_always_ask_aws(
     assert shared.served == 0
 
 
-def test_errors_are_never_remembered(sharing_clients: aws.AwsClients) -> None:
+def test_errors_are_never_remembered(sharing_clients: client.AwsClients) -> None:
     with sharing_clients.reads_shared():
         for _ in range(2):
             with pytest.raises(botocore.exceptions.ClientError) as raised:
                 sharing_clients.ec2.describe_security_groups(GroupIds=["sg-0123456789abcdef0"])
-            assert aws.error_code(raised.value) == "InvalidGroup.NotFound"
+            assert errors.error_code(raised.value) == "InvalidGroup.NotFound"
     assert sharing_clients.calls["DescribeSecurityGroups"] == 2
 
 
 def test_a_write_outside_the_process_is_seen_once_the_answer_ages_out(
-    world: World, sharing_clients: aws.AwsClients, clock: Clock
+    world: World, sharing_clients: client.AwsClients, clock: Clock
 ) -> None:
     group, source = world.security_group("nodes"), world.security_group("peers")
     with sharing_clients.reads_shared():
@@ -144,7 +146,7 @@ def mesh(name: str, asgs: Sequence[str]) -> models.NodeGroupMesh:
 
 
 def test_meshes_reconciled_together_share_reads_and_see_each_others_writes(
-    world: World, sharing_clients: aws.AwsClients, shared: shared_reads.SharedReads
+    world: World, sharing_clients: client.AwsClients, shared: shared_reads.SharedReads
 ) -> None:
     asgs = [world.node_group(f"eks-{index}").asg for index in range(3)]
     settings = reconcile.Settings(cluster=CLUSTER)

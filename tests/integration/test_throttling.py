@@ -7,7 +7,8 @@ import botocore.exceptions
 import pytest
 
 from devtools.aws.world import World
-from sgmesh import aws, models, reconcile
+from sgmesh.api import models
+from sgmesh.aws import client, errors, reconcile
 from tests.support.fault_proxy import ThrottlingProxy
 
 MESH = models.NodeGroupMesh.parse(
@@ -26,7 +27,7 @@ def test_throttled_reads_are_retried_and_the_mesh_still_converges(
     world.node_group("eks-a")
     world.node_group("eks-b")
     fault_proxy.throttle.update({"DescribeAutoScalingGroups": 2, "GetInstanceProfile": 2})
-    clients = aws.make_clients()
+    clients = client.make_clients()
 
     outcome = reconcile.converge(clients, MESH, reconcile.Settings())
 
@@ -45,16 +46,16 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
     world.node_group("eks-a")
     world.node_group("eks-b")
     fault_proxy.throttle["GetInstanceProfile"] = 100
-    clients = aws.make_clients(max_attempts=3)
+    clients = client.make_clients(max_attempts=3)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         reconcile.converge(clients, MESH, reconcile.Settings())
 
-    failure = aws.classify(raised.value)
-    assert failure.kind is aws.ErrorKind.UNAVAILABLE
+    failure = errors.classify(raised.value)
+    assert failure.kind is errors.ErrorKind.UNAVAILABLE
     assert failure.code == "Throttling"
     assert fault_proxy.throttled["GetInstanceProfile"] == 3
-    writes = {action for action in fault_proxy.requests if action in aws.MUTATING_OPERATIONS}
+    writes = {action for action in fault_proxy.requests if action in client.MUTATING_OPERATIONS}
     assert writes == set()
 
 
@@ -64,9 +65,9 @@ def test_an_unparseable_5xx_answer_is_unavailable_and_nothing_is_written(
     world.node_group("eks-a")
     world.node_group("eks-b")
     fault_proxy.unparseable["DescribeSecurityGroupRules"] = 100
-    clients = aws.make_clients(max_attempts=2)
+    clients = client.make_clients(max_attempts=2)
 
-    with pytest.raises(aws.ERRORS) as raised:
+    with pytest.raises(errors.ERRORS) as raised:
         reconcile.converge(clients, MESH, reconcile.Settings())
 
     # botocore cannot parse the answer: a ResponseParserError, which is no BotoCoreError.
@@ -74,7 +75,7 @@ def test_an_unparseable_5xx_answer_is_unavailable_and_nothing_is_written(
         raised.value, botocore.exceptions.BotoCoreError | botocore.exceptions.ClientError
     )
     failure = clients.classify(raised.value)
-    assert failure.kind is aws.ErrorKind.UNAVAILABLE
+    assert failure.kind is errors.ErrorKind.UNAVAILABLE
     assert failure.retryable
-    writes = {action for action in fault_proxy.requests if action in aws.MUTATING_OPERATIONS}
+    writes = {action for action in fault_proxy.requests if action in client.MUTATING_OPERATIONS}
     assert writes == set()

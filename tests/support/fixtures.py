@@ -15,7 +15,7 @@ import pytest
 from devtools import image
 from devtools.aws.moto_server import MotoServer, start_moto_server
 from devtools.aws.world import World
-from sgmesh import aws
+from sgmesh.aws import client
 from tests.support.fault_proxy import ThrottlingProxy
 from tests.support.tcp_proxy import TcpProxy
 
@@ -72,15 +72,15 @@ def aws_session(aws_env: dict[str, str], service_models: botocore.loaders.Loader
 
 
 @pytest.fixture
-def clients(aws_session: boto3.Session) -> aws.AwsClients:
+def clients(aws_session: boto3.Session) -> client.AwsClients:
     """The clients under test; `clients.calls` counts only what the code under test asks."""
-    return aws.make_clients(session=aws_session)
+    return client.make_clients(session=aws_session)
 
 
 @pytest.fixture
 def world(aws_session: boto3.Session) -> World:
     """Builds AWS resources through clients of its own, so that they do not count as calls."""
-    return World(aws.make_clients(session=aws_session))
+    return World(client.make_clients(session=aws_session))
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sgmesh import ownership, planning
-from sgmesh.topology import IngressRule, Member, Permission, RoleState, Topology
+from sgmesh.engine import ownership, planning
+from sgmesh.engine.topology import IngressRule, Member, Permission, RoleState, Topology
 
 CNI = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 ALL = planning.TrafficShape("-1", -1, -1)

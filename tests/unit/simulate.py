@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 
-from sgmesh import ownership, planning
-from sgmesh.topology import IngressRule, RoleState, Topology
+from sgmesh.engine import ownership, planning
+from sgmesh.engine.topology import IngressRule, RoleState, Topology
 
 _rule_ids = itertools.count(1)
 

@@ -14,8 +14,11 @@ import botocore.exceptions
 import pytest
 from botocore.stub import ANY, Stubber
 
-from sgmesh import apply, aws, models, ownership, planning, reconcile, status
-from sgmesh.topology import Permission
+from sgmesh.api import models
+from sgmesh.aws import apply, client, errors, reconcile
+from sgmesh.controller import status
+from sgmesh.engine import ownership, planning
+from sgmesh.engine.topology import Permission
 
 from .builders import CNI, OWNER
 
@@ -24,15 +27,15 @@ ALL_FROM_B = Permission("sg-b", "-1", -1, -1)
 
 
 @pytest.fixture
-def clients() -> aws.AwsClients:
+def clients() -> client.AwsClients:
     session = boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
-    return aws.make_clients("us-east-1", session=session)
+    return client.make_clients("us-east-1", session=session)
 
 
 @pytest.fixture
-def stubs(clients: aws.AwsClients) -> Iterator[dict[str, Stubber]]:
+def stubs(clients: client.AwsClients) -> Iterator[dict[str, Stubber]]:
     stubbers = {
         "ec2": Stubber(clients.ec2),
         "autoscaling": Stubber(clients.autoscaling),
@@ -66,7 +69,7 @@ def rule_answer(
 
 
 def test_duplicate_on_authorize_rereads_the_group_and_adds_only_what_is_missing(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     ec2 = stubs["ec2"]
     ec2.add_client_error(
@@ -97,7 +100,7 @@ def test_duplicate_on_authorize_rereads_the_group_and_adds_only_what_is_missing(
 
 
 def test_revoke_of_a_rule_already_gone_revokes_the_rest(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     ec2 = stubs["ec2"]
     ec2.add_response(
@@ -132,7 +135,7 @@ def test_revoke_of_a_rule_already_gone_revokes_the_rest(
 
 
 def test_throttled_group_is_reported_and_the_other_groups_still_converge(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     ec2 = stubs["ec2"]
     ec2.add_client_error(
@@ -144,13 +147,13 @@ def test_throttled_group_is_reported_and_the_other_groups_still_converge(
     result = apply.apply(clients, plan, OWNER)
 
     [failure] = result.failures
-    assert failure.failure.kind is aws.ErrorKind.UNAVAILABLE
+    assert failure.failure.kind is errors.ErrorKind.UNAVAILABLE
     assert failure.actions[0].group_id == "sg-1"  # type: ignore[union-attr]
     assert [a.group_id for a in result.done] == ["sg-2"]  # type: ignore[union-attr]
 
 
 def test_role_is_not_attached_when_its_ownership_record_could_not_be_written(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     stubs["iam"].add_client_error("tag_role", "AccessDenied", http_status_code=403)
     plan = planning.Plan(
@@ -163,13 +166,13 @@ def test_role_is_not_attached_when_its_ownership_record_could_not_be_written(
     result = apply.apply(clients, plan, OWNER)
 
     [failure] = result.failures
-    assert failure.failure.kind is aws.ErrorKind.ACCESS_DENIED
+    assert failure.failure.kind is errors.ErrorKind.ACCESS_DENIED
     assert "grant the operator's role iam:TagRole" in failure.failure.describe()
     assert result.done == []  # and the stubber saw no AttachRolePolicy
 
 
 def test_detach_of_an_attachment_already_gone_still_releases_the_record(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     iam = stubs["iam"]
     iam.add_client_error("detach_role_policy", "NoSuchEntity", http_status_code=404)
@@ -187,19 +190,19 @@ def test_detach_of_an_attachment_already_gone_still_releases_the_record(
 @pytest.mark.parametrize(
     ("code", "status", "kind"),
     [
-        ("Throttling", 400, aws.ErrorKind.UNAVAILABLE),
-        ("InternalError", 500, aws.ErrorKind.UNAVAILABLE),
-        ("AccessDenied", 403, aws.ErrorKind.ACCESS_DENIED),
-        ("UnauthorizedOperation", 403, aws.ErrorKind.ACCESS_DENIED),
-        ("ValidationError", 400, aws.ErrorKind.REJECTED),
+        ("Throttling", 400, errors.ErrorKind.UNAVAILABLE),
+        ("InternalError", 500, errors.ErrorKind.UNAVAILABLE),
+        ("AccessDenied", 403, errors.ErrorKind.ACCESS_DENIED),
+        ("UnauthorizedOperation", 403, errors.ErrorKind.ACCESS_DENIED),
+        ("ValidationError", 400, errors.ErrorKind.REJECTED),
     ],
 )
 def test_an_aws_error_during_discovery_stops_the_reconcile_before_any_write(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     stubs: dict[str, Stubber],
     code: str,
     status: int,
-    kind: aws.ErrorKind,
+    kind: errors.ErrorKind,
 ) -> None:
     stubs["autoscaling"].add_client_error(
         "describe_auto_scaling_groups", code, http_status_code=status
@@ -216,14 +219,14 @@ def test_an_aws_error_during_discovery_stops_the_reconcile_before_any_write(
     with pytest.raises(botocore.exceptions.ClientError) as raised:
         reconcile.converge(clients, mesh, reconcile.Settings(cluster="prod"))
 
-    assert aws.classify(raised.value).kind is kind
+    assert errors.classify(raised.value).kind is kind
     assert clients.mutating_calls == 0
 
 
 def test_connection_errors_are_unavailable_not_gone() -> None:
     error = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
-    assert aws.classify(error).kind is aws.ErrorKind.UNAVAILABLE
-    assert aws.classify(error).retryable
+    assert errors.classify(error).kind is errors.ErrorKind.UNAVAILABLE
+    assert errors.classify(error).retryable
 
 
 @pytest.mark.parametrize(
@@ -235,7 +238,7 @@ def test_connection_errors_are_unavailable_not_gone() -> None:
     ],
 )
 def test_transient_answers_are_retried_not_reported_as_rejected(
-    clients: aws.AwsClients, stubs: dict[str, Stubber], service: str, operation: str, code: str
+    clients: client.AwsClients, stubs: dict[str, Stubber], service: str, operation: str, code: str
 ) -> None:
     stubs[service].add_client_error(operation, code, http_status_code=400)
     action: planning.Action = (
@@ -249,12 +252,12 @@ def test_transient_answers_are_retried_not_reported_as_rejected(
     result = apply.apply(clients, planning.Plan(actions=(action,)), OWNER)
 
     (failure,) = result.failures
-    assert failure.failure.kind is aws.ErrorKind.CONCURRENT_CHANGE
+    assert failure.failure.kind is errors.ErrorKind.CONCURRENT_CHANGE
     assert failure.failure.retryable
 
 
 def test_a_re_read_that_lags_the_write_is_retried_later(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     ec2 = stubs["ec2"]
     ec2.add_client_error(
@@ -268,12 +271,12 @@ def test_a_re_read_that_lags_the_write_is_retried_later(
     result = apply.apply(clients, planning.Plan(actions=(authorize("sg-t", ALL_FROM_A),)), OWNER)
 
     (failure,) = result.failures
-    assert failure.failure.kind is aws.ErrorKind.CONCURRENT_CHANGE
+    assert failure.failure.kind is errors.ErrorKind.CONCURRENT_CHANGE
     assert failure.failure.retryable
 
 
 def test_access_denied_names_the_service_the_operation_was_called_on(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     stubs["autoscaling"].add_client_error("delete_tags", "AccessDenied", http_status_code=403)
 
@@ -286,12 +289,12 @@ def test_access_denied_names_the_service_the_operation_was_called_on(
 
 
 def test_an_operation_of_several_services_names_them_all_without_a_service() -> None:
-    assert aws.iam_action("DeleteTags") == "ec2:DeleteTags or autoscaling:DeleteTags"
-    assert aws.iam_action("AttachRolePolicy") == "iam:AttachRolePolicy"
+    assert errors.iam_action("DeleteTags") == "ec2:DeleteTags or autoscaling:DeleteTags"
+    assert errors.iam_action("AttachRolePolicy") == "iam:AttachRolePolicy"
 
 
 def test_a_denied_authorize_may_be_the_missing_create_tags(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     stubs["ec2"].add_client_error(
         "authorize_security_group_ingress", "UnauthorizedOperation", http_status_code=403
@@ -305,7 +308,7 @@ def test_a_denied_authorize_may_be_the_missing_create_tags(
 
 
 def test_a_failure_names_the_region_first_so_that_clipping_keeps_it(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     stubs["ec2"].add_client_error(
         "describe_security_groups", "InvalidParameterValue", service_message="x" * 2000
@@ -319,7 +322,7 @@ def test_a_failure_names_the_region_first_so_that_clipping_keeps_it(
 
 
 def test_a_cni_policy_that_does_not_exist_is_named_by_its_field(
-    clients: aws.AwsClients, stubs: dict[str, Stubber]
+    clients: client.AwsClients, stubs: dict[str, Stubber]
 ) -> None:
     policy = "arn:aws:iam::123456789012:policy/Missing"
     stubs["iam"].add_client_error(
@@ -332,4 +335,4 @@ def test_a_cni_policy_that_does_not_exist_is_named_by_its_field(
 
     (failure,) = result.failures
     assert f"spec.cniPolicy.policyArn {policy!r} does not exist" in failure.failure.describe()
-    assert failure.failure.kind is aws.ErrorKind.REJECTED
+    assert failure.failure.kind is errors.ErrorKind.REJECTED

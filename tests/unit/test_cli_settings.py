@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sgmesh import cli
+from sgmesh.cli import main as cli
 
 
 @pytest.mark.parametrize(

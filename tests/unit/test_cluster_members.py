@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sgmesh import cluster_members, models
-from sgmesh.cluster_members import ClusterObjects, Listing
-from sgmesh.topology import MemberKind, ProblemKind
+from sgmesh.api import models
+from sgmesh.engine import cluster_members
+from sgmesh.engine.cluster_members import ClusterObjects, Listing
+from sgmesh.engine.topology import MemberKind, ProblemKind
 
 SG_A = "sg-0aaaaaaaaaaaaaaaa"
 SG_B = "sg-0bbbbbbbbbbbbbbbb"

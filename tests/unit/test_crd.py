@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sgmesh import crd
+from sgmesh.api import crd
 
 CHECKED_IN = Path(__file__).parents[2] / "crds" / "nodegroupmesh.yaml"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from sgmesh import diagnosis, models
-from sgmesh.diagnosis import Check, DnsServer, GroupKind, Inventory, Node
-from sgmesh.reachability import Endpoint, Rule
+from sgmesh.api import models
+from sgmesh.doctor import diagnosis
+from sgmesh.doctor.diagnosis import Check, DnsServer, GroupKind, Inventory, Node
+from sgmesh.engine.reachability import Endpoint, Rule
 
 CNI = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 

@@ -1,6 +1,6 @@
 """kopf serves a kind once its CRD is established, even when API discovery lags behind the CRD
-(`sgmesh.kopf_serving`), and a source's CRD that becomes established asks for it
-(`sgmesh.cluster_watches.source_crd_changed`). Discovery is played by a stand-in here; the
+(`sgmesh.controller.serving`), and a source's CRD that becomes established asks for it
+(`sgmesh.controller.watches.source_crd_changed`). Discovery is played by a stand-in here; the
 end-to-end tests that install a source's CRD and re-create the NodeGroupMesh CRD while the
 operator runs use kopf's own routine against the real API server."""
 
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sgmesh import cluster_members, cluster_watches, kopf_serving, nudges
+from sgmesh.controller import nudges, serving, watches
+from sgmesh.engine import cluster_members
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ def crd(*, established: bool = True) -> dict[str, Any]:
 
 def serve(discovery: Discovery, body: Mapping[str, Any], attempts: int = 60) -> bool:
     return asyncio.run(
-        kopf_serving.serve_once_established(
+        serving.serve_once_established(
             body, discovery, discovery.rescan, attempts=attempts, interval=0
         )
     )
@@ -79,7 +80,7 @@ def test_discovery_that_never_lists_the_kind_is_given_up_with_a_warning(
 ) -> None:
     discovery = Discovery(lag=10**6)
 
-    with caplog.at_level(logging.WARNING, logger=kopf_serving.__name__):
+    with caplog.at_level(logging.WARNING, logger=serving.__name__):
         assert not serve(discovery, crd(), attempts=5)
 
     assert discovery.reads == 5
@@ -102,7 +103,7 @@ def test_a_source_crd_that_becomes_established_is_served_and_its_meshes_nudged()
         meshes.update(
             {"metadata": {"name": "eni"}, "spec": {"customNetworking": {"eniConfigs": ["*"]}}}
         )
-        watching = cluster_watches.Watching(
+        watching = watches.Watching(
             meshes=meshes,
             nodes=nudges.Debounce(nudge, 0),
             sources=nudges.Debounce(nudge, 0),
@@ -110,9 +111,7 @@ def test_a_source_crd_that_becomes_established_is_served_and_its_meshes_nudged()
         )
         name = cluster_members.ENI_CONFIG.crd_name
         for established in (False, True, True):
-            await cluster_watches.source_crd_event(
-                watching, name, "MODIFIED", crd(established=established)
-            )
+            await watches.source_crd_event(watching, name, "MODIFIED", crd(established=established))
         await asyncio.sleep(0.05)
 
     asyncio.run(scenario())

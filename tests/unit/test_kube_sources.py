@@ -6,7 +6,7 @@ from __future__ import annotations
 import kubernetes
 import pytest
 
-from sgmesh import kube_sources
+from sgmesh.kube import sources
 
 
 def too_many_requests() -> kubernetes.client.exceptions.ApiException:
@@ -18,7 +18,7 @@ def too_many_requests() -> kubernetes.client.exceptions.ApiException:
 def test_a_429_answer_is_asked_again_as_the_server_says(monkeypatch: pytest.MonkeyPatch) -> None:
     answers: list[object] = [too_many_requests(), too_many_requests(), "listed"]
     waited: list[float] = []
-    monkeypatch.setattr("sgmesh.kube_sources.time.sleep", waited.append)
+    monkeypatch.setattr("sgmesh.kube.sources.time.sleep", waited.append)
 
     def request() -> object:
         answer = answers.pop(0)
@@ -26,12 +26,12 @@ def test_a_429_answer_is_asked_again_as_the_server_says(monkeypatch: pytest.Monk
             raise answer
         return answer
 
-    assert kube_sources._patiently(request) == "listed"
+    assert sources._patiently(request) == "listed"
     assert waited == [0.1, 0.1]  # Retry-After 0: the shortest wait
 
 
 def test_429_answers_that_go_on_are_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sgmesh.kube_sources.time.sleep", lambda _: None)
+    monkeypatch.setattr("sgmesh.kube.sources.time.sleep", lambda _: None)
     calls: list[int] = []
 
     def request() -> object:
@@ -39,12 +39,12 @@ def test_429_answers_that_go_on_are_an_error(monkeypatch: pytest.MonkeyPatch) ->
         raise too_many_requests()
 
     with pytest.raises(kubernetes.client.exceptions.ApiException):
-        kube_sources._patiently(request)
-    assert len(calls) == kube_sources.TOO_MANY_REQUESTS_ATTEMPTS
+        sources._patiently(request)
+    assert len(calls) == sources.TOO_MANY_REQUESTS_ATTEMPTS
 
 
 def test_the_aws_node_role_is_cached_and_kept_through_an_outage() -> None:
-    answers: list[str | Exception | None] = ["arn:1", kube_sources.ClusterReadError("down")]
+    answers: list[str | Exception | None] = ["arn:1", sources.ClusterReadError("down")]
     now = [0.0]
 
     def read() -> str | None:
@@ -53,7 +53,7 @@ def test_the_aws_node_role_is_cached_and_kept_through_an_outage() -> None:
             raise answer
         return answer
 
-    role = kube_sources.AwsNodeRole(read, ttl_seconds=60, clock=lambda: now[0])
+    role = sources.AwsNodeRole(read, ttl_seconds=60, clock=lambda: now[0])
     assert role() == "arn:1"
     now[0] = 30
     assert role() == "arn:1"  # cached: no read
@@ -61,10 +61,8 @@ def test_the_aws_node_role_is_cached_and_kept_through_an_outage() -> None:
     assert role() == "arn:1"  # the read failed: the last answer stands
     assert answers == []
 
-    never_read = kube_sources.AwsNodeRole(
-        lambda: (_ for _ in ()).throw(kube_sources.ClusterReadError("x"))
-    )
-    with pytest.raises(kube_sources.ClusterReadError):
+    never_read = sources.AwsNodeRole(lambda: (_ for _ in ()).throw(sources.ClusterReadError("x")))
+    with pytest.raises(sources.ClusterReadError):
         never_read()
 
 
@@ -81,7 +79,7 @@ def test_while_one_worker_reads_the_others_take_the_last_answer() -> None:
             release.wait(5)  # the API server is away: this read takes its whole timeout
         return "arn:new"
 
-    role = kube_sources.AwsNodeRole(slow_read, ttl_seconds=60, clock=lambda: now[0])
+    role = sources.AwsNodeRole(slow_read, ttl_seconds=60, clock=lambda: now[0])
     assert role() == "arn:new"
     now[0] = 61
     reader = threading.Thread(target=role)

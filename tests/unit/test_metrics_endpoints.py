@@ -7,7 +7,7 @@ import asyncio
 
 import aiohttp
 
-from sgmesh import metrics
+from sgmesh.controller import metrics
 
 
 async def _statuses(port: int, paths: tuple[str, ...]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from typing import Any
 import botocore
 import pytest
 
-from sgmesh import models
+from sgmesh.api import models
 
 
 def mesh(**spec: Any) -> dict[str, Any]:
@@ -218,7 +218,7 @@ def test_a_policy_arn_accepted_by_the_spec_is_a_valid_iam_tag_value() -> None:
 
 
 def test_chunks_keep_order_and_cut_at_the_size() -> None:
-    from sgmesh import chunking
+    from sgmesh.engine import chunking
 
     assert list(chunking.chunks(list(range(5)), 2)) == [[0, 1], [2, 3], [4]]
     assert list(chunking.chunks([], 200)) == []

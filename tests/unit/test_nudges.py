@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sgmesh import cluster_members, nudges
+from sgmesh.controller import nudges
+from sgmesh.engine import cluster_members
 
 
 def body(name: str, **spec: Any) -> dict[str, Any]:

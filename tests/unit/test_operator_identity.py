@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from sgmesh import handlers
+from sgmesh.controller import handlers
 
 NO_PASSWD_UID = 65532  # the uid deploy/ runs the operator as; the image has no passwd entry
 
@@ -55,7 +55,7 @@ def test_identity_works_for_a_uid_without_passwd_entry() -> None:
             "    raise SystemExit('uid has a passwd entry: the test would prove nothing')\n"
             "except KeyError:\n"
             "    pass\n"
-            "from sgmesh import handlers\n"
+            "from sgmesh.controller import handlers\n"
             "print(handlers.operator_identity())\n",
         ],
         env=env,

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from sgmesh import planning
-from sgmesh.topology import IngressRule, Permission, PrefixList, Problem, ProblemKind
+from sgmesh.engine import planning
+from sgmesh.engine.topology import IngressRule, Permission, PrefixList, Problem, ProblemKind
 
 from .builders import (
     ALL,

@@ -7,8 +7,8 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgmesh import ownership, planning
-from sgmesh.topology import IngressRule, Member, Permission, RoleState, Topology
+from sgmesh.engine import ownership, planning
+from sgmesh.engine.topology import IngressRule, Member, Permission, RoleState, Topology
 
 from .builders import ALL, CNI, DNS_UDP, OTHER, OWNER, intent
 from .simulate import carry_out

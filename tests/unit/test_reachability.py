@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgmesh import reachability
-from sgmesh.reachability import Endpoint, Flow, Rule
+from sgmesh.engine import reachability
+from sgmesh.engine.reachability import Endpoint, Flow, Rule
 
 NODE_A = Endpoint(frozenset({"sg-a"}), frozenset({ipaddress.ip_network("10.0.1.5/32")}))
 DST = ["sg-dns"]

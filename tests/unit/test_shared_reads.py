@@ -1,4 +1,4 @@
-"""The orderings of `sgmesh.shared_reads` that a server cannot produce on demand: a read in
+"""The orderings of `sgmesh.aws.shared_reads` that a server cannot produce on demand: a read in
 flight while a write is sent or answered. The hooks are called in the order botocore would
 call them for two threads, with a stand-in for botocore's operation model."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sgmesh import shared_reads
+from sgmesh.aws import shared_reads
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sgmesh import models, status
+from sgmesh.api import models
+from sgmesh.controller import status
 
 PREVIOUS = {
     "members": [{"name": "eks-a"}],
@@ -55,8 +56,9 @@ def test_clip_cuts_on_a_character_boundary_within_the_byte_limit() -> None:
 def test_every_ready_reason_is_documented_in_the_readme() -> None:
     from pathlib import Path
 
-    from sgmesh import aws, kube_sources
-    from sgmesh.topology import ProblemKind
+    from sgmesh.aws import errors
+    from sgmesh.engine.topology import ProblemKind
+    from sgmesh.kube import sources
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     reasons = {
@@ -65,8 +67,8 @@ def test_every_ready_reason_is_documented_in_the_readme() -> None:
         status.INVALID_SPEC,
         status.PARTIAL,
         status.DELETING,
-        kube_sources.READ_FAILED,
-        *(kind.value for kind in aws.ErrorKind),
+        sources.READ_FAILED,
+        *(kind.value for kind in errors.ErrorKind),
         *(kind.value for kind in ProblemKind),
     }
     undocumented = sorted(reason for reason in reasons if f"`{reason}`" not in readme)

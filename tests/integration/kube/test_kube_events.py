@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from devtools.k8s.controlplane import ControlPlane
-from sgmesh import status
+from sgmesh.controller import status
 
 pytestmark = pytest.mark.kube
 

@@ -11,8 +11,10 @@ import pytest
 
 from devtools import karpenter, vpc_cni
 from devtools.k8s.controlplane import ControlPlane
-from sgmesh import cluster_members, kube_sources, models
-from sgmesh.topology import MemberKind, ProblemKind
+from sgmesh.api import models
+from sgmesh.engine import cluster_members
+from sgmesh.engine.topology import MemberKind, ProblemKind
+from sgmesh.kube import sources
 
 pytestmark = pytest.mark.kube
 
@@ -41,7 +43,7 @@ def test_a_kind_the_api_server_does_not_serve_is_not_installed(kube_cluster: Con
         ProblemKind.EC2_NODE_CLASS_NOT_FOUND,
     )
 
-    listing = kube_sources.list_objects(absent, api_for(kube_cluster.kubeconfig))
+    listing = sources.list_objects(absent, api_for(kube_cluster.kubeconfig))
 
     assert listing == cluster_members.Listing(installed=False)
 
@@ -62,7 +64,7 @@ def test_node_classes_and_eni_configs_are_read_with_their_status(
         }
     )
     try:
-        objects = kube_sources.read(spec, api_for(kube_cluster.kubeconfig))
+        objects = sources.read(spec, api_for(kube_cluster.kubeconfig))
     finally:
         kube_cluster.kubectl("delete", karpenter.RESOURCE, "sources-default", "--wait=false")
         kube_cluster.kubectl("delete", vpc_cni.RESOURCE, "sources-az1", "--wait=false")
@@ -81,7 +83,7 @@ def test_node_classes_and_eni_configs_are_read_with_their_status(
 def test_irsa_is_read_from_the_aws_node_service_account(kube_cluster: ControlPlane) -> None:
     api = api_for(kube_cluster.kubeconfig)
     kube_cluster.kubectl("delete", "serviceaccount", "aws-node", "-n", "kube-system")
-    assert kube_sources.read_aws_node_role(api) is None  # no ServiceAccount: no IRSA
+    assert sources.read_aws_node_role(api) is None  # no ServiceAccount: no IRSA
 
     role_arn = "arn:aws:iam::123456789012:role/vpc-cni"
     apply(
@@ -97,7 +99,7 @@ def test_irsa_is_read_from_the_aws_node_service_account(kube_cluster: ControlPla
         },
     )
     try:
-        assert kube_sources.read_aws_node_role(api) == role_arn
+        assert sources.read_aws_node_role(api) == role_arn
     finally:
         kube_cluster.kubectl("delete", "serviceaccount", "aws-node", "-n", "kube-system")
 
@@ -115,10 +117,10 @@ def test_a_forbidden_read_is_an_error_naming_it_never_none(
     )
     api = api_for(kube_cluster.kubeconfig_for(kube_namespace, "nobody"))
 
-    with pytest.raises(kube_sources.ClusterReadError, match=r"kube-system/aws-node.*403"):
-        kube_sources.read_aws_node_role(api)
-    with pytest.raises(kube_sources.ClusterReadError, match=r"eniconfigs.*403"):
-        kube_sources.list_objects(cluster_members.ENI_CONFIG, api)
+    with pytest.raises(sources.ClusterReadError, match=r"kube-system/aws-node.*403"):
+        sources.read_aws_node_role(api)
+    with pytest.raises(sources.ClusterReadError, match=r"eniconfigs.*403"):
+        sources.list_objects(cluster_members.ENI_CONFIG, api)
 
 
 def test_an_api_server_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
@@ -127,5 +129,5 @@ def test_an_api_server_that_does_not_answer_is_an_error(tmp_path: Path) -> None:
     configuration.retries = 0
     api = kubernetes.client.ApiClient(configuration)
 
-    with pytest.raises(kube_sources.ClusterReadError, match="did not answer"):
-        kube_sources.list_objects(cluster_members.NODE_CLASS, api)
+    with pytest.raises(sources.ClusterReadError, match="did not answer"):
+        sources.list_objects(cluster_members.NODE_CLASS, api)

@@ -1,4 +1,4 @@
-"""kopf watches that nudge meshes when the cluster changes (see `sgmesh.nudges`).
+"""kopf watches that nudge meshes when the cluster changes (see `sgmesh.controller.nudges`).
 
 - NodeGroupMeshes: their latest bodies, so a nudged reconcile works from the current spec.
 - Nodes: a node that registers, or gets its `spec.providerID`, may be the first of a new ASG a
@@ -10,7 +10,7 @@
 - The CRDs of those two kinds: installed, established or deleted, they nudge the meshes using
   the kind, so a mesh starts using a source as soon as its CRD appears, without a restart; once
   established, kopf is made to watch the kind even when API discovery lags behind the CRD
-  (`sgmesh.kopf_serving`).
+  (`sgmesh.controller.serving`).
 
 kopf watches a kind only while the API server serves it (the operator follows CRDs), so a
 cluster without Karpenter or custom networking costs nothing and never fails.
@@ -27,7 +27,9 @@ from typing import Any
 
 import kopf
 
-from sgmesh import cluster_members, kopf_serving, models, nudges
+from sgmesh.api import models
+from sgmesh.controller import nudges, serving
+from sgmesh.engine import cluster_members
 
 __all__ = ["Watching"]
 
@@ -61,8 +63,8 @@ class Watching:
     # Told how many nodes are known (a metric).
     count_nodes: Callable[[int], None] = lambda _: None
     # Makes sure kopf watches a CRD's kind once the CRD is established
-    # (`sgmesh.kopf_serving.serve_once_established`); whether it does.
-    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = kopf_serving.served_already
+    # (`sgmesh.controller.serving.serve_once_established`); whether it does.
+    serve: Callable[[Mapping[str, Any]], Awaitable[bool]] = serving.served_already
 
 
 @kopf.on.event(*MESHES)
@@ -160,7 +162,7 @@ async def source_crd_event(
     CRD), so that their changes nudge too."""
     served = (
         type != "DELETED"
-        and kopf_serving.established(body)
+        and serving.established(body)
         and not (body.get("metadata") or {}).get("deletionTimestamp")
     )
     if watching.served.get(crd) == served:

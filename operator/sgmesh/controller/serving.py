@@ -9,8 +9,8 @@ whose objects are not reconciled at all (NodeGroupMeshes), until the operator re
 
 So while a CRD is established and kopf does not serve its kind, discovery is read again,
 through kopf's own routine, until it does. kopf's `Insights` and that routine are not public
-API: the end-to-end tests that re-create the NodeGroupMesh CRD and install a source's CRD
-while the operator runs cover them.
+API: `sgmesh.controller.kopf_compat` fences them, and the end-to-end tests that re-create the
+NodeGroupMesh CRD and install a source's CRD while the operator runs cover them.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import kopf
-from kopf._core.reactor import observation as kopf_observation
+
+from sgmesh.controller import kopf_compat
 
 __all__ = [
     "Insights",
@@ -103,11 +104,8 @@ def kopf_rescan(settings: kopf.OperatorSettings, insights: Any) -> Rescan:
     """kopf's own reaction to a CRD event: read discovery, start or stop watching kinds."""
 
     async def rescan(crd: Mapping[str, Any]) -> None:
-        await kopf_observation.process_discovered_resource_event(
-            raw_event=cast(Any, {"type": "MODIFIED", "object": dict(crd)}),
-            settings=settings,
-            registry=kopf.get_default_registry(),
-            insights=insights,
+        await kopf_compat.rescan_discovery(
+            crd, settings=settings, registry=kopf.get_default_registry(), insights=insights
         )
 
     return rescan

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sgmesh import apply as applying
-from sgmesh import aws, cluster_members, discovery, models, ownership, planning, roles
-from sgmesh.topology import Topology
+from sgmesh.api import models
+from sgmesh.aws import apply as applying
+from sgmesh.aws import client, discovery, roles
+from sgmesh.engine import cluster_members, ownership, planning
+from sgmesh.engine.topology import Topology
 
 __all__ = ["Outcome", "Settings", "converge", "withdraw"]
 
@@ -77,7 +79,7 @@ def owner_of(mesh: models.NodeGroupMesh, settings: Settings) -> ownership.Owner:
 
 
 def converge(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     mesh: models.NodeGroupMesh,
     settings: Settings,
     write: bool = True,
@@ -87,7 +89,7 @@ def converge(
 ) -> Outcome:
     """Reconcile one mesh. Writes only when `write` and the spec's mode is Enforce.
 
-    `cluster`: the members its Kubernetes sources name (`sgmesh.kube_sources`), and whether
+    `cluster`: the members its Kubernetes sources name (`sgmesh.kube.sources`), and whether
     aws-node uses IRSA. `fresh`: read AWS as it is now, not what a discovery of the last
     seconds read (see `discovery.discover`)."""
     owner = owner_of(mesh, settings)
@@ -110,7 +112,7 @@ def converge(
 
 
 def withdraw(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     owner: ownership.Owner,
     retain_cni: bool = True,
     write: bool = True,

@@ -2,7 +2,7 @@
 
 A mesh learns of a new ASG at its next resync (`resyncSeconds`, 60 s by default), which is a
 minute too late for a node that just registered. The operator therefore watches Nodes,
-EC2NodeClasses, ENIConfigs and their CRDs (`sgmesh.cluster_watches`) and *nudges* the meshes an
+EC2NodeClasses, ENIConfigs and their CRDs (`sgmesh.controller.watches`) and *nudges* the meshes an
 event could change: it asks for their reconcile now. This module holds what that needs and
 no kopf:
 
@@ -20,7 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from sgmesh import cluster_members, models
+from sgmesh.api import models
+from sgmesh.engine import cluster_members
 
 __all__ = ["Debounce", "MeshIndex"]
 

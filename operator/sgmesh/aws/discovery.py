@@ -2,11 +2,11 @@
 
 The reads live by concern, each in its own module; this one puts their answers together:
 
-- `sgmesh.launch`: the member ASGs and what each launches with (launch templates, launch
+- `sgmesh.aws.launch`: the member ASGs and what each launches with (launch templates, launch
   configurations: SG ids and names, instance profiles);
-- `sgmesh.security_groups`: security groups (names → ids, VPCs) and their inbound rules;
-- `sgmesh.roles`: IAM (instance profiles → roles, attached policies and tags);
-- `sgmesh.cluster_members`: members that Kubernetes objects name (EC2NodeClasses,
+- `sgmesh.aws.security_groups`: security groups (names → ids, VPCs) and their inbound rules;
+- `sgmesh.aws.roles`: IAM (instance profiles → roles, attached policies and tags);
+- `sgmesh.engine.cluster_members`: members that Kubernetes objects name (EC2NodeClasses,
   ENIConfigs), read from the cluster by the caller and passed in.
 
 Reads are batched so that the number of calls grows with pages of results, not with the
@@ -16,7 +16,7 @@ It must never write to AWS, and never conclude that something is gone from an er
 is read only from a successful answer that lacks the thing, or from a "not found" answer to a
 request for exactly that thing by id or name; it becomes a `Problem`. Every other error
 (throttling, 5xx, timeouts, access denied) propagates for the caller to classify with
-`aws.classify`.
+`errors.classify`.
 """
 
 from __future__ import annotations
@@ -26,17 +26,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sgmesh import (
-    aws,
-    cluster_members,
-    launch,
-    models,
-    ownership,
-    planning,
-    roles,
-    security_groups,
-    topology,
-)
+from sgmesh.api import models
+from sgmesh.aws import client, launch, roles, security_groups
+from sgmesh.engine import cluster_members, ownership, planning, topology
 
 __all__ = ["NO_CLUSTER_MEMBERS", "discover", "discover_owned"]
 
@@ -44,7 +36,7 @@ NO_CLUSTER_MEMBERS = cluster_members.ClusterMembers()
 
 
 def discover(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     spec: models.NodeGroupMeshSpec,
     owner: ownership.Owner,
     memory: roles.RoleMemory | None = None,
@@ -54,14 +46,14 @@ def discover(
 ) -> topology.Topology:
     """Resolve the mesh's members and read what AWS holds that concerns them.
 
-    `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.roles`); without
+    `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.aws.roles`); without
     it the roles the mesh's policy is attached to are swept on every call.
 
     `cluster`: the members the spec's Kubernetes sources named (EC2NodeClasses, ENIConfigs)
-    and whether aws-node uses IRSA, as `sgmesh.kube_sources` read them.
+    and whether aws-node uses IRSA, as `sgmesh.kube.sources` read them.
 
     Its reads may be answered from another mesh's discovery of the last seconds when the
-    clients share reads (`sgmesh.shared_reads`: never across a write), unless `fresh` asks for
+    clients share reads (`sgmesh.aws.shared_reads`: never across a write), unless `fresh` asks for
     AWS as it is now (a reconcile started because something new appeared).
     """
     with contextlib.nullcontext() if fresh else clients.reads_shared():
@@ -69,7 +61,7 @@ def discover(
 
 
 def _discover(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     spec: models.NodeGroupMeshSpec,
     owner: ownership.Owner,
     memory: roles.RoleMemory | None,
@@ -179,7 +171,9 @@ class _LaunchGroups:
     problems: Sequence[topology.Problem]
 
 
-def _launch_groups(clients: aws.AwsClients, launches: Sequence[launch.AsgLaunch]) -> _LaunchGroups:
+def _launch_groups(
+    clients: client.AwsClients, launches: Sequence[launch.AsgLaunch]
+) -> _LaunchGroups:
     """SG names → ids, ENIs → their SGs, no SG → the VPC's default SG."""
     names = security_groups.resolve_group_names(
         clients,
@@ -296,7 +290,7 @@ def _members(
 
 
 def discover_owned(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     owner: ownership.Owner,
     memory: roles.RoleMemory | None = None,
     policy_arns: Sequence[str] = (),
@@ -320,7 +314,7 @@ def discover_owned(
 
 
 def _applied_quota(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     spec: models.NodeGroupMeshSpec,
     members: Sequence[topology.Member],
     vpcs: Mapping[str, str],
@@ -336,7 +330,7 @@ def _applied_quota(
     return security_groups.read_rules_quota(clients)
 
 
-def _sweep_policy_arns(clients: aws.AwsClients, *policy_arns: str) -> tuple[str, ...]:
+def _sweep_policy_arns(clients: client.AwsClients, *policy_arns: str) -> tuple[str, ...]:
     """The policies whose roles are swept for the mesh's tag: its own, and the default CNI
     policy of the partition (what a mesh records unless its spec names another)."""
     default = f"arn:{models.partition_of(clients.region)}:iam::aws:policy/AmazonEKS_CNI_Policy"
@@ -344,7 +338,7 @@ def _sweep_policy_arns(clients: aws.AwsClients, *policy_arns: str) -> tuple[str,
 
 
 def _default_groups(
-    clients: aws.AwsClients, launches: Sequence[launch.AsgLaunch]
+    clients: client.AwsClients, launches: Sequence[launch.AsgLaunch]
 ) -> tuple[dict[str, tuple[str, str]], dict[str, tuple[str, ...]]]:
     """ASG name → (default SG, VPC) for the ASGs whose launch data names no SG, and → why it
     cannot be told: EC2 launches such instances in the default SG of the subnets' VPC."""

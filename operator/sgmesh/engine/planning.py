@@ -24,8 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sgmesh import models, ownership, topology
-from sgmesh.topology import Permission, Problem, ProblemKind
+from sgmesh.api import models
+from sgmesh.engine import ownership, topology
+from sgmesh.engine.topology import Permission, Problem, ProblemKind
 
 __all__ = [
     "DEFAULT_RULES_PER_SECURITY_GROUP",

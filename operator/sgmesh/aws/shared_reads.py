@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import botocore.awsrequest
+from sgmesh.aws import botocore_compat
 
 __all__ = ["DEFAULT_TTL_SECONDS", "READ_PREFIXES", "SharedReads"]
 
@@ -136,7 +136,9 @@ class SharedReads:
                 return
             self._drop_expired()
             self._answers[pending.key] = _Answer(
-                pending.asked_at, _without_body(http_response), copy.deepcopy(parsed)
+                pending.asked_at,
+                botocore_compat.response_without_body(http_response),
+                copy.deepcopy(parsed),
             )
 
     def failed(self, context: dict[str, Any], **_: Any) -> None:
@@ -165,19 +167,6 @@ class SharedReads:
             del self._answers[key]
 
 
-class _NoBody:
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        return iter(())
-
-
-def _without_body(http_response: Any) -> botocore.awsrequest.AWSResponse:
-    """The HTTP response without its body: botocore reads only the status of a served answer
-    (the parsed answer is kept apart), and a body of rules with their tags is large."""
-    return botocore.awsrequest.AWSResponse(
-        http_response.url, http_response.status_code, http_response.headers, _NoBody()
-    )
-
-
 def _request_key(model: Any, params: dict[str, Any], region: str | None) -> str:
     """The whole request as sent: the client's region (one endpoint may serve several),
     endpoint, path, query and body (every parameter)."""
@@ -186,11 +175,7 @@ def _request_key(model: Any, params: dict[str, Any], region: str | None) -> str:
             region,
             model.service_model.service_name,
             model.name,
-            params.get("url"),
-            params.get("url_path"),
-            params.get("query_string"),
-            params.get("method"),
-            params.get("body"),
+            *botocore_compat.request_fields(params),
         ],
         sort_keys=True,
         default=repr,

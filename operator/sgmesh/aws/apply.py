@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, chunking, ownership, planning, security_groups, topology
-from sgmesh.topology import ALL_PROTOCOLS, Permission
+from sgmesh.aws import client, errors, security_groups
+from sgmesh.engine import chunking, ownership, planning, topology
+from sgmesh.engine.topology import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import IpPermissionTypeDef
@@ -39,7 +40,7 @@ _TAG_BATCH = 500
 @dataclass(frozen=True)
 class Failure:
     actions: tuple[planning.Action, ...]
-    failure: aws.AwsFailure
+    failure: errors.AwsFailure
 
 
 @dataclass
@@ -56,7 +57,7 @@ class ApplyResult:
         return not self.failures
 
 
-def apply(clients: aws.AwsClients, plan: planning.Plan, owner: ownership.Owner) -> ApplyResult:
+def apply(clients: client.AwsClients, plan: planning.Plan, owner: ownership.Owner) -> ApplyResult:
     result = ApplyResult()
     revokes: dict[str, list[planning.Revoke]] = defaultdict(list)
     authorizations: dict[str, list[planning.Authorize]] = defaultdict(list)
@@ -104,7 +105,7 @@ def apply(clients: aws.AwsClients, plan: planning.Plan, owner: ownership.Owner) 
 
 def _run(
     result: ApplyResult,
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     actions: Sequence[planning.Action],
     call: Callable[[], Sequence[planning.Action] | None],
 ) -> bool:
@@ -114,7 +115,7 @@ def _run(
         return True
     try:
         done = call()
-    except aws.ERRORS as error:
+    except errors.ERRORS as error:
         result.failures.append(Failure(tuple(actions), clients.classify(error)))
         return False
     result.done.extend(actions if done is None else done)
@@ -134,7 +135,7 @@ def ip_permission(permission: Permission, description: str) -> IpPermissionTypeD
 
 
 def _authorize(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     group_id: str,
     actions: Sequence[planning.Authorize],
     owner: ownership.Owner,
@@ -144,7 +145,7 @@ def _authorize(
         _authorize_call(clients, group_id, [action.permission for action in actions], owner)
         return list(actions)
     except botocore.exceptions.ClientError as error:
-        if aws.error_code(error) != _DUPLICATE:
+        if errors.error_code(error) != _DUPLICATE:
             raise
     # Another writer created one of these rules since discovery read the group (AWS refuses
     # the whole call). Losing that race means joining the rule's owners: a rule another mesh
@@ -182,7 +183,7 @@ def _authorize(
 
 
 def _authorize_call(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     group_id: str,
     permissions: Sequence[Permission],
     owner: ownership.Owner,
@@ -200,7 +201,7 @@ def _authorize_call(
 
 
 def _revoke(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     group_id: str,
     actions: Sequence[planning.Revoke],
     owner: ownership.Owner,
@@ -232,13 +233,13 @@ def _revoke(
     return [*gone, *revoke, *release]
 
 
-def _revoke_call(clients: aws.AwsClients, group_id: str, rule_ids: Sequence[str]) -> None:
+def _revoke_call(clients: client.AwsClients, group_id: str, rule_ids: Sequence[str]) -> None:
     try:
         clients.ec2.revoke_security_group_ingress(
             GroupId=group_id, SecurityGroupRuleIds=list(rule_ids)
         )
     except botocore.exceptions.ClientError as error:
-        if aws.error_code(error) not in _RULE_GONE:
+        if errors.error_code(error) not in _RULE_GONE:
             raise
         # One of the rules went away since it was read; revoke those that are still there.
         still_there = set(security_groups.read_ingress_rules(clients, [group_id])) & set(rule_ids)
@@ -249,7 +250,7 @@ def _revoke_call(clients: aws.AwsClients, group_id: str, rule_ids: Sequence[str]
 
 
 def _co_own(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     actions: Sequence[planning.TagRule],
     owner: ownership.Owner,
     result: ApplyResult,
@@ -264,7 +265,7 @@ def _co_own(
 
 
 def _release(
-    clients: aws.AwsClients, actions: Sequence[planning.UntagRule], owner: ownership.Owner
+    clients: client.AwsClients, actions: Sequence[planning.UntagRule], owner: ownership.Owner
 ) -> list[planning.Action]:
     """Remove this mesh's tag, then re-read: when every other owner let go at the same time
     (several meshes deleted together), nobody would be left to revoke the rule — so whoever
@@ -287,17 +288,17 @@ def _release(
     return [*actions, *(revoke for revokes in ownerless.values() for revoke in revokes)]
 
 
-def _tag(clients: aws.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:
+def _tag(clients: client.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:
     """Tag the rules that still exist; returns their ids."""
     return _change_tags(clients, rule_ids, owner, remove=False)
 
 
-def _untag(clients: aws.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:
+def _untag(clients: client.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:
     return _change_tags(clients, rule_ids, owner, remove=True)
 
 
 def _change_tags(
-    clients: aws.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner, remove: bool
+    clients: client.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner, remove: bool
 ) -> set[str]:
     """One CreateTags/DeleteTags for all rules. AWS refuses the whole batch when one rule is
     gone; then the rules are re-read and those still there are tagged in a second call, so
@@ -313,7 +314,7 @@ def _change_tags(
                 )
             return set(targets)
         except botocore.exceptions.ClientError as error:
-            if attempt or aws.error_code(error) not in _RULE_GONE:
+            if attempt or errors.error_code(error) not in _RULE_GONE:
                 raise
             targets = sorted(security_groups.read_rules(clients, targets).keys())
             if not targets:
@@ -324,8 +325,8 @@ def _change_tags(
 def _vanished(actions: Sequence[planning.Action], operation: str) -> Failure:
     return Failure(
         tuple(actions),
-        aws.AwsFailure(
-            aws.ErrorKind.CONCURRENT_CHANGE,
+        errors.AwsFailure(
+            errors.ErrorKind.CONCURRENT_CHANGE,
             "RuleVanished",
             operation,
             "the rule was revoked by its last owner since it was read; the next reconcile "
@@ -334,7 +335,9 @@ def _vanished(actions: Sequence[planning.Action], operation: str) -> Failure:
     )
 
 
-def _role_action(clients: aws.AwsClients, action: planning.Action, owner: ownership.Owner) -> None:
+def _role_action(
+    clients: client.AwsClients, action: planning.Action, owner: ownership.Owner
+) -> None:
     match action:
         case planning.TagRole():
             clients.iam.tag_role(
@@ -344,7 +347,7 @@ def _role_action(clients: aws.AwsClients, action: planning.Action, owner: owners
             try:
                 clients.iam.attach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
             except botocore.exceptions.ClientError as error:
-                if aws.error_code(error) != _NO_SUCH_ENTITY:
+                if errors.error_code(error) != _NO_SUCH_ENTITY:
                     raise
                 # Discovery just read the role, so what does not exist is the policy: bad
                 # input, named by its field so that a person knows what to fix.
@@ -358,7 +361,7 @@ def _role_action(clients: aws.AwsClients, action: planning.Action, owner: owners
                 clients.iam.detach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
             except botocore.exceptions.ClientError as error:
                 # A successful answer that the attachment is not there: already detached.
-                if aws.error_code(error) != _NO_SUCH_ENTITY:
+                if errors.error_code(error) != _NO_SUCH_ENTITY:
                     raise
         case planning.UntagRole():
             clients.iam.untag_role(RoleName=action.role, TagKeys=[owner.tag_key])

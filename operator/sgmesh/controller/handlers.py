@@ -27,29 +27,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-import boto3
 import kopf
 import kubernetes
 import urllib3
 from aiohttp import web
-from kopf._cogs.structs import references as kopf_references
 
-from sgmesh import (
-    aws,
-    cluster_members,
-    cluster_watches,
-    discovery,
-    kopf_serving,
-    kube_sources,
-    metrics,
-    models,
-    nudges,
-    ownership,
-    planning,
-    reconcile,
-    shared_reads,
-    status,
-)
+from sgmesh.api import models
+from sgmesh.aws import client, discovery, errors, reconcile, shared_reads
+from sgmesh.controller import kopf_compat, metrics, nudges, serving, status, watches
+from sgmesh.engine import cluster_members, ownership, planning
+from sgmesh.kube import sources
 
 __all__ = ["FINALIZER", "OperatorSettings", "run"]
 
@@ -63,10 +50,10 @@ TIMER_TICK_SECONDS = 5.0
 AWS_ATTEMPTS = 4
 WORKER_THREADS = 32
 RETRY_DELAY_SECONDS = {
-    aws.ErrorKind.UNAVAILABLE: 10.0,
-    aws.ErrorKind.CONCURRENT_CHANGE: 5.0,
-    aws.ErrorKind.ACCESS_DENIED: 60.0,
-    aws.ErrorKind.REJECTED: 60.0,
+    errors.ErrorKind.UNAVAILABLE: 10.0,
+    errors.ErrorKind.CONCURRENT_CHANGE: 5.0,
+    errors.ErrorKind.ACCESS_DENIED: 60.0,
+    errors.ErrorKind.REJECTED: 60.0,
 }
 MAX_RETRY_DELAY_SECONDS = 300.0
 PEERING_LIFETIME_SECONDS = 30
@@ -108,25 +95,21 @@ class Runtime:
     settings: OperatorSettings
     metrics: metrics.Metrics
     executor: ThreadPoolExecutor
-    clients: dict[str, aws.AwsClients] = field(default_factory=dict)
     # One for every region: meshes reconciled together read AWS once (never across a write).
     shared_reads: shared_reads.SharedReads = field(default_factory=shared_reads.SharedReads)
-    # One session for every region: its loader reads each service model once (about 28 MiB
-    # per region with a session each). Clients are made on the event loop only, one at a time,
-    # so the session is never used from two threads at once.
-    session: boto3.Session = field(default_factory=boto3.Session)
+    _clients: client.ClientsByRegion | None = None
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     last_sync: dict[str, float] = field(default_factory=dict)
     withdrawing: set[str] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     web_runner: web.AppRunner | None = None
     # aws-node's IRSA role, read at most once a minute for every mesh (set at start-up).
-    aws_node_role: kube_sources.AwsNodeRole = field(default_factory=kube_sources.AwsNodeRole)
+    aws_node_role: sources.AwsNodeRole = field(default_factory=sources.AwsNodeRole)
     # One Kubernetes client, so one connection pool, for every worker's reads of the cluster.
     _kube_api: kubernetes.client.ApiClient | None = None
     _kube_api_lock: threading.Lock = field(default_factory=threading.Lock)
-    # What the cluster watches keep, and their nudges (`sgmesh.cluster_watches`).
-    watching: cluster_watches.Watching | None = None
+    # What the cluster watches keep, and their nudges (`sgmesh.controller.watches`).
+    watching: watches.Watching | None = None
     # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
     nudged: set[str] = field(default_factory=set)
 
@@ -140,17 +123,15 @@ class Runtime:
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
 
-    def clients_for(self, region: str) -> aws.AwsClients:
-        if region not in self.clients:
-            self.clients[region] = aws.make_clients(
-                region,
-                session=self.session,
+    def clients_for(self, region: str) -> client.AwsClients:
+        if self._clients is None:
+            self._clients = client.ClientsByRegion(
                 max_attempts=AWS_ATTEMPTS,
                 listener=self.metrics.count_call,
                 max_pool_connections=WORKER_THREADS,
                 shared_reads=self.shared_reads,
             )
-        return self.clients[region]
+        return self._clients(region)
 
 
 def run(settings: OperatorSettings) -> None:
@@ -179,15 +160,14 @@ def run(settings: OperatorSettings) -> None:
                 f"cannot listen on it: {error.strerror or error}"
             ) from None
     # What kopf serves; kept so that a re-created CRD is served again (`withdraw_with_the_crd`).
-    insights = kopf_references.Insights()
+    insights = kopf_compat.new_insights()
     tick = settings.timer_tick_seconds
     kopf.timer(*RESOURCE, interval=tick, initial_delay=tick)(resync)
     kopf.run(
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        # kopf types it as its private NewType of str (`Identity`), not exported publicly.
-        identity=cast(Any, operator_identity()),
+        identity=kopf_compat.identity(operator_identity()),
         priority=peering_priority(time.time()),
         ready_flag=started,
         insights=insights,
@@ -250,23 +230,23 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
     )
-    runtime.aws_node_role = kube_sources.AwsNodeRole(
-        lambda: kube_sources.read_aws_node_role(runtime.kube_api())
+    runtime.aws_node_role = sources.AwsNodeRole(
+        lambda: sources.read_aws_node_role(runtime.kube_api())
     )
-    runtime.watching = memo.watching = cluster_watches.Watching(
+    runtime.watching = memo.watching = watches.Watching(
         meshes=nudges.MeshIndex(),
         nodes=nudges.Debounce(
             partial(_nudge, runtime),
-            cluster_watches.NODE_DELAY_SECONDS,
-            cluster_watches.NODE_GAP_SECONDS,
+            watches.NODE_DELAY_SECONDS,
+            watches.NODE_GAP_SECONDS,
         ),
-        sources=nudges.Debounce(partial(_nudge, runtime), cluster_watches.SOURCE_DELAY_SECONDS),
+        sources=nudges.Debounce(partial(_nudge, runtime), watches.SOURCE_DELAY_SECONDS),
         count_nodes=runtime.metrics.watched_nodes.set,
         # Also serves the NodeGroupMesh CRD's return (`withdraw_with_the_crd`).
         serve=partial(
-            kopf_serving.serve_once_established,
+            serving.serve_once_established,
             insights=memo.insights,
-            rescan=kopf_serving.kopf_rescan(settings, memo.insights),
+            rescan=serving.kopf_rescan(settings, memo.insights),
         ),
     )
     if memo.listening is not None:
@@ -497,7 +477,7 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
         await asyncio.sleep(delay)
 
 
-async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:
+async def _withdraw(runtime: Runtime, body: kopf.Body) -> errors.AwsFailure | None:
     """Take away what a deleted mesh owns, as its `deletionPolicy` says; the failure that
     stopped it, if any (then nothing was taken as gone, and the caller retries)."""
     uid = body.metadata.uid or ""
@@ -543,7 +523,7 @@ async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:
             outcome = await loop.run_in_executor(
                 runtime.executor, withdraw, clients, owner, retain_cni
             )
-        except aws.ERRORS as error:
+        except errors.ERRORS as error:
             failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
             return failure
@@ -554,7 +534,7 @@ async def _withdraw(runtime: Runtime, body: kopf.Body) -> aws.AwsFailure | None:
     return None
 
 
-def _deletion_waits(body: kopf.Body, patch: kopf.Patch, failure: aws.AwsFailure) -> None:
+def _deletion_waits(body: kopf.Body, patch: kopf.Patch, failure: errors.AwsFailure) -> None:
     """A mesh whose cleanup cannot finish says so, instead of the Ready it had before."""
     message = f"deleting: cleanup waits until AWS answers ({failure.describe()})"
     _set_status(
@@ -582,7 +562,7 @@ def _resync_seconds(spec: Mapping[str, Any], default: float) -> float:
     return float(value) if isinstance(value, int | float) and value >= 10 else default
 
 
-def _delay(failure: aws.AwsFailure, retry: int) -> float:
+def _delay(failure: errors.AwsFailure, retry: int) -> float:
     base = RETRY_DELAY_SECONDS[failure.kind]
     return float(min(base * 2 ** min(retry, 5), MAX_RETRY_DELAY_SECONDS))
 
@@ -640,21 +620,21 @@ async def _converge(
             outcome = await loop.run_in_executor(
                 runtime.executor, partial(_pipeline, runtime, clients, mesh, fresh=fresh)
             )
-        except kube_sources.ClusterReadError as error:
+        except sources.ClusterReadError as error:
             _failed(
                 runtime,
                 body,
                 patch,
                 previous,
                 result="failed",
-                reason=kube_sources.READ_FAILED,
+                reason=sources.READ_FAILED,
                 message=str(error),
             )
             if raise_on_failure:
                 delay = min(10.0 * 2 ** min(retry, 5), MAX_RETRY_DELAY_SECONDS)
                 raise kopf.TemporaryError(str(error), delay=delay) from error
             return
-        except aws.ERRORS as error:
+        except errors.ERRORS as error:
             failure = clients.classify(error)
             runtime.metrics.aws_errors.labels(failure.code).inc()
             _failed(
@@ -706,15 +686,13 @@ def _failed(
 
 
 def _pipeline(
-    runtime: Runtime, clients: aws.AwsClients, mesh: models.NodeGroupMesh, *, fresh: bool
+    runtime: Runtime, clients: client.AwsClients, mesh: models.NodeGroupMesh, *, fresh: bool
 ) -> reconcile.Outcome:
     """Read the mesh's Kubernetes sources (and aws-node's IRSA role) and reconcile; in a
     worker thread."""
     cluster = discovery.NO_CLUSTER_MEMBERS
     if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
-        objects = kube_sources.read(
-            mesh.spec, runtime.kube_api(), aws_node_role=runtime.aws_node_role
-        )
+        objects = sources.read(mesh.spec, runtime.kube_api(), aws_node_role=runtime.aws_node_role)
         cluster = cluster_members.resolve(mesh.spec, objects)
     return reconcile.converge(
         clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh

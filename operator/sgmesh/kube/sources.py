@@ -1,5 +1,5 @@
 """Read a mesh's Kubernetes member sources from the API server: EC2NodeClasses, ENIConfigs,
-and whether aws-node uses IRSA (see `sgmesh.cluster_members` for what they mean).
+and whether aws-node uses IRSA (see `sgmesh.engine.cluster_members` for what they mean).
 
 Only what a spec uses is read: a mesh of ASGs alone needs no cluster. A kind the API server
 does not serve (404 on its collection: the CRD, at that version, is not installed) is read as
@@ -20,7 +20,8 @@ from typing import Any, TypeVar, cast
 import kubernetes
 import urllib3
 
-from sgmesh import cluster_members, models
+from sgmesh.api import models
+from sgmesh.engine import cluster_members
 
 __all__ = [
     "AWS_NODE_NAMESPACE",

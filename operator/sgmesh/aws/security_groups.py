@@ -10,7 +10,7 @@ with another writer, and imports nothing else of discovery.
 
 It must never write to AWS, and never conclude that something is gone from an error: an SG is
 absent only when a successful answer to a filter on it lacks it. Every other error propagates
-for the caller to classify with `aws.classify`.
+for the caller to classify with `errors.classify`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, chunking, models, ownership, topology
+from sgmesh.api import models
+from sgmesh.aws import client, errors
+from sgmesh.engine import chunking, ownership, topology
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import (
@@ -86,7 +88,7 @@ class GroupNames:
 
 
 def resolve_group_names(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     names_by_asg: Mapping[str, Sequence[str]],
     subnets_by_asg: Mapping[str, Sequence[str]],
 ) -> GroupNames:
@@ -142,7 +144,7 @@ def resolve_group_names(
 
 
 def auto_scaling_group_vpcs(
-    clients: aws.AwsClients, subnets_by_asg: Mapping[str, Sequence[str]]
+    clients: client.AwsClients, subnets_by_asg: Mapping[str, Sequence[str]]
 ) -> dict[str, str]:
     """ASG name → VPC of its subnets; ASGs without subnets launch in the default VPC."""
     if not subnets_by_asg:
@@ -174,7 +176,9 @@ def auto_scaling_group_vpcs(
     return found
 
 
-def read_security_group_vpcs(clients: aws.AwsClients, group_ids: Sequence[str]) -> dict[str, str]:
+def read_security_group_vpcs(
+    clients: client.AwsClients, group_ids: Sequence[str]
+) -> dict[str, str]:
     """SG id → VPC for the SGs that exist. A `group-id` filter, unlike `GroupIds`, answers for
     the SGs that exist instead of failing the whole call when one is missing."""
     return {
@@ -185,7 +189,7 @@ def read_security_group_vpcs(clients: aws.AwsClients, group_ids: Sequence[str]) 
 
 
 def read_selected_groups(
-    clients: aws.AwsClients, selectors: Sequence[models.SecurityGroupSelector]
+    clients: client.AwsClients, selectors: Sequence[models.SecurityGroupSelector]
 ) -> dict[str, str]:
     """SG id → VPC for every SG of the region that matches any selector (all of its tags;
     "*": the key is present), filtered by EC2."""
@@ -207,7 +211,7 @@ def read_selected_groups(
     return dict(sorted(found.items()))
 
 
-def read_default_groups(clients: aws.AwsClients, vpc_ids: Sequence[str]) -> dict[str, str]:
+def read_default_groups(clients: client.AwsClients, vpc_ids: Sequence[str]) -> dict[str, str]:
     """VPC id → id of its default SG, where an instance launched without an SG runs."""
     return {
         group["VpcId"]: group["GroupId"]
@@ -222,7 +226,7 @@ def read_default_groups(clients: aws.AwsClients, vpc_ids: Sequence[str]) -> dict
 
 
 def read_network_interface_groups(
-    clients: aws.AwsClients, interface_ids: Sequence[str]
+    clients: client.AwsClients, interface_ids: Sequence[str]
 ) -> dict[str, tuple[str, ...]]:
     """ENI id → its SG ids, for the ENIs that exist (a filter answers for those that exist
     instead of failing the whole call when one is missing)."""
@@ -244,7 +248,7 @@ def read_network_interface_groups(
 
 
 def _describe_security_groups(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     filter_name: str,
     values: Sequence[str],
     also: Sequence[FilterTypeDef] = (),
@@ -262,7 +266,7 @@ def _describe_security_groups(
 
 
 def read_ingress_rules(
-    clients: aws.AwsClients, group_ids: Sequence[str]
+    clients: client.AwsClients, group_ids: Sequence[str]
 ) -> dict[str, topology.IngressRule]:
     """Every inbound rule of the groups, by rule id (apply re-reads a group after a race)."""
     rules: dict[str, topology.IngressRule] = {}
@@ -271,7 +275,9 @@ def read_ingress_rules(
     return rules
 
 
-def read_rules(clients: aws.AwsClients, rule_ids: Sequence[str]) -> dict[str, topology.IngressRule]:
+def read_rules(
+    clients: client.AwsClients, rule_ids: Sequence[str]
+) -> dict[str, topology.IngressRule]:
     """The inbound rules among `rule_ids` that exist now, by id (apply re-reads what it just
     changed). A filter, unlike `SecurityGroupRuleIds`, answers for the rules that exist instead
     of failing the whole call when one is gone."""
@@ -284,7 +290,7 @@ def read_rules(clients: aws.AwsClients, rule_ids: Sequence[str]) -> dict[str, to
 
 
 def read_owned_rules(
-    clients: aws.AwsClients, owner: ownership.Owner
+    clients: client.AwsClients, owner: ownership.Owner
 ) -> dict[str, topology.IngressRule]:
     """Rules carrying this mesh's tag on any SG, including SGs that have left the mesh."""
     return _describe_ingress_rules(
@@ -293,7 +299,7 @@ def read_owned_rules(
 
 
 def _describe_ingress_rules(
-    clients: aws.AwsClients, filters: list[FilterTypeDef]
+    clients: client.AwsClients, filters: list[FilterTypeDef]
 ) -> dict[str, topology.IngressRule]:
     rules: dict[str, topology.IngressRule] = {}
     paginator = clients.ec2.get_paginator("describe_security_group_rules")
@@ -331,7 +337,7 @@ def _ingress_rule(rule: SecurityGroupRuleTypeDef) -> topology.IngressRule:
 
 
 def read_prefix_lists(
-    clients: aws.AwsClients, prefix_list_ids: Sequence[str]
+    clients: client.AwsClients, prefix_list_ids: Sequence[str]
 ) -> dict[str, topology.PrefixList]:
     """The managed prefix lists (customer- or AWS-managed) that exist among `prefix_list_ids`,
     with their maximum number of entries, which is what a rule referencing one counts as."""
@@ -350,7 +356,7 @@ def read_prefix_lists(
     return found
 
 
-def read_rules_quota(clients: aws.AwsClients) -> int | None:
+def read_rules_quota(clients: client.AwsClients) -> int | None:
     """The account's applied rules-per-security-group quota, or None when this identity may
     not read it (the operator's setting then applies). Throttling and outages propagate."""
     try:
@@ -358,7 +364,7 @@ def read_rules_quota(clients: aws.AwsClients) -> int | None:
             ServiceCode=RULES_QUOTA_SERVICE, QuotaCode=RULES_QUOTA_CODE
         )
     except botocore.exceptions.ClientError as error:
-        if aws.error_code(error) in _QUOTA_UNREADABLE:
+        if errors.error_code(error) in _QUOTA_UNREADABLE:
             return None
         raise
     value = answer.get("Quota", {}).get("Value")

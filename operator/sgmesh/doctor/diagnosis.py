@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sgmesh import models, reachability
-from sgmesh.reachability import Endpoint, Flow, Network, Rule
+from sgmesh.api import models
+from sgmesh.engine import reachability
+from sgmesh.engine.reachability import Endpoint, Flow, Network, Rule
 
 __all__ = [
     "CNI_POLICY_NAMES",

@@ -4,7 +4,8 @@ It lists the member ASGs (by name and by tag selector), reads the launch templat
 (`$Latest`, `$Default` or a number; mixed instances policies and their overrides) and launch
 configurations they name, and returns for every ASG an `AsgLaunch`: the security group ids
 and names and the instance profiles its launch data names, and why any of it could not be
-told. Security groups and roles are resolved further by `sgmesh.security_groups` and `sgmesh.roles`.
+told. Security groups and roles are resolved further by `sgmesh.aws.security_groups` and
+`sgmesh.aws.roles`.
 
 It must never write to AWS, and never conclude that something is gone from an error: only a
 successful answer that lacks a thing, or a "not found" answer to a request for exactly that
@@ -21,7 +22,9 @@ from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh import aws, chunking, models, topology
+from sgmesh.api import models
+from sgmesh.aws import client, errors
+from sgmesh.engine import chunking, topology
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import AutoScalingGroupTypeDef
@@ -70,7 +73,7 @@ class AsgLaunch:
 
 
 def read_launches(
-    clients: aws.AwsClients, asgs: Sequence[AutoScalingGroupTypeDef]
+    clients: client.AwsClients, asgs: Sequence[AutoScalingGroupTypeDef]
 ) -> list[AsgLaunch]:
     """What each ASG launches with, every template version and configuration read once."""
     resolutions = [_Resolution(asg) for asg in asgs]
@@ -87,7 +90,7 @@ def read_launches(
 
 
 def read_auto_scaling_groups(
-    clients: aws.AwsClients, selection: models.AutoScalingGroups
+    clients: client.AwsClients, selection: models.AutoScalingGroups
 ) -> tuple[list[AutoScalingGroupTypeDef], list[topology.Problem]]:
     """The member ASGs, sorted by name, and a problem for each listed name that does not
     exist."""
@@ -137,7 +140,7 @@ def read_auto_scaling_groups(
 
 
 def _describe_auto_scaling_groups(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     names: Sequence[str] = (),
     filters: Sequence[AsgFilterTypeDef] = (),
 ) -> Iterator[AutoScalingGroupTypeDef]:
@@ -376,7 +379,7 @@ class _VersionIndex:
 
 
 def _read_template_versions(
-    clients: aws.AwsClients, refs: set[_TemplateRef]
+    clients: client.AwsClients, refs: set[_TemplateRef]
 ) -> dict[_TemplateRef, _LaunchData | _Absent]:
     """Each distinct template version once.
 
@@ -421,7 +424,7 @@ def _read_template_versions(
 
 
 def _read_one_template(
-    clients: aws.AwsClients, refs: Sequence[_TemplateRef]
+    clients: client.AwsClients, refs: Sequence[_TemplateRef]
 ) -> dict[_TemplateRef, _LaunchData | _Absent]:
     """The versions `refs` ask for of one template, in one call (one per version if one of
     them does not exist, so that the others still resolve)."""
@@ -430,7 +433,7 @@ def _read_one_template(
     try:
         index = _describe_template(clients, first, versions)
     except botocore.exceptions.ClientError as error:
-        code = aws.error_code(error)
+        code = errors.error_code(error)
         if code in _TEMPLATE_NOT_FOUND:
             return {ref: _Absent(f"launch template {ref.template} does not exist") for ref in refs}
         if code not in _TEMPLATE_VERSION_NOT_FOUND:
@@ -459,7 +462,7 @@ def _read_one_template(
 
 
 def _describe_template(
-    clients: aws.AwsClients, ref: _TemplateRef, versions: list[str]
+    clients: client.AwsClients, ref: _TemplateRef, versions: list[str]
 ) -> _VersionIndex:
     paginator = clients.ec2.get_paginator("describe_launch_template_versions")
     pages = (
@@ -478,7 +481,7 @@ def _describe_template(
 
 
 def _read_launch_configurations(
-    clients: aws.AwsClients, names: set[str]
+    clients: client.AwsClients, names: set[str]
 ) -> dict[str, _LaunchData | _Absent]:
     found: dict[str, _LaunchData | _Absent] = {}
     paginator = clients.autoscaling.get_paginator("describe_launch_configurations")

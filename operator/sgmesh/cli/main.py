@@ -3,7 +3,7 @@
 `plan` and `apply` run the same pipeline as the operator on a NodeGroupMesh YAML file, with
 AWS reached through the standard environment. Exit codes: 0 converged / nothing to do,
 2 changes pending (plan, or DryRun), 1 error (bad input, AWS failure, a member not found).
-`doctor` has its own exit codes (see `sgmesh.doctor`).
+`doctor` has its own exit codes (see `sgmesh.doctor.command`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from typing import Any, TextIO
 
 import yaml
 
-from sgmesh import aws, cluster_members, crd, models, planning, reconcile, status
-from sgmesh.cluster_members import ClusterMembers
+from sgmesh.api import crd, models
+from sgmesh.aws import client, errors, reconcile
+from sgmesh.controller import status
+from sgmesh.engine import cluster_members, planning
+from sgmesh.engine.cluster_members import ClusterMembers
 
 __all__ = ["main"]
 
@@ -82,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         help="diagnose pod networking (DNS, pod traffic, CNI permissions) from the cluster and "
         "AWS as they are; read-only",
     )
-    doctor.add_argument("--region", default=aws.default_region(), help="default: AWS_REGION")
+    doctor.add_argument("--region", default=client.default_region(), help="default: AWS_REGION")
     doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
     doctor.add_argument(
         "--suggest", action="store_true", help="print a NodeGroupMesh that fixes what was found"
@@ -139,7 +142,7 @@ def _add_settings(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument(
         "--region",
-        default=os.environ.get("SGMESH_REGION") or aws.default_region(),
+        default=os.environ.get("SGMESH_REGION") or client.default_region(),
         help="default region when the spec names none (env SGMESH_REGION, AWS_REGION)",
     )
     command.add_argument(
@@ -225,7 +228,7 @@ def _print_crd(_: argparse.Namespace) -> int:
 
 
 def _run_doctor(arguments: argparse.Namespace) -> int:
-    from sgmesh import doctor  # noqa: PLC0415 - the Kubernetes client is loaded only for doctor
+    from sgmesh.doctor import command as doctor  # noqa: PLC0415 - the Kubernetes client is loaded only for doctor
 
     if not arguments.region:
         print("error: no AWS region: pass --region or set AWS_REGION", file=sys.stderr)
@@ -245,7 +248,7 @@ def _run_doctor(arguments: argparse.Namespace) -> int:
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:
-    from sgmesh import handlers  # noqa: PLC0415 - kopf is imported only when the operator runs
+    from sgmesh.controller import handlers  # noqa: PLC0415 - kopf is imported only when the operator runs
 
     handlers.run(
         handlers.OperatorSettings(
@@ -308,12 +311,12 @@ def _run_pipeline(arguments: argparse.Namespace) -> int:
     exit_code = EXIT_OK
     for mesh in meshes:
         region = regions[mesh.name]
-        clients = aws.make_clients(region)
+        clients = client.make_clients(region)
         try:
             outcome = reconcile.converge(
                 clients, mesh, settings, write=arguments.write, cluster=clusters[mesh.name]
             )
-        except aws.ERRORS as error:
+        except errors.ERRORS as error:
             failure = clients.classify(error)
             print(f"error: mesh {mesh.name!r}: {failure.describe()}", file=sys.stderr)
             exit_code = EXIT_ERROR
@@ -336,14 +339,14 @@ def _read_clusters(meshes: Sequence[models.NodeGroupMesh]) -> dict[str, ClusterM
     using = [mesh for mesh in meshes if mesh.spec.uses_cluster]
     if not using:
         return found
-    from sgmesh import kube_sources  # noqa: PLC0415 - the Kubernetes client, only when needed
+    from sgmesh.kube import sources  # noqa: PLC0415 - the Kubernetes client, only when needed
 
     api = None
     for mesh in using:
         try:
-            api = api or kube_sources.connect()
-            objects = kube_sources.read(mesh.spec, api)
-        except kube_sources.ClusterReadError as error:
+            api = api or sources.connect()
+            objects = sources.read(mesh.spec, api)
+        except sources.ClusterReadError as error:
             raise UsageError(
                 f"mesh {mesh.name!r} reads members from the cluster (spec.karpenter, "
                 f"spec.customNetworking), and the cluster cannot be read: {error}"
@@ -374,7 +377,7 @@ def action_report(action: planning.Action) -> dict[str, Any]:
 
 
 def outcome_report(
-    outcome: reconcile.Outcome, mesh: models.NodeGroupMesh, region: str, clients: aws.AwsClients
+    outcome: reconcile.Outcome, mesh: models.NodeGroupMesh, region: str, clients: client.AwsClients
 ) -> dict[str, Any]:
     return {
         "mesh": mesh.name,

@@ -15,7 +15,7 @@ turns those objects, as the API server returned them, into members:
 It also says whether aws-node gets its permissions through IRSA (its ServiceAccount carries
 `eks.amazonaws.com/role-arn`): then the CNI policy belongs on that role, not on node roles.
 
-Pure: the objects come from `sgmesh.kube_sources` (or a test) as plain mappings; no I/O.
+Pure: the objects come from `sgmesh.kube.sources` (or a test) as plain mappings; no I/O.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sgmesh import models, topology
+from sgmesh.api import models
+from sgmesh.engine import topology
 
 __all__ = [
     "ENI_CONFIG",

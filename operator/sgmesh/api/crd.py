@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from sgmesh import models
+from sgmesh.api import models
 
 __all__ = ["crd_manifest", "render_crd"]
 

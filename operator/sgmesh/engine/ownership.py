@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sgmesh import models
+from sgmesh.api import models
 
 __all__ = [
     "OWNED",

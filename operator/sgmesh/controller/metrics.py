@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 import prometheus_client
 from aiohttp import web
 
-from sgmesh import models
+from sgmesh.api import models
 
 __all__ = ["Metrics", "serve"]
 

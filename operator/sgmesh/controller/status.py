@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sgmesh import aws, models, reconcile, topology
-from sgmesh.topology import ProblemKind
+from sgmesh.api import models
+from sgmesh.aws import errors, reconcile
+from sgmesh.engine import topology
+from sgmesh.engine.topology import ProblemKind
 
 __all__ = [
     "DELETING",
@@ -76,7 +78,7 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
     if failures:
         first = failures[0].failure
         more = f" (and {len(failures) - 1} more failures)" if len(failures) > 1 else ""
-        reason = first.kind.value if first.kind is not aws.ErrorKind.REJECTED else PARTIAL
+        reason = first.kind.value if first.kind is not errors.ErrorKind.REJECTED else PARTIAL
         return Verdict(False, reason, clip(first.describe() + more))
     problems = sorted(outcome.plan.problems, key=lambda p: _PROBLEM_ORDER.index(p.kind))
     if problems:

@@ -1,6 +1,6 @@
 """The NodeGroupMesh resource as pydantic models: the single source of truth for its schema.
 
-The CRD in `crds/` is generated from these models (see `sgmesh.crd`), so every constraint the
+The CRD in `crds/` is generated from these models (see `sgmesh.api.crd`), so every constraint the
 API server can enforce is declared here once: enums, ranges, patterns and CEL rules. The same
 models validate a YAML file for the CLI and a custom resource body for the operator.
 
@@ -52,6 +52,7 @@ __all__ = [
 API_GROUP = "sgmesh.io"
 API_VERSION = "v1alpha1"
 KIND = "NodeGroupMesh"
+PLURAL = "nodegroupmeshes"
 
 # Ownership tags are `sgmesh.io/<cluster>/<mesh>`; IAM and EC2 cap tag keys at 128 characters,
 # so the two names are bounded: 10 + 50 + 1 + 63 = 124.

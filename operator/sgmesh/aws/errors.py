@@ -1,67 +1,30 @@
-"""AWS clients for the pipeline, and the one place that says what an AWS error means.
-
-Clients come from the standard environment (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`),
-retry throttling and 5xx with botocore's standard retry mode, and count every call by
-operation so that the CLI, the benchmark and the metrics report the same figures.
+"""What an AWS error means: the one table of error codes, and the failure the operator reports.
 
 An error is never read as "gone": `classify` tells throttling and outages (retry later) from
-access denied and bad requests (a person must act); absence is only ever concluded from a
-successful answer, in discovery.
+access denied and bad requests (a person must act). Absence is concluded only from a successful
+answer, or from the codes in `NOT_FOUND` that AWS gives for one named thing that does not exist
+(used by the readers that ask for one thing by name).
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
-import os
-import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import botocore.parsers
 import botocore.session
 
-from sgmesh import shared_reads as sharing
-
-if TYPE_CHECKING:
-    from mypy_boto3_autoscaling import AutoScalingClient
-    from mypy_boto3_ec2 import EC2Client
-    from mypy_boto3_iam import IAMClient
-    from mypy_boto3_service_quotas import ServiceQuotasClient
-
 __all__ = [
     "ERRORS",
-    "MUTATING_OPERATIONS",
-    "AwsClients",
     "AwsFailure",
-    "CallListener",
     "ErrorKind",
     "classify",
-    "default_region",
     "error_code",
     "iam_action",
-    "make_clients",
+    "iam_actions",
 ]
-
-# Operations that change AWS; everything else the pipeline calls only reads.
-MUTATING_OPERATIONS = frozenset(
-    {
-        "AuthorizeSecurityGroupIngress",
-        "RevokeSecurityGroupIngress",
-        "CreateTags",
-        "DeleteTags",
-        "AttachRolePolicy",
-        "DetachRolePolicy",
-        "TagRole",
-        "UntagRole",
-    }
-)
 
 # Everything an AWS call can raise that says "AWS did not give a usable answer". botocore's
 # ResponseParserError (a 5xx with a body that is not AWS's XML or JSON, as proxies and outages
@@ -71,101 +34,6 @@ ERRORS: tuple[type[Exception], ...] = (
     botocore.exceptions.BotoCoreError,
     botocore.parsers.ResponseParserError,
 )
-
-CallListener = Callable[[str, str], None]
-"""Called with (service, operation) before each API call (after retries are not counted)."""
-
-
-@dataclass
-class AwsClients:
-    ec2: EC2Client
-    autoscaling: AutoScalingClient
-    iam: IAMClient
-    servicequotas: ServiceQuotasClient
-    region: str
-    calls: Counter[str] = field(default_factory=Counter)
-    # The service of the last call each thread made: an error names an operation only, and
-    # some operations exist in several services (autoscaling and ec2 both have DeleteTags).
-    _last_call: threading.local = field(default_factory=threading.local, repr=False)
-    # Read answers shared with the other clients of the process (the operator's), if any.
-    shared_reads: sharing.SharedReads | None = None
-
-    @property
-    def mutating_calls(self) -> int:
-        return sum(n for operation, n in self.calls.items() if operation in MUTATING_OPERATIONS)
-
-    @contextlib.contextmanager
-    def reads_shared(self) -> Iterator[None]:
-        """Reads inside may be answered from what another discovery just read (see
-        `sgmesh.shared_reads`); without shared reads, a plain block."""
-        if self.shared_reads is None:
-            yield
-            return
-        with self.shared_reads.sharing():
-            yield
-
-    def classify(self, error: BaseException) -> AwsFailure:
-        """`classify`, knowing which service this thread's last call went to, and naming the
-        region (meshes may each have their own; a wrong one must show in the message)."""
-        failure = classify(error, service=getattr(self._last_call, "service", None))
-        return replace(failure, region=self.region)
-
-
-def default_region() -> str | None:
-    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
-
-
-def make_clients(
-    region: str | None = None,
-    session: boto3.Session | None = None,
-    max_attempts: int = 8,
-    listener: CallListener | None = None,
-    max_pool_connections: int = 10,
-    *,
-    shared_reads: sharing.SharedReads | None = None,
-) -> AwsClients:
-    """Clients for one region; IAM is global but is reached through the region's partition.
-
-    `shared_reads`: one instance for every region's clients of the process, so that a write
-    through any of them forgets every shared answer (IAM is the same in every region)."""
-    session = session or boto3.Session()
-    resolved = region or session.region_name or default_region()
-    if not resolved:
-        raise ValueError(
-            "no AWS region: set spec.region, --region, or AWS_REGION in the environment"
-        )
-    config = botocore.config.Config(
-        region_name=resolved,
-        # total_max_attempts counts the first try too ("max_attempts" would count retries only).
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-        # One connection per worker thread that may call at once (botocore's default is 10).
-        max_pool_connections=max_pool_connections,
-        connect_timeout=5,
-        read_timeout=30,
-        user_agent_extra="sgmesh",
-    )
-    clients = AwsClients(
-        ec2=session.client("ec2", config=config),
-        autoscaling=session.client("autoscaling", config=config),
-        iam=session.client("iam", config=config),
-        # Service Quotas: the applied rules-per-security-group quota of the account.
-        servicequotas=session.client("service-quotas", config=config),
-        region=resolved,
-        shared_reads=shared_reads,
-    )
-
-    def count(model: Any, **_: Any) -> None:
-        service = model.service_model.service_name
-        clients._last_call.service = service
-        clients.calls[model.name] += 1
-        if listener is not None:
-            listener(service, model.name)
-
-    for client in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
-        if shared_reads is not None:
-            shared_reads.register(client.meta.events)  # first: a served answer is no call
-        client.meta.events.register("before-call.*.*", count)
-    return clients
 
 
 class ErrorKind(enum.StrEnum):

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import botocore.exceptions
 
-from sgmesh import aws, ownership, topology
+from sgmesh.aws import client, errors
+from sgmesh.engine import ownership, topology
 
 __all__ = ["MeshRoles", "ProfileRoles", "RoleMemory", "read_mesh_roles", "resolve_profiles"]
 
@@ -81,7 +82,7 @@ class MeshRoles:
     missing: frozenset[str] = frozenset()
 
 
-def resolve_profiles(clients: aws.AwsClients, profile_names: Iterable[str]) -> ProfileRoles:
+def resolve_profiles(clients: client.AwsClients, profile_names: Iterable[str]) -> ProfileRoles:
     """Instance profiles → roles, each asked for by name; only NoSuchEntity makes it absent."""
     found: dict[str, tuple[str, ...]] = {}
     unresolved: dict[str, tuple[str, ...]] = {}
@@ -89,7 +90,7 @@ def resolve_profiles(clients: aws.AwsClients, profile_names: Iterable[str]) -> P
         try:
             profile = clients.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         except botocore.exceptions.ClientError as error:
-            if aws.error_code(error) not in _IAM_NOT_FOUND:
+            if errors.error_code(error) not in _IAM_NOT_FOUND:
                 raise
             unresolved[name] = (f"instance profile {name} does not exist",)
             continue
@@ -100,7 +101,7 @@ def resolve_profiles(clients: aws.AwsClients, profile_names: Iterable[str]) -> P
 
 
 def read_mesh_roles(
-    clients: aws.AwsClients,
+    clients: client.AwsClients,
     owner: ownership.Owner,
     profile_names: Iterable[str],
     sweep_policy_arns: Sequence[str],
@@ -154,7 +155,7 @@ def read_mesh_roles(
     )
 
 
-def _roles_attached_to(clients: aws.AwsClients, policy_arns: Sequence[str]) -> set[str]:
+def _roles_attached_to(clients: client.AwsClients, policy_arns: Sequence[str]) -> set[str]:
     """Names of the roles each policy is attached to; a policy that does not exist (a custom
     one deleted, a partition's ARN in another) has none."""
     names: set[str] = set()
@@ -168,13 +169,13 @@ def _roles_attached_to(clients: aws.AwsClients, policy_arns: Sequence[str]) -> s
             ):
                 names.update(role["RoleName"] for role in page.get("PolicyRoles", []))
         except botocore.exceptions.ClientError as error:
-            if aws.error_code(error) not in _IAM_NOT_FOUND:
+            if errors.error_code(error) not in _IAM_NOT_FOUND:
                 raise
     return names
 
 
 def _read_role(
-    clients: aws.AwsClients, name: str, owner: ownership.Owner, need_policies: bool
+    clients: client.AwsClients, name: str, owner: ownership.Owner, need_policies: bool
 ) -> topology.RoleState | None:
     """A role's tags and, when it is a member or carries the mesh's tag, its attached
     policies; None when IAM answers that the role does not exist."""
@@ -195,7 +196,7 @@ def _read_role(
                     if "PolicyArn" in policy
                 )
     except botocore.exceptions.ClientError as error:
-        if aws.error_code(error) not in _IAM_NOT_FOUND:
+        if errors.error_code(error) not in _IAM_NOT_FOUND:
             raise
         return None
     return topology.RoleState(name=name, attached_policy_arns=frozenset(policies), tags=tags)

@@ -1,0 +1,171 @@
+"""doctor's reads of AWS: instances and their ENIs, SG rules, prefix lists, instance profiles,
+node roles' policies, ASG tags. Read-only; deploy/doctor-iam-policy.json lists exactly these.
+
+"Absent" is concluded only from a successful answer (an instance not in the DescribeInstances
+answer) or `NoSuchEntity` for one named instance profile; every other error propagates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import botocore.exceptions
+
+from sgmesh.aws import client, errors
+from sgmesh.engine import chunking, reachability
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef, SecurityGroupRuleTypeDef
+
+__all__ = [
+    "interfaces",
+    "read_asg_tags",
+    "read_instances",
+    "read_prefix_lists",
+    "read_profiles",
+    "read_role_policies",
+    "read_rules",
+]
+
+FILTER_VALUES_PER_CALL = 200
+ASG_NAMES_PER_CALL = 100
+
+
+def read_instances(clients: client.AwsClients, ids: Sequence[str]) -> dict[str, InstanceTypeDef]:
+    """Instances by id. An `instance-id` filter, unlike `InstanceIds`, answers for those that
+    exist instead of failing the call when one is gone."""
+    found: dict[str, InstanceTypeDef] = {}
+    paginator = clients.ec2.get_paginator("describe_instances")
+    for chunk in chunking.chunks(sorted(set(ids)), FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(Filters=[{"Name": "instance-id", "Values": chunk}]):
+            for reservation in page.get("Reservations", []):
+                for instance in reservation.get("Instances", []):
+                    if "InstanceId" in instance:
+                        found[instance["InstanceId"]] = instance
+    return found
+
+
+def interfaces(instance: InstanceTypeDef, name: str) -> tuple[reachability.Endpoint, ...]:
+    endpoints = []
+    for interface in instance.get("NetworkInterfaces", []):
+        networks: set[reachability.Network] = set()
+        for private in interface.get("PrivateIpAddresses", []):
+            if "PrivateIpAddress" in private:
+                networks.add(ipaddress.ip_network(private["PrivateIpAddress"]))
+        for address in interface.get("Ipv6Addresses", []):
+            if "Ipv6Address" in address:
+                networks.add(ipaddress.ip_network(address["Ipv6Address"]))
+        # Prefix delegation: pods take their addresses from these prefixes.
+        for prefix in interface.get("Ipv4Prefixes", []):
+            if "Ipv4Prefix" in prefix:
+                networks.add(ipaddress.ip_network(prefix["Ipv4Prefix"]))
+        for prefix6 in interface.get("Ipv6Prefixes", []):
+            if "Ipv6Prefix" in prefix6:
+                networks.add(ipaddress.ip_network(prefix6["Ipv6Prefix"]))
+        groups = frozenset(g["GroupId"] for g in interface.get("Groups", []) if "GroupId" in g)
+        eni = interface.get("NetworkInterfaceId", "?")
+        endpoints.append(reachability.Endpoint(groups, frozenset(networks), f"{name}/{eni}"))
+    return tuple(endpoints)
+
+
+def read_rules(
+    clients: client.AwsClients, group_ids: Sequence[str]
+) -> tuple[reachability.Rule, ...]:
+    rules: list[reachability.Rule] = []
+    paginator = clients.ec2.get_paginator("describe_security_group_rules")
+    for chunk in chunking.chunks(sorted(set(group_ids)), FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(
+            Filters=[{"Name": "group-id", "Values": chunk}],
+            PaginationConfig={"PageSize": 1000},
+        ):
+            for raw in page.get("SecurityGroupRules", []):
+                if not raw.get("IsEgress") and "GroupId" in raw:
+                    rules.append(_rule(raw))
+    return tuple(rules)
+
+
+def _rule(raw: SecurityGroupRuleTypeDef) -> reachability.Rule:
+    cidr = raw.get("CidrIpv4") or raw.get("CidrIpv6")
+    return reachability.Rule(
+        group_id=raw["GroupId"],
+        protocol=str(raw.get("IpProtocol", reachability.ALL_PROTOCOLS)),
+        from_port=raw.get("FromPort", -1),
+        to_port=raw.get("ToPort", -1),
+        source_group_id=raw.get("ReferencedGroupInfo", {}).get("GroupId") or None,
+        cidr=ipaddress.ip_network(cidr, strict=False) if cidr else None,
+        prefix_list_id=raw.get("PrefixListId") or None,
+        rule_id=raw.get("SecurityGroupRuleId", ""),
+    )
+
+
+def read_prefix_lists(
+    clients: client.AwsClients, ids: Sequence[str]
+) -> tuple[dict[str, tuple[reachability.Network, ...]], dict[str, tuple[int, int]]]:
+    entries: dict[str, tuple[reachability.Network, ...]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    if not ids:
+        return entries, sizes
+    described = clients.ec2.get_paginator("describe_managed_prefix_lists")
+    for page in described.paginate(PrefixListIds=sorted(set(ids))):
+        for prefix_list in page.get("PrefixLists", []):
+            family = 6 if prefix_list.get("AddressFamily", "IPv4").lower() == "ipv6" else 4
+            if "PrefixListId" in prefix_list:
+                sizes[prefix_list["PrefixListId"]] = (family, prefix_list.get("MaxEntries", 1))
+    listed = clients.ec2.get_paginator("get_managed_prefix_list_entries")
+    for prefix_list_id in sorted(set(ids)):
+        networks: list[reachability.Network] = []
+        for entries_page in listed.paginate(PrefixListId=prefix_list_id):
+            networks.extend(
+                ipaddress.ip_network(entry["Cidr"], strict=False)
+                for entry in entries_page.get("Entries", [])
+                if "Cidr" in entry
+            )
+        entries[prefix_list_id] = tuple(networks)
+    return entries, sizes
+
+
+def read_profiles(clients: client.AwsClients, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    roles: dict[str, tuple[str, ...]] = {}
+    for name in sorted(set(names)):
+        try:
+            profile = clients.iam.get_instance_profile(InstanceProfileName=name)
+        except botocore.exceptions.ClientError as error:
+            if errors.error_code(error) != "NoSuchEntity":
+                raise
+            roles[name] = ()  # IAM says it is gone: the instance runs without a role
+            continue
+        roles[name] = tuple(role["RoleName"] for role in profile["InstanceProfile"]["Roles"])
+    return roles
+
+
+def read_role_policies(
+    clients: client.AwsClients, names: Sequence[str]
+) -> dict[str, frozenset[str]]:
+    policies: dict[str, frozenset[str]] = {}
+    paginator = clients.iam.get_paginator("list_attached_role_policies")
+    for name in sorted(set(names)):
+        arns: set[str] = set()
+        for page in paginator.paginate(RoleName=name):
+            arns.update(
+                p["PolicyArn"] for p in page.get("AttachedPolicies", []) if "PolicyArn" in p
+            )
+        policies[name] = frozenset(arns)
+    return policies
+
+
+def read_asg_tags(clients: client.AwsClients, names: Sequence[str]) -> dict[str, dict[str, str]]:
+    tags: dict[str, dict[str, str]] = {}
+    paginator = clients.autoscaling.get_paginator("describe_auto_scaling_groups")
+    for chunk in chunking.chunks(sorted(set(names)), ASG_NAMES_PER_CALL):
+        for page in paginator.paginate(
+            AutoScalingGroupNames=chunk, PaginationConfig={"PageSize": ASG_NAMES_PER_CALL}
+        ):
+            for group in page.get("AutoScalingGroups", []):
+                tags[group["AutoScalingGroupName"]] = {
+                    tag["Key"]: tag.get("Value", "")
+                    for tag in group.get("Tags", [])
+                    if "Key" in tag
+                }
+    return tags

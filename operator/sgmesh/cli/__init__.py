@@ -1,0 +1,1 @@
+"""The `sgmesh` command line."""

@@ -1,0 +1,1 @@
+"""`sgmesh doctor`: the diagnosis and its rendering."""

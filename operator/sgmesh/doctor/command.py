@@ -1,0 +1,256 @@
+"""`sgmesh doctor`: read the cluster and AWS as they are, and say why pods cannot network.
+
+The readers are at the edges: Kubernetes through `sgmesh.kube.inventory` (the current
+kubeconfig, else the in-cluster config), AWS through `sgmesh.aws.inventory` (the standard
+environment). This module puts what they read together into a `diagnosis.Inventory`; the
+findings come from the pure `diagnosis` module, the output from `render`.
+
+It must never write, to AWS or to the cluster: every call here is a read, and
+deploy/doctor-iam-policy.json lists exactly those reads. A failed read is never read as
+"nothing there": it stops doctor with a message naming what failed and the permission to grant
+(exit 3), except the answers that positively say "absent" (a 404 for the aws-node
+ServiceAccount or the NodeGroupMesh CRD, an instance not in the DescribeInstances answer).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TextIO
+
+from sgmesh.api import models
+from sgmesh.aws import client, errors, inventory
+from sgmesh.doctor import diagnosis, render
+from sgmesh.engine import planning
+from sgmesh.kube import inventory as kube_inventory
+
+if TYPE_CHECKING:
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_FOUND",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "DoctorError",
+    "Options",
+    "collect",
+    "run",
+]
+
+EXIT_OK = 0
+EXIT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_ERROR = 3
+
+POLICY_FILE = "deploy/doctor-iam-policy.json"
+ASG_TAG = "aws:autoscaling:groupName"
+KARPENTER_NODEPOOL = "karpenter.sh/nodepool"
+KARPENTER_NODECLASS = "karpenter.k8s.aws/ec2nodeclass"
+EKS_NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+
+
+class DoctorError(Exception):
+    """A read failed: the message says what and which permission is missing."""
+
+
+@dataclass(frozen=True)
+class Options:
+    region: str
+    rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
+
+
+# ---- entry point ---------------------------------------------------------------------------
+
+
+def run(options: Options, output: str, suggest: bool, out: TextIO = sys.stdout) -> int:
+    """Diagnose and print; with `suggest`, text output puts the report on stderr and only the
+    NodeGroupMesh on `out`. The exit code says whether anything was found."""
+    try:
+        inventory = collect(options)
+    except DoctorError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    report = diagnosis.diagnose(inventory)
+    suggestion = diagnosis.suggest_mesh(report) if suggest else None
+    if output == "json":
+        document = render.report_json(report)
+        if suggest:
+            document["suggestion"] = suggestion
+        json.dump(document, out, indent=2)
+        out.write("\n")
+    elif suggest:
+        # The manifest alone on stdout (`> mesh.yaml` is ready to apply), the report beside it.
+        for line in render.render_text(report):
+            print(line, file=sys.stderr)
+        print(render.suggestion_text(report, suggestion), file=out, end="")
+    else:
+        for line in render.render_text(report):
+            print(line, file=out)
+    return EXIT_OK if report.healthy else EXIT_FOUND
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+def collect(options: Options) -> diagnosis.Inventory:
+    try:
+        kube = kube_inventory.Reader()
+        nodes = kube.nodes()
+        dns_pods = [diagnosis.DnsServer(pod.name, pod.node, pod.pod_ip) for pod in kube.dns_pods()]
+        irsa_role = kube.aws_node_role_arn()
+        mesh_documents = kube.meshes()
+    except kube_inventory.ReadError as error:
+        raise DoctorError(str(error)) from None
+    meshes = []
+    for document in mesh_documents:
+        name = document.get("metadata", {}).get("name", "?")
+        try:
+            meshes.append(models.NodeGroupMesh.parse(document, f"NodeGroupMesh {name}"))
+        except models.InvalidSpecError as error:
+            # The API server validated it; a mesh the operator cannot read fixes nothing.
+            print(f"warning: {error}", file=sys.stderr)
+
+    try:
+        clients = client.make_clients(options.region, max_attempts=4)
+    except errors.ERRORS as error:
+        raise DoctorError(_describe_aws_failure(errors.classify(error))) from None
+    try:
+        return _read_aws(
+            clients,
+            options,
+            kube_nodes=nodes,
+            dns_pods=dns_pods,
+            irsa_role_arn=irsa_role,
+            meshes=tuple(meshes),
+        )
+    except errors.ERRORS as error:
+        raise DoctorError(_describe_aws_failure(clients.classify(error))) from None
+
+
+def _describe_aws_failure(failure: errors.AwsFailure) -> str:
+    if failure.kind is errors.ErrorKind.ACCESS_DENIED:
+        if failure.operation == "credentials":
+            return f"AWS: no usable credentials ({failure.message})"
+        action = errors.iam_action(failure.operation, failure.service)
+        return (
+            f"AWS denied {failure.operation}: grant {action} to the "
+            f"identity running doctor (all its reads: {POLICY_FILE}) ({failure.code})"
+        )
+    if failure.operation == "connection":
+        return f"AWS could not be reached: {failure.message}"
+    return f"AWS {failure.operation} failed with {failure.code}: {failure.message}"
+
+
+def _instance_id(provider_id: str) -> str | None:
+    """`aws:///us-east-1a/i-0123456789abcdef0` → `i-0123456789abcdef0`."""
+    if not provider_id.startswith("aws://"):
+        return None
+    last = provider_id.rstrip("/").rpartition("/")[2]
+    return last if last.startswith("i-") else None
+
+
+def _node_group(
+    node: kube_inventory.KubeNode, tags: Mapping[str, str]
+) -> tuple[str, diagnosis.GroupKind, str | None]:
+    asg = tags.get(ASG_TAG)
+    if asg:
+        return asg, diagnosis.GroupKind.AUTO_SCALING_GROUP, asg
+    nodepool = node.labels.get(KARPENTER_NODEPOOL) or tags.get(KARPENTER_NODEPOOL)
+    if nodepool:
+        return f"karpenter/{nodepool}", diagnosis.GroupKind.KARPENTER, None
+    nodeclass = node.labels.get(KARPENTER_NODECLASS) or tags.get(KARPENTER_NODECLASS)
+    if nodeclass:
+        return f"karpenter/{nodeclass}", diagnosis.GroupKind.KARPENTER, None
+    managed = node.labels.get(EKS_NODEGROUP_LABEL)
+    if managed:
+        return f"eks-nodegroup/{managed}", diagnosis.GroupKind.UNMANAGED, None
+    return "unmanaged", diagnosis.GroupKind.UNMANAGED, None
+
+
+def _read_aws(
+    clients: client.AwsClients,
+    options: Options,
+    *,
+    kube_nodes: Sequence[kube_inventory.KubeNode],
+    dns_pods: Sequence[diagnosis.DnsServer],
+    irsa_role_arn: str | None,
+    meshes: tuple[models.NodeGroupMesh, ...],
+) -> diagnosis.Inventory:
+    unmapped: dict[str, str] = {}
+    ids: dict[str, str] = {}
+    for node in kube_nodes:
+        instance_id = _instance_id(node.provider_id)
+        if instance_id is None:
+            unmapped[node.name] = f"spec.providerID {node.provider_id!r} names no EC2 instance"
+        else:
+            ids[node.name] = instance_id
+    instances = inventory.read_instances(clients, list(ids.values())) if ids else {}
+
+    mapped: list[tuple[kube_inventory.KubeNode, InstanceTypeDef]] = []
+    for node in kube_nodes:
+        if node.name not in ids:
+            continue
+        instance = instances.get(ids[node.name])
+        if instance is None:
+            unmapped[node.name] = f"instance {ids[node.name]} is not in region {clients.region}"
+            continue
+        mapped.append((node, instance))
+
+    profiles = {
+        node.name: models.iam_name(instance["IamInstanceProfile"]["Arn"])
+        for node, instance in mapped
+        if "Arn" in instance.get("IamInstanceProfile", {})
+    }
+    roles_of_profile = inventory.read_profiles(clients, list(profiles.values()))
+    nodes = []
+    for node, instance in mapped:
+        tags = {t["Key"]: t.get("Value", "") for t in instance.get("Tags", []) if "Key" in t}
+        group, kind, asg = _node_group(node, tags)
+        profile = profiles.get(node.name)
+        nodes.append(
+            diagnosis.Node(
+                name=node.name,
+                instance_id=instance["InstanceId"],
+                group=group,
+                group_kind=kind,
+                interfaces=inventory.interfaces(instance, node.name),
+                asg_name=asg,
+                instance_profile=profile,
+                role_names=roles_of_profile.get(profile, ()) if profile else (),
+                vpc_id=instance.get("VpcId"),
+                node_class=node.labels.get(KARPENTER_NODECLASS) or tags.get(KARPENTER_NODECLASS),
+            )
+        )
+
+    group_ids = sorted({sg for node in nodes for sg in node.security_group_ids})
+    rules = inventory.read_rules(clients, group_ids) if group_ids else ()
+    prefix_list_ids = sorted({rule.prefix_list_id for rule in rules if rule.prefix_list_id})
+    prefix_lists, prefix_list_sizes = inventory.read_prefix_lists(clients, prefix_list_ids)
+    role_names = {role for node in nodes for role in node.role_names}
+    if irsa_role_arn:
+        role_names = {irsa_role_arn.rpartition("/")[2]}
+    role_policies = inventory.read_role_policies(clients, sorted(role_names))
+    asg_names = sorted({node.asg_name for node in nodes if node.asg_name})
+    # ASG tags matter only to match a mesh's selectors.
+    asg_tags = inventory.read_asg_tags(clients, asg_names) if meshes and asg_names else {}
+
+    return diagnosis.Inventory(
+        region=clients.region,
+        nodes=tuple(nodes),
+        unmapped_nodes=unmapped,
+        dns_servers=tuple(dns_pods),
+        rules=rules,
+        prefix_lists=prefix_lists,
+        prefix_list_sizes=prefix_list_sizes,
+        role_policies=role_policies,
+        aws_node_role_arn=irsa_role_arn,
+        meshes=meshes,
+        asg_tags=asg_tags,
+        rules_per_security_group=options.rules_per_security_group,
+    )
+
+
+# ---- output --------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""What doctor prints: the report as text or JSON, and the suggested NodeGroupMesh."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+from sgmesh.doctor import diagnosis
+
+__all__ = ["render_text", "report_json", "suggestion_text"]
+
+
+def report_json(report: diagnosis.Report) -> dict[str, Any]:
+    return {
+        "region": report.region,
+        "healthy": report.healthy,
+        "nodeGroups": [
+            {
+                "name": group.name,
+                "kind": group.kind.value,
+                "autoScalingGroup": group.asg_name,
+                "nodes": list(group.nodes),
+                "securityGroupIds": list(group.security_group_ids),
+                "roleNames": list(group.role_names),
+                "runsCoreDns": group.runs_dns,
+            }
+            for group in report.groups
+        ],
+        "dns": {name: status.value for name, status in report.dns.items()},
+        "podTraffic": {
+            source: {target: status.value for target, status in row.items()}
+            for source, row in report.matrix.items()
+        },
+        "awsNodeRoleArn": report.aws_node_role_arn,
+        "findings": [finding.as_dict() for finding in report.findings],
+    }
+
+
+_MARKS = {
+    diagnosis.Status.OK: "ok",
+    diagnosis.Status.PARTIAL: "partial",
+    diagnosis.Status.BLOCKED: "BLOCKED",
+    diagnosis.Status.UNKNOWN: "?",
+}
+
+
+def render_text(report: diagnosis.Report) -> Iterator[str]:
+    groups = report.groups
+    yield f"sgmesh doctor: {len(groups)} node groups in {report.region}"
+    for group in groups:
+        dns = ", runs CoreDNS" if group.runs_dns else ""
+        yield (
+            f"  {group.name} ({group.kind.value}{dns}): "
+            f"{len(group.nodes)} node{'' if len(group.nodes) == 1 else 's'}; "
+            f"SGs {','.join(group.security_group_ids) or '-'}; "
+            f"roles {','.join(group.role_names) or '-'}"
+        )
+    if groups:
+        names = [group.name for group in groups]
+        headers = ["from \\ to", "DNS", *names]
+        rows = [
+            [
+                source,
+                _MARKS[report.dns.get(source, diagnosis.Status.UNKNOWN)],
+                *(_MARKS[report.matrix[source][target]] for target in names),
+            ]
+            for source in names
+        ]
+        widths = [max(len(row[i]) for row in [headers, *rows]) + 2 for i in range(len(headers))]
+        yield ""
+        yield "reachability (rows: pods on, columns: DNS to CoreDNS udp+tcp/53, pods on)"
+        for row in [headers, *rows]:
+            yield "".join(
+                cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+            ).rstrip()
+    yield ""
+    if report.healthy:
+        yield "no problem found"
+        return
+    yield f"{len(report.findings)} problems found:"
+    for number, finding in enumerate(report.findings, start=1):
+        yield f"{number}. [{finding.check.value}] {finding.summary}"
+        for line in finding.evidence:
+            yield f"     evidence: {line}"
+        yield f"     fix: {finding.fix}"
+        if finding.coverage is not None:
+            verdict = "will fix" if finding.coverage.fixed else "cannot fix"
+            yield f"     mesh: {verdict}: {finding.coverage.reason}"
+
+
+def suggestion_text(report: diagnosis.Report, suggestion: dict[str, Any] | None) -> str:
+    if suggestion is None:
+        return "# no NodeGroupMesh to suggest: no node group is an Auto Scaling Group\n"
+    head = (
+        "# a NodeGroupMesh that fixes what was found: kubectl apply -f, or commit it\n"
+        if not report.healthy
+        else "# nothing to fix; this NodeGroupMesh keeps the node groups as they are\n"
+    )
+    return head + yaml.safe_dump(suggestion, sort_keys=False)
