@@ -16,7 +16,8 @@ import ipaddress
 import time
 
 from sgmesh.doctor import diagnosis
-from sgmesh.engine.reachability import Endpoint, Rule
+from sgmesh.engine.ingress import IngressRule
+from sgmesh.engine.reachability import Endpoint
 
 ADDRESSES_PER_NODE = 10
 CIDR_RULES_PER_SG = 20
@@ -41,13 +42,13 @@ def inventory(groups: int, nodes: int) -> diagnosis.Inventory:
                 )
             )
     rules = [
-        Rule(f"sg-{g}", "-1", source_group_id=f"sg-{h}")
+        IngressRule(f"sg-{g}", "-1", source_group_id=f"sg-{h}")
         for g in range(groups)
         for h in range(groups)
         if (g + h) % 3
     ]
     rules += [
-        Rule(f"sg-{g}", "tcp", port, port, cidr=ipaddress.ip_network("192.168.0.0/16"))
+        IngressRule(f"sg-{g}", "tcp", port, port, cidr=ipaddress.ip_network("192.168.0.0/16"))
         for g in range(groups)
         for port in range(CIDR_RULES_PER_SG)
     ]

@@ -15,11 +15,19 @@ from devtools.aws.moto_server import free_port
 from devtools.aws.world import CNI_POLICY_ARN, Mixed, Override, World
 from sgmesh.api import models
 from sgmesh.aws import client, discovery, errors
-from sgmesh.engine import ownership, topology
-from sgmesh.engine.topology import MemberKind, Permission, ProblemKind
+from sgmesh.engine import ownership, planning, topology
+from sgmesh.engine.ingress import Permission
+from sgmesh.engine.topology import MemberKind, ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
 
 OWNER = ownership.Owner("test-cluster", "mesh")
+
+
+def discover(clients: client.AwsClients, mesh_spec: models.NodeGroupMeshSpec) -> topology.Topology:
+    """What discovery finds for a mesh of OWNER's with this spec."""
+    return discovery.discover(clients, planning.Intent.from_spec(mesh_spec, OWNER, clients.region))
+
+
 IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
 OTHER_OWNER = ownership.Owner("test-cluster", "other-mesh")
 
@@ -61,7 +69,7 @@ def test_template_by_id_at_latest_uses_the_newest_version(world: World, clients:
     world.launch_template_version(template, security_group_ids=[new], profile_arn=profile.arn)
     world.asg("asg", launch_template=template, version="$Latest")
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert found.members == (topology.Member("asg", (new,), ("nodes",), world.main_vpc.id),)
     assert found.problems == ()
@@ -80,7 +88,7 @@ def test_template_by_name_without_version_uses_the_default_version(
     world.asg("implicit", launch_template=template, by="name")
     world.asg("explicit", launch_template=template, version="$Default", by="name")
 
-    found = discovery.discover(clients, spec(["implicit", "explicit"]), OWNER)
+    found = discover(clients, spec(["implicit", "explicit"]))
 
     assert member(found, "implicit").security_group_ids == (default,)
     assert member(found, "explicit").security_group_ids == (default,)
@@ -102,7 +110,7 @@ def test_default_version_moved_by_the_owner_of_the_template_is_followed(
     other = world.node_group("other")  # a second template: the bulk listing is used
     world.asg("asg", launch_template=template, version="$Default")
 
-    found = discovery.discover(clients, spec(["asg", other.asg]), OWNER)
+    found = discover(clients, spec(["asg", other.asg]))
 
     assert member(found, "asg").security_group_ids == (second,)
 
@@ -122,7 +130,7 @@ def test_numbered_version_is_read_though_it_is_neither_latest_nor_default(
     world.asg("asg", launch_template=template, version="1")
     others = [world.node_group(name).asg for name in ("other-a", "other-b")]
 
-    found = discovery.discover(clients, spec(["asg", *others]), OWNER)
+    found = discover(clients, spec(["asg", *others]))
 
     assert member(found, "asg").security_group_ids == (pinned,)
     assert found.problems == ()
@@ -140,7 +148,7 @@ def test_security_group_names_in_a_template_resolve_to_ids(
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").security_group_ids == (by_name,)
     assert found.security_group_vpcs == {by_name: world.main_vpc.id}
@@ -159,7 +167,7 @@ def test_a_group_name_found_in_several_vpcs_is_taken_from_the_asgs_vpc(
     )
     world.asg("asg", launch_template=template, vpc=elsewhere)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").security_group_ids == (wanted,)
     assert member(found, "asg").vpc_id == elsewhere.id
@@ -175,7 +183,7 @@ def test_groups_of_every_network_interface_are_member_groups(
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").security_group_ids == tuple(sorted([primary, secondary, pods]))
 
@@ -194,7 +202,7 @@ def test_instance_profile_by_arn_or_name_resolves_to_its_role(
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").role_names == ("node-role",)
     assert found.roles["node-role"] == topology.RoleState("node-role", frozenset(), {})
@@ -224,7 +232,7 @@ def test_mixed_instances_policy_joins_the_groups_of_every_override_template(
         ),
     )
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").security_group_ids == tuple(sorted([base_group, arm_group]))
     assert member(found, "asg").role_names == ("arm-role", "base-role")
@@ -242,7 +250,7 @@ def test_launch_configuration_groups_by_id_and_name_and_profile_by_name(
     world.launch_configuration("lc", security_groups=[by_id, "by-name"], profile=profile.name)
     world.asg("asg", launch_configuration="lc")
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg") == topology.Member(
         "asg", tuple(sorted([by_id, by_name])), ("legacy-role",), world.main_vpc.id
@@ -258,7 +266,7 @@ def test_launch_configuration_profile_by_arn_resolves_to_its_role(
     world.launch_configuration("lc", security_groups=[group], profile=profile.arn)
     world.asg("asg", launch_configuration="lc")
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").role_names == ("legacy-role",)
 
@@ -277,7 +285,10 @@ def test_selector_with_tag_values_needs_every_tag(world: World, clients: client.
     _tagged_groups(world)
 
     found = discovery.discover(
-        clients, spec(selectors=[{"tags": {"team": "blue", "mesh": "yes"}}]), OWNER
+        clients,
+        planning.Intent.from_spec(
+            spec(selectors=[{"tags": {"team": "blue", "mesh": "yes"}}]), OWNER, clients.region
+        ),
     )
 
     assert names_of(found) == ["blue-a"]
@@ -286,7 +297,7 @@ def test_selector_with_tag_values_needs_every_tag(world: World, clients: client.
 def test_selector_star_value_means_the_key_is_present(world: World, clients: client.AwsClients):
     _tagged_groups(world)
 
-    found = discovery.discover(clients, spec(selectors=[{"tags": {"mesh": "*"}}]), OWNER)
+    found = discover(clients, spec(selectors=[{"tags": {"mesh": "*"}}]))
 
     assert names_of(found) == ["blue-a", "red-a"]
 
@@ -295,9 +306,12 @@ def test_selector_name_prefix_narrows_the_tag_match(world: World, clients: clien
     _tagged_groups(world)
 
     tagged_and_prefixed = discovery.discover(
-        clients, spec(selectors=[{"tags": {"team": "*"}, "namePrefix": "blue-"}]), OWNER
+        clients,
+        planning.Intent.from_spec(
+            spec(selectors=[{"tags": {"team": "*"}, "namePrefix": "blue-"}]), OWNER, clients.region
+        ),
     )
-    prefix_only = discovery.discover(clients, spec(selectors=[{"namePrefix": "red"}]), OWNER)
+    prefix_only = discover(clients, spec(selectors=[{"namePrefix": "red"}]))
 
     assert names_of(tagged_and_prefixed) == ["blue-a", "blue-b"]
     assert names_of(prefix_only) == ["red-a"]
@@ -308,8 +322,11 @@ def test_an_asg_joins_when_it_matches_any_selector(world: World, clients: client
 
     found = discovery.discover(
         clients,
-        spec(selectors=[{"tags": {"team": "red"}}, {"tags": {"mesh": "yes"}}]),
-        OWNER,
+        planning.Intent.from_spec(
+            spec(selectors=[{"tags": {"team": "red"}}, {"tags": {"mesh": "yes"}}]),
+            OWNER,
+            clients.region,
+        ),
     )
 
     assert names_of(found) == ["blue-a", "red-a"]
@@ -323,7 +340,7 @@ def test_names_and_selectors_together_give_the_union(
 ):
     _tagged_groups(world)
 
-    found = discovery.discover(clients, spec(["untagged", "red-a"], [selector]), OWNER)
+    found = discover(clients, spec(["untagged", "red-a"], [selector]))
 
     assert names_of(found) == ["red-a", "untagged"]
     assert found.problems == ()
@@ -334,7 +351,7 @@ def test_missing_named_asg_is_a_problem_and_the_others_are_still_members(
 ):
     present = world.node_group("present")
 
-    found = discovery.discover(clients, spec(["present", "gone"]), OWNER)
+    found = discover(clients, spec(["present", "gone"]))
 
     assert names_of(found) == ["present"]
     assert member(found, "present").security_group_ids == (present.security_group_id,)
@@ -356,7 +373,10 @@ def test_extra_groups_are_members_and_a_missing_one_is_reported(
     missing = "sg-0123456789abcdef0"
 
     found = discovery.discover(
-        clients, spec(["nodes"], extra_security_group_ids=[extra, missing]), OWNER
+        clients,
+        planning.Intent.from_spec(
+            spec(["nodes"], extra_security_group_ids=[extra, missing]), OWNER, clients.region
+        ),
     )
 
     assert member(found, extra) == topology.Member(
@@ -385,7 +405,7 @@ def test_a_group_id_in_a_template_that_does_not_exist_is_reported(
     world.asg("asg", launch_template=template)
     world.delete_security_group(doomed)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").security_group_ids == tuple(sorted([group, doomed]))
     assert found.security_group_vpcs == {group: world.main_vpc.id}
@@ -410,7 +430,7 @@ def test_inbound_rules_of_member_groups_are_read_and_normalised(
     ping = world.ingress_from_group(sg, sg, protocol="icmp", from_port=-1, to_port=-1)
     cidr = world.ingress_from_cidr(sg, "10.0.0.0/8")
 
-    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+    found = discover(clients, spec(["nodes"]))
 
     permissions = {rule.rule_id: rule.permission for rule in found.ingress_rules}
     assert permissions == {
@@ -442,7 +462,7 @@ def test_rules_owned_by_the_mesh_are_found_on_groups_that_left_it(
         tags={OTHER_OWNER.tag_key: ownership.OWNED},
     )
 
-    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+    found = discover(clients, spec(["nodes"]))
 
     (rule,) = [rule for rule in found.ingress_rules if rule.group_id == former]
     assert rule.rule_id == owned
@@ -456,7 +476,7 @@ def test_an_owned_rule_on_a_member_group_is_listed_once(world: World, clients: c
     sg = nodes.security_group_id
     owned = world.ingress_from_group(sg, sg, tags={OWNER.tag_key: ownership.OWNED})
 
-    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+    found = discover(clients, spec(["nodes"]))
 
     assert [rule.rule_id for rule in found.ingress_rules] == [owned]
 
@@ -469,7 +489,7 @@ def test_member_roles_carry_their_policies_and_tags(world: World, clients: clien
         "nodes", role_tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN]
     )
 
-    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+    found = discover(clients, spec(["nodes"]))
 
     assert found.roles == {
         "nodes": topology.RoleState(
@@ -485,7 +505,7 @@ def test_a_role_the_mesh_tagged_is_found_though_no_member_uses_it(
     world.role("former-nodes", tags={OWNER.tag_key: CNI_POLICY_ARN}, policy_arns=[CNI_POLICY_ARN])
     world.role("unrelated", tags={OTHER_OWNER.tag_key: CNI_POLICY_ARN})
 
-    found = discovery.discover(clients, spec(["nodes"]), OWNER)
+    found = discover(clients, spec(["nodes"]))
 
     assert sorted(found.roles) == ["former-nodes", "nodes"]
     assert found.roles["former-nodes"].attached_policy_arns == {CNI_POLICY_ARN}
@@ -502,7 +522,7 @@ def test_a_deleted_launch_template_leaves_the_asg_unresolved_and_not_a_member(
     lost = world.node_group("lost")
     world.delete_launch_template(lost.template)
 
-    found = discovery.discover(clients, spec(["kept", "lost"]), OWNER)
+    found = discover(clients, spec(["kept", "lost"]))
 
     assert names_of(found) == ["kept"]
     (problem,) = found.problems
@@ -522,7 +542,7 @@ def test_a_deleted_override_template_keeps_what_the_others_resolved(
     world.asg("asg", mixed=Mixed(base, overrides=(Override(), Override(template=gone))))
     world.delete_launch_template(gone)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg").security_group_ids == (base_group,)
     assert member(found, "asg").role_names == ("nodes",)
@@ -542,7 +562,7 @@ def test_a_version_that_no_longer_exists_is_unresolved_and_the_others_still_reso
     # AWS lets a version in use be deleted; an ASG pinned to version 9 is the same situation.
     world.asg("on-nine", launch_template=template, version="9")
 
-    found = discovery.discover(clients, spec(["on-two", "on-nine"]), OWNER)
+    found = discover(clients, spec(["on-two", "on-nine"]))
 
     assert names_of(found) == ["on-two"]
     assert member(found, "on-two").security_group_ids == (second,)
@@ -560,7 +580,7 @@ def test_a_missing_instance_profile_leaves_the_role_unresolved(
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert member(found, "asg") == topology.Member("asg", (group,), (), world.main_vpc.id)
     (problem,) = found.problems
@@ -574,7 +594,7 @@ def test_a_profile_without_a_role_is_unresolved(world: World, clients: client.Aw
     template = world.launch_template("nodes-lt", security_group_ids=[group], profile_arn=empty.arn)
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     (problem,) = problems(found, ProblemKind.UNRESOLVED)
     assert "empty-profile holds no role" in problem.message
@@ -588,7 +608,7 @@ def test_a_deleted_launch_configuration_leaves_the_asg_unresolved(
     world.asg("asg", launch_configuration="lc")
     world.delete_launch_configuration("lc")  # AWS refuses while in use; moto allows it
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert names_of(found) == []
     (problem,) = found.problems
@@ -603,7 +623,7 @@ def test_a_group_name_that_does_not_exist_is_reported(world: World, clients: cli
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discover(clients, spec(["asg"]))
 
     assert [(p.kind, p.subject) for p in found.problems] == [
         (ProblemKind.SECURITY_GROUP_NOT_FOUND, "never-made")
@@ -633,7 +653,7 @@ def test_an_error_reading_a_profile_propagates_instead_of_meaning_absent(
     clients = client.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
-        discovery.discover(clients, spec(["asg"]), OWNER)
+        discover(clients, spec(["asg"]))
 
     assert errors.error_code(raised.value) == code
     assert fault_proxy.refused["GetInstanceProfile"] == 1
@@ -647,7 +667,7 @@ def test_an_error_reading_a_template_propagates_instead_of_meaning_absent(
     clients = client.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
-        discovery.discover(clients, spec(["nodes"]), OWNER)
+        discover(clients, spec(["nodes"]))
 
     assert errors.error_code(raised.value) == "RequestLimitExceeded"
     assert errors.classify(raised.value).retryable
@@ -660,7 +680,9 @@ def test_an_unreachable_endpoint_propagates(
     unreachable = client.make_clients(max_attempts=1)
 
     with pytest.raises(botocore.exceptions.BotoCoreError):
-        discovery.discover(unreachable, spec(["nodes"]), OWNER)
+        discovery.discover(
+            unreachable, planning.Intent.from_spec(spec(["nodes"]), OWNER, unreachable.region)
+        )
 
 
 # ---- cleanup view ----------------------------------------------------------------------------
@@ -720,7 +742,7 @@ def _mixed_world(world: World, count: int) -> list[str]:
 
 def _calls_to_discover(clients: client.AwsClients, mesh: models.NodeGroupMeshSpec) -> Counter[str]:
     clients.calls.clear()
-    found = discovery.discover(clients, mesh, OWNER)
+    found = discovery.discover(clients, planning.Intent.from_spec(mesh, OWNER, clients.region))
     assert found.problems == ()
     return Counter(clients.calls)
 
@@ -790,7 +812,7 @@ def test_asgs_pinned_to_version_numbers_are_resolved_from_one_listing(
         names.append(name)
 
     clients.calls.clear()
-    found = discovery.discover(clients, spec(names), OWNER)
+    found = discover(clients, spec(names))
 
     assert found.problems == ()
     assert len(found.members) == 6
@@ -808,7 +830,7 @@ def test_more_than_a_page_of_names_takes_one_call_per_hundred(
     names = [world.asg(f"asg-{index:03d}", launch_template=template) for index in range(150)]
 
     clients.calls.clear()
-    found = discovery.discover(clients, spec(names), OWNER)
+    found = discover(clients, spec(names))
 
     assert len(found.members) == 150
     assert clients.calls["DescribeAutoScalingGroups"] == 2

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from devtools.aws.world import Mixed, Override, World
 from sgmesh.api import models
 from sgmesh.aws import client, discovery
-from sgmesh.engine import ownership, topology
+from sgmesh.engine import ownership, planning, topology
 from sgmesh.engine.topology import ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
 
@@ -41,7 +41,9 @@ def test_a_template_that_names_no_group_launches_in_the_default_group_of_the_asg
     world.asg("main", launch_template=template)
     world.asg("other", launch_template=template, vpc=other_vpc)
 
-    found = discovery.discover(clients, spec(["main", "other"]), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["main", "other"]), OWNER, clients.region)
+    )
 
     assert found.problems == ()
     assert member(found, "main") == topology.Member(
@@ -58,7 +60,9 @@ def test_a_launch_configuration_without_groups_launches_in_the_default_group(
     world.launch_configuration("lc", profile="nodes")
     world.asg("asg", launch_configuration="lc")
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["asg"]), OWNER, clients.region)
+    )
 
     assert found.problems == ()
     assert member(found, "asg").security_group_ids == (world.default_security_group(),)
@@ -75,7 +79,9 @@ def test_an_override_without_groups_adds_the_default_group_to_those_of_the_other
     without = world.launch_template("without-group", profile_arn=profile.arn)
     world.asg("asg", mixed=Mixed(with_group, overrides=(Override(), Override(template=without))))
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["asg"]), OWNER, clients.region)
+    )
 
     assert found.problems == ()
     assert member(found, "asg").security_group_ids == tuple(
@@ -97,7 +103,9 @@ def test_a_template_attaching_an_existing_interface_launches_with_its_groups(
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["asg"]), OWNER, clients.region)
+    )
 
     assert found.problems == ()
     assert member(found, "asg").security_group_ids == tuple(sorted([first, second]))
@@ -116,7 +124,9 @@ def test_an_interface_that_does_not_exist_leaves_the_asg_unresolved(
     world.asg("asg", launch_template=template)
     world.delete_network_interface(interface)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["asg"]), OWNER, clients.region)
+    )
 
     (problem,) = found.problems
     assert (problem.kind, problem.subject) == (ProblemKind.UNRESOLVED, "asg")
@@ -132,7 +142,9 @@ def test_asgs_are_listed_without_their_instances(world: World, fault_proxy: Thro
     world.node_group("eks-b")
     clients = client.make_clients()
 
-    found = discovery.discover(clients, spec(["eks-a"], prefix="eks-"), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["eks-a"], prefix="eks-"), OWNER, clients.region)
+    )
 
     assert [m.name for m in found.members] == ["eks-a", "eks-b"]
     asked = [
@@ -153,7 +165,9 @@ def test_user_data_of_a_template_does_not_reach_the_topology(
     )
     world.asg("asg", launch_template=template)
 
-    found = discovery.discover(clients, spec(["asg"]), OWNER)
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["asg"]), OWNER, clients.region)
+    )
 
     assert member(found, "asg").security_group_ids == (group,)
     assert secret not in repr(found)

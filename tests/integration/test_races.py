@@ -38,9 +38,8 @@ def owner(name: str) -> ownership.Owner:
 
 def stale_plan(clients: client.AwsClients, name: str) -> planning.Plan:
     """What mesh `name` decides from what AWS holds now, to be applied after others wrote."""
-    spec = mesh(name).spec
-    topology = discovery.discover(clients, spec, owner(name))
-    return planning.plan(topology, planning.Intent.from_spec(spec, owner(name), clients.region))
+    intent = planning.Intent.from_spec(mesh(name).spec, owner(name), clients.region)
+    return planning.plan(discovery.discover(clients, intent), intent)
 
 
 def stale_withdrawal(clients: client.AwsClients, name: str) -> planning.Plan:
@@ -87,7 +86,12 @@ def test_loser_of_the_race_counts_only_rules_carrying_its_tag_as_owned(
     # not bravo's, and bravo must neither tag it nor count it as owned.
     world.ingress_from_group(a.security_group_id, b.security_group_id, description="by hand")
     outcome = reconcile.Outcome(
-        owner("bravo"), discovery.discover(clients, mesh("bravo").spec, owner("bravo")), late, None
+        owner("bravo"),
+        discovery.discover(
+            clients, planning.Intent.from_spec(mesh("bravo").spec, owner("bravo"), clients.region)
+        ),
+        late,
+        None,
     )
 
     result = apply.apply(clients, late, owner("bravo"))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from sgmesh.engine import ownership, planning
-from sgmesh.engine.topology import IngressRule, Member, Permission, RoleState, Topology
+from sgmesh.engine.ingress import IngressRule, Permission
+from sgmesh.engine.topology import Member, RoleState, Topology
 
 CNI = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 ALL = planning.TrafficShape("-1", -1, -1)
@@ -46,6 +48,9 @@ def world(
     )
 
 
+ANYWHERE = ipaddress.ip_network("0.0.0.0/0")
+
+
 def rule(
     rule_id: str,
     group: str,
@@ -54,8 +59,10 @@ def rule(
     protocol: str = "-1",
     ports: tuple[int, int] = (-1, -1),
 ) -> IngressRule:
-    permission = None if source is None else Permission(source, protocol, *ports)
-    return IngressRule(rule_id, group, permission, {o.tag_key: ownership.OWNED for o in owners})
+    tags = {o.tag_key: ownership.OWNED for o in owners}
+    if source is None:  # a rule from a CIDR: never one a mesh makes
+        return IngressRule(group, protocol, *ports, cidr=ANYWHERE, rule_id=rule_id, tags=tags)
+    return IngressRule.of(rule_id, group, Permission(source, protocol, *ports), tags)
 
 
 def role(name: str, *attached: str, tags: dict[str, str] | None = None) -> RoleState:

@@ -6,7 +6,8 @@ import dataclasses
 import itertools
 
 from sgmesh.engine import ownership, planning
-from sgmesh.engine.topology import IngressRule, RoleState, Topology
+from sgmesh.engine.ingress import IngressRule
+from sgmesh.engine.topology import RoleState, Topology
 
 _rule_ids = itertools.count(1)
 
@@ -18,7 +19,7 @@ def carry_out(current: Topology, plan: planning.Plan, owner: ownership.Owner) ->
         match action:
             case planning.Authorize():
                 rule_id = f"sgr-sim{next(_rule_ids):012x}"
-                rules[rule_id] = IngressRule(
+                rules[rule_id] = IngressRule.of(
                     rule_id,
                     action.group_id,
                     action.permission,

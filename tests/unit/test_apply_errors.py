@@ -18,7 +18,7 @@ from sgmesh.api import models
 from sgmesh.aws import apply, client, errors, reconcile
 from sgmesh.controller import status
 from sgmesh.engine import ownership, planning
-from sgmesh.engine.topology import Permission
+from sgmesh.engine.ingress import Permission
 
 from .builders import CNI, OWNER
 

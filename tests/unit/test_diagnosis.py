@@ -8,7 +8,8 @@ from typing import Any
 from sgmesh.api import models
 from sgmesh.doctor import diagnosis
 from sgmesh.doctor.diagnosis import Check, DnsServer, GroupKind, Inventory, Node
-from sgmesh.engine.reachability import Endpoint, Rule
+from sgmesh.engine.ingress import IngressRule
+from sgmesh.engine.reachability import Endpoint
 
 CNI = "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy"
 
@@ -41,7 +42,7 @@ def mesh(names: list[str], **spec: Any) -> models.NodeGroupMesh:
     )
 
 
-def inventory(*rules: Rule, **options: Any) -> Inventory:
+def inventory(*rules: IngressRule, **options: Any) -> Inventory:
     defaults: dict[str, Any] = {
         "region": "us-east-1",
         "nodes": (SYSTEM, APP),
@@ -51,9 +52,9 @@ def inventory(*rules: Rule, **options: Any) -> Inventory:
     return Inventory(rules=rules, **(defaults | options))
 
 
-def full_mesh_rules() -> list[Rule]:
+def full_mesh_rules() -> list[IngressRule]:
     return [
-        Rule(dst, "-1", source_group_id=src)
+        IngressRule(dst, "-1", source_group_id=src)
         for dst in ("sg-system", "sg-app")
         for src in ("sg-system", "sg-app")
     ]
@@ -71,7 +72,7 @@ def test_a_cluster_whose_groups_admit_each_other_is_healthy() -> None:
 
 
 def test_dns_needs_udp_and_tcp_and_names_what_is_missing() -> None:
-    udp_only = Rule("sg-system", "udp", 53, 53, source_group_id="sg-app", rule_id="sgr-1")
+    udp_only = IngressRule("sg-system", "udp", 53, 53, source_group_id="sg-app", rule_id="sgr-1")
     rules = [r for r in full_mesh_rules() if r.source_group_id != "sg-app"]
 
     report = diagnosis.diagnose(inventory(udp_only, *rules))
@@ -92,7 +93,7 @@ def test_the_eni_holding_the_pod_ip_is_the_one_that_must_admit() -> None:
     servers = (DnsServer("coredns-1", "system-1", "10.0.0.50"),)
 
     without = diagnosis.diagnose(inventory(*rules, nodes=(system, APP), dns_servers=servers))
-    dns_rule = Rule("sg-dns", "-1", source_group_id="sg-app")
+    dns_rule = IngressRule("sg-dns", "-1", source_group_id="sg-app")
     with_rule = diagnosis.diagnose(
         inventory(dns_rule, *rules, nodes=(system, APP), dns_servers=servers)
     )
@@ -167,7 +168,7 @@ def test_a_mesh_of_dns_traffic_only_is_held_to_its_own_traffic() -> None:
         traffic=[{"protocol": "udp", "fromPort": 53, "toPort": 53}],
     )
     udp = [
-        Rule(dst, "udp", 53, 53, source_group_id=src)
+        IngressRule(dst, "udp", 53, 53, source_group_id=src)
         for dst in ("sg-system", "sg-app")
         for src in ("sg-system", "sg-app")
     ]
@@ -185,7 +186,7 @@ def test_a_mesh_of_dns_traffic_only_is_held_to_its_own_traffic() -> None:
 
 def test_an_sg_without_room_for_the_mesh_is_reported_per_family() -> None:
     crowded = [
-        Rule("sg-app", "tcp", port, port, cidr=ipaddress.ip_network("192.168.0.0/16"))
+        IngressRule("sg-app", "tcp", port, port, cidr=ipaddress.ip_network("192.168.0.0/16"))
         for port in range(1000, 1059)
     ]
 
@@ -234,10 +235,11 @@ def test_an_ipv6_cluster_is_judged_on_ipv6_cidrs() -> None:
         dual("app-1", "eks-app", "sg-app", "10.0.1.10/32", "2600:1f18::1:10/128"),
     )
     v4_only = [
-        Rule(sg, "-1", cidr=ipaddress.ip_network("10.0.0.0/16")) for sg in ("sg-system", "sg-app")
+        IngressRule(sg, "-1", cidr=ipaddress.ip_network("10.0.0.0/16"))
+        for sg in ("sg-system", "sg-app")
     ]
     v6_only = [
-        Rule(sg, "-1", cidr=ipaddress.ip_network("2600:1f18::/56"))
+        IngressRule(sg, "-1", cidr=ipaddress.ip_network("2600:1f18::/56"))
         for sg in ("sg-system", "sg-app")
     ]
     servers = (DnsServer("coredns-1", "system-1", "2600:1f18::10"),)

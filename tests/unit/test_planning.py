@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from ipaddress import ip_network
 from typing import Any
 
 import pytest
 
 from sgmesh.engine import planning
-from sgmesh.engine.topology import IngressRule, Permission, PrefixList, Problem, ProblemKind
+from sgmesh.engine.ingress import IngressRule, Permission, PrefixList
+from sgmesh.engine.topology import Problem, ProblemKind
 
 from .builders import (
     ALL,
@@ -133,7 +135,7 @@ def test_rule_owned_by_two_meshes_is_released_not_revoked_by_the_one_leaving() -
 
 
 def test_quota_leaves_the_group_untouched_and_says_how_many_rules_it_needs() -> None:
-    existing = [rule(f"sgr-{i}", "sg-a", None) for i in range(59)]
+    existing = [rule(f"sgr-{i}", "sg-a", f"sg-elsewhere-{i}") for i in range(59)]
     plan = planning.plan(world(member("a", "sg-a"), member("b", "sg-b"), rules=existing), intent())
 
     assert {g for g, _ in authorized(plan)} == {"sg-b"}
@@ -145,9 +147,10 @@ def test_quota_leaves_the_group_untouched_and_says_how_many_rules_it_needs() -> 
 
 def _cidr_rules(group: str, ipv4: int, ipv6: int) -> list[IngressRule]:
     return [
-        IngressRule(f"sgr-v4-{i}", group, None, cidr_ipv4=f"10.0.{i}.0/24") for i in range(ipv4)
+        IngressRule(group, cidr=ip_network(f"10.0.{i}.0/24"), rule_id=f"sgr-v4-{i}")
+        for i in range(ipv4)
     ] + [
-        IngressRule(f"sgr-v6-{i}", group, None, cidr_ipv6=f"2001:db8:{i:x}::/48")
+        IngressRule(group, cidr=ip_network(f"2001:db8:{i:x}::/48"), rule_id=f"sgr-v6-{i}")
         for i in range(ipv6)
     ]
 
@@ -175,7 +178,7 @@ def test_a_full_ip_family_refuses_the_group_and_names_the_family() -> None:
 
 
 def test_a_prefix_list_rule_counts_as_the_list_s_maximum_entries() -> None:
-    listed = IngressRule("sgr-pl", "sg-a", None, prefix_list_id="pl-0123456789abcdef0")
+    listed = IngressRule("sg-a", prefix_list_id="pl-0123456789abcdef0", rule_id="sgr-pl")
     current = dataclasses.replace(
         world(member("a", "sg-a"), member("b", "sg-b"), rules=[listed, *_cidr_rules("sg-a", 9, 0)]),
         prefix_lists={"pl-0123456789abcdef0": PrefixList("pl-0123456789abcdef0", 50)},
@@ -209,7 +212,7 @@ def test_group_at_exactly_the_quota_is_written() -> None:
 
 
 def test_quota_counts_rules_freed_by_revokes_in_the_same_group() -> None:
-    existing = [rule(f"sgr-{i}", "sg-a", None) for i in range(59)]
+    existing = [rule(f"sgr-{i}", "sg-a", f"sg-elsewhere-{i}") for i in range(59)]
     stale = rule("sgr-old", "sg-a", "sg-gone", OWNER)
     plan = planning.plan(world(member("a", "sg-a"), rules=[*existing, stale]), intent(quota=60))
 
@@ -333,7 +336,7 @@ def test_recorded_attachment_detached_by_hand_is_attached_again() -> None:
 
 def orphan(rule_id: str, group: str, source: str, made_by: Any) -> IngressRule:
     """A rule sgmesh made (its description says so) that lost every owner tag."""
-    return IngressRule(
+    return IngressRule.of(
         rule_id, group, Permission(source, "-1", -1, -1), {}, made_by.rule_description
     )
 
@@ -365,7 +368,7 @@ def test_an_orphan_another_mesh_made_is_left_to_that_mesh() -> None:
 
 
 def test_a_rule_without_sgmesh_description_is_never_adopted() -> None:
-    foreign = IngressRule(
+    foreign = IngressRule.of(
         "sgr-1", "sg-a", Permission("sg-a", "-1", -1, -1), {}, "sgmesh lookalike by a person"
     )
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sgmesh.engine import ownership, planning
-from sgmesh.engine.topology import IngressRule, Member, Permission, RoleState, Topology
+from sgmesh.engine.ingress import IngressRule, Permission
+from sgmesh.engine.topology import Member, RoleState, Topology
 
 from .builders import ALL, CNI, DNS_UDP, OTHER, OWNER, intent
 from .simulate import carry_out
@@ -42,7 +44,19 @@ def rules(draw: st.DrawFn) -> list[IngressRule]:
             if (group, permission) in seen:
                 continue
             seen.add((group, permission))
-        found.append(IngressRule(f"sgr-{index:04d}", group, permission, tags, draw(descriptions)))
+        rule_id, description = f"sgr-{index:04d}", draw(descriptions)
+        if permission is None:  # a rule from a CIDR
+            found.append(
+                IngressRule(
+                    group,
+                    cidr=ipaddress.ip_network("10.0.0.0/8"),
+                    rule_id=rule_id,
+                    tags=tags,
+                    description=description,
+                )
+            )
+        else:
+            found.append(IngressRule.of(rule_id, group, permission, tags, description))
     return found
 
 

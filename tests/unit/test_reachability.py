@@ -10,19 +10,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgmesh.engine import reachability
-from sgmesh.engine.reachability import Endpoint, Flow, Rule
+from sgmesh.engine import ingress, reachability
+from sgmesh.engine.ingress import IngressRule, PrefixList
+from sgmesh.engine.reachability import Endpoint, Flow
 
 NODE_A = Endpoint(frozenset({"sg-a"}), frozenset({ipaddress.ip_network("10.0.1.5/32")}))
 DST = ["sg-dns"]
 
 
-def evaluate(flow: Flow, *rules: Rule, source: Endpoint = NODE_A, **options: object):
+def evaluate(flow: Flow, *rules: IngressRule, source: Endpoint = NODE_A, **options: object):
     return reachability.evaluate(flow, DST, source, rules, **options)  # type: ignore[arg-type]
 
 
 def test_a_rule_referencing_a_group_of_the_sender_admits_it() -> None:
-    rule = Rule("sg-dns", "udp", 53, 53, source_group_id="sg-a", rule_id="sgr-1")
+    rule = IngressRule("sg-dns", "udp", 53, 53, source_group_id="sg-a", rule_id="sgr-1")
 
     verdict = evaluate(reachability.DNS_UDP, rule)
 
@@ -31,8 +32,8 @@ def test_a_rule_referencing_a_group_of_the_sender_admits_it() -> None:
 
 
 def test_a_rule_of_another_group_or_from_another_group_admits_nothing() -> None:
-    elsewhere = Rule("sg-other", "-1", source_group_id="sg-a")
-    other_source = Rule("sg-dns", "-1", source_group_id="sg-b")
+    elsewhere = IngressRule("sg-other", "-1", source_group_id="sg-a")
+    other_source = IngressRule("sg-dns", "-1", source_group_id="sg-b")
 
     verdict = evaluate(reachability.DNS_UDP, elsewhere, other_source)
 
@@ -41,18 +42,20 @@ def test_a_rule_of_another_group_or_from_another_group_admits_nothing() -> None:
 
 
 def test_all_traffic_admits_dns_but_tcp_53_does_not_admit_udp_53() -> None:
-    assert evaluate(reachability.DNS_UDP, Rule("sg-dns", "-1", source_group_id="sg-a")).admitted
+    assert evaluate(
+        reachability.DNS_UDP, IngressRule("sg-dns", "-1", source_group_id="sg-a")
+    ).admitted
     assert not evaluate(
-        reachability.DNS_UDP, Rule("sg-dns", "6", 53, 53, source_group_id="sg-a")
+        reachability.DNS_UDP, IngressRule("sg-dns", "6", 53, 53, source_group_id="sg-a")
     ).admitted
     assert evaluate(
-        reachability.DNS_TCP, Rule("sg-dns", "6", 0, 65535, source_group_id="sg-a")
+        reachability.DNS_TCP, IngressRule("sg-dns", "6", 0, 65535, source_group_id="sg-a")
     ).admitted
 
 
 def test_cidrs_admit_a_sender_only_when_together_they_cover_each_of_its_addresses() -> None:
-    subnet = Rule("sg-dns", "udp", 53, 53, cidr=ipaddress.ip_network("10.0.1.0/24"))
-    other = Rule("sg-dns", "udp", 53, 53, cidr=ipaddress.ip_network("10.0.2.0/24"))
+    subnet = IngressRule("sg-dns", "udp", 53, 53, cidr=ipaddress.ip_network("10.0.1.0/24"))
+    other = IngressRule("sg-dns", "udp", 53, 53, cidr=ipaddress.ip_network("10.0.2.0/24"))
     spread = Endpoint(
         frozenset({"sg-a"}),
         frozenset({ipaddress.ip_network("10.0.1.5/32"), ipaddress.ip_network("10.0.2.9/32")}),
@@ -65,7 +68,7 @@ def test_cidrs_admit_a_sender_only_when_together_they_cover_each_of_its_addresse
 
 
 def test_a_cidr_counts_only_in_its_ip_family() -> None:
-    everything_v6 = Rule("sg-dns", "-1", cidr=ipaddress.ip_network("::/0"))
+    everything_v6 = IngressRule("sg-dns", "-1", cidr=ipaddress.ip_network("::/0"))
 
     assert not evaluate(reachability.DNS_UDP, everything_v6, family=4).admitted
     dual = Endpoint(
@@ -77,25 +80,25 @@ def test_a_cidr_counts_only_in_its_ip_family() -> None:
 
 def test_a_delegated_prefix_is_admitted_only_by_a_cidr_that_contains_it() -> None:
     prefixed = Endpoint(frozenset(), frozenset({ipaddress.ip_network("10.0.1.16/28")}))
-    narrow = Rule("sg-dns", "-1", cidr=ipaddress.ip_network("10.0.1.16/29"))
-    wide = Rule("sg-dns", "-1", cidr=ipaddress.ip_network("10.0.0.0/16"))
+    narrow = IngressRule("sg-dns", "-1", cidr=ipaddress.ip_network("10.0.1.16/29"))
+    wide = IngressRule("sg-dns", "-1", cidr=ipaddress.ip_network("10.0.0.0/16"))
 
     assert not evaluate(reachability.DNS_UDP, narrow, source=prefixed).admitted
     assert evaluate(reachability.DNS_UDP, wide, source=prefixed).admitted
 
 
 def test_a_prefix_list_admits_by_its_entries_and_an_unknown_one_admits_nothing() -> None:
-    rule = Rule("sg-dns", "udp", 53, 53, prefix_list_id="pl-1")
+    rule = IngressRule("sg-dns", "udp", 53, 53, prefix_list_id="pl-1")
 
-    lists = {"pl-1": (ipaddress.ip_network("10.0.0.0/16"),)}
+    lists = {"pl-1": PrefixList("pl-1", entries=(ipaddress.ip_network("10.0.0.0/16"),))}
     assert evaluate(reachability.DNS_UDP, rule, prefix_lists=lists).admitted
     assert not evaluate(reachability.DNS_UDP, rule, prefix_lists={}).admitted
 
 
 def test_partly_admitted_traffic_names_the_ports_nothing_admits() -> None:
     rules = [
-        Rule("sg-dns", "tcp", 0, 1023, source_group_id="sg-a"),
-        Rule("sg-dns", "tcp", 2000, 65535, cidr=ipaddress.ip_network("10.0.0.0/8")),
+        IngressRule("sg-dns", "tcp", 0, 1023, source_group_id="sg-a"),
+        IngressRule("sg-dns", "tcp", 2000, 65535, cidr=ipaddress.ip_network("10.0.0.0/8")),
     ]
 
     verdict = evaluate(Flow("tcp", 0, 65535), *rules)
@@ -106,23 +109,23 @@ def test_partly_admitted_traffic_names_the_ports_nothing_admits() -> None:
 
 def test_all_traffic_is_admitted_only_by_an_all_protocols_rule() -> None:
     ported = [
-        Rule("sg-dns", "tcp", 0, 65535, source_group_id="sg-a"),
-        Rule("sg-dns", "udp", 0, 65535, source_group_id="sg-a"),
+        IngressRule("sg-dns", "tcp", 0, 65535, source_group_id="sg-a"),
+        IngressRule("sg-dns", "udp", 0, 65535, source_group_id="sg-a"),
     ]
 
     assert not evaluate(reachability.ALL_TRAFFIC, *ported).admitted
     assert evaluate(
-        reachability.ALL_TRAFFIC, Rule("sg-dns", "all", source_group_id="sg-a")
+        reachability.ALL_TRAFFIC, IngressRule("sg-dns", "all", source_group_id="sg-a")
     ).admitted
 
 
 def test_icmp_types() -> None:
-    echo = Rule("sg-dns", "icmp", 8, -1, source_group_id="sg-a")
+    echo = IngressRule("sg-dns", "icmp", 8, -1, source_group_id="sg-a")
 
     assert evaluate(Flow("icmp", 8, -1), echo).admitted
     assert not evaluate(Flow("icmp", -1, -1), echo).admitted
     assert evaluate(
-        Flow("icmp", 8, -1), Rule("sg-dns", "1", -1, -1, source_group_id="sg-a")
+        Flow("icmp", 8, -1), IngressRule("sg-dns", "1", -1, -1, source_group_id="sg-a")
     ).admitted
 
 
@@ -130,18 +133,18 @@ def test_bad_ports_and_rules_without_one_source_are_refused_with_the_values() ->
     with pytest.raises(ValueError, match="not 70000-53"):
         Flow("udp", 70000, 53)
     with pytest.raises(ValueError, match="needs one source"):
-        Rule("sg-dns", "-1")
+        IngressRule("sg-dns", "-1")
 
 
 def test_rule_counts_per_family_as_the_quota_counts_them() -> None:
     rules = [
-        Rule("sg-x", "-1", source_group_id="sg-a"),
-        Rule("sg-x", "tcp", 443, 443, cidr=ipaddress.ip_network("10.0.0.0/8")),
-        Rule("sg-x", "tcp", 443, 443, cidr=ipaddress.ip_network("::/0")),
-        Rule("sg-x", "tcp", 443, 443, prefix_list_id="pl-1"),
+        IngressRule("sg-x", "-1", source_group_id="sg-a"),
+        IngressRule("sg-x", "tcp", 443, 443, cidr=ipaddress.ip_network("10.0.0.0/8")),
+        IngressRule("sg-x", "tcp", 443, 443, cidr=ipaddress.ip_network("::/0")),
+        IngressRule("sg-x", "tcp", 443, 443, prefix_list_id="pl-1"),
     ]
 
-    assert reachability.rule_counts(rules, {"pl-1": (4, 20)}) == {4: 22, 6: 2}
+    assert ingress.quota_counts(rules, {"pl-1": PrefixList("pl-1", 20, 4)}) == {4: 22, 6: 2}
 
 
 # ---- properties ----------------------------------------------------------------------------
@@ -157,7 +160,7 @@ ADDRESSES = st.sampled_from(
 
 
 @st.composite
-def rules(draw: st.DrawFn) -> Rule:
+def rules(draw: st.DrawFn) -> IngressRule:
     protocol = draw(st.sampled_from(["tcp", "udp", "-1"]))
     low = draw(SMALL_PORT)
     high = draw(st.integers(min_value=low, max_value=24))
@@ -165,12 +168,12 @@ def rules(draw: st.DrawFn) -> Rule:
         low = high = -1
     kind = draw(st.sampled_from(["group", "cidr"]))
     if kind == "group":
-        return Rule(draw(GROUPS), protocol, low, high, source_group_id=draw(GROUPS))
-    return Rule(draw(GROUPS), protocol, low, high, cidr=draw(NETWORKS))
+        return IngressRule(draw(GROUPS), protocol, low, high, source_group_id=draw(GROUPS))
+    return IngressRule(draw(GROUPS), protocol, low, high, cidr=draw(NETWORKS))
 
 
 def _admits_one(
-    rule: Rule, protocol: str, port: int, source: Endpoint, address: ipaddress.IPv4Network
+    rule: IngressRule, protocol: str, port: int, source: Endpoint, address: ipaddress.IPv4Network
 ) -> bool:
     """Brute force: one packet from one address, one rule."""
     if rule.group_id not in DST:
@@ -194,7 +197,7 @@ def _admits_one(
     st.frozensets(ADDRESSES, min_size=1, max_size=2),
 )
 def test_a_flow_is_admitted_exactly_when_every_port_of_it_is_admitted_by_some_rule(
-    given_rules: list[Rule],
+    given_rules: list[IngressRule],
     protocol: str,
     first: int,
     second: int,

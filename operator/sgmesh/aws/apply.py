@@ -23,17 +23,14 @@ from typing import TYPE_CHECKING
 import botocore.exceptions
 
 from sgmesh.aws import client, errors, security_groups
-from sgmesh.engine import chunking, ownership, planning, topology
-from sgmesh.engine.topology import ALL_PROTOCOLS, Permission
+from sgmesh.engine import chunking, ingress, ownership, planning
+from sgmesh.engine.ingress import ALL_PROTOCOLS, Permission
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import IpPermissionTypeDef
 
 __all__ = ["ApplyResult", "Failure", "apply"]
 
-_DUPLICATE = "InvalidPermission.Duplicate"
-_RULE_GONE = frozenset({"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"})
-_NO_SUCH_ENTITY = "NoSuchEntity"
 _TAG_BATCH = 500
 
 
@@ -145,13 +142,13 @@ def _authorize(
         _authorize_call(clients, group_id, [action.permission for action in actions], owner)
         return list(actions)
     except botocore.exceptions.ClientError as error:
-        if errors.error_code(error) != _DUPLICATE:
+        if not errors.answered(error, errors.RULE_DUPLICATE):
             raise
     # Another writer created one of these rules since discovery read the group (AWS refuses
     # the whole call). Losing that race means joining the rule's owners: a rule another mesh
     # made, or an orphan sgmesh made, gets this mesh's tag; somebody else's rule satisfies the
     # mesh and is left alone. What is still missing is authorized.
-    existing: dict[Permission, topology.IngressRule] = {
+    existing: dict[Permission, ingress.IngressRule] = {
         rule.permission: rule
         for rule in security_groups.read_ingress_rules(clients, [group_id]).values()
         if rule.permission is not None
@@ -167,9 +164,7 @@ def _authorize(
         result.found_existing.append(action)
         if owner.owns(rule.tags):
             continue
-        if ownership.owned_by_any_mesh(rule.tags) or ownership.is_orphan(
-            rule.tags, rule.description
-        ):
+        if ownership.joinable(rule.tags, rule.description):
             joined.append(
                 planning.TagRule(
                     group_id,
@@ -220,10 +215,7 @@ def _revoke(
         elif ownership.other_mesh_keys(rule.tags, owner):
             reason = f"{action.reason}; another mesh owns it now, so it is kept"
             release.append(planning.UntagRule(group_id, rule.rule_id, reason))
-        elif owner.owns(rule.tags) or (
-            ownership.is_orphan(rule.tags, rule.description)
-            and ownership.creator(rule.description) == owner
-        ):
+        elif ownership.may_revoke(owner, rule.tags, rule.description):
             revoke.append(action)
         # else: the rule changed hands since discovery and is not this mesh's to touch.
     if revoke:
@@ -239,7 +231,7 @@ def _revoke_call(clients: client.AwsClients, group_id: str, rule_ids: Sequence[s
             GroupId=group_id, SecurityGroupRuleIds=list(rule_ids)
         )
     except botocore.exceptions.ClientError as error:
-        if errors.error_code(error) not in _RULE_GONE:
+        if not errors.answered(error, errors.RULE_ABSENT):
             raise
         # One of the rules went away since it was read; revoke those that are still there.
         still_there = set(security_groups.read_ingress_rules(clients, [group_id])) & set(rule_ids)
@@ -314,7 +306,7 @@ def _change_tags(
                 )
             return set(targets)
         except botocore.exceptions.ClientError as error:
-            if attempt or errors.error_code(error) not in _RULE_GONE:
+            if attempt or not errors.answered(error, errors.RULE_ABSENT):
                 raise
             targets = sorted(security_groups.read_rules(clients, targets).keys())
             if not targets:
@@ -347,7 +339,7 @@ def _role_action(
             try:
                 clients.iam.attach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
             except botocore.exceptions.ClientError as error:
-                if errors.error_code(error) != _NO_SUCH_ENTITY:
+                if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                     raise
                 # Discovery just read the role, so what does not exist is the policy: bad
                 # input, named by its field so that a person knows what to fix.
@@ -361,7 +353,7 @@ def _role_action(
                 clients.iam.detach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
             except botocore.exceptions.ClientError as error:
                 # A successful answer that the attachment is not there: already detached.
-                if errors.error_code(error) != _NO_SUCH_ENTITY:
+                if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                     raise
         case planning.UntagRole():
             clients.iam.untag_role(RoleName=action.role, TagKeys=[owner.tag_key])

@@ -28,45 +28,41 @@ from dataclasses import dataclass
 
 from sgmesh.api import models
 from sgmesh.aws import client, launch, roles, security_groups
-from sgmesh.engine import cluster_members, ownership, planning, topology
+from sgmesh.engine import cluster_members, ingress, ownership, planning, topology
 
-__all__ = ["NO_CLUSTER_MEMBERS", "discover", "discover_owned"]
-
-NO_CLUSTER_MEMBERS = cluster_members.ClusterMembers()
+__all__ = ["discover", "discover_owned"]
 
 
 def discover(
     clients: client.AwsClients,
-    spec: models.NodeGroupMeshSpec,
-    owner: ownership.Owner,
+    intent: planning.Intent,
     memory: roles.RoleMemory | None = None,
-    cluster: cluster_members.ClusterMembers = NO_CLUSTER_MEMBERS,
     *,
     fresh: bool = False,
 ) -> topology.Topology:
     """Resolve the mesh's members and read what AWS holds that concerns them.
 
-    `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.aws.roles`); without
-    it the roles the mesh's policy is attached to are swept on every call.
+    `intent`: the mesh's spec, the members its Kubernetes sources named (EC2NodeClasses,
+    ENIConfigs, as `sgmesh.kube.sources` read them) and whether the CNI policy goes on node
+    roles, decided once (`planning.Intent.from_spec`).
 
-    `cluster`: the members the spec's Kubernetes sources named (EC2NodeClasses, ENIConfigs)
-    and whether aws-node uses IRSA, as `sgmesh.kube.sources` read them.
+    `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.aws.roles`);
+    without it the roles the mesh's policy is attached to are swept on every call.
 
     Its reads may be answered from another mesh's discovery of the last seconds when the
     clients share reads (`sgmesh.aws.shared_reads`: never across a write), unless `fresh` asks for
     AWS as it is now (a reconcile started because something new appeared).
     """
     with contextlib.nullcontext() if fresh else clients.reads_shared():
-        return _discover(clients, spec, owner, memory, cluster)
+        return _discover(clients, intent, memory)
 
 
 def _discover(
-    clients: client.AwsClients,
-    spec: models.NodeGroupMeshSpec,
-    owner: ownership.Owner,
-    memory: roles.RoleMemory | None,
-    cluster: cluster_members.ClusterMembers,
+    clients: client.AwsClients, intent: planning.Intent, memory: roles.RoleMemory | None
 ) -> topology.Topology:
+    spec, owner, cluster = intent.spec, intent.owner, intent.cluster
+    if spec is None:
+        raise ValueError("discover needs the intent of a mesh's spec (withdraw has none)")
     asgs, asg_problems = (
         launch.read_auto_scaling_groups(clients, spec.auto_scaling_groups)
         if spec.auto_scaling_groups is not None
@@ -113,15 +109,15 @@ def _discover(
     direct_ids = sorted({*spec.security_group_ids, *selected})
     existing_ids = sorted(group_id for group_id in {*users, *selected} if group_id in vpcs)
 
-    ingress = security_groups.read_ingress_rules(clients, existing_ids)
-    ingress.update(security_groups.read_owned_rules(clients, owner))
+    inbound = security_groups.read_ingress_rules(clients, existing_ids)
+    inbound.update(security_groups.read_owned_rules(clients, owner))
     counted = set(existing_ids)
     prefix_lists = security_groups.read_prefix_lists(
         clients,
-        [r.prefix_list_id for r in ingress.values() if r.prefix_list_id and r.group_id in counted],
+        [r.prefix_list_id for r in inbound.values() if r.prefix_list_id and r.group_id in counted],
     )
 
-    attach = cluster_members.attaches_cni(spec, cluster)
+    attach = intent.attach_cni
     mesh_roles = roles.read_mesh_roles(
         clients,
         owner,
@@ -131,7 +127,7 @@ def _discover(
         ]
         if attach
         else (),
-        _sweep_policy_arns(clients, models.cni_policy_arn(spec, clients.region)) if attach else (),
+        _sweep_policy_arns(clients, intent.policy_arn) if attach else (),
         memory=memory,
         role_names=[role for source in cluster.members for role in source.role_names]
         if attach
@@ -151,8 +147,8 @@ def _discover(
     return topology.Topology(
         members=tuple(members),
         prefix_lists=prefix_lists,
-        rules_per_security_group=_applied_quota(clients, spec, members, vpcs, ingress.values()),
-        ingress_rules=tuple(ingress[rule_id] for rule_id in sorted(ingress)),
+        rules_per_security_group=_applied_quota(clients, intent, members, vpcs, inbound.values()),
+        ingress_rules=tuple(inbound[rule_id] for rule_id in sorted(inbound)),
         counted_group_ids=frozenset(existing_ids),
         security_group_vpcs={group_id: vpcs[group_id] for group_id in existing_ids},
         roles=mesh_roles.roles,
@@ -315,15 +311,14 @@ def discover_owned(
 
 def _applied_quota(
     clients: client.AwsClients,
-    spec: models.NodeGroupMeshSpec,
+    intent: planning.Intent,
     members: Sequence[topology.Member],
     vpcs: Mapping[str, str],
-    ingress: Iterable[topology.IngressRule],
+    ingress: Iterable[ingress.IngressRule],
 ) -> int | None:
     """The account's rules-per-SG quota, read only when the mesh lacks a rule (a plan that
     adds nothing needs no quota, so a steady state costs no call)."""
-    shapes = [planning.TrafficShape.from_traffic(entry) for entry in spec.traffic]
-    desired, _ = planning.desired_permissions(members, vpcs, shapes)
+    desired, _ = planning.desired_permissions(members, vpcs, intent.traffic)
     present = {(rule.group_id, rule.permission) for rule in ingress if rule.permission}
     if desired <= present:
         return None

@@ -18,8 +18,15 @@ import botocore.session
 
 __all__ = [
     "ERRORS",
+    "IAM_ENTITY_ABSENT",
+    "LAUNCH_TEMPLATE_ABSENT",
+    "LAUNCH_TEMPLATE_VERSION_ABSENT",
+    "QUOTA_UNREADABLE",
+    "RULE_ABSENT",
+    "RULE_DUPLICATE",
     "AwsFailure",
     "ErrorKind",
+    "answered",
     "classify",
     "error_code",
     "iam_action",
@@ -160,6 +167,32 @@ _CONCURRENT_CHANGE_CODES = frozenset(
         "IncorrectState",
     }
 )
+
+
+# Answers that each reader or writer takes as a fact rather than a failure. Each positively
+# says something about the one thing the request named; no other error is ever read that way.
+
+# IAM: the role, instance profile, policy or attachment the request named does not exist.
+IAM_ENTITY_ABSENT = frozenset({"NoSuchEntity"})
+# EC2: the launch template, or the version of it, the request named does not exist.
+LAUNCH_TEMPLATE_ABSENT = frozenset(
+    {"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException"}
+)
+LAUNCH_TEMPLATE_VERSION_ABSENT = frozenset({"InvalidLaunchTemplateId.VersionNotFound"})
+# EC2: a rule to revoke is gone already (another writer revoked it).
+RULE_ABSENT = frozenset({"InvalidPermission.NotFound", "InvalidSecurityGroupRuleId.NotFound"})
+# EC2: a rule to authorize exists already (another writer created it first).
+RULE_DUPLICATE = frozenset({"InvalidPermission.Duplicate"})
+# Service Quotas: the applied quota cannot be read by this identity (the setting applies).
+QUOTA_UNREADABLE = frozenset(
+    {"AccessDenied", "AccessDeniedException", "NoSuchResourceException", "UnauthorizedOperation"}
+)
+
+
+def answered(error: BaseException, codes: frozenset[str]) -> bool:
+    """Whether AWS answered the request with one of `codes` (a successful exchange whose
+    answer is one of the facts above), as opposed to any other failure."""
+    return isinstance(error, botocore.exceptions.ClientError) and error_code(error) in codes
 
 
 def error_code(error: BaseException) -> str:

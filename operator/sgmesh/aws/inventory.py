@@ -7,17 +7,18 @@ answer) or `NoSuchEntity` for one named instance profile; every other error prop
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import botocore.exceptions
 
-from sgmesh.aws import client, errors
-from sgmesh.engine import chunking, reachability
+from sgmesh.aws import client, errors, security_groups
+from sgmesh.engine import chunking, ingress, reachability
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2.type_defs import InstanceTypeDef, SecurityGroupRuleTypeDef
+    from mypy_boto3_ec2.type_defs import InstanceTypeDef
 
 __all__ = [
     "interfaces",
@@ -50,7 +51,7 @@ def read_instances(clients: client.AwsClients, ids: Sequence[str]) -> dict[str, 
 def interfaces(instance: InstanceTypeDef, name: str) -> tuple[reachability.Endpoint, ...]:
     endpoints = []
     for interface in instance.get("NetworkInterfaces", []):
-        networks: set[reachability.Network] = set()
+        networks: set[ingress.Network] = set()
         for private in interface.get("PrivateIpAddresses", []):
             if "PrivateIpAddress" in private:
                 networks.add(ipaddress.ip_network(private["PrivateIpAddress"]))
@@ -72,8 +73,8 @@ def interfaces(instance: InstanceTypeDef, name: str) -> tuple[reachability.Endpo
 
 def read_rules(
     clients: client.AwsClients, group_ids: Sequence[str]
-) -> tuple[reachability.Rule, ...]:
-    rules: list[reachability.Rule] = []
+) -> tuple[ingress.IngressRule, ...]:
+    found: list[ingress.IngressRule] = []
     paginator = clients.ec2.get_paginator("describe_security_group_rules")
     for chunk in chunking.chunks(sorted(set(group_ids)), FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
@@ -82,48 +83,33 @@ def read_rules(
         ):
             for raw in page.get("SecurityGroupRules", []):
                 if not raw.get("IsEgress") and "GroupId" in raw:
-                    rules.append(_rule(raw))
-    return tuple(rules)
-
-
-def _rule(raw: SecurityGroupRuleTypeDef) -> reachability.Rule:
-    cidr = raw.get("CidrIpv4") or raw.get("CidrIpv6")
-    return reachability.Rule(
-        group_id=raw["GroupId"],
-        protocol=str(raw.get("IpProtocol", reachability.ALL_PROTOCOLS)),
-        from_port=raw.get("FromPort", -1),
-        to_port=raw.get("ToPort", -1),
-        source_group_id=raw.get("ReferencedGroupInfo", {}).get("GroupId") or None,
-        cidr=ipaddress.ip_network(cidr, strict=False) if cidr else None,
-        prefix_list_id=raw.get("PrefixListId") or None,
-        rule_id=raw.get("SecurityGroupRuleId", ""),
-    )
+                    found.append(ingress.parse(raw))
+    return tuple(found)
 
 
 def read_prefix_lists(
     clients: client.AwsClients, ids: Sequence[str]
-) -> tuple[dict[str, tuple[reachability.Network, ...]], dict[str, tuple[int, int]]]:
-    entries: dict[str, tuple[reachability.Network, ...]] = {}
-    sizes: dict[str, tuple[int, int]] = {}
+) -> dict[str, ingress.PrefixList]:
+    """The prefix lists among `ids`, with their size, family and entries."""
+    found: dict[str, ingress.PrefixList] = {}
     if not ids:
-        return entries, sizes
+        return found
     described = clients.ec2.get_paginator("describe_managed_prefix_lists")
     for page in described.paginate(PrefixListIds=sorted(set(ids))):
-        for prefix_list in page.get("PrefixLists", []):
-            family = 6 if prefix_list.get("AddressFamily", "IPv4").lower() == "ipv6" else 4
-            if "PrefixListId" in prefix_list:
-                sizes[prefix_list["PrefixListId"]] = (family, prefix_list.get("MaxEntries", 1))
-    listed = clients.ec2.get_paginator("get_managed_prefix_list_entries")
-    for prefix_list_id in sorted(set(ids)):
-        networks: list[reachability.Network] = []
-        for entries_page in listed.paginate(PrefixListId=prefix_list_id):
+        for listed in page.get("PrefixLists", []):
+            if "PrefixListId" in listed:
+                found[listed["PrefixListId"]] = security_groups.prefix_list(listed)
+    entries = clients.ec2.get_paginator("get_managed_prefix_list_entries")
+    for prefix_list_id in sorted(found):
+        networks: list[ingress.Network] = []
+        for entries_page in entries.paginate(PrefixListId=prefix_list_id):
             networks.extend(
                 ipaddress.ip_network(entry["Cidr"], strict=False)
                 for entry in entries_page.get("Entries", [])
                 if "Cidr" in entry
             )
-        entries[prefix_list_id] = tuple(networks)
-    return entries, sizes
+        found[prefix_list_id] = dataclasses.replace(found[prefix_list_id], entries=tuple(networks))
+    return found
 
 
 def read_profiles(clients: client.AwsClients, names: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -132,7 +118,7 @@ def read_profiles(clients: client.AwsClients, names: Sequence[str]) -> dict[str,
         try:
             profile = clients.iam.get_instance_profile(InstanceProfileName=name)
         except botocore.exceptions.ClientError as error:
-            if errors.error_code(error) != "NoSuchEntity":
+            if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                 raise
             roles[name] = ()  # IAM says it is gone: the instance runs without a role
             continue

@@ -46,10 +46,6 @@ LATEST = "$Latest"
 DEFAULT = "$Default"
 
 # Answers that positively say "the thing you named does not exist".
-_TEMPLATE_NOT_FOUND = frozenset(
-    {"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException"}
-)
-_TEMPLATE_VERSION_NOT_FOUND = frozenset({"InvalidLaunchTemplateId.VersionNotFound"})
 
 
 @dataclass(frozen=True)
@@ -433,10 +429,9 @@ def _read_one_template(
     try:
         index = _describe_template(clients, first, versions)
     except botocore.exceptions.ClientError as error:
-        code = errors.error_code(error)
-        if code in _TEMPLATE_NOT_FOUND:
+        if errors.answered(error, errors.LAUNCH_TEMPLATE_ABSENT):
             return {ref: _Absent(f"launch template {ref.template} does not exist") for ref in refs}
-        if code not in _TEMPLATE_VERSION_NOT_FOUND:
+        if not errors.answered(error, errors.LAUNCH_TEMPLATE_VERSION_ABSENT):
             raise
         if len(versions) == 1:
             return {

@@ -39,7 +39,7 @@ class Outcome:
     plan: planning.Plan
     applied: applying.ApplyResult | None
     # What the cluster said (Kubernetes member sources, aws-node's IRSA role).
-    cluster: cluster_members.ClusterMembers = discovery.NO_CLUSTER_MEMBERS
+    cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS
 
     @property
     def pending(self) -> tuple[planning.Action, ...]:
@@ -83,7 +83,7 @@ def converge(
     mesh: models.NodeGroupMesh,
     settings: Settings,
     write: bool = True,
-    cluster: cluster_members.ClusterMembers = discovery.NO_CLUSTER_MEMBERS,
+    cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS,
     *,
     fresh: bool = False,
 ) -> Outcome:
@@ -93,16 +93,10 @@ def converge(
     aws-node uses IRSA. `fresh`: read AWS as it is now, not what a discovery of the last
     seconds read (see `discovery.discover`)."""
     owner = owner_of(mesh, settings)
-    topology = discovery.discover(
-        clients, mesh.spec, owner, settings.role_memory, cluster, fresh=fresh
-    )
     intent = planning.Intent.from_spec(
-        mesh.spec,
-        owner,
-        clients.region,
-        settings.rules_per_security_group,
-        attach_cni=cluster_members.attaches_cni(mesh.spec, cluster),
+        mesh.spec, owner, clients.region, settings.rules_per_security_group, cluster
     )
+    topology = discovery.discover(clients, intent, settings.role_memory, fresh=fresh)
     plan = planning.plan(topology, intent)
     enforce = write and mesh.spec.mode is models.Mode.ENFORCE
     applied = applying.apply(clients, plan, owner) if enforce and not plan.empty else None

@@ -42,8 +42,6 @@ __all__ = ["MeshRoles", "ProfileRoles", "RoleMemory", "read_mesh_roles", "resolv
 
 IAM_PAGE_SIZE = 1000  # MaxItems of the IAM listings
 
-_IAM_NOT_FOUND = frozenset({"NoSuchEntity"})
-
 
 class RoleMemory:
     """Per mesh, its member roles and the roles last seen carrying its ownership tag; safe to
@@ -90,7 +88,7 @@ def resolve_profiles(clients: client.AwsClients, profile_names: Iterable[str]) -
         try:
             profile = clients.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         except botocore.exceptions.ClientError as error:
-            if errors.error_code(error) not in _IAM_NOT_FOUND:
+            if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                 raise
             unresolved[name] = (f"instance profile {name} does not exist",)
             continue
@@ -169,7 +167,7 @@ def _roles_attached_to(clients: client.AwsClients, policy_arns: Sequence[str]) -
             ):
                 names.update(role["RoleName"] for role in page.get("PolicyRoles", []))
         except botocore.exceptions.ClientError as error:
-            if errors.error_code(error) not in _IAM_NOT_FOUND:
+            if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                 raise
     return names
 
@@ -196,7 +194,7 @@ def _read_role(
                     if "PolicyArn" in policy
                 )
     except botocore.exceptions.ClientError as error:
-        if errors.error_code(error) not in _IAM_NOT_FOUND:
+        if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
             raise
         return None
     return topology.RoleState(name=name, attached_policy_arns=frozenset(policies), tags=tags)

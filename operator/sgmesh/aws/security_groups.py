@@ -24,12 +24,12 @@ import botocore.exceptions
 
 from sgmesh.api import models
 from sgmesh.aws import client, errors
-from sgmesh.engine import chunking, ownership, topology
+from sgmesh.engine import chunking, ingress, ownership, topology
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import (
         FilterTypeDef,
-        SecurityGroupRuleTypeDef,
+        ManagedPrefixListTypeDef,
         SecurityGroupTypeDef,
     )
 
@@ -57,17 +57,11 @@ PREFIX_LIST_PAGE_SIZE = 100
 # Service Quotas: "Inbound or outbound rules per security group" of Amazon VPC.
 RULES_QUOTA_SERVICE = "vpc"
 RULES_QUOTA_CODE = "L-0EA8095F"
-# Answers that mean "the applied quota cannot be read here": the operator's setting applies.
-_QUOTA_UNREADABLE = frozenset(
-    {"AccessDenied", "AccessDeniedException", "NoSuchResourceException", "UnauthorizedOperation"}
-)
 DEFAULT_GROUP_NAME = "default"  # every VPC has one, and it cannot be deleted or renamed
 
 # DescribeSecurityGroupRules documents `tag:<key>` (not `tag-key`) among its filters; the
 # mesh writes its ownership tag with this value on every rule it owns.
 _OWNED_RULE_VALUES = (ownership.OWNED,)
-
-_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "all": topology.ALL_PROTOCOLS}
 
 
 @dataclass(frozen=True)
@@ -267,9 +261,9 @@ def _describe_security_groups(
 
 def read_ingress_rules(
     clients: client.AwsClients, group_ids: Sequence[str]
-) -> dict[str, topology.IngressRule]:
+) -> dict[str, ingress.IngressRule]:
     """Every inbound rule of the groups, by rule id (apply re-reads a group after a race)."""
-    rules: dict[str, topology.IngressRule] = {}
+    rules: dict[str, ingress.IngressRule] = {}
     for chunk in chunking.chunks(group_ids, FILTER_VALUES_PER_CALL):
         rules.update(_describe_ingress_rules(clients, [{"Name": "group-id", "Values": chunk}]))
     return rules
@@ -277,11 +271,11 @@ def read_ingress_rules(
 
 def read_rules(
     clients: client.AwsClients, rule_ids: Sequence[str]
-) -> dict[str, topology.IngressRule]:
+) -> dict[str, ingress.IngressRule]:
     """The inbound rules among `rule_ids` that exist now, by id (apply re-reads what it just
     changed). A filter, unlike `SecurityGroupRuleIds`, answers for the rules that exist instead
     of failing the whole call when one is gone."""
-    found: dict[str, topology.IngressRule] = {}
+    found: dict[str, ingress.IngressRule] = {}
     for chunk in chunking.chunks(sorted(set(rule_ids)), FILTER_VALUES_PER_CALL):
         found.update(
             _describe_ingress_rules(clients, [{"Name": "security-group-rule-id", "Values": chunk}])
@@ -291,7 +285,7 @@ def read_rules(
 
 def read_owned_rules(
     clients: client.AwsClients, owner: ownership.Owner
-) -> dict[str, topology.IngressRule]:
+) -> dict[str, ingress.IngressRule]:
     """Rules carrying this mesh's tag on any SG, including SGs that have left the mesh."""
     return _describe_ingress_rules(
         clients, [{"Name": f"tag:{owner.tag_key}", "Values": list(_OWNED_RULE_VALUES)}]
@@ -300,48 +294,24 @@ def read_owned_rules(
 
 def _describe_ingress_rules(
     clients: client.AwsClients, filters: list[FilterTypeDef]
-) -> dict[str, topology.IngressRule]:
-    rules: dict[str, topology.IngressRule] = {}
+) -> dict[str, ingress.IngressRule]:
+    rules: dict[str, ingress.IngressRule] = {}
     paginator = clients.ec2.get_paginator("describe_security_group_rules")
     for page in paginator.paginate(
         Filters=filters, PaginationConfig={"PageSize": SECURITY_GROUP_RULE_PAGE_SIZE}
     ):
         for rule in page.get("SecurityGroupRules", []):
             if not rule.get("IsEgress") and "SecurityGroupRuleId" in rule and "GroupId" in rule:
-                rules[rule["SecurityGroupRuleId"]] = _ingress_rule(rule)
+                rules[rule["SecurityGroupRuleId"]] = ingress.parse(rule)
     return rules
-
-
-def _ingress_rule(rule: SecurityGroupRuleTypeDef) -> topology.IngressRule:
-    source = rule.get("ReferencedGroupInfo", {}).get("GroupId")
-    permission = None
-    if source:
-        protocol = str(rule.get("IpProtocol", topology.ALL_PROTOCOLS)).lower()
-        protocol = _PROTOCOL_NAMES.get(protocol, protocol)
-        if protocol == topology.ALL_PROTOCOLS:
-            from_port = to_port = -1
-        else:
-            from_port = rule.get("FromPort", -1)
-            to_port = rule.get("ToPort", -1)
-        permission = topology.Permission(source, protocol, from_port, to_port)
-    return topology.IngressRule(
-        rule_id=rule["SecurityGroupRuleId"],
-        group_id=rule["GroupId"],
-        permission=permission,
-        tags={tag["Key"]: tag.get("Value", "") for tag in rule.get("Tags", []) if "Key" in tag},
-        description=rule.get("Description", ""),
-        cidr_ipv4=rule.get("CidrIpv4"),
-        cidr_ipv6=rule.get("CidrIpv6"),
-        prefix_list_id=rule.get("PrefixListId"),
-    )
 
 
 def read_prefix_lists(
     clients: client.AwsClients, prefix_list_ids: Sequence[str]
-) -> dict[str, topology.PrefixList]:
+) -> dict[str, ingress.PrefixList]:
     """The managed prefix lists (customer- or AWS-managed) that exist among `prefix_list_ids`,
     with their maximum number of entries, which is what a rule referencing one counts as."""
-    found: dict[str, topology.PrefixList] = {}
+    found: dict[str, ingress.PrefixList] = {}
     paginator = clients.ec2.get_paginator("describe_managed_prefix_lists")
     for chunk in chunking.chunks(sorted(set(prefix_list_ids)), FILTER_VALUES_PER_CALL):
         for page in paginator.paginate(
@@ -349,11 +319,20 @@ def read_prefix_lists(
             PaginationConfig={"PageSize": PREFIX_LIST_PAGE_SIZE},
         ):
             for listed in page.get("PrefixLists", []):
-                if "PrefixListId" in listed and "MaxEntries" in listed:
-                    found[listed["PrefixListId"]] = topology.PrefixList(
-                        listed["PrefixListId"], int(listed["MaxEntries"])
-                    )
+                if "PrefixListId" in listed:
+                    found[listed["PrefixListId"]] = prefix_list(listed)
     return found
+
+
+def prefix_list(listed: ManagedPrefixListTypeDef) -> ingress.PrefixList:
+    """A DescribeManagedPrefixLists entry: its size and address family, as the quota counts
+    it (AWS-managed lists may answer without `MaxEntries`)."""
+    family = listed.get("AddressFamily", "").lower()
+    return ingress.PrefixList(
+        listed["PrefixListId"],
+        max_entries=int(listed["MaxEntries"]) if "MaxEntries" in listed else None,
+        family={"ipv4": 4, "ipv6": 6}.get(family),
+    )
 
 
 def read_rules_quota(clients: client.AwsClients) -> int | None:
@@ -364,7 +343,7 @@ def read_rules_quota(clients: client.AwsClients) -> int | None:
             ServiceCode=RULES_QUOTA_SERVICE, QuotaCode=RULES_QUOTA_CODE
         )
     except botocore.exceptions.ClientError as error:
-        if errors.error_code(error) in _QUOTA_UNREADABLE:
+        if errors.answered(error, errors.QUOTA_UNREADABLE):
             return None
         raise
     value = answer.get("Quota", {}).get("Value")

@@ -42,7 +42,8 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_FOUND = 1
-EXIT_USAGE = 2
+# EX_USAGE of sysexits.h, as for every sgmesh command (2 is `plan`'s changes pending).
+EXIT_USAGE = 64
 EXIT_ERROR = 3
 
 POLICY_FILE = "deploy/doctor-iam-policy.json"
@@ -228,7 +229,7 @@ def _read_aws(
     group_ids = sorted({sg for node in nodes for sg in node.security_group_ids})
     rules = inventory.read_rules(clients, group_ids) if group_ids else ()
     prefix_list_ids = sorted({rule.prefix_list_id for rule in rules if rule.prefix_list_id})
-    prefix_lists, prefix_list_sizes = inventory.read_prefix_lists(clients, prefix_list_ids)
+    prefix_lists = inventory.read_prefix_lists(clients, prefix_list_ids)
     role_names = {role for node in nodes for role in node.role_names}
     if irsa_role_arn:
         role_names = {irsa_role_arn.rpartition("/")[2]}
@@ -244,7 +245,6 @@ def _read_aws(
         dns_servers=tuple(dns_pods),
         rules=rules,
         prefix_lists=prefix_lists,
-        prefix_list_sizes=prefix_list_sizes,
         role_policies=role_policies,
         aws_node_role_arn=irsa_role_arn,
         meshes=meshes,

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sgmesh.api import models
-from sgmesh.engine import reachability
-from sgmesh.engine.reachability import Endpoint, Flow, Network, Rule
+from sgmesh.engine import ingress, reachability
+from sgmesh.engine.ingress import IngressRule
+from sgmesh.engine.reachability import Endpoint, Flow
 
 __all__ = [
     "CNI_POLICY_NAMES",
@@ -114,9 +115,8 @@ class Inventory:
     nodes: tuple[Node, ...] = ()
     unmapped_nodes: Mapping[str, str] = field(default_factory=dict)  # node → why
     dns_servers: tuple[DnsServer, ...] = ()
-    rules: tuple[Rule, ...] = ()
-    prefix_lists: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
-    prefix_list_sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    rules: tuple[IngressRule, ...] = ()
+    prefix_lists: Mapping[str, ingress.PrefixList] = field(default_factory=dict)
     role_policies: Mapping[str, frozenset[str]] = field(default_factory=dict)
     aws_node_role_arn: str | None = None
     meshes: tuple[models.NodeGroupMesh, ...] = ()
@@ -124,9 +124,9 @@ class Inventory:
     rules_per_security_group: int = 60
 
     @functools.cached_property
-    def rules_by_group(self) -> Mapping[str, tuple[Rule, ...]]:
+    def rules_by_group(self) -> Mapping[str, tuple[IngressRule, ...]]:
         """Inbound rules by the SG that holds them: each check reads only its ENI's rules."""
-        index: dict[str, list[Rule]] = defaultdict(list)
+        index: dict[str, list[IngressRule]] = defaultdict(list)
         for rule in self.rules:
             index[rule.group_id].append(rule)
         return {group_id: tuple(rules) for group_id, rules in index.items()}
@@ -253,7 +253,7 @@ def _member_of(mesh: models.NodeGroupMesh, group: NodeGroup, inventory: Inventor
 def _mesh_flows(mesh: models.NodeGroupMesh) -> tuple[Flow, ...]:
     return tuple(
         Flow(
-            reachability.ALL_PROTOCOLS
+            ingress.ALL_PROTOCOLS
             if entry.protocol is models.Protocol.ALL
             else entry.protocol.value,
             -1 if entry.from_port is None else entry.from_port,
@@ -266,7 +266,7 @@ def _mesh_flows(mesh: models.NodeGroupMesh) -> tuple[Flow, ...]:
 def _mesh_admits(mesh: models.NodeGroupMesh, flow: Flow) -> bool:
     """Would the rules this mesh makes (one per traffic entry, between member SGs) admit it?"""
     rules = [
-        Rule("dst", f.protocol, f.from_port, f.to_port, source_group_id="src")
+        IngressRule("dst", f.protocol, f.from_port, f.to_port, source_group_id="src")
         for f in _mesh_flows(mesh)
     ]
     source = Endpoint(frozenset({"src"}))
@@ -638,7 +638,7 @@ def _cni_findings(inventory: Inventory, groups: Sequence[NodeGroup]) -> list[Fin
 def _quota_findings(inventory: Inventory, groups: Sequence[NodeGroup]) -> list[Finding]:
     """SGs whose inbound rules, per IP family, leave no room for what a full mesh of the node
     groups would add (one rule per node-group SG they do not admit yet), or little room."""
-    rules_by_group: dict[str, list[Rule]] = defaultdict(list)
+    rules_by_group: dict[str, list[IngressRule]] = defaultdict(list)
     for rule in inventory.rules:
         rules_by_group[rule.group_id].append(rule)
     all_sgs = sorted({sg for group in groups for sg in group.security_group_ids})
@@ -646,11 +646,11 @@ def _quota_findings(inventory: Inventory, groups: Sequence[NodeGroup]) -> list[F
     findings = []
     for group in groups:
         for sg in group.security_group_ids:
-            counts = reachability.rule_counts(rules_by_group[sg], inventory.prefix_list_sizes)
+            counts = ingress.quota_counts(rules_by_group[sg], inventory.prefix_lists)
             admitted = {
                 rule.source_group_id
                 for rule in rules_by_group[sg]
-                if rule.source_group_id and rule.protocol == reachability.ALL_PROTOCOLS
+                if rule.source_group_id and rule.protocol == ingress.ALL_PROTOCOLS
             }
             needed = len([source for source in all_sgs if source not in admitted])
             for family, used in sorted(counts.items()):

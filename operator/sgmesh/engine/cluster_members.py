@@ -31,6 +31,7 @@ from sgmesh.engine import topology
 __all__ = [
     "ENI_CONFIG",
     "NODE_CLASS",
+    "NO_CLUSTER_MEMBERS",
     "ClusterMember",
     "ClusterMembers",
     "ClusterObjects",
@@ -123,6 +124,10 @@ class ClusterMembers:
     problems: tuple[topology.Problem, ...] = ()
     # aws-node's IRSA role: when set, the CNI policy is not put on node roles.
     aws_node_role_arn: str | None = None
+
+
+# A mesh with no Kubernetes source, and a cluster that says nothing.
+NO_CLUSTER_MEMBERS = ClusterMembers()
 
 
 def attaches_cni(spec: models.NodeGroupMeshSpec, cluster: ClusterMembers) -> bool:

@@ -24,6 +24,9 @@ __all__ = [
     "Owner",
     "creator",
     "is_orphan",
+    "joinable",
+    "may_revoke",
+    "orphan_made_by",
     "other_mesh_keys",
     "owned_by_any_mesh",
 ]
@@ -87,3 +90,22 @@ def creator(description: str) -> Owner | None:
 def is_orphan(tags: Mapping[str, str], description: str) -> bool:
     """sgmesh made the rule (its description says so) and no mesh owns it any more."""
     return not owned_by_any_mesh(tags) and creator(description) is not None
+
+
+def orphan_made_by(owner: Owner, tags: Mapping[str, str], description: str) -> bool:
+    """An orphan `owner` made: still its own to revoke, though it lost its tag."""
+    return is_orphan(tags, description) and creator(description) == owner
+
+
+def may_revoke(owner: Owner, tags: Mapping[str, str], description: str) -> bool:
+    """Whether `owner` may revoke the rule outright: it holds the rule's tag alone, or the rule
+    is an orphan it made. A rule another mesh (also) owns is released, never revoked."""
+    if other_mesh_keys(tags, owner):
+        return False
+    return owner.owns(tags) or orphan_made_by(owner, tags, description)
+
+
+def joinable(tags: Mapping[str, str], description: str) -> bool:
+    """Whether a mesh that wants the rule may add its tag: another mesh owns it, or sgmesh made
+    it and nobody owns it any more. A rule sgmesh did not make is never tagged."""
+    return owned_by_any_mesh(tags) or is_orphan(tags, description)

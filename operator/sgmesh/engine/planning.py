@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sgmesh.api import models
-from sgmesh.engine import ownership, topology
-from sgmesh.engine.topology import Permission, Problem, ProblemKind
+from sgmesh.engine import cluster_members, ingress, ownership, topology
+from sgmesh.engine.ingress import Permission
+from sgmesh.engine.topology import Problem, ProblemKind
 
 __all__ = [
     "DEFAULT_RULES_PER_SECURITY_GROUP",
@@ -60,7 +61,7 @@ class TrafficShape:
     @classmethod
     def from_traffic(cls, traffic: models.Traffic) -> TrafficShape:
         if traffic.protocol is models.Protocol.ALL:
-            return cls(topology.ALL_PROTOCOLS, -1, -1)
+            return cls(ingress.ALL_PROTOCOLS, -1, -1)
         if traffic.protocol is models.Protocol.ICMP:
             return cls("icmp", -1, -1)
         # The model guarantees both ports for tcp and udp.
@@ -72,7 +73,11 @@ class TrafficShape:
 
 @dataclass(frozen=True)
 class Intent:
-    """What one mesh wants, independent of what AWS holds."""
+    """What one mesh wants, independent of what AWS holds: its spec read once, with what the
+    cluster said and the settings, at the pipeline's entry. Discovery reads its members from
+    it, the planner its traffic, policy and quota; nothing downstream reads the spec again.
+
+    `spec` is None for a mesh being withdrawn: it wants nothing, whatever its spec said."""
 
     owner: ownership.Owner
     traffic: tuple[TrafficShape, ...]
@@ -80,6 +85,8 @@ class Intent:
     policy_arn: str
     retain_cni: bool = True
     rules_per_security_group: int = DEFAULT_RULES_PER_SECURITY_GROUP
+    spec: models.NodeGroupMeshSpec | None = None
+    cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS
 
     @classmethod
     def from_spec(
@@ -88,19 +95,20 @@ class Intent:
         owner: ownership.Owner,
         region: str,
         rules_per_security_group: int = DEFAULT_RULES_PER_SECURITY_GROUP,
-        *,
-        attach_cni: bool | None = None,
+        cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS,
     ) -> Intent:
-        """`attach_cni`: whether the CNI policy goes on member roles, when something besides
-        the spec decides it (aws-node uses IRSA); default: `cniPolicy.attach`."""
+        """`cluster`: the members the spec's Kubernetes sources name, and whether aws-node has
+        its own role (the CNI policy then stays off node roles whatever `cniPolicy.attach`)."""
         shapes = dict.fromkeys(TrafficShape.from_traffic(entry) for entry in spec.traffic)
         return cls(
             owner=owner,
             traffic=tuple(shapes),
-            attach_cni=spec.cni_policy.attach if attach_cni is None else attach_cni,
+            attach_cni=cluster_members.attaches_cni(spec, cluster),
             policy_arn=models.cni_policy_arn(spec, region),
             retain_cni=spec.cni_policy.retain_on_removal,
             rules_per_security_group=rules_per_security_group,
+            spec=spec,
+            cluster=cluster,
         )
 
 
@@ -273,7 +281,7 @@ def plan(current: topology.Topology, intent: Intent) -> Plan:
         current.members, current.security_group_vpcs, intent.traffic
     )
     names_by_group = _member_names_by_group(current.members)
-    existing: dict[tuple[str, Permission], topology.IngressRule] = {}
+    existing: dict[tuple[str, Permission], ingress.IngressRule] = {}
     for observed in current.ingress_rules:
         if observed.permission is not None:
             existing.setdefault((observed.group_id, observed.permission), observed)
@@ -328,7 +336,7 @@ def _rule_actions(
     current: topology.Topology,
     intent: Intent,
     desired: frozenset[tuple[str, Permission]],
-    existing: Mapping[tuple[str, Permission], topology.IngressRule],
+    existing: Mapping[tuple[str, Permission], ingress.IngressRule],
     names_by_group: Mapping[str, list[str]],
 ) -> list[RuleAction]:
     owner = intent.owner
@@ -366,9 +374,7 @@ def _rule_actions(
     for rule in sorted(current.ingress_rules, key=lambda rule: rule.rule_id):
         if rule.permission is None or (rule.group_id, rule.permission) in desired:
             continue
-        if ownership.is_orphan(rule.tags, rule.description) and (
-            ownership.creator(rule.description) == owner
-        ):
+        if ownership.orphan_made_by(owner, rule.tags, rule.description):
             why = _why_unwanted(rule, names_by_group)
             actions.append(
                 Revoke(
@@ -395,33 +401,13 @@ def _rule_actions(
     return actions
 
 
-def _why_unwanted(rule: topology.IngressRule, names_by_group: Mapping[str, list[str]]) -> str:
+def _why_unwanted(rule: ingress.IngressRule, names_by_group: Mapping[str, list[str]]) -> str:
     assert rule.permission is not None
     if rule.group_id not in names_by_group:
         return f"{rule.group_id} is no longer a member SG"
     if rule.permission.source_group_id not in names_by_group:
         return f"{rule.permission.source_group_id} is no longer a member SG"
     return "the mesh's traffic no longer includes it"
-
-
-def _rule_weight(
-    rule: topology.IngressRule, prefix_lists: Mapping[str, topology.PrefixList]
-) -> tuple[int, int]:
-    """What one inbound rule counts against the quota, as (IPv4, IPv6).
-
-    AWS enforces the rules-per-SG quota separately for IPv4 and IPv6 rules; a rule that
-    references an SG or a prefix list counts in both, and a prefix list counts as its
-    maximum number of entries (an AWS-managed list as its weight, which AWS reports there).
-    """
-    if rule.cidr_ipv4 is not None:
-        return (1, 0)
-    if rule.cidr_ipv6 is not None:
-        return (0, 1)
-    if rule.prefix_list_id is not None:
-        listed = prefix_lists.get(rule.prefix_list_id)
-        weight = listed.max_entries if listed is not None else 1
-        return (weight, weight)
-    return (1, 1)  # an SG reference (or a shape not known here: counted where it costs most)
 
 
 def _within_quota(
@@ -434,12 +420,9 @@ def _within_quota(
     family. The quota is the account's applied one when discovery read it, else the
     operator's setting. The mesh's rules reference SGs: each counts in both families."""
     quota = current.rules_per_security_group or intent.rules_per_security_group
-    ipv4: dict[str, int] = defaultdict(int)
-    ipv6: dict[str, int] = defaultdict(int)
+    rules_by_group: dict[str, list[ingress.IngressRule]] = defaultdict(list)
     for rule in current.ingress_rules:
-        four, six = _rule_weight(rule, current.prefix_lists)
-        ipv4[rule.group_id] += four
-        ipv6[rule.group_id] += six
+        rules_by_group[rule.group_id].append(rule)
     change: dict[str, int] = defaultdict(int)
     adding: set[str] = set()
     for action in actions:
@@ -453,9 +436,10 @@ def _within_quota(
     for group_id in sorted(adding):
         if group_id not in current.counted_group_ids:
             continue
+        counts = ingress.quota_counts(rules_by_group[group_id], current.prefix_lists)
         needed = {
-            "IPv4": ipv4[group_id] + change[group_id],
-            "IPv6": ipv6[group_id] + change[group_id],
+            "IPv4": counts[4] + change[group_id],
+            "IPv6": counts[6] + change[group_id],
         }
         beyond = [f"{n} {family}" for family, n in needed.items() if n > quota]
         if beyond:

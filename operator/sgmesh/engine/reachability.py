@@ -6,8 +6,8 @@ and its source — an SG attached to the sending ENI, a CIDR that covers the sen
 a prefix list whose entries cover it. Rules only allow; return traffic of an admitted flow is
 tracked by the SG and needs no rule of its own, so only the receiving side is evaluated.
 
-`doctor` uses it to tell which node groups can reach CoreDNS and each other; `rule_counts`
-counts rules per IP family for the rules-per-SG quota.
+`doctor` uses it to tell which node groups can reach CoreDNS and each other. The rules are
+`sgmesh.engine.ingress.IngressRule`s, the same the planner works from.
 
 Pure: no I/O, no AWS or Kubernetes library. It never decides anything about rules it was not
 given: a source it cannot resolve (a prefix list whose entries are unknown) admits nothing.
@@ -16,44 +16,25 @@ given: a source it cannot resolve (a prefix list whose entries are unknown) admi
 from __future__ import annotations
 
 import enum
-import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sgmesh.engine import ingress
+from sgmesh.engine.ingress import ALL_PROTOCOLS, MAX_PORT, PORTED, IngressRule, Network
+
 __all__ = [
-    "ALL_PROTOCOLS",
     "ALL_TRAFFIC",
     "DNS_TCP",
     "DNS_UDP",
     "Endpoint",
     "Flow",
-    "Network",
-    "Rule",
+    "SourceKind",
     "Verdict",
     "evaluate",
-    "family_of",
     "missing_ranges",
-    "normalise_protocol",
-    "rule_counts",
+    "port_range",
+    "source_kind",
 ]
-
-ALL_PROTOCOLS = "-1"
-MAX_PORT = 65535
-_PORTED = frozenset({"tcp", "udp"})
-# The EC2 API accepts names or IANA numbers; rules read back may carry either.
-_PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": ALL_PROTOCOLS}
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def normalise_protocol(protocol: str) -> str:
-    """`6` → `tcp`, `all` → `-1`; names in lower case."""
-    lowered = str(protocol).strip().lower()
-    return _PROTOCOL_NAMES.get(lowered, lowered)
-
-
-def family_of(network: Network) -> int:
-    return network.version
 
 
 @dataclass(frozen=True, order=True)
@@ -65,8 +46,8 @@ class Flow:
     to_port: int = -1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "protocol", normalise_protocol(self.protocol))
-        if self.protocol in _PORTED:
+        object.__setattr__(self, "protocol", ingress.normalise_protocol(self.protocol))
+        if self.protocol in PORTED:
             if not 0 <= self.from_port <= self.to_port <= MAX_PORT:
                 raise ValueError(
                     f"{self.protocol} ports must satisfy 0 <= from <= to <= {MAX_PORT}, "
@@ -79,7 +60,7 @@ class Flow:
     def describe(self) -> str:
         if self.protocol == ALL_PROTOCOLS:
             return "all traffic"
-        if self.protocol in _PORTED:
+        if self.protocol in PORTED:
             if self.from_port == self.to_port:
                 return f"{self.protocol}/{self.from_port}"
             return f"{self.protocol}/{self.from_port}-{self.to_port}"
@@ -99,59 +80,27 @@ class SourceKind(enum.StrEnum):
     PREFIX_LIST = "prefix-list"
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One inbound rule of `group_id`, with exactly one source."""
+def source_kind(rule: IngressRule) -> SourceKind:
+    if rule.source_group_id:
+        return SourceKind.SECURITY_GROUP
+    if rule.cidr is not None:
+        return SourceKind.CIDR
+    return SourceKind.PREFIX_LIST
 
-    group_id: str
-    protocol: str
-    from_port: int = -1
-    to_port: int = -1
-    source_group_id: str | None = None
-    cidr: Network | None = None
-    prefix_list_id: str | None = None
-    rule_id: str = ""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "protocol", normalise_protocol(self.protocol))
-        sources = [s for s in (self.source_group_id, self.cidr, self.prefix_list_id) if s]
-        if len(sources) != 1:
-            raise ValueError(f"rule {self.rule_id or '?'} of {self.group_id} needs one source")
-
-    @property
-    def source_kind(self) -> SourceKind:
-        if self.source_group_id:
-            return SourceKind.SECURITY_GROUP
-        if self.cidr is not None:
-            return SourceKind.CIDR
-        return SourceKind.PREFIX_LIST
-
-    @property
-    def source(self) -> str:
-        return str(self.source_group_id or self.cidr or self.prefix_list_id)
-
-    def describe(self) -> str:
-        flow = Flow(self.protocol, self.from_port, self.to_port) if self._valid_flow() else None
-        what = flow.describe() if flow else f"{self.protocol} {self.from_port}-{self.to_port}"
-        rule = f" ({self.rule_id})" if self.rule_id else ""
-        return f"{self.group_id} admits {what} from {self.source}{rule}"
-
-    def _valid_flow(self) -> bool:
-        return self.protocol not in _PORTED or 0 <= self.from_port <= self.to_port <= MAX_PORT
-
-    def port_range(self, flow: Flow) -> tuple[int, int] | None:
-        """The part of `flow`'s ports this rule's protocol and ports admit, if any."""
-        if self.protocol == ALL_PROTOCOLS:
-            return (flow.from_port, flow.to_port)
-        if self.protocol != flow.protocol:
-            return None
-        if flow.protocol in _PORTED:
-            low, high = max(self.from_port, flow.from_port), min(self.to_port, flow.to_port)
-            return (low, high) if low <= high else None
-        # ICMP and other protocols: a rule for every type (-1) or the flow's own type.
-        if self.from_port in (-1, flow.from_port):
-            return (flow.from_port, flow.to_port)
+def port_range(rule: IngressRule, flow: Flow) -> tuple[int, int] | None:
+    """The part of `flow`'s ports the rule's protocol and ports admit, if any."""
+    if rule.protocol == ALL_PROTOCOLS:
+        return (flow.from_port, flow.to_port)
+    if rule.protocol != flow.protocol:
         return None
+    if flow.protocol in PORTED:
+        low, high = max(rule.from_port, flow.from_port), min(rule.to_port, flow.to_port)
+        return (low, high) if low <= high else None
+    # ICMP and other protocols: a rule for every type (-1) or the flow's own type.
+    if rule.from_port in (-1, flow.from_port):
+        return (flow.from_port, flow.to_port)
+    return None
 
 
 @dataclass(frozen=True)
@@ -173,7 +122,7 @@ class Verdict:
     `missing` the port ranges nothing admits (the whole flow when nothing does)."""
 
     flow: Flow
-    rules: tuple[Rule, ...]
+    rules: tuple[IngressRule, ...]
     missing: tuple[tuple[int, int], ...] = field(default=())
 
     @property
@@ -186,10 +135,10 @@ class Verdict:
 
 
 def _source_matches(
-    rule: Rule,
+    rule: IngressRule,
     source: Endpoint,
     network: Network | None,
-    prefix_lists: Mapping[str, Sequence[Network]],
+    prefix_lists: Mapping[str, ingress.PrefixList],
 ) -> bool:
     """Does `rule` admit traffic sent by `source` from `network` (None: an address of the
     family is not known, so only SG references can match)?"""
@@ -201,7 +150,8 @@ def _source_matches(
     if rule.cidr is not None:
         covering: Sequence[Network] = (rule.cidr,)
     else:
-        covering = prefix_lists.get(rule.prefix_list_id or "", ())
+        listed = prefix_lists.get(rule.prefix_list_id or "")
+        covering = (listed.entries or ()) if listed is not None else ()
     return any(
         network.version == cover.version and network.subnet_of(cover)  # type: ignore[arg-type]
         for cover in covering
@@ -234,9 +184,9 @@ def evaluate(
     flow: Flow,
     destination_group_ids: Iterable[str],
     source: Endpoint,
-    rules: Iterable[Rule],
+    rules: Iterable[IngressRule],
     *,
-    prefix_lists: Mapping[str, Sequence[Network]] | None = None,
+    prefix_lists: Mapping[str, ingress.PrefixList] | None = None,
     family: int = 4,
 ) -> Verdict:
     """Is `flow` (over IP `family`) from `source` admitted into an ENI with these SGs?
@@ -248,10 +198,10 @@ def evaluate(
     candidates = [
         (rule, part)
         for rule in rules
-        if rule.group_id in destination and (part := rule.port_range(flow)) is not None
+        if rule.group_id in destination and (part := port_range(rule, flow)) is not None
     ]
     networks: list[Network | None] = sorted(source.networks_of(family), key=str) or [None]
-    admitting: dict[Rule, None] = {}
+    admitting: dict[IngressRule, None] = {}
     missing: set[tuple[int, int]] = set()
     for network in networks:
         ranges = []
@@ -259,7 +209,7 @@ def evaluate(
             if _source_matches(rule, source, network, lists):
                 admitting[rule] = None
                 ranges.append(part)
-        if flow.protocol in _PORTED:
+        if flow.protocol in PORTED:
             missing.update(missing_ranges((flow.from_port, flow.to_port), ranges))
         elif not ranges:
             missing.add((flow.from_port, flow.to_port))
@@ -276,24 +226,3 @@ def _merged(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
         else:
             merged.append((low, high))
     return tuple(merged)
-
-
-def rule_counts(
-    rules: Iterable[Rule], prefix_list_sizes: Mapping[str, tuple[int, int]] | None = None
-) -> dict[int, int]:
-    """Inbound rules of one SG as the quota counts them, per IP family: a CIDR rule counts in
-    its family; an SG reference in both; a prefix list as many times as its maximum number of
-    entries, in its family (`prefix_list_sizes`: id → (family, max entries)). A prefix list of
-    unknown size counts once in both families."""
-    counts = {4: 0, 6: 0}
-    sizes = prefix_list_sizes or {}
-    for rule in rules:
-        if rule.cidr is not None:
-            counts[rule.cidr.version] += 1
-        elif rule.prefix_list_id and rule.prefix_list_id in sizes:
-            list_family, max_entries = sizes[rule.prefix_list_id]
-            counts[list_family] += max_entries
-        else:
-            counts[4] += 1
-            counts[6] += 1
-    return counts

@@ -10,68 +10,17 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sgmesh.engine.ingress import IngressRule, PrefixList
+
 __all__ = [
-    "ALL_PROTOCOLS",
     "HOLDING_PROBLEMS",
-    "IngressRule",
     "Member",
     "MemberKind",
-    "Permission",
-    "PrefixList",
     "Problem",
     "ProblemKind",
     "RoleState",
     "Topology",
 ]
-
-ALL_PROTOCOLS = "-1"
-
-
-@dataclass(frozen=True, order=True)
-class Permission:
-    """What an ingress rule admits: traffic of one protocol and port range from one SG.
-
-    Ports follow the EC2 API: -1/-1 for all protocols and for all ICMP types.
-    """
-
-    source_group_id: str
-    ip_protocol: str
-    from_port: int
-    to_port: int
-
-    def describe(self) -> str:
-        if self.ip_protocol == ALL_PROTOCOLS:
-            what = "all traffic"
-        elif self.from_port == -1:
-            what = f"all {self.ip_protocol}"
-        elif self.from_port == self.to_port:
-            what = f"{self.ip_protocol}/{self.from_port}"
-        else:
-            what = f"{self.ip_protocol}/{self.from_port}-{self.to_port}"
-        return f"{what} from {self.source_group_id}"
-
-
-@dataclass(frozen=True)
-class IngressRule:
-    """An inbound rule as AWS holds it. `permission` is None for CIDR and prefix-list rules,
-    which name their source in `cidr_ipv4`, `cidr_ipv6` or `prefix_list_id` instead."""
-
-    rule_id: str
-    group_id: str
-    permission: Permission | None
-    tags: Mapping[str, str] = field(default_factory=dict)
-    description: str = ""
-    cidr_ipv4: str | None = None
-    cidr_ipv6: str | None = None
-    prefix_list_id: str | None = None
-
-
-@dataclass(frozen=True)
-class PrefixList:
-    """A managed prefix list a rule references: it counts as `max_entries` rules."""
-
-    prefix_list_id: str
-    max_entries: int
 
 
 class MemberKind(enum.StrEnum):
