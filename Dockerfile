@@ -25,7 +25,10 @@ COPY pyproject.toml README.md ./
 COPY operator ./operator
 # The package and its dependencies go into a virtual environment of their own, installed by
 # the environment's own pip (from the venv module, so the base needs no pip of its own); then
-# that pip and setuptools leave again: the final stage copies this environment alone.
+# that pip and setuptools leave again: the final stage copies this environment alone. The build
+# then fails where the operator would fail at start: the command line parses, the handlers
+# import (kopf registers them on import; `sgmesh run --help` loads neither), and the installed
+# kopf and botocore still have the private names their fences in the package rely on.
 RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
     --mount=type=secret,id=ca-bundle,target=/run/secrets/ca-bundle \
     if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi \
@@ -33,7 +36,11 @@ RUN --mount=type=secret,id=pip.conf,target=/run/secrets/pip.conf \
  && python -m venv /opt/sgmesh \
  && /opt/sgmesh/bin/python -m pip install --no-warn-script-location . \
  && /opt/sgmesh/bin/python -m pip uninstall --yes pip setuptools \
- && /opt/sgmesh/bin/sgmesh --help > /dev/null
+ && /opt/sgmesh/bin/sgmesh run --help > /dev/null \
+ && /opt/sgmesh/bin/python -c "import sgmesh.controller.lifecycle" \
+ && /opt/sgmesh/bin/python -m sgmesh.controller.kopf_compat \
+ && /opt/sgmesh/bin/python -c "import sys; from sgmesh.aws import botocore_compat; \
+      sys.exit(', '.join(botocore_compat.missing()) or None)"
 
 FROM ${PYTHON_BASE}
 LABEL org.opencontainers.image.title="sgmesh" \

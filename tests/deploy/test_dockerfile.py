@@ -1,9 +1,11 @@
 """The Dockerfile as text, for what a build here cannot show (tests/deploy/test_image.py builds
-it on a local base): hadolint finds nothing, and the base users get by default is the official
-slim Python image pinned to an exact release the package supports, for both stages."""
+it on a local base): hadolint finds nothing, the base users get by default is the official
+slim Python image pinned to an exact release the package supports, for both stages, and the
+build stage fails on what would stop the operator at start."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -18,6 +20,8 @@ from packaging.specifiers import SpecifierSet
 from tests.deploy.render import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+# The module whose import registers every kopf handler of the operator (its HANDLER_MODULES).
+HANDLERS = "sgmesh.controller.lifecycle"
 PINNED_BASE = re.compile(r"^python:(?P<version>\d+\.\d+\.\d+)-slim-[a-z]+(@sha256:[0-9a-f]{64})?$")
 
 
@@ -49,3 +53,22 @@ def test_every_stage_starts_from_the_base_argument_whose_default_is_a_pinned_sli
     assert pinned.group("version") in supported
     assert len(bases) >= 2, "a build stage and a final stage"
     assert set(bases) == {"${PYTHON_BASE}"}
+
+
+def _build_stage_commands() -> str:
+    """The RUN instructions of the stage named `build`, one a line, continuations joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages = re.split(r"^FROM ", text, flags=re.M)
+    [build] = [stage for stage in stages if re.match(r"\S+ AS build\b", stage, re.I)]
+    return "\n".join(line for line in build.splitlines() if line.startswith("RUN "))
+
+
+def test_the_build_imports_the_handlers_and_checks_the_private_names_the_package_uses() -> None:
+    commands = _build_stage_commands()
+
+    assert f'python -c "import {HANDLERS}"' in commands
+    assert "python -m sgmesh.controller.kopf_compat" in commands
+    assert "botocore_compat.missing()" in commands
+    # A module renamed in the package fails here rather than in the next image build.
+    for module in sorted(set(re.findall(r"\bsgmesh(?:\.\w+)+", commands))):
+        assert importlib.util.find_spec(module) is not None, f"the Dockerfile names {module}"
