@@ -5,10 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv test unit integration lint fmt crd k8s helm crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
+.PHONY: help venv test check unit integration lint fmt crd k8s helm crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
+	@echo "make check         the inner loop: lint, then every test that needs neither the control plane nor the image"
 	@echo "make lint          ruff format --check, ruff check, mypy --strict, import contracts"
 	@echo "make demo          sandbox (kube-apiserver + moto) + operator converging an example mesh"
 	@echo "make sandbox       start the local kube-apiserver/etcd and a moto server in the background"
@@ -63,8 +64,21 @@ image: $(STAMP) image-tools
 # the suite in one process. The tests of the image share one worker (xdist_group "image").
 TEST_WORKERS ?= 4
 test: $(STAMP) k8s helm crds-external image
+	@start=$$(date +%s); \
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --hypothesis-profile full \
-	  --durations=15
+	  --durations=15; status=$$?; \
+	echo "make test: the suite took $$(( $$(date +%s) - start )) s"; exit $$status
+
+# The inner loop: lint, then the unit tests and every test that needs neither the local control
+# plane (marker kube) nor the operator image (marker image): moto servers, the deploy/ files,
+# helm. Its time is printed at the end.
+CHECK_WORKERS ?= 2
+check: $(STAMP)
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint && \
+	$(PY) -m pytest tests -m "not kube and not image" -n $(CHECK_WORKERS) --dist loadgroup \
+	  --hypothesis-profile quick -q; status=$$?; \
+	echo "make check: $$(( $$(date +%s) - start )) s"; exit $$status
 
 # The fast part: the property tests on the quick Hypothesis profile (tests/conftest.py).
 unit: $(STAMP)

@@ -17,7 +17,7 @@ from tests.deploy.render import REPO_ROOT, Objects, find, operator_environment
 # The tests of the image run on one worker of a parallel run: the session's `operator_image`
 # build (a buildah build tagging localhost/sgmesh:dev) happens once, and no other worker
 # re-tags the image while containers of it are made.
-pytestmark = pytest.mark.xdist_group("image")
+pytestmark = [pytest.mark.image, pytest.mark.xdist_group("image")]
 
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
 

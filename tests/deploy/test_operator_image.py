@@ -18,7 +18,7 @@ from tests.deploy.render import Objects, find, operator_environment
 from tests.e2e.scenarios_operator import full_mesh, owned_sources
 
 # One worker builds the image and runs every test that uses it (see tests/deploy/test_image.py).
-pytestmark = [pytest.mark.kube, pytest.mark.xdist_group("image")]
+pytestmark = [pytest.mark.kube, pytest.mark.image, pytest.mark.xdist_group("image")]
 
 DEADLINE = 90
 

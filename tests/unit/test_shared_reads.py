@@ -1,6 +1,7 @@
 """The orderings of `sgmesh.aws.shared_reads` that a server cannot produce on demand: a read in
 flight while a write is sent or answered. The hooks are called in the order botocore would
-call them for two threads, with a stand-in for botocore's operation model."""
+call them for two threads, with a stand-in for botocore's operation model; and how long an
+answer is kept, on a clock the test sets."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ READ = Operation("DescribeSecurityGroupRules")
 WRITE = Operation("AuthorizeSecurityGroupIngress")
 REQUEST = {"url_path": "/", "body": {"Action": "DescribeSecurityGroupRules", "GroupId": "sg-1"}}
 PRE_WRITE: dict[str, list[object]] = {"SecurityGroupRules": []}
+
+
+class Clock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def ask(shared: shared_reads.SharedReads, operation: Operation) -> tuple[Any, dict[str, Any]]:
@@ -120,3 +131,18 @@ def test_outside_a_discovery_nothing_is_served_or_remembered() -> None:
     with shared.sharing():
         served, _ = ask(shared, READ)
     assert served is None
+
+
+def test_an_answer_is_kept_its_seconds_from_when_it_was_asked() -> None:
+    clock = Clock()
+    shared = shared_reads.SharedReads(ttl_seconds=5.0, clock=clock)
+    with shared.sharing():
+        _, read = ask(shared, READ)
+        clock.now = 2.0  # a slow answer: its seconds still count from the question
+        answer(shared, read)
+        clock.now = 5.0
+        served_at_the_last_second, _ = ask(shared, READ)
+        clock.now = 5.25
+        served_after, _ = ask(shared, READ)
+    assert served_at_the_last_second is not None
+    assert served_after is None

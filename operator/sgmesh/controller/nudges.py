@@ -10,7 +10,9 @@ no kopf:
   Node, an EC2NodeClass or an ENIConfig can concern;
 - `Debounce`: gathers the nudges of a burst (100 nodes joining) into a few batches: the first
   request waits `delay` seconds for others to join, and a batch starts no sooner than `gap`
-  seconds after the previous one. A mesh is in at most one batch at a time.
+  seconds after the previous one. A mesh is in at most one batch at a time. It reads and waits
+  on a `Clock`: the running event loop's unless told otherwise, so that tests can run it on
+  fake time.
 """
 
 from __future__ import annotations
@@ -18,14 +20,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from sgmesh.api import models
 from sgmesh.engine import cluster_members
 
-__all__ = ["Debounce", "MeshIndex"]
+__all__ = ["LOOP_CLOCK", "Clock", "Debounce", "LoopClock", "MeshIndex"]
 
 log = logging.getLogger("sgmesh")
+
+
+class Clock(Protocol):
+    """Where code that waits reads the time and sleeps, in seconds: one clock for both, so
+    that a fake one (in tests) keeps the two in step."""
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class LoopClock:
+    """The running event loop's clock, the one asyncio's own timers keep."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+LOOP_CLOCK = LoopClock()
 
 
 class MeshIndex:
@@ -90,10 +114,13 @@ class Debounce:
         run: Callable[[frozenset[str]], Awaitable[None]],
         delay: float,
         gap: float = 0.0,
+        *,
+        clock: Clock = LOOP_CLOCK,
     ) -> None:
         self._run = run
         self._delay = delay
         self._gap = gap
+        self._clock = clock
         self._pending: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._last_batch: float | None = None
@@ -106,21 +133,19 @@ class Debounce:
             self._task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
         wait = self._delay
         if self._last_batch is not None:
-            wait = max(wait, self._last_batch + self._gap - now)
-        await asyncio.sleep(wait)
+            wait = max(wait, self._last_batch + self._gap - self._clock.now())
+        await self._clock.sleep(wait)
         batch, self._pending = frozenset(self._pending), set()
-        self._last_batch = loop.time()
+        self._last_batch = self._clock.now()
         self.batches += 1
         try:
             await self._run(batch)
         except Exception:
             log.exception("nudged reconciles of %s did not start", ", ".join(sorted(batch)))
         if self._pending:  # requests that came while this batch started
-            self._task = loop.create_task(self._flush())
+            self._task = asyncio.get_running_loop().create_task(self._flush())
 
     async def close(self) -> None:
         if self._task is not None:

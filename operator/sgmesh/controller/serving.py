@@ -27,6 +27,7 @@ from sgmesh.controller import kopf_compat
 __all__ = [
     "Insights",
     "Rescan",
+    "Sleep",
     "established",
     "kopf_rescan",
     "serve_once_established",
@@ -48,6 +49,8 @@ class Insights(Protocol):
 
 # Read API discovery again for this CRD (its body), as kopf does on a CRD event.
 Rescan = Callable[[Mapping[str, Any]], Awaitable[None]]
+# Wait this many seconds.
+Sleep = Callable[[float], Awaitable[None]]
 
 
 def established(crd: Mapping[str, Any]) -> bool:
@@ -72,9 +75,13 @@ async def serve_once_established(
     *,
     attempts: int = ATTEMPTS,
     interval: float = INTERVAL_SECONDS,
+    sleep: Sleep = asyncio.sleep,
 ) -> bool:
     """Whether kopf serves the CRD's kind, after reading discovery again (every `interval`
-    seconds, `attempts` times at most) while the CRD is established and kopf does not."""
+    seconds, `attempts` times at most) while the CRD is established and kopf does not.
+
+    It waits on `sleep` (a clock's, as `nudges.Clock.sleep`; asyncio's by default) and reads
+    no time, so that tests can run it on fake time."""
     spec = crd.get("spec") or {}
     group, plural = spec.get("group", ""), (spec.get("names") or {}).get("plural", "")
     for _ in range(attempts):
@@ -82,7 +89,7 @@ async def serve_once_established(
             return True
         if not established(crd):
             return False
-        await asyncio.sleep(interval)
+        await sleep(interval)
         await rescan(crd)
     if serves(insights, group, plural):
         return True
