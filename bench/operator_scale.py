@@ -312,8 +312,7 @@ def _measure_running(
 _CLIENTS_PER_REGION = """
 import os, sys
 from concurrent.futures import ThreadPoolExecutor
-from sgmesh.controller import handlers
-from sgmesh.controller import metrics
+from sgmesh.controller import metrics, shared
 from sgmesh.aws import reconcile
 
 def rss():
@@ -321,8 +320,8 @@ def rss():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
 
-runtime = handlers.Runtime(
-    settings=handlers.OperatorSettings(pipeline=reconcile.Settings(), region=None),
+runtime = shared.Runtime(
+    settings=shared.OperatorSettings(pipeline=reconcile.Settings(), region=None),
     metrics=metrics.Metrics(),
     executor=ThreadPoolExecutor(1),
 )
@@ -336,7 +335,7 @@ EXTRA_REGIONS = ("eu-west-1", "ap-southeast-2", "us-west-2")
 
 
 def memory_per_extra_region() -> float:
-    """MiB of RSS the operator's AWS clients (`handlers.Runtime.clients_for`) take for each
+    """MiB of RSS the operator's AWS clients (`shared.Runtime.clients_for`) take for each
     region after the first, in a fresh interpreter (no AWS call is made: clients only)."""
     done = subprocess.run(
         [sys.executable, "-c", _CLIENTS_PER_REGION, REGION, *EXTRA_REGIONS],

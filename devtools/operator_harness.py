@@ -28,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 
 from devtools import REPO_ROOT
 from devtools.aws.moto_server import free_port
-from sgmesh.cli import main as cli
+from sgmesh.cli import settings as cli_settings
 
 GROUP, VERSION, PLURAL = "sgmesh.io", "v1alpha1", "nodegroupmeshes"
 CRD_FILE = REPO_ROOT / "crds" / "nodegroupmesh.yaml"
@@ -53,7 +53,10 @@ def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
     this way must leave resyncSeconds out of its spec."""
     return {
         "extra_args": ("--default-resync-seconds", str(seconds)),
-        "extra_env": {cli.TEST_TIMER_TICK: "0.5", cli.TEST_RESYNC_FLOOR: str(seconds)},
+        "extra_env": {
+            cli_settings.TEST_TIMER_TICK: "0.5",
+            cli_settings.TEST_RESYNC_FLOOR: str(seconds),
+        },
     }
 
 

@@ -95,7 +95,7 @@ def test_image_holds_the_environment_and_no_installer_compiler_or_build_context(
         assert len(site_packages) == 1, site_packages
         [packages] = site_packages
         # sgmesh is installed from its wheel: a package, not a link back to a source tree.
-        assert (packages / "sgmesh" / "cli.py").is_file()
+        assert (packages / "sgmesh" / "cli" / "main.py").is_file()
         assert not list(packages.glob("__editable__*"))
         assert not list(packages.glob("*.pth"))
         assert (root / "opt" / "sgmesh" / "bin" / "sgmesh").is_file()

@@ -88,6 +88,39 @@ def test_plan_lists_actions_with_reasons_writes_nothing_and_exits_2(
     assert CNI_POLICY_ARN not in world.attached_policy_arns(groups[0].role)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "environment", "expected"),
+    [
+        (("--no-such-flag",), {}, "unrecognized arguments: --no-such-flag"),
+        ((), {"SGMESH_RULES_PER_SECURITY_GROUP": "sixty"}, "SGMESH_RULES_PER_SECURITY_GROUP"),
+    ],
+)
+def test_a_usage_error_exits_64_as_a_shell_sees_it_never_2_which_means_pending(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: tuple[str, ...],
+    environment: dict[str, str],
+    expected: str,
+) -> None:
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+
+    code, out, err = run_process("plan", "-f", str(write_mesh(tmp_path)), *arguments)
+
+    assert code == 64, err
+    assert expected in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_doctor_with_a_bad_region_is_a_usage_error_before_reading_anything(run: Run) -> None:
+    code, out, err = run("doctor", "--region", "mars")
+
+    assert code == 64
+    assert "--region 'mars' is not an AWS region name" in err
+    assert out == ""
+
+
 def test_apply_converges_then_a_second_apply_makes_no_mutating_call(
     world: World, groups: list[NodeGroup], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -353,16 +353,16 @@ def test_doctor_needs_only_the_read_rights_of_deploy_doctor_rbac(
     assert findings(json.loads(out), "DnsUnreachable")
 
 
-def test_usage_errors_exit_2() -> None:
+def test_usage_errors_exit_64() -> None:
     wrong_output = doctor("--output", "yaml")
     no_region = doctor(env={k: v for k, v in os.environ.items() if "REGION" not in k})
     bad_region = doctor("--region", "mars")
 
-    assert wrong_output[0] == 2
+    assert wrong_output[0] == 64
     assert "invalid choice: 'yaml'" in wrong_output[2]
-    assert no_region[0] == 2
+    assert no_region[0] == 64
     assert "no AWS region: pass --region or set AWS_REGION" in no_region[2]
-    assert bad_region[0] == 2
+    assert bad_region[0] == 64
     assert "--region 'mars' is not an AWS region name" in bad_region[2]
 
 

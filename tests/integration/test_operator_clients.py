@@ -1,4 +1,4 @@
-"""The operator's AWS clients (`handlers.Runtime.clients_for`) against a moto server: one set per
+"""The operator's AWS clients (`shared.Runtime.clients_for`) against a moto server: one set per
 region, all sharing one `SharedReads`, each talking to its region."""
 
 from __future__ import annotations
@@ -10,21 +10,21 @@ from typing import Any
 import pytest
 
 from sgmesh.aws import reconcile
-from sgmesh.controller import handlers, metrics
+from sgmesh.controller import metrics, shared
 
 
 @pytest.fixture
-def runtime(aws_env: dict[str, str]) -> Iterator[handlers.Runtime]:
+def runtime(aws_env: dict[str, str]) -> Iterator[shared.Runtime]:
     with ThreadPoolExecutor(1) as executor:
-        yield handlers.Runtime(
-            settings=handlers.OperatorSettings(pipeline=reconcile.Settings(), region=None),
+        yield shared.Runtime(
+            settings=shared.OperatorSettings(pipeline=reconcile.Settings(), region=None),
             metrics=metrics.Metrics(),
             executor=executor,
         )
 
 
 def test_each_region_has_its_clients_and_every_region_shares_reads(
-    runtime: handlers.Runtime,
+    runtime: shared.Runtime,
 ) -> None:
     east, west = runtime.clients_for("us-east-1"), runtime.clients_for("eu-west-1")
     assert runtime.clients_for("us-east-1") is east
@@ -46,9 +46,9 @@ def test_each_region_has_its_clients_and_every_region_shares_reads(
     assert registry.get_sample_value("sgmesh_aws_calls_total", {"operation": "DescribeVpcs"}) == 2
 
 
-def test_operator_clients_pool_a_connection_per_worker_thread(runtime: handlers.Runtime) -> None:
+def test_operator_clients_pool_a_connection_per_worker_thread(runtime: shared.Runtime) -> None:
     clients = runtime.clients_for("us-east-1")
 
     for client in (clients.ec2, clients.autoscaling, clients.iam):
         config: Any = client.meta.config  # botocore's Config declares its options dynamically
-        assert config.max_pool_connections == handlers.WORKER_THREADS
+        assert config.max_pool_connections == shared.WORKER_THREADS

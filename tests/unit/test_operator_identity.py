@@ -9,17 +9,17 @@ import sys
 
 import pytest
 
-from sgmesh.controller import handlers
+from sgmesh.controller import peering
 
 NO_PASSWD_UID = 65532  # the uid deploy/ runs the operator as; the image has no passwd entry
 
 
 def test_older_replica_outranks_newer_one() -> None:
-    assert handlers.peering_priority(1_000.0) > handlers.peering_priority(1_001.0)
+    assert peering.priority(1_000.0) > peering.priority(1_001.0)
 
 
 def test_replicas_started_together_get_distinct_priorities() -> None:
-    priorities = {handlers.peering_priority(1_000.0) for _ in range(50)}
+    priorities = {peering.priority(1_000.0) for _ in range(50)}
     assert len(priorities) == 50
 
 
@@ -27,7 +27,7 @@ def test_identity_names_the_pod() -> None:
     env_before = os.environ.get("POD_NAME")
     os.environ["POD_NAME"] = "sgmesh-7d9f-abcde"
     try:
-        assert handlers.operator_identity().startswith("sgmesh@sgmesh-7d9f-abcde/")
+        assert peering.identity().startswith("sgmesh@sgmesh-7d9f-abcde/")
     finally:
         if env_before is None:
             del os.environ["POD_NAME"]
@@ -55,8 +55,8 @@ def test_identity_works_for_a_uid_without_passwd_entry() -> None:
             "    raise SystemExit('uid has a passwd entry: the test would prove nothing')\n"
             "except KeyError:\n"
             "    pass\n"
-            "from sgmesh.controller import handlers\n"
-            "print(handlers.operator_identity())\n",
+            "from sgmesh.controller import lifecycle, peering  # all of the operator, kopf too\n"
+            "print(peering.identity())\n",
         ],
         env=env,
         capture_output=True,

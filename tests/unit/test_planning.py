@@ -377,3 +377,67 @@ def test_a_rule_without_sgmesh_description_is_never_adopted() -> None:
     assert plan.empty
     assert plan.present_rules == 1
     assert plan.owned_rules == 0
+
+
+# ---- coverage: a rule of somebody else's that already admits ------------------------------
+
+
+def _foreign(group: str, source: str, protocol: str, ports: tuple[int, int]) -> IngressRule:
+    return IngressRule.of(
+        f"sgr-hand-{protocol}", group, Permission(source, protocol, *ports), {}, "by hand"
+    )
+
+
+HTTPS = planning.TrafficShape("tcp", 443, 443)
+
+
+def test_a_wider_rule_of_somebody_else_s_admits_what_the_mesh_needs() -> None:
+    wide = [_foreign(g, s, "tcp", (0, 65535)) for g in ("sg-a", "sg-b") for s in ("sg-a", "sg-b")]
+
+    plan = planning.plan(
+        world(member("a", "sg-a"), member("b", "sg-b"), rules=wide), intent(traffic=[HTTPS])
+    )
+
+    assert plan.empty
+    assert (plan.desired_rules, plan.present_rules, plan.owned_rules) == (4, 4, 0)
+
+
+def test_an_all_traffic_rule_of_somebody_else_s_admits_every_shape() -> None:
+    everything = _foreign("sg-a", "sg-a", "-1", (-1, -1))
+    wanted = intent(traffic=[HTTPS, planning.TrafficShape("udp", 53, 53)])
+
+    plan = planning.plan(world(member("a", "sg-a"), rules=[everything]), wanted)
+
+    assert plan.empty
+
+
+def test_a_narrower_or_other_protocol_rule_does_not_admit() -> None:
+    narrower = _foreign("sg-a", "sg-a", "tcp", (443, 444))
+    udp = IngressRule.of("sgr-udp", "sg-a", Permission("sg-a", "udp", 0, 65535), {}, "by hand")
+    wanted = intent(traffic=[planning.TrafficShape("tcp", 440, 450)])
+
+    plan = planning.plan(world(member("a", "sg-a"), rules=[narrower, udp]), wanted)
+
+    assert [a.kind for a in plan.actions] == ["authorize"]
+
+
+def test_a_wider_rule_of_a_mesh_s_or_sgmesh_made_is_no_coverage() -> None:
+    # Its owner may revoke it when it no longer wants it: the mesh keeps its own exact rule.
+    owned_by_other = rule("sgr-o", "sg-a", "sg-a", OTHER, protocol="tcp", ports=(0, 65535))
+    orphan_wide = IngressRule.of(
+        "sgr-x", "sg-a", Permission("sg-a", "-1", -1, -1), {}, OTHER.rule_description
+    )
+    for existing in (owned_by_other, orphan_wide):
+        plan = planning.plan(world(member("a", "sg-a"), rules=[existing]), intent(traffic=[HTTPS]))
+
+        assert "authorize" in [a.kind for a in plan.actions], existing
+
+
+def test_an_owned_exact_rule_stays_beside_a_wider_rule_of_somebody_else_s() -> None:
+    mine = rule("sgr-m", "sg-a", "sg-a", OWNER, protocol="tcp", ports=(443, 443))
+    wide = _foreign("sg-a", "sg-a", "-1", (-1, -1))
+
+    plan = planning.plan(world(member("a", "sg-a"), rules=[mine, wide]), intent(traffic=[HTTPS]))
+
+    assert plan.empty
+    assert (plan.present_rules, plan.owned_rules) == (1, 1)

@@ -314,13 +314,12 @@ def _applied_quota(
     intent: planning.Intent,
     members: Sequence[topology.Member],
     vpcs: Mapping[str, str],
-    ingress: Iterable[ingress.IngressRule],
+    rules: Iterable[ingress.IngressRule],
 ) -> int | None:
     """The account's rules-per-SG quota, read only when the mesh lacks a rule (a plan that
     adds nothing needs no quota, so a steady state costs no call)."""
     desired, _ = planning.desired_permissions(members, vpcs, intent.traffic)
-    present = {(rule.group_id, rule.permission) for rule in ingress if rule.permission}
-    if desired <= present:
+    if desired <= planning.present_permissions(desired, rules):
         return None
     return security_groups.read_rules_quota(clients)
 

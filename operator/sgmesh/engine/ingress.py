@@ -23,6 +23,8 @@ __all__ = [
     "Network",
     "Permission",
     "PrefixList",
+    "admits",
+    "covered_ports",
     "normalise_protocol",
     "parse",
     "quota_counts",
@@ -142,6 +144,36 @@ class IngressRule:
             what = f"{self.protocol} type {self.from_port}"
         rule = f" ({self.rule_id})" if self.rule_id else ""
         return f"{self.group_id} admits {what} from {self.source}{rule}"
+
+
+def covered_ports(
+    rule: IngressRule, protocol: str, from_port: int, to_port: int
+) -> tuple[int, int] | None:
+    """The part of the wanted traffic (protocol, ports) that the rule's protocol and ports
+    admit, whatever its source; None when it admits none of it. The one coverage function:
+    the planner asks it whether a rule already admits a permission, doctor how much of a flow
+    a rule admits."""
+    protocol = normalise_protocol(protocol)
+    if rule.protocol == ALL_PROTOCOLS:
+        return (from_port, to_port)
+    if rule.protocol != protocol:
+        return None
+    if protocol in PORTED:
+        low, high = max(rule.from_port, from_port), min(rule.to_port, to_port)
+        return (low, high) if low <= high else None
+    # ICMP and other protocols: a rule for every type (-1) or the wanted type itself.
+    if rule.from_port in (-1, from_port):
+        return (from_port, to_port)
+    return None
+
+
+def admits(rule: IngressRule, permission: Permission) -> bool:
+    """Whether the rule admits all that `permission` asks: from the same SG, all protocols or
+    the same protocol with ports that contain the wanted ones."""
+    if rule.source_group_id != permission.source_group_id:
+        return False
+    wanted = (permission.from_port, permission.to_port)
+    return covered_ports(rule, permission.ip_protocol, *wanted) == wanted
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ __all__ = [
     "OWNER_TAG_PREFIX",
     "Owner",
     "creator",
+    "foreign",
     "is_orphan",
     "joinable",
     "may_revoke",
@@ -109,3 +110,10 @@ def joinable(tags: Mapping[str, str], description: str) -> bool:
     """Whether a mesh that wants the rule may add its tag: another mesh owns it, or sgmesh made
     it and nobody owns it any more. A rule sgmesh did not make is never tagged."""
     return owned_by_any_mesh(tags) or is_orphan(tags, description)
+
+
+def foreign(tags: Mapping[str, str], description: str) -> bool:
+    """Somebody else's rule: no mesh owns it and sgmesh did not make it. It is never revoked,
+    edited or tagged, and it stays while its owner wants it: a permission it admits is
+    present (coverage), without a rule of the mesh's own."""
+    return not owned_by_any_mesh(tags) and creator(description) is None

@@ -275,6 +275,35 @@ def desired_permissions(
     return desired, problems
 
 
+def covered_permissions(
+    wanted: Iterable[tuple[str, Permission]], rules: Iterable[ingress.IngressRule]
+) -> frozenset[tuple[str, Permission]]:
+    """The wanted permissions that a rule of somebody else's (`ownership.foreign`) already
+    admits in full: same source SG, all traffic or a protocol and ports that contain them.
+
+    Only foreign rules count: a rule of a mesh's, or one sgmesh made, may be revoked when its
+    owner no longer wants it, and the mesh's own rules are held to exact identity."""
+    foreign_by_group: dict[str, list[ingress.IngressRule]] = defaultdict(list)
+    for rule in rules:
+        if rule.source_group_id is not None and ownership.foreign(rule.tags, rule.description):
+            foreign_by_group[rule.group_id].append(rule)
+    return frozenset(
+        (group_id, permission)
+        for group_id, permission in wanted
+        if any(ingress.admits(rule, permission) for rule in foreign_by_group.get(group_id, ()))
+    )
+
+
+def present_permissions(
+    desired: frozenset[tuple[str, Permission]], rules: Iterable[ingress.IngressRule]
+) -> frozenset[tuple[str, Permission]]:
+    """The desired permissions AWS already grants: by a rule that is exactly the permission, or
+    by somebody else's rule that admits it (`covered_permissions`)."""
+    rules = tuple(rules)
+    exact = desired & {(r.group_id, r.permission) for r in rules if r.permission is not None}
+    return exact | covered_permissions(desired - exact, rules)
+
+
 def plan(current: topology.Topology, intent: Intent) -> Plan:
     """Compare what the mesh wants with what AWS holds; return the actions that converge."""
     desired, vpc_problems = desired_permissions(
@@ -285,8 +314,9 @@ def plan(current: topology.Topology, intent: Intent) -> Plan:
     for observed in current.ingress_rules:
         if observed.permission is not None:
             existing.setdefault((observed.group_id, observed.permission), observed)
+    covered = covered_permissions(desired - existing.keys(), current.ingress_rules)
     rule_actions, quota_problems = _within_quota(
-        _rule_actions(current, intent, desired, existing, names_by_group),
+        _rule_actions(current, intent, desired - covered, existing, names_by_group),
         current,
         intent,
         names_by_group,
@@ -309,7 +339,7 @@ def plan(current: topology.Topology, intent: Intent) -> Plan:
         held=held,
         problems=(*current.problems, *vpc_problems, *quota_problems),
         desired_rules=len(desired),
-        present_rules=len(desired & existing.keys()),
+        present_rules=len(desired & existing.keys()) + len(covered),
         owned_rules=len(ours),
     )
 

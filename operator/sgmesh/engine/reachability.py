@@ -90,17 +90,7 @@ def source_kind(rule: IngressRule) -> SourceKind:
 
 def port_range(rule: IngressRule, flow: Flow) -> tuple[int, int] | None:
     """The part of `flow`'s ports the rule's protocol and ports admit, if any."""
-    if rule.protocol == ALL_PROTOCOLS:
-        return (flow.from_port, flow.to_port)
-    if rule.protocol != flow.protocol:
-        return None
-    if flow.protocol in PORTED:
-        low, high = max(rule.from_port, flow.from_port), min(rule.to_port, flow.to_port)
-        return (low, high) if low <= high else None
-    # ICMP and other protocols: a rule for every type (-1) or the flow's own type.
-    if rule.from_port in (-1, flow.from_port):
-        return (flow.from_port, flow.to_port)
-    return None
+    return ingress.covered_ports(rule, flow.protocol, flow.from_port, flow.to_port)
 
 
 @dataclass(frozen=True)

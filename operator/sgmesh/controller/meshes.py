@@ -1,0 +1,287 @@
+"""kopf's handlers that converge a NodeGroupMesh: when it appears, its spec changes or the
+operator restarts, at every resync, and when the cluster nudges it.
+
+Handlers are thin: validate the body into the pydantic model, run `reconcile.converge` in a
+worker thread, write status, post events for what changed, count metrics. Errors follow one
+taxonomy: an invalid spec is permanent (`InvalidSpec`); AWS outages and throttling are
+temporary and retried with backoff, and never lead to a removal; missing permissions say
+which. Change handlers watch `spec` only, so the operator's own writes never trigger them.
+
+A mesh being deleted is never converged again: `sgmesh.controller.withdrawal` takes it
+out of AWS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, cast
+
+import kopf
+import kubernetes
+import urllib3
+
+from sgmesh.api import models
+from sgmesh.aws import client, errors, reconcile
+from sgmesh.controller import report, schedule, shared, status
+from sgmesh.engine import cluster_members
+from sgmesh.kube import sources
+
+__all__ = ["STATUS_WRITE_TIMEOUT_SECONDS", "converge_on_change", "nudge", "resync"]
+
+STATUS_WRITE_TIMEOUT_SECONDS = 10
+
+log = logging.getLogger("sgmesh")
+
+
+@kopf.on.resume(*shared.RESOURCE, retries=None, backoff=10, timeout=None)
+@kopf.on.create(*shared.RESOURCE, retries=None, backoff=10, timeout=None)
+@kopf.on.update(*shared.RESOURCE, field="spec", retries=None, backoff=10, timeout=None)
+async def converge_on_change(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any
+) -> None:
+    """A mesh appeared, changed its spec, or the operator restarted: reconcile now.
+
+    Failures raise kopf errors so that kopf retries with backoff (temporary) or stops
+    (invalid spec); the status says why either way.
+    """
+    if body.spec.get("extraSecurityGroupIds"):
+        report.event(
+            body,
+            "Warning",
+            "DeprecatedField",
+            "spec.extraSecurityGroupIds is deprecated: list the same ids under "
+            "spec.securityGroups.ids (same meaning)",
+        )
+    await _converge(memo.runtime, body, patch, retry=retry, raise_on_failure=True)
+
+
+async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Re-resolve selectors and repair drift every `spec.resyncSeconds`.
+
+    The timer ticks every few seconds (registered by `sgmesh.controller.lifecycle.run`, which
+    knows the tick); a tick does nothing until the mesh's resync period has passed since its
+    last reconcile. Failures are written to status and tried again at the next period, so a
+    mesh failing in AWS never holds anything else up.
+    """
+    runtime: shared.Runtime = memo.runtime
+    uid = body.metadata.uid or ""
+    period = schedule.period(body.spec, runtime.settings.default_resync_seconds)
+    now = runtime.clock()
+    # A mesh the timer has not seen yet waits a period: its create or resume handler reconciles
+    # it meanwhile.
+    last = runtime.last_sync.setdefault(uid, now)
+    if not schedule.due(last, now, period):
+        return
+    runtime.last_sync[uid] = now
+    await _reconcile_apart(runtime, body)
+
+
+async def nudge(runtime: shared.Runtime, names: frozenset[str]) -> None:
+    """Start a reconcile of each mesh now, reading AWS afresh (something new appeared)."""
+    for name in sorted(names - runtime.nudged):
+        if runtime.watching is None or runtime.watching.meshes.get(name) is None:
+            continue
+        runtime.nudged.add(name)
+        task = asyncio.create_task(_reconcile_nudged(runtime, name))
+        runtime.background.add(task)
+        task.add_done_callback(runtime.background.discard)
+
+
+async def _reconcile_apart(
+    runtime: shared.Runtime,
+    body: kopf.Body,
+    *,
+    fresh: bool = False,
+    current: Callable[[], kopf.Body | None] | None = None,
+) -> None:
+    """Reconcile outside kopf's change handlers (resync, nudge); the status is written apart:
+    through kopf's patch, a write during an API-server outage would hold the timer (and then
+    end it) while AWS drift waits."""
+    written = kopf.Patch()
+    await _converge(
+        runtime, body, written, retry=0, raise_on_failure=False, fresh=fresh, current=current
+    )
+    if written:
+        task = asyncio.create_task(_write_status(runtime, body.metadata.name or "", dict(written)))
+        runtime.background.add(task)
+        task.add_done_callback(runtime.background.discard)
+
+
+async def _reconcile_nudged(runtime: shared.Runtime, name: str) -> None:
+    started = False
+
+    def current() -> kopf.Body | None:
+        # Called once the mesh's lock is held: a nudge from now on needs another reconcile.
+        nonlocal started
+        started = True
+        runtime.nudged.discard(name)
+        latest = runtime.watching.meshes.get(name) if runtime.watching else None
+        return kopf.Body(cast(kopf.RawBody, dict(latest))) if latest is not None else None
+
+    latest = runtime.watching.meshes.get(name) if runtime.watching else None
+    try:
+        if latest is not None:
+            runtime.metrics.nudges.inc()
+            body = kopf.Body(cast(kopf.RawBody, dict(latest)))
+            await _reconcile_apart(runtime, body, fresh=True, current=current)
+    finally:
+        if not started:
+            runtime.nudged.discard(name)
+
+
+async def _write_status(runtime: shared.Runtime, name: str, written: dict[str, Any]) -> None:
+    """Merge-patch a resync's status; if the API server cannot take it now, the next resync
+    writes a newer one (nothing else waits on it)."""
+    loop = asyncio.get_running_loop()
+    meshes = kubernetes.client.CustomObjectsApi()
+    try:
+        await loop.run_in_executor(
+            runtime.executor,
+            partial(
+                meshes.patch_cluster_custom_object_status,
+                *shared.RESOURCE,
+                name,
+                written,
+                _content_type="application/merge-patch+json",
+                _request_timeout=STATUS_WRITE_TIMEOUT_SECONDS,
+            ),
+        )
+    except (kubernetes.client.exceptions.ApiException, urllib3.exceptions.HTTPError) as error:
+        log.warning("status of mesh %s not written, the next resync writes it: %s", name, error)
+
+
+async def _converge(
+    runtime: shared.Runtime,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    raise_on_failure: bool,
+    *,
+    fresh: bool = False,
+    current: Callable[[], kopf.Body | None] | None = None,
+) -> None:
+    """Reconcile one mesh under its lock. `current`: the mesh's latest body, asked once the
+    lock is held (a nudge may have waited for it while the spec changed); `fresh`: read AWS
+    as it is now."""
+    uid = body.metadata.uid or ""
+    async with runtime.lock(uid):
+        if current is not None:
+            latest = current()
+            if latest is None or latest.metadata.uid != uid:
+                return  # deleted (or deleted and created again) meanwhile
+            body = latest
+        name = body.metadata.name or ""
+        generation = body.metadata.get("generation")
+        previous: Mapping[str, Any] = body.status
+        if uid in runtime.withdrawing or body.metadata.deletion_timestamp:
+            return  # a deleted mesh is withdrawn, never converged again
+        started = runtime.clock()
+        try:
+            mesh = models.NodeGroupMesh.parse(dict(body), f"NodeGroupMesh {name}")
+            region = mesh.spec.region or runtime.settings.region
+            if not region:
+                raise models.InvalidSpecError(
+                    "spec.region is not set and the operator has no default region (--region)"
+                )
+        except models.InvalidSpecError as error:
+            _failed(
+                runtime,
+                body,
+                patch,
+                previous,
+                result="invalid",
+                reason=status.INVALID_SPEC,
+                message=str(error),
+            )
+            if raise_on_failure:
+                raise kopf.PermanentError(str(error)) from error
+            return
+
+        clients = runtime.clients_for(region)
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(
+                runtime.executor, partial(_pipeline, runtime, clients, mesh, fresh=fresh)
+            )
+        except sources.ClusterReadError as error:
+            _failed(
+                runtime,
+                body,
+                patch,
+                previous,
+                result="failed",
+                reason=sources.READ_FAILED,
+                message=str(error),
+            )
+            if raise_on_failure:
+                delay = min(10.0 * 2 ** min(retry, 5), shared.MAX_RETRY_DELAY_SECONDS)
+                raise kopf.TemporaryError(str(error), delay=delay) from error
+            return
+        except errors.ERRORS as error:
+            failure = clients.classify(error)
+            runtime.metrics.aws_errors.labels(failure.code).inc()
+            _failed(
+                runtime,
+                body,
+                patch,
+                previous,
+                result="failed",
+                reason=failure.kind.value,
+                message=failure.describe(),
+            )
+            if raise_on_failure:
+                raise kopf.TemporaryError(
+                    failure.describe(), delay=shared.retry_delay(failure, retry)
+                ) from error
+            return
+        finally:
+            runtime.metrics.duration.labels(name).observe(runtime.clock() - started)
+
+        runtime.last_sync[uid] = runtime.clock()
+        report.set_status(body, patch, status.outcome_status(outcome, mesh, generation, previous))
+        report.changes(runtime, body, outcome)
+        runtime.metrics.describe_mesh(name, len(outcome.topology.members), outcome.rules())
+        for failed in outcome.failures:
+            runtime.metrics.aws_errors.labels(failed.failure.code).inc()
+        result = (
+            "failed" if outcome.failures else "problem" if outcome.plan.problems else "converged"
+        )
+        runtime.metrics.reconciles.labels(name, result).inc()
+        retryable = [f.failure for f in outcome.failures if f.failure.retryable]
+        if raise_on_failure and retryable:
+            raise kopf.TemporaryError(
+                retryable[0].describe(), delay=shared.retry_delay(retryable[0], retry)
+            )
+
+
+def _failed(
+    runtime: shared.Runtime,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    previous: Mapping[str, Any],
+    *,
+    result: str,
+    reason: str,
+    message: str,
+) -> None:
+    """Count a reconcile that did not reach a plan, and say why in the status."""
+    runtime.metrics.reconciles.labels(body.metadata.name or "", result).inc()
+    generation = body.metadata.get("generation")
+    report.set_status(body, patch, status.failure_status(reason, message, generation, previous))
+
+
+def _pipeline(
+    runtime: shared.Runtime, clients: client.AwsClients, mesh: models.NodeGroupMesh, *, fresh: bool
+) -> reconcile.Outcome:
+    """Read the mesh's Kubernetes sources (and aws-node's IRSA role) and reconcile; in a
+    worker thread."""
+    cluster = cluster_members.NO_CLUSTER_MEMBERS
+    if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
+        objects = sources.read(mesh.spec, runtime.kube_api(), aws_node_role=runtime.aws_node_role)
+        cluster = cluster_members.resolve(mesh.spec, objects)
+    return reconcile.converge(
+        clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh
+    )
