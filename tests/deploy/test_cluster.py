@@ -30,6 +30,7 @@ from tests.deploy.render import (
 pytestmark = pytest.mark.kube
 
 PEERING = DEPLOY / "components" / "peering"
+NETWORK_POLICY = DEPLOY / "components" / "network-policy"
 DEADLINE = 60
 Triple = tuple[str, str, str]
 
@@ -84,14 +85,20 @@ def test_api_server_accepts_the_helm_chart_in_a_new_namespace(
         helm,
         release=kube_namespace,
         namespace=kube_namespace,
-        values=["peering.enabled=false"],
+        values=["peering.enabled=false", "networkPolicy.enabled=true"],
         include_crds=True,
     )
 
     output = _apply(kube_cluster, "--dry-run=server", "-f", "-", stdin=rendered)
 
     kinds = {obj["kind"] for obj in load_objects(rendered)}
-    assert {"Deployment", "ClusterRole", "ServiceAccount", "CustomResourceDefinition"} <= kinds
+    assert {
+        "Deployment",
+        "ClusterRole",
+        "ServiceAccount",
+        "CustomResourceDefinition",
+        "NetworkPolicy",
+    } <= kinds
     assert output.count("(server dry run)") == len(load_objects(rendered))
 
 
@@ -109,6 +116,17 @@ def test_api_server_accepts_the_peering_component_once_its_crd_is_there(
     output = _apply(kube_cluster, "--dry-run=server", "-k", str(overlay))
 
     assert "clusterkopfpeering.kopf.dev/sgmesh" in output
+
+
+def test_api_server_accepts_the_network_policy_component(
+    kube_cluster: ControlPlane, tmp_path: Path
+) -> None:
+    _ensure_namespace(kube_cluster, NAMESPACE)
+    overlay = kustomize_overlay(tmp_path, components=[NETWORK_POLICY])
+
+    output = _apply(kube_cluster, "--dry-run=server", "-k", str(overlay))
+
+    assert "networkpolicy.networking.k8s.io/sgmesh created (server dry run)" in output
 
 
 def test_api_server_accepts_the_samples(kube_cluster: ControlPlane, deployed: Path) -> None:

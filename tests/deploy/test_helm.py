@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,11 @@ VARIANTS = {
     "defaults": ([], [], []),
     "peering": (["peering.enabled=true"], [DEPLOY / "components" / "peering"], []),
     "service-monitor": (["metrics.serviceMonitor.enabled=true"], [], [DEPLOY / "prometheus"]),
+    "network-policy": (
+        ["networkPolicy.enabled=true"],
+        [DEPLOY / "components" / "network-policy"],
+        [],
+    ),
 }
 
 
@@ -118,6 +124,75 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
     annotations = account["metadata"]["annotations"]
     assert annotations["eks.amazonaws.com/role-arn"] == "arn:aws:iam::111122223333:role/sgmesh"
     assert find(objects, "ClusterKopfPeering", "ops-sgmesh")
+
+
+def _values_file(directory: Path, values: Mapping[str, object]) -> Path:
+    path = directory / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_chart_network_policy_follows_the_metrics_port_and_its_peers(
+    helm: Path, tmp_path: Path
+) -> None:
+    # Pod Identity's agent, an API server on 6443, NodeLocal DNSCache: what deploy/README.md
+    # tells users of those to set.
+    node_local_dns = {"ipBlock": {"cidr": "169.254.20.10/32"}}
+    values = {
+        "metrics": {"port": 9100},
+        "networkPolicy": {
+            "enabled": True,
+            "dnsPeers": [node_local_dns],
+            "egress": [
+                {"cidr": "0.0.0.0/0", "ports": [443, 6443]},
+                {"cidr": "169.254.170.23/32", "ports": [80]},
+            ],
+        },
+    }
+
+    objects = load_objects(helm_template(helm, values_files=[_values_file(tmp_path, values)]))
+
+    policy = find(objects, "NetworkPolicy")["spec"]
+    assert policy["ingress"] == [{"ports": [{"protocol": "TCP", "port": 9100}]}]
+    dns = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    assert policy["egress"] == [
+        {"to": [node_local_dns], "ports": dns},
+        {
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+            "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}],
+        },
+        {
+            "to": [{"ipBlock": {"cidr": "169.254.170.23/32"}}],
+            "ports": [{"protocol": "TCP", "port": 80}],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("network_policy", "refused_because"),
+    [
+        # Kubernetes reads a rule without peers as "anywhere", without ports as "every port".
+        pytest.param({"dnsPeers": []}, "/networkPolicy/dnsPeers", id="dns-to-anywhere"),
+        pytest.param({"dnsPeers": None}, "dnsPeers", id="dns-peers-removed"),
+        pytest.param(
+            {"egress": [{"cidr": "0.0.0.0/0", "ports": []}]},
+            "/networkPolicy/egress/0/ports",
+            id="egress-on-every-port",
+        ),
+        pytest.param(
+            {"egress": [{"cidr": "0.0.0.0/0", "ports": [0]}]},
+            "/networkPolicy/egress/0/ports/0",
+            id="egress-port-0",
+        ),
+    ],
+)
+def test_chart_refuses_network_policy_values_that_open_everything_or_are_invalid(
+    helm: Path, tmp_path: Path, network_policy: dict[str, object], refused_because: str
+) -> None:
+    values = {"networkPolicy": {"enabled": True, **network_policy}}
+
+    with pytest.raises(RenderError, match=refused_because):
+        helm_template(helm, values_files=[_values_file(tmp_path, values)])
 
 
 def test_chart_image_defaults_to_the_chart_app_version(helm: Path) -> None:

@@ -1,7 +1,10 @@
-"""What every way of installing the operator renders: the kustomize base (alone and with its
-peering component) and the Helm chart (defaults, peering, another release name and namespace).
+"""What every way of installing the operator renders: the kustomize base (alone, with its
+peering component, with its network-policy component) and the Helm chart (defaults, peering,
+the network policy, another release name and namespace).
 
-Each rendering must run the operator the same safe way and grant it exactly what it uses.
+Each rendering must run the operator the same safe way and grant it exactly what it uses, on
+the API and on the network; nothing shipped may let the users of the built-in roles write
+NodeGroupMeshes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from tests.deploy.render import (
     load_objects,
     operator_environment,
 )
+
+NETWORK_POLICY = DEPLOY / "components" / "network-policy"
 
 OPERATOR_RULES = [
     {
@@ -79,12 +84,15 @@ PEERING_RULES = [
 
 class Rendering:
     """One way of installing, rendered: its objects, the namespace the operator runs in, and
-    whether peering is on."""
+    whether peering and the network policy are on."""
 
-    def __init__(self, objects: Objects, namespace: str, peering: bool) -> None:
+    def __init__(
+        self, objects: Objects, namespace: str, peering: bool, network_policy: bool = False
+    ) -> None:
         self.objects = objects
         self.namespace = namespace
         self.peering = peering
+        self.network_policy = network_policy
 
     @property
     def deployment(self) -> dict[str, Any]:
@@ -130,11 +138,33 @@ def _helm_other_release(_kubectl: Path, helm: Path, _tmp: Path) -> Rendering:
     return Rendering(objects, "platform", peering=False)
 
 
+def _kustomize_network_policy(kubectl: Path, _helm: Path, tmp: Path) -> Rendering:
+    # With the ServiceMonitor, so that the port Prometheus scrapes is held against the policy.
+    overlay = kustomize_overlay(
+        tmp / "overlay", resources=[DEPLOY, DEPLOY / "prometheus"], components=[NETWORK_POLICY]
+    )
+    objects = load_objects(kustomize(kubectl, overlay))
+    return Rendering(objects, "sgmesh-system", peering=False, network_policy=True)
+
+
+def _helm_network_policy(_kubectl: Path, helm: Path, _tmp: Path) -> Rendering:
+    # Another metrics port, release and namespace: the policy must follow them.
+    values = [
+        "networkPolicy.enabled=true",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.port=9100",
+    ]
+    objects = load_objects(helm_template(helm, release="prod", namespace="platform", values=values))
+    return Rendering(objects, "platform", peering=False, network_policy=True)
+
+
 RENDERERS: dict[str, Renderer] = {
     "kustomize": _kustomize_base,
     "kustomize-peering": _kustomize_peering,
+    "kustomize-network-policy": _kustomize_network_policy,
     "helm": _helm_defaults,
     "helm-peering": _helm_peering,
+    "helm-network-policy-port-9100-release-prod": _helm_network_policy,
     "helm-release-prod-in-platform": _helm_other_release,
 }
 
@@ -267,6 +297,201 @@ def test_peering_is_named_by_the_operator_only_when_its_rights_are_granted(
         assert peering_objects == []
 
 
+# ---- the operator pod's network ------------------------------------------------------------
+
+KUBE_DNS = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
+EVERY_IPV4_ADDRESS = {"ipBlock": {"cidr": "0.0.0.0/0"}}
+ANYWHERE = "anywhere"
+EVERY_PORT = "every port"
+Passage = tuple[str, str, str, int | str]
+
+
+@pytest.fixture(params=sorted(name for name in RENDERERS if "network-policy" in name))
+def guarded(request: pytest.FixtureRequest, kubectl: Path, helm: Path, tmp_path: Path) -> Rendering:
+    """A rendering with the operator pod's NetworkPolicy."""
+    return RENDERERS[request.param](kubectl, helm, tmp_path)
+
+
+def _peer(peer: object) -> str:
+    return json.dumps(peer, sort_keys=True)
+
+
+def _passages(policy: dict[str, Any]) -> set[Passage]:
+    """Every (direction, peer, protocol, port) the policy lets through. A rule without peers
+    admits anywhere and one without ports every port, as Kubernetes reads them, so that a rule
+    wider than meant shows up as such."""
+    passages: set[Passage] = set()
+    for direction, peers_key in (("ingress", "from"), ("egress", "to")):
+        for rule in policy["spec"].get(direction) or []:
+            peers = [_peer(peer) for peer in rule.get(peers_key) or []] or [ANYWHERE]
+            ports = [
+                (
+                    port.get("protocol", "TCP"),
+                    port.get("port", EVERY_PORT)
+                    if "endPort" not in port
+                    else f"{port['port']}-{port['endPort']}",
+                )
+                for port in rule.get("ports") or []
+            ] or [("any protocol", EVERY_PORT)]
+            passages |= {(direction, peer, *port) for peer in peers for port in ports}
+    return passages
+
+
+def _metrics_port(rendering: Rendering) -> int:
+    """The container port the probes, and the ServiceMonitor through the metrics Service, reach
+    the operator on, checked to be one and the same."""
+    container = rendering.container
+    names = {container[probe]["httpGet"]["port"] for probe in ("livenessProbe", "readinessProbe")}
+    service_ports = {
+        port["name"]: port for port in find(rendering.objects, "Service")["spec"]["ports"]
+    }
+    for monitor in rendering.of_kind("ServiceMonitor"):
+        names |= {service_ports[e["port"]]["targetPort"] for e in monitor["spec"]["endpoints"]}
+    [name] = names
+    [port] = [port for port in container["ports"] if port["name"] == name]
+    return int(port["containerPort"])
+
+
+def test_network_policy_is_rendered_only_when_asked_for(rendering: Rendering) -> None:
+    policies = rendering.of_kind("NetworkPolicy")
+    assert len(policies) == (1 if rendering.network_policy else 0)
+
+
+def test_network_policy_selects_the_operator_pods_and_no_other(guarded: Rendering) -> None:
+    [policy] = guarded.of_kind("NetworkPolicy")
+    selector = policy["spec"]["podSelector"]
+    deployment = guarded.deployment
+
+    # The Deployment's own selector: every pod it makes carries these labels, and an empty or
+    # wider selector would put every pod of the namespace under the policy.
+    assert selector == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    assert selector["matchLabels"]
+    assert (
+        selector["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+
+
+def test_network_policy_admits_the_metrics_port_dns_and_https_and_nothing_else(
+    guarded: Rendering,
+) -> None:
+    [policy] = guarded.of_kind("NetworkPolicy")
+    metrics_port = _metrics_port(guarded)
+    assert guarded.of_kind("ServiceMonitor"), "the rendering should scrape the metrics port"
+    assert int(operator_environment(guarded.deployment)["SGMESH_METRICS_PORT"]) == metrics_port
+
+    # Both directions isolated: without "Egress" the egress rules would restrict nothing.
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert _passages(policy) == {
+        # Prometheus through the Service, and the kubelet's probes.
+        ("ingress", ANYWHERE, "TCP", metrics_port),
+        ("egress", _peer(KUBE_DNS), "UDP", 53),
+        ("egress", _peer(KUBE_DNS), "TCP", 53),
+        # The API server and the AWS endpoints, which have no fixed addresses.
+        ("egress", _peer(EVERY_IPV4_ADDRESS), "TCP", 443),
+    }
+
+
+def test_passages_of_a_rule_without_ports_or_peers_are_every_port_from_anywhere() -> None:
+    # The check above is only as strict as _passages is: a rule that leaves out its ports or its
+    # peers must not pass for a narrow one.
+    policy = {"spec": {"ingress": [{}], "egress": [{"to": [EVERY_IPV4_ADDRESS]}]}}
+
+    assert _passages(policy) == {
+        ("ingress", ANYWHERE, "any protocol", EVERY_PORT),
+        ("egress", _peer(EVERY_IPV4_ADDRESS), "any protocol", EVERY_PORT),
+    }
+
+
+# ---- nothing shipped hands mesh writes to the built-in roles -------------------------------
+
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "*"}
+
+
+def _mesh_writes_aggregated_into_built_in_roles(objects: Objects) -> list[str]:
+    """ClusterRoles labelled into the built-in admin, edit or view roles that grant a write on
+    NodeGroupMeshes (or their subresources, or through a wildcard), as `name: verbs`."""
+    found = []
+    for role in objects:
+        if not isinstance(role, dict) or role.get("kind") != "ClusterRole":
+            continue
+        labels = role["metadata"].get("labels") or {}
+        if not any(
+            key.startswith(AGGREGATE_TO) and value == "true" for key, value in labels.items()
+        ):
+            continue
+        for rule in role.get("rules") or []:
+            groups = set(rule.get("apiGroups") or [])
+            resources = {r.partition("/")[0] for r in rule.get("resources") or []}
+            writes = set(rule.get("verbs") or []) & WRITE_VERBS
+            if groups & {"sgmesh.io", "*"} and resources & {"nodegroupmeshes", "*"} and writes:
+                found.append(f"{role['metadata']['name']}: {sorted(writes)}")
+    return found
+
+
+def _everything_shipped(helm: Path) -> Objects:
+    """Every object in deploy/'s YAML files (doctor's RBAC and the components included) and
+    the chart with every option on."""
+    objects: Objects = []
+    templates = CHART / "templates"
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if templates not in path.parents:
+            objects += load_objects(path.read_text())
+    everything_on = [
+        "peering.enabled=true",
+        "metrics.serviceMonitor.enabled=true",
+        "networkPolicy.enabled=true",
+    ]
+    return objects + load_objects(helm_template(helm, values=everything_on, include_crds=True))
+
+
+def test_no_shipped_cluster_role_lets_admin_edit_or_view_users_write_meshes(helm: Path) -> None:
+    # A NodeGroupMesh opens security groups to each other inside the VPC: writing one is a
+    # network administrator's right, given by an explicit binding. Aggregated into admin or
+    # edit, it would go to everyone those roles are bound to cluster-wide, often whole teams.
+    shipped = _everything_shipped(helm)
+    assert any(obj.get("kind") == "ClusterRole" for obj in shipped)
+
+    assert _mesh_writes_aggregated_into_built_in_roles(shipped) == []
+
+
+def test_a_cluster_role_aggregating_mesh_writes_into_edit_is_caught() -> None:
+    role = {
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": "sgmesh-edit",
+            "labels": {"rbac.authorization.k8s.io/aggregate-to-edit": "true"},
+        },
+        "rules": [
+            {"apiGroups": ["sgmesh.io"], "resources": ["nodegroupmeshes"], "verbs": ["get"]},
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["create"]},
+        ],
+    }
+    read_only_view = {
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": "sgmesh-view",
+            "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"},
+        },
+        "rules": [
+            {
+                "apiGroups": ["sgmesh.io"],
+                "resources": ["nodegroupmeshes"],
+                "verbs": ["get", "list", "watch"],
+            }
+        ],
+    }
+
+    assert _mesh_writes_aggregated_into_built_in_roles([role, read_only_view]) == [
+        "sgmesh-edit: ['create']"
+    ]
+
+
 def _variables_the_operator_reads() -> set[str]:
     # Every setting is read from the environment in one module of the command line.
     source = (REPO_ROOT / "operator" / "sgmesh" / "cli" / "settings.py").read_text()
@@ -365,3 +590,32 @@ def test_readme_trust_policy_names_the_deploy_service_account(base_objects: Obje
 
     assert subject == f"system:serviceaccount:{account['namespace']}:{account['name']}"
     assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+
+
+def test_readme_network_policy_for_pod_identity_adds_the_agent_alone_in_both_installs(
+    kubectl: Path, helm: Path, tmp_path: Path
+) -> None:
+    overlay = yaml.safe_load(_readme_block("yaml", "# kustomization.yaml: the operator pod's"))
+    # The overlay names deploy/ of a release by URL; here it is this checkout's.
+    overlay["resources"] = [os.path.relpath(DEPLOY, tmp_path)]
+    overlay["components"] = [os.path.relpath(NETWORK_POLICY, tmp_path)]
+    kustomize_overlay(tmp_path, extra=overlay)
+    values = tmp_path / "helm" / "values.yaml"
+    values.parent.mkdir()
+    values.write_text(_readme_block("yaml", "# values.yaml: the operator pod's"))
+
+    from_kustomize = find(load_objects(kustomize(kubectl, tmp_path)), "NetworkPolicy")
+    from_helm = find(load_objects(helm_template(helm, values_files=[values])), "NetworkPolicy")
+
+    component = find(load_objects(kustomize(kubectl, NETWORK_POLICY)), "NetworkPolicy")
+    pod_identity_agent = ("egress", _peer({"ipBlock": {"cidr": "169.254.170.23/32"}}), "TCP", 80)
+    assert _passages(from_kustomize) == _passages(component) | {pod_identity_agent}
+    assert from_helm["spec"] == from_kustomize["spec"]
+
+
+def test_security_md_names_deploy_files_that_exist() -> None:
+    text = (REPO_ROOT / "SECURITY.md").read_text()
+    named = set(re.findall(r"`(deploy/[^`\s]+)`", text))
+
+    assert {"deploy/iam-policy.json", "deploy/components/network-policy"} <= named
+    assert sorted(path for path in named if not (REPO_ROOT / path).exists()) == []
