@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv test check unit integration lint fmt crd k8s helm crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
+.PHONY: help venv lock test check unit integration lint fmt crd k8s helm crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
@@ -14,6 +14,7 @@ help:
 	@echo "make demo          sandbox (kube-apiserver + moto) + operator converging an example mesh"
 	@echo "make sandbox       start the local kube-apiserver/etcd and a moto server in the background"
 	@echo "make sandbox-down  stop what 'make sandbox' started"
+	@echo "make lock          re-lock requirements/ (every dependency, with hashes) after pyproject.toml changes"
 	@echo "make crd           regenerate crds/ (and the chart's copy) from the pydantic models"
 	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
 	@echo "make crds-external fetch Karpenter's and the VPC CNI's CRDs from the Go module proxy"
@@ -21,13 +22,44 @@ help:
 	@echo "make bench         AWS call budget on a moto server; reaction to Nodes and EC2NodeClasses"
 	@echo "make bench-operator  the operator at 1, 20 and 50 meshes: memory, CPU, AWS calls, resync"
 
-$(STAMP): pyproject.toml
+# Every package comes from a lock in requirements/, with its hashes: pip refuses a file whose
+# hash the lock does not name, and a requirement the lock does not pin. pip, setuptools and
+# wheel first (build.txt), then the operator's, test and lint dependencies (dev.txt), then
+# sgmesh itself, editable, built with that setuptools and installing nothing more.
+$(STAMP): pyproject.toml requirements/build.txt requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/build.txt
+	$(PY) -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(STAMP)
+
+# The locks, for the Python and platform of the image and CI (3.11, Linux x86_64), whatever
+# machine writes them: uv resolves for a target named by --python-version/--python-platform,
+# where pip-compile resolves for the interpreter it runs on, and it needs no dependency of its
+# own. operator.txt (what the image installs) is held to dev.txt's versions, so the image runs
+# what the tests ran; a pin keeps the extras asked of it (boto3-stubs[ec2, ...]), which
+# tests/unit/test_lock.py compares with pyproject.toml. Run by hand after a change to
+# pyproject.toml's dependencies or to requirements/*.in, never by `make test`. A lock keeps the
+# versions it has where the ranges still allow them: LOCK_OPTIONS=--upgrade (or
+# --upgrade-package NAME) moves them on.
+LOCK_TOOL := $(VENV)/bin/uv
+LOCK := $(LOCK_TOOL) pip compile --quiet --generate-hashes --python-version 3.11 \
+  --python-platform x86_64-unknown-linux-gnu --no-strip-extras \
+  --custom-compile-command "make lock" $(LOCK_OPTIONS)
+
+$(LOCK_TOOL): requirements/lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r requirements/lock.txt
+	touch $@
+
+lock: $(LOCK_TOOL)
+	$(LOCK) pyproject.toml --extra test --extra lint -o requirements/dev.txt
+	$(LOCK) pyproject.toml -c requirements/dev.txt -o requirements/operator.txt
+	$(LOCK) requirements/build.in -c requirements/dev.txt -o requirements/build.txt
+	$(LOCK) requirements/sbom.in -o requirements/sbom.txt
+	$(LOCK) requirements/lock.in -o requirements/lock.txt
 
 k8s: $(STAMP)
 	$(PY) -m devtools.k8s.build

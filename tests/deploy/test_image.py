@@ -1,15 +1,18 @@
 """The operator image, built for real from the Dockerfile (devtools/image.py): it runs
 `sgmesh` as the uid deploy/ runs the pod as, which has no passwd entry; its entrypoint, user and
-port are the ones deploy/ relies on; and it holds the package's environment and nothing to
-build or install with."""
+port are the ones deploy/ relies on; it holds the package's environment and nothing to build or
+install with; and its SBOM lists what the operator's lock pins."""
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from devtools import image
 from tests.deploy.render import REPO_ROOT, Objects, find, operator_environment
@@ -20,6 +23,8 @@ from tests.deploy.render import REPO_ROOT, Objects, find, operator_environment
 pytestmark = [pytest.mark.image, pytest.mark.xdist_group("image")]
 
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+# Where the Dockerfile writes the CycloneDX SBOM of the operator's environment (README).
+SBOM = Path("opt/sgmesh/sbom.cdx.json")
 
 
 def _pod_user(objects: Objects) -> str:
@@ -111,3 +116,31 @@ def test_image_holds_the_environment_and_no_installer_compiler_or_build_context(
         assert _anywhere(root, "pyproject.toml") == []
         assert _anywhere(root, "pip.conf") == []
         assert _anywhere(root, "ca-bundle") == []
+
+
+def test_sbom_lists_the_environment_at_the_versions_the_operator_lock_pins(
+    operator_image: str,
+) -> None:
+    pinned: dict[str, str] = {
+        canonicalize_name(name): version
+        for name, version in re.findall(
+            r"^([A-Za-z0-9._-]+)(?:\[[^]]*\])?==(\S+)",
+            (REPO_ROOT / "requirements" / "operator.txt").read_text(),
+            re.M,
+        )
+    }
+    with image.mounted(operator_image) as root:
+        sbom = json.loads((root / SBOM).read_text())
+    listed: dict[str, str] = {
+        canonicalize_name(component["name"]): component["version"]
+        for component in sbom["components"]
+    }
+
+    assert sbom["bomFormat"] == "CycloneDX"
+    assert sbom["metadata"]["component"]["name"] == PROJECT["name"]
+    assert sbom["metadata"]["component"]["version"] == PROJECT["version"]
+    # What pyproject.toml names reaches the image at the lock's versions, and so does every
+    # dependency of theirs: the environment holds the lock, no more, no less.
+    for name in ("kopf", "boto3", "kubernetes", "pydantic", "prometheus-client"):
+        assert listed[name] == pinned[name], name
+    assert listed == pinned
