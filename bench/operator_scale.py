@@ -231,7 +231,9 @@ def measure(count: int, window: float, workdir: Path) -> Measurement:
     _progress(f"{count} meshes: starting the control plane and a moto server")
     try:
         with operator_stack(workdir, cluster=CLUSTER, region=REGION) as stack:
-            bench = build_world(World(client.make_clients(REGION)))
+            world = World(client.make_clients(REGION))
+            bench = build_world(world)
+            world.eks_cluster(CLUSTER)  # the cluster's VPC, which bounds every mesh
             with stack.operator:
                 return _measure_running(count, window, bench, stack.operator, stack.plane)
     except ControlPlaneError as error:

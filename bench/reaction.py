@@ -119,6 +119,7 @@ def measure(runs: int, workdir: Path) -> list[Reaction]:
             workdir, cluster=CLUSTER, region=REGION, with_external_crds=True
         ) as stack:
             world = World(client.make_clients(REGION))
+            world.eks_cluster(CLUSTER)  # the cluster's VPC, which bounds every mesh
             with stack.operator as operator:
                 nodes = ClusterNodes(world, stack.plane.kubectl)
                 meshes = Meshes(stack.plane.kubeconfig)

@@ -43,6 +43,11 @@ QUICK_RESYNC_SECONDS = 2
 PORT_ATTEMPTS = 5
 
 
+# The cluster the operator runs for, unless told otherwise: its VPC comes from EKS's
+# DescribeCluster (`World.eks_cluster` makes one over the world's main VPC) or --vpc-id.
+OPERATOR_CLUSTER = "e2e"
+
+
 def quick_resync(seconds: int = QUICK_RESYNC_SECONDS) -> dict[str, Any]:
     """Options of `Operator` (and of the tests' `start_operator`) for a test that waits on a
     resync: meshes that set no spec.resyncSeconds are reconciled again every `seconds`, checked
@@ -94,7 +99,7 @@ class Operator:
         kubeconfig: Path,
         aws_env: Mapping[str, str],
         log_path: Path,
-        cluster: str = "e2e",
+        cluster: str = OPERATOR_CLUSTER,
         region: str | None = "us-east-1",
         extra_args: tuple[str, ...] = (),
         extra_env: Mapping[str, str] | None = None,

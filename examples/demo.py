@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         run([*kubectl, "apply", "-f", str(suggested)])
 
         step("sgmesh run (the operator), until the mesh is Ready")
+        world.eks_cluster("demo")  # the EKS cluster: DescribeCluster gives the operator its VPC
         operator = Operator(
             sandbox.kubeconfig,
             aws_env,

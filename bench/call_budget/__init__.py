@@ -14,11 +14,13 @@ One VPC. Each ASG launches from a launch template of its own (no version named, 
 `$Default`; `--template-version` names `$Latest` or pins version 1, as EKS managed node groups
 pin a number) that gives one security group and the ARN of an instance profile of its own,
 which holds a node role of its own. Every ASG carries the tag `bench: yes`, and the mesh
-selects them with that one tag selector. Up to 50 ASGs each have an SG of their own; beyond
-that the ASGs share a pool of 50 SGs (4 ASGs per SG at N = 200): a full mesh of K SGs gives
-each SG K inbound rules (one from each member SG, itself included), and the default quota is
-60 inbound rules per SG, so a full mesh cannot grow one SG per ASG to 200 ASGs; 50 SGs hold 50
-rules each. World-building calls use the world's own clients and are not counted.
+selects them with that one tag selector. The ASGs run no instance: the read of the SGs
+running instances carry answers empty, in one call, as it would for up to 1,000 instances. Up
+to 50 ASGs each have an SG of their own; beyond that the ASGs share a pool of 50 SGs (4 ASGs
+per SG at N = 200): a full mesh of K SGs gives each SG K inbound rules (one from each member
+SG, itself included), and the default quota is 60 inbound rules per SG, so a full mesh cannot
+grow one SG per ASG to 200 ASGs; 50 SGs hold 50 rules each. World-building calls use the
+world's own clients and are not counted.
 
 The minimum
 -----------

@@ -18,6 +18,13 @@ Computed per operation from what AWS holds before the apply (read with the world
 - DescribeSecurityGroups: the VPC of every member SG (rules join SGs of one VPC only) and
   proof that it exists. At most 200 values per EC2 filter, pages of up to 1,000 groups:
   ceil(member SGs / 200).
+- DescribeInstances: the SGs the running instances of the member ASGs still carry, which stay
+  member SGs while a rollout replaces those instances (the launch data names only the new
+  ones). EC2 has no batch read of an ASG's instances but this one: instances that carry the
+  tag key EC2 Auto Scaling puts on them (Karpenter's too, when the mesh has EC2NodeClasses:
+  one filter ORs both), pending or running, in the cluster's VPC, at most 1,000 per page:
+  ceil(such instances / 1,000), at least 1. Asking by ASG name would take a call per 200 ASGs.
+  moto pages by reservation, not by instance: ceil(their reservations / 1,000) there.
 - DescribeSecurityGroupRules, twice over:
   (a) the rules of the member SGs, at most 200 group ids per filter: per chunk of 200 SGs,
       ceil(rules in the chunk / 1,000), at least 1. The answer holds egress rules too (the API
@@ -56,6 +63,7 @@ TEMPLATE_VERSION_PAGE = 200  # DescribeLaunchTemplateVersions MaxResults
 FILTER_VALUES = 200  # values per EC2 filter
 RULE_PAGE = 1000  # DescribeSecurityGroupRules MaxResults
 SECURITY_GROUP_PAGE = 1000  # DescribeSecurityGroups MaxResults
+INSTANCE_PAGE = 1000  # DescribeInstances MaxResults
 IAM_PAGE = 1000  # ListEntitiesForPolicy MaxItems
 
 # The page-size parameter of each paginated read and the largest value its API accepts.
@@ -64,6 +72,7 @@ PAGE_LIMITS: dict[str, tuple[str, int]] = {
     "DescribeLaunchTemplateVersions": ("MaxResults", TEMPLATE_VERSION_PAGE),
     "DescribeSecurityGroups": ("MaxResults", SECURITY_GROUP_PAGE),
     "DescribeSecurityGroupRules": ("MaxResults", RULE_PAGE),
+    "DescribeInstances": ("MaxResults", INSTANCE_PAGE),
     "ListEntitiesForPolicy": ("MaxItems", IAM_PAGE),
 }
 # IAM reads that grow with the account rather than with the mesh.
@@ -93,6 +102,8 @@ class Facts:
     attach: bool  # the mesh attaches the CNI policy (else it needs no IAM call)
     groups_lacking_rules: int  # member SGs that miss at least one mesh rule
     roles_lacking_policy: int  # member roles without the CNI policy
+    instances: int = 0  # pending or running instances of ASGs in the VPC
+    instance_reservations: int = 0  # the reservations they belong to (moto pages by these)
 
 
 # ---- The minimum ---------------------------------------------------------------------------
@@ -129,6 +140,9 @@ def minimum(facts: Facts) -> dict[str, Minimum]:
             pages(facts.security_groups, FILTER_VALUES),
         ),
         "DescribeSecurityGroupRules": Minimum(rule_reads_aws, rule_reads_moto),
+        "DescribeInstances": Minimum(
+            pages(facts.instances, INSTANCE_PAGE), pages(facts.instance_reservations, INSTANCE_PAGE)
+        ),
         **(iam_minimum(facts) if facts.attach else {}),
         "GetServiceQuota": Minimum(
             1 if facts.groups_lacking_rules else 0, 1 if facts.groups_lacking_rules else 0

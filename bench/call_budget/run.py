@@ -20,7 +20,7 @@ from bench.call_budget.minimum import FILTER_VALUES, PAGE_LIMITS, Facts, Measure
 from devtools.aws import moto_server
 from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh.api import models
-from sgmesh.aws import client, reconcile
+from sgmesh.aws import client, instances, reconcile
 from sgmesh.engine import chunking
 
 DEFAULT_SIZES = (10, 50, 200)
@@ -139,6 +139,16 @@ def read_facts(
         for name in bench.role_names
     }
     with_policy = sum(1 for name in bench.role_names if CNI_POLICY_ARN in attached[name])
+    reservations = [
+        reservation
+        for page in ec2.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "tag-key", "Values": [instances.ASG_TAG]},
+                {"Name": "instance-state-name", "Values": list(instances.LIVE_STATES)},
+            ]
+        )
+        for reservation in page["Reservations"]
+    ]
     return Facts(
         asgs=asgs,
         templates=bench.templates,
@@ -153,6 +163,8 @@ def read_facts(
         attach=attach,
         groups_lacking_rules=lacking_rules,
         roles_lacking_policy=len(bench.role_names) - with_policy,
+        instances=sum(len(reservation["Instances"]) for reservation in reservations),
+        instance_reservations=len(reservations),
     )
 
 

@@ -3,7 +3,9 @@
 Tests, the sandbox and the benchmark describe the node groups they need in a few lines and get
 back the ids AWS assigned. Every resource is made through the public AWS API (the same clients
 the operator uses), so what they produce is what discovery will read. ASGs are created with no
-capacity: instances are not needed to resolve an ASG and would only slow a large world down.
+capacity unless asked (`capacity`): instances are not needed to resolve an ASG and would only
+slow a large world down. Where instances matter (the SGs running nodes still carry during a
+rollout), moto launches an ASG's with the ASG's tag and its launch template's SGs, as AWS does.
 """
 
 from __future__ import annotations
@@ -119,6 +121,22 @@ class World:
     def main_vpc(self) -> Vpc:
         return self._main_vpc or self.vpc()
 
+    def eks_cluster(self, name: str, vpc: Vpc | None = None) -> str:
+        """An EKS cluster over `vpc`'s subnets (the main VPC's by default), as EKS's
+        DescribeCluster then answers for it; its ARN. Idempotent for the same name."""
+        eks = self.clients.eks
+        try:
+            return eks.describe_cluster(name=name)["cluster"]["arn"]
+        except eks.exceptions.ResourceNotFoundException:
+            pass
+        network = vpc or self.main_vpc
+        created = eks.create_cluster(
+            name=name,
+            roleArn=f"arn:aws:iam::123456789012:role/{name}-cluster",
+            resourcesVpcConfig={"subnetIds": list(network.subnet_ids)},
+        )
+        return created["cluster"]["arn"]
+
     def security_group(
         self, name: str, vpc: Vpc | None = None, tags: Mapping[str, str] | None = None
     ) -> str:
@@ -143,12 +161,25 @@ class World:
         )
         return str(answer["SecurityGroups"][0]["GroupId"])
 
-    def network_interface(self, group_ids: Sequence[str], vpc: Vpc | None = None) -> str:
+    def network_interface(
+        self, group_ids: Sequence[str], vpc: Vpc | None = None, description: str | None = None
+    ) -> str:
         """An ENI in the first subnet of `vpc` with the given SGs."""
-        answer = self.clients.ec2.create_network_interface(
-            SubnetId=(vpc or self.main_vpc).subnet_ids[0], Groups=list(group_ids)
-        )
+        arguments: dict[str, Any] = {
+            "SubnetId": (vpc or self.main_vpc).subnet_ids[0],
+            "Groups": list(group_ids),
+        }
+        if description is not None:
+            arguments["Description"] = description
+        answer = self.clients.ec2.create_network_interface(**arguments)
         return str(answer["NetworkInterface"]["NetworkInterfaceId"])
+
+    def attach_network_interface(
+        self, interface_id: str, instance_id: str, device_index: int = 1
+    ) -> None:
+        self.clients.ec2.attach_network_interface(
+            NetworkInterfaceId=interface_id, InstanceId=instance_id, DeviceIndex=device_index
+        )
 
     def delete_network_interface(self, interface_id: str) -> None:
         self.clients.ec2.delete_network_interface(NetworkInterfaceId=interface_id)
@@ -220,6 +251,32 @@ class World:
             if "ReferencedGroupInfo" in rule
             and any(tag["Key"] == owner_key for tag in rule.get("Tags", []))
         }
+
+    # ---- instances ---------------------------------------------------------------------------
+
+    def instance(
+        self,
+        security_group_ids: Sequence[str],
+        tags: Mapping[str, str] | None = None,
+        vpc: Vpc | None = None,
+    ) -> str:
+        """A running instance outside any ASG (as Karpenter launches them: it tags each with
+        `karpenter.k8s.aws/ec2nodeclass`), in the first subnet of `vpc`; its id."""
+        arguments: dict[str, Any] = {
+            "ImageId": IMAGE_ID,
+            "InstanceType": INSTANCE_TYPE,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "SubnetId": (vpc or self.main_vpc).subnet_ids[0],
+            "SecurityGroupIds": list(security_group_ids),
+        }
+        if tags:
+            arguments["TagSpecifications"] = [{"ResourceType": "instance", "Tags": _tag_list(tags)}]
+        answer = self.clients.ec2.run_instances(**arguments)
+        return str(answer["Instances"][0]["InstanceId"])
+
+    def terminate_instances(self, instance_ids: Sequence[str]) -> None:
+        self.clients.ec2.terminate_instances(InstanceIds=list(instance_ids))
 
     # ---- IAM ---------------------------------------------------------------------------------
 
@@ -367,13 +424,15 @@ class World:
         launch_configuration: str | None = None,
         tags: Mapping[str, str] | None = None,
         vpc: Vpc | None = None,
+        capacity: int = 0,
     ) -> str:
-        """An empty ASG in `vpc` launching from exactly one of the three sources."""
+        """An ASG in `vpc` launching from exactly one of the three sources, with `capacity`
+        instances (none by default)."""
         arguments: dict[str, Any] = {
             "AutoScalingGroupName": name,
             "MinSize": 0,
-            "MaxSize": 0,
-            "DesiredCapacity": 0,
+            "MaxSize": capacity,
+            "DesiredCapacity": capacity,
             "VPCZoneIdentifier": ",".join((vpc or self.main_vpc).subnet_ids),
         }
         if launch_template is not None:
@@ -403,6 +462,19 @@ class World:
         self.clients.autoscaling.create_auto_scaling_group(**arguments)
         return name
 
+    def set_capacity(self, name: str, capacity: int) -> None:
+        """Launch or terminate instances until the ASG has `capacity` (moto acts at once)."""
+        self.clients.autoscaling.update_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=0, MaxSize=capacity, DesiredCapacity=capacity
+        )
+
+    def asg_instances(self, name: str) -> list[str]:
+        """The ids of the instances the ASG holds."""
+        (group,) = self.clients.autoscaling.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name]
+        )["AutoScalingGroups"]
+        return sorted(instance["InstanceId"] for instance in group.get("Instances", []))
+
     def delete_asg(self, name: str) -> None:
         self.clients.autoscaling.delete_auto_scaling_group(
             AutoScalingGroupName=name, ForceDelete=True
@@ -416,6 +488,7 @@ class World:
         version: str | None = None,
         role_tags: Mapping[str, str] | None = None,
         policy_arns: Sequence[str] = (),
+        capacity: int = 0,
     ) -> NodeGroup:
         """What an EKS node group is made of, all named `name`: the common case in one call."""
         group_id = self.security_group(name, vpc=vpc)
@@ -423,7 +496,9 @@ class World:
         template = self.launch_template(
             name, security_group_ids=[group_id], profile_arn=profile.arn
         )
-        self.asg(name, launch_template=template, version=version, tags=tags, vpc=vpc)
+        self.asg(
+            name, launch_template=template, version=version, tags=tags, vpc=vpc, capacity=capacity
+        )
         return NodeGroup(name, group_id, name, profile, template)
 
 

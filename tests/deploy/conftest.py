@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from devtools.aws.moto_server import MotoServer, start_moto_server
+from devtools.aws.world import World
 from devtools.helm import build as helm_build
 from devtools.k8s import build
 from devtools.k8s.controlplane import ControlPlane
-from devtools.operator_harness import Meshes, Operator
+from devtools.operator_harness import OPERATOR_CLUSTER, Meshes, Operator
 from tests.cluster.fixtures import apply_established
 from tests.deploy import iam
 from tests.deploy.render import DEPLOY, Objects, kustomize, load_objects
@@ -102,9 +103,11 @@ def start_operator(
     aws_proxy: TcpProxy,
     aws_recording: iam.MotoRecording,
     meshes: Meshes,
+    world: World,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Operator]]:
-    """Start `sgmesh run` authenticated only as deploy/'s ServiceAccount.
+    """Start `sgmesh run` authenticated only as deploy/'s ServiceAccount, for an EKS cluster
+    over the world's main VPC.
 
     After the test, every AWS request those operators made (read at the moto server) must be
     allowed by deploy/iam-policy.json: a request outside the policy fails the test here.
@@ -114,6 +117,7 @@ def start_operator(
     def start(**options: Any) -> Operator:
         env = {**aws_env, "AWS_ENDPOINT_URL": aws_proxy.url}
         extra_env = {"AWS_SDK_UA_APP_ID": iam.OPERATOR_APP_ID, **options.pop("extra_env", {})}
+        world.eks_cluster(options.get("cluster", OPERATOR_CLUSTER))
         operator = Operator(
             service_account_kubeconfig,
             env,
@@ -127,7 +131,9 @@ def start_operator(
     yield start
     for operator in started:
         operator.stop()
-    refused = iam.Policy.load().refused(aws_recording.operator_requests())
+    # The policy of the cluster the operators served: its VPC is the world's main VPC.
+    policy = iam.operator_policy(world.main_vpc.id)
+    refused = policy.refused(aws_recording.operator_requests())
     assert not refused, (
         f"the operator made AWS requests that {iam.POLICY_FILE.relative_to(DEPLOY.parent)} "
         "does not allow:\n" + "\n".join(refused)

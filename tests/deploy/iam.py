@@ -2,13 +2,16 @@
 
 - `MotoRecording` reads the requests a moto server received (moto's own recorder, so they are
   counted at the server, on the wire) and keeps those of the operator, which it tells from
-  the test's own set-up calls by the app id in its User-Agent.
+  the test's own set-up calls by the app id in its User-Agent. It adds what AWS knows of the
+  resources a request names and IAM reads at the request (the VPC of a security group), asked
+  of the same server.
 - `authorizations` turns one request into the authorization checks AWS makes for it: the
-  action, the resource ARN and the condition keys the request carries (tags, policy ARN,
-  the creating action for tags applied at creation).
+  action, the resource ARN and the condition keys the request and its resources carry (tags,
+  policy ARN, the creating action for tags applied at creation, a security group's `ec2:Vpc`).
 - `Policy` evaluates those checks against an identity policy the way IAM does for the
   operators the policy uses (String*, Arn*, Null, ForAllValues/ForAnyValue); an operator it
-  does not know fails loudly instead of being guessed.
+  does not know fails loudly instead of being guessed. `operator_policy` is
+  deploy/iam-policy.json with its placeholders filled in for a cluster of the tests.
 - `operations_in_code` lists the AWS operations the operator's source can call (or, given
   `DOCTOR_MODULES`, those `sgmesh doctor` can call: it has its own read-only policy).
 """
@@ -22,36 +25,46 @@ import re
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 
+from devtools import operator_harness
+from sgmesh.api import iam_policy, models
 from tests.deploy.render import DEPLOY, REPO_ROOT
 
 __all__ = [
     "ACCOUNT",
+    "CLUSTER",
     "DOCTOR_APP_ID",
     "DOCTOR_MODULES",
     "DOCTOR_POLICY_FILE",
     "OPERATOR_APP_ID",
     "POLICY_FILE",
+    "REGION",
     "Authorization",
     "AwsRequest",
     "MotoRecording",
     "Policy",
     "authorizations",
     "operations_in_code",
+    "operator_policy",
 ]
 
 POLICY_FILE = DEPLOY / "iam-policy.json"
 DOCTOR_POLICY_FILE = DEPLOY / "doctor-iam-policy.json"
 OPERATOR_SOURCE = REPO_ROOT / "operator" / "sgmesh"
 # `sgmesh doctor` is run by a person with deploy/doctor-iam-policy.json, not by the operator.
-DOCTOR_MODULES = (OPERATOR_SOURCE / "aws" / "inventory.py",)
+DOCTOR_ONLY_MODULES = (OPERATOR_SOURCE / "aws" / "inventory.py",)
+# Doctor also asks EKS for aws-node's Pod Identity association, through the operator's module.
+DOCTOR_MODULES = (*DOCTOR_ONLY_MODULES, OPERATOR_SOURCE / "aws" / "pod_identity.py")
 ACCOUNT = "123456789012"  # the account moto answers as
+REGION = "us-east-1"  # the tests' region (devtools.aws.moto_server)
+CLUSTER = operator_harness.OPERATOR_CLUSTER  # the cluster the tests' operator serves
 # Given to the operator as AWS_SDK_UA_APP_ID: botocore puts `app/<id>` in its User-Agent.
 OPERATOR_APP_ID = "sgmesh-under-test"
 DOCTOR_APP_ID = "sgmesh-doctor-under-test"
@@ -62,6 +75,7 @@ SERVICES = {
     "ec2": "ec2",
     "iam": "iam",
     "servicequotas": "service-quotas",
+    "eks": "eks",
 }
 
 _CREDENTIAL_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
@@ -76,10 +90,19 @@ class AwsRequest:
     region: str
     params: Mapping[str, str]
     user_agent: str
+    # What AWS knew of the security groups the request names, which IAM reads as their
+    # `ec2:Vpc`: group id → VPC id. A group not in it has no VPC for the policy to match.
+    security_group_vpcs: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def action(self) -> str:
         return f"{self.service}:{self.operation}"
+
+    def arn_prefix(self, service: str) -> str:
+        """`arn:<partition>:<service>:<region>:<account>` of this request's region (IAM's ARNs
+        name no region)."""
+        region = "" if service == "iam" else self.region
+        return f"arn:{models.partition_of(self.region)}:{service}:{region}:{ACCOUNT}"
 
     def numbered(self, prefix: str) -> list[str]:
         """The values of `prefix.1`, `prefix.2`, … in order."""
@@ -126,13 +149,56 @@ class MotoRecording:
         self._call("reset-recording")
 
     def requests(self) -> list[AwsRequest]:
-        """Every AWS API request recorded since the last reset, in order."""
+        """Every AWS API request recorded since the last reset, in order, with the VPCs of the
+        security groups the ingress writes name."""
         text = self._call("download-recording", method="GET").decode()
-        return [
-            request
-            for line in text.splitlines()
-            if line.strip() and (request := _parse(json.loads(line))) is not None
-        ]
+        return self.with_security_group_vpcs(
+            [
+                request
+                for line in text.splitlines()
+                if line.strip() and (request := _parse(json.loads(line))) is not None
+            ]
+        )
+
+    def with_security_group_vpcs(self, requests: Iterable[AwsRequest]) -> list[AwsRequest]:
+        """`requests`, each ingress write with the VPC of its security group as the server
+        knows it now (a group's VPC never changes; a group deleted since is left out, and the
+        write is then refused, as IAM would refuse it without the key)."""
+        requests = list(requests)
+
+        def is_write(request: AwsRequest) -> bool:
+            return request.action in _INGRESS_WRITES and "GroupId" in request.params
+
+        groups_by_region: dict[str, set[str]] = {}
+        for request in filter(is_write, requests):
+            groups_by_region.setdefault(request.region, set()).add(request.params["GroupId"])
+        vpcs = {
+            (region, group_id): vpc_id
+            for region, group_ids in groups_by_region.items()
+            for group_id, vpc_id in self._security_group_vpcs(region, group_ids).items()
+        }
+
+        def with_vpc(request: AwsRequest) -> AwsRequest:
+            group_id = request.params["GroupId"]
+            vpc_id = vpcs.get((request.region, group_id))
+            return replace(request, security_group_vpcs={group_id: vpc_id} if vpc_id else {})
+
+        return [with_vpc(request) if is_write(request) else request for request in requests]
+
+    def _security_group_vpcs(self, region: str, group_ids: Iterable[str]) -> dict[str, str]:
+        # Asked as the test (no operator app id in the User-Agent): not one of the operator's.
+        ec2: Any = boto3.session.Session().client(
+            "ec2",
+            region_name=region,
+            endpoint_url=self._endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        # A `group-id` filter answers for the groups that exist instead of failing on one gone.
+        answer = ec2.describe_security_groups(
+            Filters=[{"Name": "group-id", "Values": sorted(group_ids)}]
+        )
+        return {group["GroupId"]: group["VpcId"] for group in answer["SecurityGroups"]}
 
     def operator_requests(self) -> list[AwsRequest]:
         return self.requests_of(OPERATOR_APP_ID)
@@ -152,12 +218,15 @@ def _parse(entry: Mapping[str, Any]) -> AwsRequest | None:
         body = base64.b64decode(body).decode()
     region, service = scope.groups()
     target = headers.get("x-amz-target")
+    url = urllib.parse.urlsplit(entry.get("url", ""))
     if target:  # the JSON protocol (Service Quotas): the operation is named in a header
         decoded = json.loads(body or "{}")
         params = {str(k): str(v) for k, v in decoded.items()} | {"Action": target.split(".")[-1]}
+    elif service in _REST_SERVICES:  # REST (EKS): the operation is the method and the path
+        params = _rest_params(service, entry.get("method", ""), url.path)
+        params |= dict(urllib.parse.parse_qsl(url.query))
     else:
-        query = urllib.parse.urlsplit(entry.get("url", "")).query
-        params = dict(urllib.parse.parse_qsl(query)) | dict(urllib.parse.parse_qsl(body))
+        params = dict(urllib.parse.parse_qsl(url.query)) | dict(urllib.parse.parse_qsl(body))
     return AwsRequest(
         service=service,
         operation=params.get("Action", "?"),
@@ -165,6 +234,35 @@ def _parse(entry: Mapping[str, Any]) -> AwsRequest | None:
         params=params,
         user_agent=headers.get("user-agent", ""),
     )
+
+
+_REST_SERVICES = frozenset({"eks"})
+
+
+@cache
+def _rest_routes(service: str) -> list[tuple[str, re.Pattern[str], str]]:
+    """(method, path pattern, operation) of a REST service's model, the most literal first."""
+    model = botocore.session.get_session().get_service_model(service)
+    routes = []
+    for name in model.operation_names:
+        http = model.operation_model(name).http
+        template = http["requestUri"].partition("?")[0]
+        pattern = re.sub(
+            r"\\{(\w+)(\\\+)?\\}",
+            lambda label: f"(?P<{label.group(1)}>{'.+' if label.group(2) else '[^/]+'})",
+            re.escape(template),
+        )
+        routes.append((http["method"], re.compile(pattern), name))
+    return sorted(routes, key=lambda route: route[1].pattern.count("(?P<"))
+
+
+def _rest_params(service: str, method: str, path: str) -> dict[str, str]:
+    """The operation (as `Action`) and the labels of the path of a REST request."""
+    path = urllib.parse.unquote(path)
+    for route_method, pattern, operation in _rest_routes(service):
+        if route_method == method and (match := pattern.fullmatch(path)):
+            return {**match.groupdict(), "Action": operation}
+    return {"Action": "?"}
 
 
 # ---- authorization checks ------------------------------------------------------------------
@@ -192,24 +290,35 @@ def _tag_context(tags: Mapping[str, str], keys: Iterable[str] = ()) -> dict[str,
 
 
 _EC2_RESOURCE_TYPES = {"sgr-": "security-group-rule", "sg-": "security-group"}
+_INGRESS_WRITES = frozenset({"ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"})
 
 
 def _ec2_arn(request: AwsRequest, resource_id: str) -> str:
     for prefix, kind in _EC2_RESOURCE_TYPES.items():
         if resource_id.startswith(prefix):
-            return f"arn:aws:ec2:{request.region}:{ACCOUNT}:{kind}/{resource_id}"
+            return f"{request.arn_prefix('ec2')}:{kind}/{resource_id}"
     raise AssertionError(f"{request.action} on an unexpected resource {resource_id}")
+
+
+def _security_group(request: AwsRequest) -> Authorization:
+    """The check on the security group an ingress write names. Of the resource types involved,
+    only `security-group` carries `ec2:Vpc` (the ARN of the group's VPC); the rules do not."""
+    ec2 = request.arn_prefix("ec2")
+    group_id = request.params["GroupId"]
+    vpc_id = request.security_group_vpcs.get(group_id)
+    context = {"ec2:Vpc": f"{ec2}:vpc/{vpc_id}"} if vpc_id else {}
+    return Authorization(request.action, f"{ec2}:security-group/{group_id}", context)
 
 
 def authorizations(request: AwsRequest) -> list[Authorization]:
     """The checks AWS makes for `request` (per the Service Authorization Reference)."""
     action = request.action
     params = request.params
-    ec2 = f"arn:aws:ec2:{request.region}:{ACCOUNT}"
-    iam = f"arn:aws:iam::{ACCOUNT}"
+    ec2 = request.arn_prefix("ec2")
+    iam = request.arn_prefix("iam")
     match action:
         case "ec2:AuthorizeSecurityGroupIngress":
-            checks = [Authorization(action, f"{ec2}:security-group/{params['GroupId']}")]
+            checks = [_security_group(request)]
             for index, kind in request.numbered_fields("TagSpecification", "ResourceType").items():
                 tags = request.tags(f"TagSpecification.{index}.Tag")
                 # Tags given at creation: the rule (not yet known by id) and CreateTags on it.
@@ -219,7 +328,11 @@ def authorizations(request: AwsRequest) -> list[Authorization]:
                 checks.append(Authorization("ec2:CreateTags", rule, created))
             return checks
         case "ec2:RevokeSecurityGroupIngress":
-            return [Authorization(action, f"{ec2}:security-group/{params['GroupId']}")]
+            # Rules named by id are resources of the request too.
+            return [_security_group(request)] + [
+                Authorization(action, f"{ec2}:security-group-rule/{rule_id}")
+                for rule_id in request.numbered("SecurityGroupRuleId")
+            ]
         case "ec2:CreateTags" | "ec2:DeleteTags":
             tags = request.tags("Tag")
             context = (
@@ -254,6 +367,8 @@ def authorizations(request: AwsRequest) -> list[Authorization]:
             return [Authorization(action, f"{iam}:role/{params['RoleName']}")]
         case "iam:ListEntitiesForPolicy":
             return [Authorization(action, params["PolicyArn"])]
+        case "eks:DescribeCluster" | "eks:ListPodIdentityAssociations":
+            return [Authorization(action, f"{request.arn_prefix('eks')}:cluster/{params['name']}")]
         case _:
             # Describe*, GetServiceQuota: no resource-level permissions.
             return [Authorization(action, "*")]
@@ -312,7 +427,7 @@ class Statement:
     effect: str
     actions: tuple[str, ...]
     resources: tuple[str, ...]
-    conditions: Mapping[str, Mapping[str, list[str]]]
+    conditions: Mapping[str, Mapping[str, str | list[str]]]
 
     def applies(self, check: Authorization) -> bool:
         return (
@@ -332,7 +447,12 @@ class Policy:
 
     @classmethod
     def load(cls, path: Path = POLICY_FILE) -> Policy:
-        document = json.loads(path.read_text())
+        """The policy of a file as it is: deploy/iam-policy.json's placeholders unfilled (its
+        actions are all it is good for; `operator_policy` fills them in)."""
+        return cls.parse(json.loads(path.read_text()))
+
+    @classmethod
+    def parse(cls, document: Mapping[str, Any]) -> Policy:
         statements = []
         for raw in document["Statement"]:
             unsupported = set(raw) - {"Sid", "Effect", "Action", "Resource", "Condition"}
@@ -368,6 +488,30 @@ class Policy:
                 if not self.allows(check):
                     refused[check.describe()] = None
         return list(refused)
+
+
+def operator_policy(
+    vpc_id: str,
+    cluster: str = CLUSTER,
+    region: str = REGION,
+    account: str = ACCOUNT,
+    partition: str = "aws",
+) -> Policy:
+    """deploy/iam-policy.json for a cluster of the tests: each placeholder replaced by the
+    cluster's value, as the person installing sgmesh is told to (deploy/README.md)."""
+    text = POLICY_FILE.read_text()
+    placeholders = iam_policy.PLACEHOLDERS
+    for placeholder, value in (
+        (placeholders.cluster, cluster),
+        (placeholders.vpc_id, vpc_id),
+        (placeholders.partition, partition),
+        (placeholders.region, region),
+        (placeholders.account, account),
+    ):
+        text = text.replace(placeholder, value)
+    left = sorted(set(re.findall(r"<[A-Z_]+>", text)))
+    assert not left, f"{POLICY_FILE.name} has placeholders nobody fills in: {left}"
+    return Policy.parse(json.loads(text))
 
 
 # ---- what the code calls -------------------------------------------------------------------
@@ -407,7 +551,7 @@ def operations_in_code(modules: Iterable[Path] | None = None) -> set[str]:
     """Every AWS operation the modules can call, as IAM actions; by default the operator's
     source (every module but doctor's)."""
     if modules is None:
-        modules = [p for p in OPERATOR_SOURCE.rglob("*.py") if p not in DOCTOR_MODULES]
+        modules = [p for p in OPERATOR_SOURCE.rglob("*.py") if p not in DOCTOR_ONLY_MODULES]
     found: set[str] = set()
     for path in sorted(modules):
         for service, method in _calls(ast.parse(path.read_text(), str(path))):

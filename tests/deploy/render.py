@@ -84,6 +84,10 @@ def kustomize_overlay(
     return workdir
 
 
+# The chart renders nothing without a cluster name: tests render for this one unless they say.
+SAMPLE_CLUSTER = "prod"
+
+
 def helm_template(
     helm: Path,
     release: str = "sgmesh",
@@ -91,8 +95,11 @@ def helm_template(
     values: Sequence[str] = (),
     values_files: Sequence[Path] = (),
     include_crds: bool = False,
+    cluster_name: str | None = SAMPLE_CLUSTER,
 ) -> str:
     argv = [str(helm), "template", release, str(CHART), "--namespace", namespace]
+    if cluster_name is not None:
+        argv += ["--set", f"clusterName={cluster_name}"]
     for setting in values:
         argv += ["--set", setting]
     for path in values_files:

@@ -204,7 +204,10 @@ CLUSTER_WIDE = {
     [
         (NAMESPACE, CLUSTER_WIDE),
         ("default", CLUSTER_WIDE | {("", "events", "create")}),
-        ("kube-system", CLUSTER_WIDE | {("", "serviceaccounts[aws-node]", "get")}),
+        (
+            "kube-system",
+            CLUSTER_WIDE | {("", "serviceaccounts[aws-node]", "get"), ("", "pods", "list")},
+        ),
     ],
 )
 def test_service_account_may_do_exactly_what_deploy_grants(
@@ -244,6 +247,13 @@ SERVICE_ACCOUNTS = "/api/v1/namespaces/kube-system/serviceaccounts"
 AWS_NODE = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "aws-node"}}
 EC2NODECLASSES = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses"
 ENICONFIGS = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
+KUBE_SYSTEM_PODS = "/api/v1/namespaces/kube-system/pods"
+AWS_NODE_POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "aws-node-1", "labels": {"k8s-app": "aws-node"}},
+    "spec": {"containers": [{"name": "aws-node", "image": "amazon-k8s-cni"}]},
+}
 
 
 @pytest.mark.parametrize(
@@ -286,6 +296,14 @@ ENICONFIGS = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
             id="kube-system-secret-named-aws-node",
         ),
         pytest.param("GET", "/api/v1/pods", None, id="list-pods"),
+        # kube-system's pods are listed (aws-node's, for EKS Pod Identity), nothing more.
+        pytest.param("GET", f"{KUBE_SYSTEM_PODS}/aws-node-1", None, id="get-a-kube-system-pod"),
+        pytest.param("GET", f"{KUBE_SYSTEM_PODS}?watch=true", None, id="watch-kube-system-pods"),
+        pytest.param("POST", KUBE_SYSTEM_PODS, AWS_NODE_POD, id="create-a-kube-system-pod"),
+        pytest.param("DELETE", KUBE_SYSTEM_PODS, None, id="delete-kube-system-pods"),
+        pytest.param(
+            "GET", "/api/v1/namespaces/default/pods", None, id="list-pods-outside-kube-system"
+        ),
         # Nodes, node classes and ENIConfigs are read, never written.
         pytest.param("DELETE", "/api/v1/nodes/any", None, id="delete-a-node"),
         pytest.param("PUT", f"{EC2NODECLASSES}/any/status", None, id="write-ec2nodeclass-status"),
@@ -311,7 +329,8 @@ def test_service_account_reads_nodes_node_classes_eniconfigs_and_the_aws_node_ac
     kube_cluster.ensure_service_account("kube-system", "aws-node")
     token = kube_cluster.mint_token(NAMESPACE, SERVICE_ACCOUNT)
 
-    for path in ("/api/v1/nodes", EC2NODECLASSES, ENICONFIGS):
+    aws_node_pods = f"{KUBE_SYSTEM_PODS}?labelSelector=k8s-app%3Daws-node"
+    for path in ("/api/v1/nodes", EC2NODECLASSES, ENICONFIGS, aws_node_pods):
         listed = kube_cluster.request("GET", path, token=token)
         assert listed["kind"].endswith("List"), path
     account = kube_cluster.request("GET", f"{SERVICE_ACCOUNTS}/aws-node", token=token)

@@ -24,6 +24,9 @@ from sgmesh.aws import client
 from tests.deploy import iam
 
 POLICY = iam.Policy.load(iam.DOCTOR_POLICY_FILE)
+# moto serves no EKS Pod Identity API: doctor's two reads of it are shown on recorded answers
+# (tests/unit/test_pod_identity.py), not at the moto server.
+NOT_SERVED_BY_MOTO = {"eks:ListPodIdentityAssociations", "eks:DescribePodIdentityAssociation"}
 
 
 def test_policy_allows_exactly_the_operations_doctor_calls() -> None:
@@ -49,7 +52,9 @@ def test_the_operator_policy_does_not_cover_doctor_and_needs_not_to() -> None:
     operator_calls = iam.operations_in_code()
     doctor_only = iam.operations_in_code(iam.DOCTOR_MODULES) - operator_calls
 
-    assert "ec2:DescribeInstances" in doctor_only
+    # Doctor reads the entries of prefix lists (to tell which addresses a rule covers) and the
+    # role of aws-node's Pod Identity association; the operator needs neither.
+    assert {"ec2:GetManagedPrefixListEntries", "eks:DescribePodIdentityAssociation"} <= doctor_only
     assert not doctor_only & iam.Policy.load().actions
 
 
@@ -117,4 +122,4 @@ def test_every_doctor_request_is_allowed_and_every_allowed_action_is_used(
     assert requests, "no request of doctor was recorded at the moto server"
     assert POLICY.refused(requests) == []
     made = {request.action for request in requests}
-    assert sorted(POLICY.actions - made) == [], "allowed, but doctor never asked"
+    assert sorted(POLICY.actions - NOT_SERVED_BY_MOTO - made) == [], "allowed, but never asked"

@@ -17,6 +17,7 @@ from tests.deploy.render import (
     CHART,
     DEPLOY,
     REPO_ROOT,
+    SAMPLE_CLUSTER,
     RenderError,
     diff_objects,
     find,
@@ -42,7 +43,7 @@ VARIANTS = {
 
 def test_chart_passes_helm_lint_strict(helm: Path) -> None:
     result = subprocess.run(
-        [str(helm), "lint", "--strict", str(CHART)],
+        [str(helm), "lint", "--strict", str(CHART), "--set", f"clusterName={SAMPLE_CLUSTER}"],
         capture_output=True,
         text=True,
         check=False,
@@ -63,7 +64,10 @@ def test_chart_renders_the_objects_of_the_kustomize_base(
         # `helm install --create-namespace`.
         if obj["kind"] not in {"CustomResourceDefinition", "Namespace"}
     ]
-    from_helm = load_objects(helm_template(helm, values=values))
+    # The kustomize base carries the placeholder a person must replace; the operator refuses it.
+    from_helm = load_objects(
+        helm_template(helm, values=values, cluster_name=models.CLUSTER_NAME_PLACEHOLDER)
+    )
 
     difference = diff_objects(from_kustomize, from_helm, "kustomize", "helm")
 
@@ -94,6 +98,8 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
                 "image.tag=1.2.3",
                 "clusterName=prod-eu",
                 "region=eu-west-1",
+                "vpcId=vpc-0123456789abcdef0",
+                "memberTag=kubernetes.io/cluster/prod-eu",
                 "logFormat=plain",
                 "rulesPerSecurityGroup=120",
                 "resyncSeconds=300",
@@ -110,6 +116,8 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
     assert container["image"] == "registry.example.com/sgmesh:1.2.3"
     assert operator_environment(deployment) == {
         "SGMESH_CLUSTER_NAME": "prod-eu",
+        "SGMESH_VPC_ID": "vpc-0123456789abcdef0",
+        "SGMESH_MEMBER_TAG": "kubernetes.io/cluster/prod-eu",
         "SGMESH_REGION": "eu-west-1",
         "SGMESH_LOG_FORMAT": "plain",
         "SGMESH_METRICS_PORT": "9100",
@@ -219,6 +227,20 @@ def test_chart_refuses_values_the_operator_would_refuse(
 ) -> None:
     with pytest.raises(RenderError, match=refused_because):
         helm_template(helm, values=[setting])
+
+
+def test_chart_does_not_render_without_a_cluster_name(helm: Path) -> None:
+    with pytest.raises(RenderError, match="clusterName"):
+        helm_template(helm, cluster_name=None)
+
+
+def test_the_kustomize_base_requires_its_one_edit_the_cluster_name() -> None:
+    deployment = yaml.safe_load((DEPLOY / "manager" / "deployment.yaml").read_text())
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    env = {entry["name"]: entry.get("value") for entry in container["env"]}
+    assert env["SGMESH_CLUSTER_NAME"] == models.CLUSTER_NAME_PLACEHOLDER
+    with pytest.raises(models.InvalidSpecError, match="placeholder"):
+        models.validate_cluster_name(env["SGMESH_CLUSTER_NAME"])
 
 
 def test_chart_accepts_the_cluster_names_the_operator_accepts() -> None:

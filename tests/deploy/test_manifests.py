@@ -61,7 +61,8 @@ OPERATOR_RULES = [
     },
 ]
 # Namespaced Roles, by namespace: kopf's events of cluster-scoped objects go to "default";
-# aws-node's ServiceAccount, and only it, is read in kube-system (IRSA or not).
+# in kube-system, aws-node's ServiceAccount, and only it, is read (IRSA or not), and pods are
+# listed (aws-node's, for EKS Pod Identity), never read one by one, watched or written.
 NAMESPACED_RULES = {
     "default": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
     "kube-system": [
@@ -70,7 +71,8 @@ NAMESPACED_RULES = {
             "resources": ["serviceaccounts"],
             "resourceNames": ["aws-node"],
             "verbs": ["get"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     ],
 }
 PEERING_RULES = [

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from devtools.aws.moto_server import MotoServer
+from devtools.aws.world import World
 from devtools.k8s.controlplane import ControlPlane
-from devtools.operator_harness import Meshes, Operator
+from devtools.operator_harness import OPERATOR_CLUSTER, Meshes, Operator
 from tests.support.fault_proxy import ThrottlingProxy
 from tests.support.tcp_proxy import TcpProxy
 
@@ -39,9 +40,13 @@ def start_operator(
     aws_env: dict[str, str],
     aws_proxy: TcpProxy,
     meshes: Meshes,
+    world: World,
     tmp_path: Path,
 ) -> Iterator[Callable[..., Operator]]:
     """Start `sgmesh run`; every operator started is stopped before the meshes are removed.
+
+    The operator's cluster is an EKS cluster over the world's main VPC, as DescribeCluster
+    answers for it: that VPC bounds every mesh.
 
     By default it reaches AWS through `aws_proxy` and the API server directly; `aws_endpoint`
     and `kubeconfig` put something else in between."""
@@ -51,6 +56,7 @@ def start_operator(
         aws_endpoint: str | None = None, kubeconfig: Path | None = None, **options: Any
     ) -> Operator:
         env = {**aws_env, "AWS_ENDPOINT_URL": aws_endpoint or aws_proxy.url}
+        world.eks_cluster(options.get("cluster", OPERATOR_CLUSTER))
         operator = Operator(
             kubeconfig or kube_cluster.kubeconfig,
             env,

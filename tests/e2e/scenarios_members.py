@@ -20,6 +20,7 @@ from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from devtools.k8s.controlplane import ControlPlane
 from devtools.nodes import NODE_LABEL, ClusterNodes
 from devtools.operator_harness import Meshes, Operator, wait_until
+from tests.cluster import aws_node
 
 pytestmark = pytest.mark.kube
 
@@ -267,6 +268,28 @@ def test_irsa_on_aws_node_keeps_the_policy_off_node_roles_and_says_why(
     message = mesh["status"]["conditions"][0]["message"]
     assert "IRSA" in message
     assert irsa_role in message
+
+
+def test_pod_identity_on_aws_node_keeps_the_policy_off_node_roles_and_says_why(
+    world: World, meshes: Meshes, operator: Operator, cluster: Cluster
+) -> None:
+    """moto serves no Pod Identity API, so EKS cannot tell: aws-node's pods, carrying the
+    variables the Pod Identity webhook injects, show it (as deploy/'s ServiceAccount too)."""
+    managed = world.node_group("eks-managed")
+    aws_node.create_pods(cluster.kube, count=2)
+    try:
+        meshes.create(
+            "pod-identity",
+            {"autoScalingGroups": {"names": ["eks-managed"]}, "resyncSeconds": SLOW_RESYNC},
+        )
+        mesh = meshes.wait_ready("pod-identity", DEADLINE, operator.log_tail)
+    finally:
+        aws_node.remove_pods(cluster.kube)
+
+    assert CNI_POLICY_ARN not in world.attached_policy_arns(managed.role)
+    message = mesh["status"]["conditions"][0]["message"]
+    assert "aws-node gets its credentials from EKS Pod Identity" in message
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI" in message
 
 
 def test_a_source_crd_installed_later_is_used_without_a_restart(

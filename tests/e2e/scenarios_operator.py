@@ -323,17 +323,16 @@ def test_two_meshes_sharing_rules_agree_and_one_leaving_keeps_the_others(
     assert meshes.wait_ready("second", DEADLINE)["status"]["rules"]["owned"] == 4
 
 
-def test_spec_without_region_is_invalid_when_the_operator_has_none(
+def test_an_operator_without_a_region_refuses_to_start_naming_the_settings(
     world: World, meshes: Meshes, start_operator: Any
 ) -> None:
-    operator = start_operator(region=None)
-    meshes.create("airflow", spec("eks-a"))
+    # The cluster is found in the operator's region: without one it has no VPC to bound meshes.
+    with pytest.raises(AssertionError, match="the operator exited") as refused:
+        start_operator(region=None)
 
-    ready = meshes.wait_condition("airflow", "False", "InvalidSpec", DEADLINE, operator.log_tail)
-
-    assert "spec.region" in ready["message"]
-    meshes.delete("airflow")
-    wait_until(lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone")
+    assert "no region to find the cluster in" in str(refused.value)
+    assert "SGMESH_REGION" in str(refused.value)
+    assert "Traceback" not in str(refused.value)
 
 
 def test_one_failing_mesh_does_not_hold_up_another(
@@ -366,3 +365,33 @@ def test_metrics_count_reconciles_calls_actions_and_describe_each_mesh(
     assert operator.metric("sgmesh_members", mesh="airflow") == 2
     assert operator.metric("sgmesh_rules", mesh="airflow", state="owned") == 4
     assert operator.metric("sgmesh_reconcile_duration_seconds_count", mesh="airflow") >= 1
+
+
+def test_a_member_sg_of_another_vpc_is_left_alone_and_the_rest_converges(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    elsewhere = world.vpc()
+    database = world.security_group("database", vpc=elsewhere)
+    selected_elsewhere = world.security_group("shared", vpc=elsewhere, tags={"mesh": "yes"})
+
+    meshes.create(
+        "airflow",
+        spec(
+            "eks-a",
+            "eks-b",
+            securityGroups={"ids": [database], "selectors": [{"tags": {"mesh": "yes"}}]},
+        ),
+    )
+    ready = meshes.wait_condition(
+        "airflow", "False", "MemberOutsideCluster", DEADLINE, operator.log_tail
+    )
+
+    assert database in ready["message"]
+    assert elsewhere.id in ready["message"]
+    wait_until(lambda: full_mesh(world, groups, "airflow"), DEADLINE, "the in-VPC members mesh")
+    # Nothing is written to or about the SGs of the other VPC, by id or by selector.
+    assert world.describe_ingress(database) == []
+    assert world.describe_ingress(selected_elsewhere) == []
+    for group in groups:
+        assert database not in owned_sources(world, group.security_group_id, "airflow")

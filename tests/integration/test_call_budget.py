@@ -50,6 +50,9 @@ def test_the_call_budget_bench_on_a_small_world_exits_0_with_every_apply_reporte
     assert steady == ["0/0", "0/0"]
     ((_, *describe_groups),) = table_rows(report, "DescribeAutoScalingGroups")
     assert describe_groups == ["1/1"] * len(PHASES)
+    # The SGs running instances still carry: one read for every member, in every apply.
+    ((_, *describe_instances),) = table_rows(report, "DescribeInstances")
+    assert describe_instances == ["1/1"] * len(PHASES)
 
     assert "Page sizes asked:" in report
     assert f"Steady apply at {ASGS} ASGs:" in report

@@ -68,6 +68,16 @@ def owned_rules(world: World, group: NodeGroup, key: str = OWNER_KEY) -> list[di
     ]
 
 
+@pytest.fixture(autouse=True)
+def cluster(world: World, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The cluster every command here acts for, as a Deployment would set it: `default` (the
+    ownership tags these tests read), a cluster EKS does not know, so its VPC — the world's
+    main VPC — is given by SGMESH_VPC_ID."""
+    monkeypatch.setenv("SGMESH_CLUSTER_NAME", "default")
+    monkeypatch.setenv("SGMESH_VPC_ID", world.main_vpc.id)
+    return "default"
+
+
 @pytest.fixture
 def groups(world: World) -> list[NodeGroup]:
     return [world.node_group("eks-a"), world.node_group("eks-b")]
@@ -315,8 +325,9 @@ def test_a_file_with_one_bad_mesh_writes_nothing_for_any_mesh(
 
     code, _, err = run("apply", "-f", str(path))
 
-    assert code == 1
-    assert "mesh 'second': no region" in err
+    # Without a default region the cluster cannot be found either: that is said first.
+    assert code == 64
+    assert "no region to find the cluster in" in err
     assert owned_rules(world, groups[0]) == []
 
 
@@ -386,6 +397,109 @@ def test_plan_reads_node_classes_from_the_current_kubeconfig(
         "securityGroupIds": [karpenter_sg],
         "roleNames": [node_role],
         "vpcId": world.main_vpc.id,
+        "drainingSecurityGroups": [],
     }
     attached = {a["role"] for a in report["actions"] if a["kind"] == "attach"}
     assert attached == {"eks-a", "eks-b", node_role}
+
+
+# ---- cluster identity and the boundary -----------------------------------------------------
+
+
+def test_without_a_cluster_name_apply_refuses_saying_why(
+    world: World,
+    groups: list[NodeGroup],
+    tmp_path: Path,
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SGMESH_CLUSTER_NAME")
+    mesh = write_mesh(tmp_path, autoScalingGroups={"names": ["eks-a"]})
+
+    code, out, err = run("apply", "-f", str(mesh))
+
+    assert code == 64
+    assert "--cluster or env SGMESH_CLUSTER_NAME" in err
+    assert "two clusters must never share one" in err
+    assert out == ""
+    assert owned_rules(world, groups[0]) == []  # nothing applied
+
+
+@pytest.mark.parametrize("name", ["REPLACE-WITH-CLUSTER-NAME", "bad name!"])
+def test_a_placeholder_or_bad_cluster_name_is_a_usage_error(
+    tmp_path: Path, run: Run, name: str
+) -> None:
+    mesh = write_mesh(tmp_path, autoScalingGroups={"names": ["eks-a"]})
+
+    code, _, err = run("plan", "-f", str(mesh), "--cluster", name)
+
+    assert code == 64
+    assert name in err
+
+
+def test_without_a_vpc_plan_refuses_naming_both_settings(
+    tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SGMESH_VPC_ID")
+    mesh = write_mesh(tmp_path, autoScalingGroups={"names": ["eks-a"]})
+
+    code, _, err = run("plan", "-f", str(mesh))
+
+    assert code == 1
+    assert "--vpc-id (env SGMESH_VPC_ID)" in err
+    assert "--cluster (env SGMESH_CLUSTER_NAME)" in err
+
+
+def test_an_eks_cluster_s_vpc_bounds_the_mesh_and_an_sg_of_another_vpc_is_left_alone(
+    world: World,
+    groups: list[NodeGroup],
+    tmp_path: Path,
+    run: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SGMESH_VPC_ID")
+    world.eks_cluster("prod")
+    other_vpc = world.vpc()
+    database = world.security_group("database", vpc=other_vpc)
+    mesh = write_mesh(
+        tmp_path,
+        autoScalingGroups={"names": ["eks-a", "eks-b"]},
+        securityGroups={"ids": [database]},
+    )
+
+    code, out, _ = run("apply", "-f", str(mesh), "--cluster", "prod")
+
+    assert code == 1  # a problem stands: the SG outside the cluster
+    assert "problem (MemberOutsideCluster)" in out
+    assert database in out
+    assert other_vpc.id in out
+    assert world.describe_ingress(database) == []
+    pairs = world.owned_pairs({g.security_group_id for g in groups}, "sgmesh.io/prod/airflow")
+    assert len(pairs) == 4  # the in-VPC members converged
+
+
+def test_with_a_member_tag_an_untagged_sg_is_not_allowed(
+    world: World, tmp_path: Path, run: Run
+) -> None:
+    tagged = world.security_group("tagged", tags={"kubernetes.io/cluster/prod": "owned"})
+    untagged = world.security_group("untagged")
+    mesh = write_mesh(tmp_path, securityGroups={"ids": [tagged, untagged]})
+
+    code, out, _ = run("apply", "-f", str(mesh), "--member-tag", "kubernetes.io/cluster/prod")
+
+    assert code == 1
+    assert "problem (MemberNotAllowed)" in out
+    assert world.describe_ingress(untagged) == []
+    assert world.owned_pairs({tagged}, OWNER_KEY) == {(tagged, tagged)}
+
+
+@pytest.mark.parametrize("flag", [("--vpc-id", "vpc-nope"), ("--member-tag", "=x")])
+def test_a_bad_boundary_setting_is_a_usage_error_naming_it(
+    tmp_path: Path, run: Run, flag: tuple[str, str]
+) -> None:
+    mesh = write_mesh(tmp_path, autoScalingGroups={"names": ["eks-a"]})
+
+    code, _, err = run("plan", "-f", str(mesh), *flag)
+
+    assert code == 64
+    assert flag[1] in err

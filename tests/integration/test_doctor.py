@@ -60,9 +60,21 @@ def suggested_manifest(tmp_path: Path) -> tuple[dict[str, Any], Path]:
     return manifest, path
 
 
-def sgmesh_apply(path: Path) -> None:
+def sgmesh_apply(path: Path, world: World) -> None:
+    """`sgmesh apply` for the test cluster, a cluster EKS does not know in the world's VPC."""
     process = subprocess.run(
-        [sys.executable, "-m", "sgmesh", "apply", "-f", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "sgmesh",
+            "apply",
+            "-f",
+            str(path),
+            "--cluster",
+            "test-cluster",
+            "--vpc-id",
+            world.main_vpc.id,
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -122,7 +134,7 @@ def broken_cluster(world: World, cluster_nodes: ClusterNodes, meshes: Meshes) ->
 
 
 def test_the_broken_cluster_shows_both_causes_and_the_suggested_mesh_fixes_them(
-    broken_cluster: BrokenCluster, tmp_path: Path
+    world: World, broken_cluster: BrokenCluster, tmp_path: Path
 ) -> None:
     code, report = doctor_json()
 
@@ -144,7 +156,7 @@ def test_the_broken_cluster_shows_both_causes_and_the_suggested_mesh_fixes_them(
     assert manifest["spec"]["autoScalingGroups"] == {"names": ["eks-a", "eks-b", "eks-system"]}
     assert manifest["spec"]["cniPolicy"] == {"attach": True}
 
-    sgmesh_apply(path)
+    sgmesh_apply(path, world)
     code, out, err = doctor()
 
     assert code == 0, out + err
@@ -209,6 +221,7 @@ def test_a_cni_role_through_irsa_replaces_the_node_roles_and_is_checked_instead(
 
     assert findings(with_policy, "CniPolicyMissing") == []
     assert with_policy["awsNodeRoleArn"] == f"{account}/eks-vpc-cni"
+    assert with_policy["awsNodeCredentials"]["kind"] == "IRSA"
     assert manifest["spec"]["cniPolicy"] == {"attach": False}
     [finding] = findings(without_policy, "CniPolicyMissing")
     assert finding["nodeGroup"] == "aws-node"
@@ -237,7 +250,7 @@ def test_a_karpenter_node_is_its_own_group_and_the_mesh_says_what_it_will_and_ca
     manifest, path = suggested_manifest(tmp_path)
     cluster_nodes.apply(manifest)  # installed, but no operator has reconciled it yet
     _, installed = doctor_json()
-    sgmesh_apply(path)
+    sgmesh_apply(path, world)
     code, fixed = doctor_json()
 
     [group] = [g for g in outside["nodeGroups"] if g["name"] == "karpenter/default"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh.api import models
 from sgmesh.aws import client, reconcile
@@ -160,15 +162,30 @@ def test_an_eni_config_naming_a_missing_group_is_reported_by_name(
     assert owned_pairs(world, {pods}) == {(pods, pods)}
 
 
-def test_irsa_on_aws_node_keeps_the_policy_off_every_node_role(
-    world: World, clients: client.AwsClients
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        cluster_members.irsa(
+            {cluster_members.IRSA_ANNOTATION: "arn:aws:iam::123456789012:role/vpc-cni"}
+        ),
+        cluster_members.AwsNodeCredentials(
+            cluster_members.CredentialKind.POD_IDENTITY,
+            None,
+            "association a-1 for kube-system/aws-node in EKS cluster prod",
+            association_id="a-1",
+        ),
+    ],
+    ids=["irsa", "pod-identity"],
+)
+def test_irsa_or_pod_identity_on_aws_node_keeps_the_policy_off_every_node_role(
+    world: World, clients: client.AwsClients, credentials: cluster_members.AwsNodeCredentials
 ) -> None:
     world.node_group("eks-a")
     group = world.security_group("karpenter-nodes")
     world.role("KarpenterNodeRole-prod")
     cluster = ClusterMembers(
         members=(node_class("default", [group], role="KarpenterNodeRole-prod"),),
-        aws_node_role_arn="arn:aws:iam::123456789012:role/vpc-cni",
+        aws_node_credentials=credentials,
     )
 
     outcome = reconcile.converge(
@@ -203,3 +220,33 @@ def test_a_source_not_installed_holds_removals(world: World, clients: client.Aws
     assert [p.kind for p in outcome.plan.problems] == [ProblemKind.SOURCE_NOT_INSTALLED]
     assert {a.kind for a in outcome.plan.held} == {"revoke"}
     assert owned_pairs(world, {a, b}) == full_mesh({a, b})  # nothing revoked
+
+
+# ---- coverage: rules somebody else made that already admit ---------------------------------
+
+
+def test_wider_rules_of_somebody_else_s_add_nothing_and_are_never_touched(
+    world: World, clients: client.AwsClients
+) -> None:
+    groups = [world.node_group(f"eks-{n}").security_group_id for n in ("a", "b")]
+    # A person's rules: all tcp between the groups, and all traffic of each group to itself.
+    hand_made = {
+        world.ingress_from_group(t, s, "tcp", 0, 65535, description="by hand")
+        for t in groups
+        for s in groups
+        if t != s
+    } | {world.ingress_from_group(g, g, description="by hand") for g in groups}
+    https = mesh(
+        autoScalingGroups={"names": ["eks-a", "eks-b"]},
+        traffic=[{"protocol": "tcp", "fromPort": 443, "toPort": 443}],
+        cniPolicy={"attach": False},
+    )
+
+    outcome = reconcile.converge(clients, https, SETTINGS)
+
+    assert outcome.plan.actions == ()
+    rules = outcome.rules()
+    assert (rules.desired, rules.present, rules.owned) == (4, 4, 0)
+    held = {r["SecurityGroupRuleId"] for g in groups for r in world.describe_ingress(g)}
+    assert held == hand_made  # nothing added, nothing tagged, nothing revoked
+    assert owned_pairs(world, set(groups)) == set()

@@ -115,9 +115,21 @@ class ThrottlingProxy:
                     return
                 proxy._wait_for_the_others(action)
                 time.sleep(proxy.slow.get(action, 0.0))
+                self._forward(action, body)
+
+            def do_GET(self) -> None:
+                # REST services (EKS: DescribeCluster, ListPodIdentityAssociations) pass through,
+                # counted by method and path; faults are injected into query-protocol actions.
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+                action = f"{self.command} {urllib.parse.urlsplit(self.path).path}"
+                with proxy._lock:
+                    proxy.requests[action] += 1
+                self._forward(action, body)
+
+            def _forward(self, action: str, body: bytes) -> None:
                 upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                upstream.request("POST", self.path, body=body, headers=headers)
+                upstream.request(self.command, self.path, body=body, headers=headers)
                 response = upstream.getresponse()
                 payload = response.read()
                 upstream.close()

@@ -169,12 +169,81 @@ def test_an_eni_config_entry_that_is_no_security_group_id_is_named() -> None:
     assert any("7" in reason for reason in member.unresolved_groups)
 
 
-def test_irsa_on_aws_node_keeps_the_policy_off_node_roles() -> None:
+def test_irsa_or_pod_identity_on_aws_node_keeps_the_policy_off_node_roles() -> None:
     wants = spec(karpenter={"nodeClasses": ["*"]})
-    irsa = cluster_members.ClusterMembers(aws_node_role_arn="arn:aws:iam::1:role/cni")
+    irsa = cluster_members.ClusterMembers(
+        aws_node_credentials=cluster_members.irsa(
+            {cluster_members.IRSA_ANNOTATION: "arn:aws:iam::1:role/cni"}
+        )
+    )
+    pod_identity = cluster_members.ClusterMembers(
+        aws_node_credentials=cluster_members.pod_identity_of_pods([aws_node_pod("aws-node-1")])
+    )
     plain = cluster_members.ClusterMembers()
 
     assert cluster_members.attaches_cni(wants, plain)
     assert not cluster_members.attaches_cni(wants, irsa)
+    assert not cluster_members.attaches_cni(wants, pod_identity)
     refused = spec(karpenter={"nodeClasses": ["*"]}, cniPolicy={"attach": False})
     assert not cluster_members.attaches_cni(refused, plain)
+
+
+def aws_node_pod(name: str, variables: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """An aws-node pod as the API server returns it; by default as the Pod Identity webhook
+    leaves it."""
+    names = cluster_members.POD_IDENTITY_VARIABLES if variables is None else variables
+    return {
+        "metadata": {"name": name, "namespace": "kube-system"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "aws-node",
+                    "env": [{"name": "ADDITIONAL_ENI_TAGS", "value": "{}"}]
+                    + [{"name": variable, "value": "x"} for variable in names],
+                },
+                {"name": "aws-eks-nodeagent"},
+            ]
+        },
+    }
+
+
+def test_irsa_is_the_role_arn_annotation_of_the_service_account() -> None:
+    found = cluster_members.irsa({cluster_members.IRSA_ANNOTATION: "arn:aws:iam::1:role/cni"})
+
+    assert found is not None
+    assert found.kind is cluster_members.CredentialKind.IRSA
+    assert found.role_arn == "arn:aws:iam::1:role/cni"
+    assert cluster_members.irsa({}) is None
+    assert cluster_members.irsa(None) is None
+    assert cluster_members.irsa({cluster_members.IRSA_ANNOTATION: ""}) is None
+
+
+def test_pod_identity_is_every_aws_node_pod_carrying_the_webhook_variables() -> None:
+    found = cluster_members.pod_identity_of_pods(
+        [aws_node_pod("aws-node-b"), aws_node_pod("aws-node-a")],
+        "eks:ListPodIdentityAssociations is denied",
+    )
+
+    assert found is not None
+    assert found.kind is cluster_members.CredentialKind.POD_IDENTITY
+    assert found.role_arn is None  # the pods do not name it
+    assert "(aws-node-a, aws-node-b)" in found.evidence
+    assert "AWS_CONTAINER_CREDENTIALS_FULL_URI and AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE" in (
+        found.evidence
+    )
+    assert found.evidence.endswith(
+        "(EKS could not tell: eks:ListPodIdentityAssociations is denied)"
+    )
+
+
+def test_a_pod_without_the_variables_or_no_pod_at_all_is_no_pod_identity() -> None:
+    # A pod still running without them takes the node role's credentials: the policy stays.
+    rolling = [aws_node_pod("aws-node-a"), aws_node_pod("aws-node-b", variables=())]
+    token_only = [aws_node_pod("aws-node-a", ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",))]
+    elsewhere = aws_node_pod("aws-node-a")
+    elsewhere["spec"]["containers"][0]["name"] = "aws-eks-nodeagent-sidecar"
+
+    assert cluster_members.pod_identity_of_pods(rolling) is None
+    assert cluster_members.pod_identity_of_pods(token_only) is None
+    assert cluster_members.pod_identity_of_pods([elsewhere]) is None
+    assert cluster_members.pod_identity_of_pods([]) is None

@@ -8,6 +8,7 @@ from typing import Any
 from sgmesh.api import models
 from sgmesh.doctor import diagnosis
 from sgmesh.doctor.diagnosis import Check, DnsServer, GroupKind, Inventory, Node
+from sgmesh.engine import cluster_members
 from sgmesh.engine.ingress import IngressRule
 from sgmesh.engine.reachability import Endpoint
 
@@ -121,13 +122,66 @@ def test_a_role_without_the_cni_policy_is_found_unless_aws_node_uses_irsa() -> N
         inventory(
             *full_mesh_rules(),
             role_policies={**policies, "cni": frozenset({CNI})},
-            aws_node_role_arn="arn:aws:iam::1:role/cni",
+            aws_node_credentials=cluster_members.irsa(
+                {cluster_members.IRSA_ANNOTATION: "arn:aws:iam::1:role/cni"}
+            ),
         )
     )
 
     assert checks(found) == [("CniPolicyMissing", "eks-app")]
     assert diagnosis.diagnose(inventory(*full_mesh_rules(), role_policies=ipv6)).healthy
     assert irsa.healthy
+    assert diagnosis.suggest_mesh(irsa)["spec"]["cniPolicy"] == {"attach": False}  # type: ignore[index]
+
+
+def pod_identity(role_arn: str | None) -> cluster_members.AwsNodeCredentials:
+    return cluster_members.AwsNodeCredentials(
+        cluster_members.CredentialKind.POD_IDENTITY,
+        role_arn,
+        "association a-1 for kube-system/aws-node in EKS cluster prod",
+        association_id="a-1",
+    )
+
+
+def test_with_pod_identity_its_role_is_checked_instead_of_the_node_roles() -> None:
+    node_roles = {"eks-system": frozenset({CNI}), "eks-app": frozenset()}
+
+    with_policy = diagnosis.diagnose(
+        inventory(
+            *full_mesh_rules(),
+            role_policies={**node_roles, "cni": frozenset({CNI})},
+            aws_node_credentials=pod_identity("arn:aws:iam::1:role/cni"),
+        )
+    )
+    without = diagnosis.diagnose(
+        inventory(
+            *full_mesh_rules(),
+            role_policies={**node_roles, "cni": frozenset()},
+            aws_node_credentials=pod_identity("arn:aws:iam::1:role/cni"),
+        )
+    )
+
+    assert with_policy.healthy
+    assert diagnosis.suggest_mesh(with_policy)["spec"]["cniPolicy"] == {"attach": False}  # type: ignore[index]
+    [finding] = without.findings
+    assert (finding.check, finding.node_group) == (Check.CNI_POLICY, "aws-node")
+    assert finding.summary.startswith("aws-node uses EKS Pod Identity role cni, which lacks")
+    assert "association a-1" in finding.evidence[0]
+    assert finding.fix.startswith("aws iam attach-role-policy --role-name cni ")
+    assert finding.coverage is not None
+    assert not finding.coverage.fixed
+
+
+def test_pod_identity_whose_role_is_not_known_leaves_nothing_to_find() -> None:
+    report = diagnosis.diagnose(
+        inventory(
+            *full_mesh_rules(),
+            role_policies={"eks-app": frozenset()},
+            aws_node_credentials=pod_identity(None),
+        )
+    )
+
+    assert report.healthy  # the node roles need no policy, and the role is not named
 
 
 def test_what_an_installed_mesh_will_fix_and_why_it_will_not() -> None:

@@ -20,6 +20,7 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "CLUSTER_NAME_PLACEHOLDER",
     "EVERY",
     "KIND",
     "MAX_CLUSTER_NAME_LENGTH",
@@ -30,6 +31,7 @@ __all__ = [
     "Condition",
     "CustomNetworking",
     "DeletionPolicy",
+    "DrainingSecurityGroup",
     "InvalidSpecError",
     "Karpenter",
     "MemberStatus",
@@ -60,6 +62,8 @@ MAX_CLUSTER_NAME_LENGTH = 50
 MAX_MESH_NAME_LENGTH = 63
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CLUSTER_NAME = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+# What deploy/'s kustomize base sets SGMESH_CLUSTER_NAME to: the one edit it requires.
+CLUSTER_NAME_PLACEHOLDER = "REPLACE-WITH-CLUSTER-NAME"
 
 SECURITY_GROUP_ID = r"^sg-[0-9a-f]{8}([0-9a-f]{9})?$"
 # Regions of every partition: "us-east-1", "eu-isoe-west-1", "eusc-de-east-1".
@@ -478,14 +482,30 @@ class NodeGroupMeshSpec(_Model):
 MemberKindName = Literal["AutoScalingGroup", "SecurityGroup", "EC2NodeClass", "ENIConfig"]
 
 
+class DrainingSecurityGroup(_Model):
+    id: str
+    instances: int = Field(
+        default=0, ge=0, description="Pending or running instances of the member that carry it."
+    )
+
+
 class MemberStatus(_Model):
     name: str
     kind: MemberKindName = Field(
         default="AutoScalingGroup", description="Where the member comes from."
     )
-    security_group_ids: list[str] = Field(default_factory=list)
+    security_group_ids: list[str] = Field(
+        default_factory=list,
+        description="Every SG the member's nodes have, draining ones included.",
+    )
     role_names: list[str] = Field(default_factory=list)
     vpc_id: str | None = None
+    draining_security_groups: list[DrainingSecurityGroup] = Field(
+        default_factory=list,
+        description="SGs that running instances still carry though the member's launch data "
+        "(or node class) no longer names them, as during a rollout: they stay meshed until no "
+        "running instance carries them.",
+    )
 
 
 class RuleCounts(_Model):
@@ -619,6 +639,11 @@ def cni_policy_arn(spec: NodeGroupMeshSpec, region: str) -> str:
 
 
 def validate_cluster_name(cluster: str) -> str:
+    if cluster == CLUSTER_NAME_PLACEHOLDER:
+        raise InvalidSpecError(
+            f"cluster name {cluster!r} is the placeholder of deploy/manager/deployment.yaml: set "
+            "SGMESH_CLUSTER_NAME to the cluster's name (the EKS cluster's, where there is one)"
+        )
     if len(cluster) > MAX_CLUSTER_NAME_LENGTH or not re.fullmatch(CLUSTER_NAME, cluster):
         raise InvalidSpecError(
             f"cluster name {cluster!r} is invalid: use 1-{MAX_CLUSTER_NAME_LENGTH} letters, "

@@ -24,6 +24,7 @@ from sgmesh.aws import shared_reads as sharing
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_eks import EKSClient
     from mypy_boto3_iam import IAMClient
     from mypy_boto3_service_quotas import ServiceQuotasClient
 
@@ -60,6 +61,7 @@ class AwsClients:
     autoscaling: AutoScalingClient
     iam: IAMClient
     servicequotas: ServiceQuotasClient
+    eks: EKSClient
     region: str
     calls: Counter[str] = field(default_factory=Counter)
     # The service of the last call each thread made: an error names an operation only, and
@@ -128,6 +130,8 @@ def make_clients(
         iam=session.client("iam", config=config),
         # Service Quotas: the applied rules-per-security-group quota of the account.
         servicequotas=session.client("service-quotas", config=config),
+        # EKS: the cluster's identity (its VPC, cluster SG, IP family) and Pod Identity.
+        eks=session.client("eks", config=config),
         region=resolved,
         shared_reads=shared_reads,
     )
@@ -139,7 +143,13 @@ def make_clients(
         if listener is not None:
             listener(service, model.name)
 
-    for client in (clients.ec2, clients.autoscaling, clients.iam, clients.servicequotas):
+    for client in (
+        clients.ec2,
+        clients.autoscaling,
+        clients.iam,
+        clients.servicequotas,
+        clients.eks,
+    ):
         if shared_reads is not None:
             shared_reads.register(client.meta.events)  # first: a served answer is no call
         client.meta.events.register("before-call.*.*", count)

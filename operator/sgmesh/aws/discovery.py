@@ -4,6 +4,8 @@ The reads live by concern, each in its own module; this one puts their answers t
 
 - `sgmesh.aws.launch`: the member ASGs and what each launches with (launch templates, launch
   configurations: SG ids and names, instance profiles);
+- `sgmesh.aws.instances`: the SGs the running instances of member ASGs and EC2NodeClasses
+  carry, which stay member SGs while a rollout replaces those instances;
 - `sgmesh.aws.security_groups`: security groups (names → ids, VPCs) and their inbound rules;
 - `sgmesh.aws.roles`: IAM (instance profiles → roles, attached policies and tags);
 - `sgmesh.engine.cluster_members`: members that Kubernetes objects name (EC2NodeClasses,
@@ -27,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sgmesh.api import models
-from sgmesh.aws import client, launch, roles, security_groups
+from sgmesh.aws import client, instances, launch, roles, security_groups
 from sgmesh.engine import cluster_members, ingress, ownership, planning, topology
 
 __all__ = ["discover", "discover_owned"]
@@ -76,13 +78,26 @@ def _discover(
     vpcs = dict(launched.vpcs)
     group_ids = launched.group_ids
 
-    # Security groups that join directly: listed by id, or selected by their tags.
+    boundary = intent.boundary
+    # The SGs running instances still carry (one read for every member, inside the cluster's
+    # VPC): they are bounded and read below like those the launch data names.
+    running = instances.read_running_groups(
+        clients,
+        [each.name for each in launches],
+        [s.name for s in cluster.members if s.kind is topology.MemberKind.EC2_NODE_CLASS],
+        boundary.vpc_id,
+    )
+    # Security groups that join directly: listed by id, or selected by their tags (inside the
+    # cluster's VPC only).
     selected = (
-        security_groups.read_selected_groups(clients, spec.security_groups.selectors)
+        security_groups.read_selected_groups(
+            clients, spec.security_groups.selectors, boundary.vpc_id
+        )
         if spec.security_groups is not None
         else {}
     )
-    vpcs.update(selected)
+    vpcs.update({group_id: facts.vpc_id for group_id, facts in selected.items()})
+    tags = {group_id: facts.tags for group_id, facts in selected.items()}
     users: dict[str, list[str]] = defaultdict(list)
     for each in launches:
         for group_id in group_ids[each.name]:
@@ -91,12 +106,25 @@ def _discover(
         users[group_id].append("securityGroups.ids")
     for group_id in spec.extra_security_group_ids:
         users[group_id].append("extraSecurityGroupIds")
+    for group_id in selected:
+        users[group_id].append("securityGroups.selectors")
     for source in cluster.members:
         for group_id in source.security_group_ids:
             users[group_id].append(source.title)
-    vpcs.update(
-        security_groups.read_security_group_vpcs(clients, [g for g in users if g not in vpcs])
-    )
+    for name, carried in running.auto_scaling_groups.items():
+        for group_id in carried:
+            users[group_id].append(f"instances of ASG {name}")
+    for name, carried in running.node_classes.items():
+        for group_id in carried:
+            users[group_id].append(f"instances of {topology.MemberKind.EC2_NODE_CLASS} {name}")
+    # One read for the SGs whose VPC is not known yet (and, when members must carry a tag, for
+    # those whose tags are not).
+    unknown = [
+        g for g in users if g not in vpcs or (boundary.member_tag is not None and g not in tags)
+    ]
+    for group_id, facts in security_groups.read_security_groups(clients, unknown).items():
+        vpcs[group_id] = facts.vpc_id
+        tags[group_id] = facts.tags
     for group_id, who in users.items():
         if group_id not in vpcs:
             problems.append(
@@ -106,11 +134,15 @@ def _discover(
                     f"security group {group_id} (used by {', '.join(who)}) does not exist",
                 )
             )
-    direct_ids = sorted({*spec.security_group_ids, *selected})
+    excluded = _outside_boundary(boundary, users, vpcs, tags, problems)
+    vpcs = {group_id: vpc_id for group_id, vpc_id in vpcs.items() if group_id not in excluded}
+    direct_ids = sorted({*spec.security_group_ids, *selected} - excluded)
     existing_ids = sorted(group_id for group_id in {*users, *selected} if group_id in vpcs)
 
     inbound = security_groups.read_ingress_rules(clients, existing_ids)
     inbound.update(security_groups.read_owned_rules(clients, owner))
+    # Nothing is written to or about an SG outside the boundary, the mesh's own rules included.
+    inbound = {rule_id: r for rule_id, r in inbound.items() if r.group_id not in excluded}
     counted = set(existing_ids)
     prefix_lists = security_groups.read_prefix_lists(
         clients,
@@ -137,10 +169,12 @@ def _discover(
         launches,
         launched,
         cluster=cluster,
+        running=running,
         mesh_roles=mesh_roles,
         attach=attach,
         vpcs=vpcs,
         direct_ids=direct_ids,
+        excluded=excluded,
     )
     problems.extend(unresolvable)
 
@@ -204,20 +238,31 @@ def _members(
     launched: _LaunchGroups,
     *,
     cluster: cluster_members.ClusterMembers,
+    running: instances.RunningGroups,
     mesh_roles: roles.MeshRoles,
     attach: bool,
     vpcs: Mapping[str, str],
     direct_ids: Sequence[str],
+    excluded: frozenset[str] = frozenset(),
 ) -> tuple[list[topology.Member], list[topology.Problem]]:
     """Every member with what it resolved to, and an UNRESOLVED problem for each thing a
-    member's SGs or (when the mesh attaches the CNI policy) roles cannot be told from."""
+    member's SGs or (when the mesh attaches the CNI policy) roles cannot be told from.
+
+    A member's SGs are those its launch data names and those its running instances carry
+    (`running`); the latter that the launch data no longer names are draining."""
     profiles = mesh_roles.profiles
     problems: list[topology.Problem] = []
 
     def member(
-        name: str, kind: topology.MemberKind, groups: Iterable[str], role_names: Iterable[str]
+        name: str,
+        kind: topology.MemberKind,
+        groups: Iterable[str],
+        role_names: Iterable[str],
+        carried: Mapping[str, int] | None = None,
     ) -> topology.Member:
-        member_group_ids = tuple(sorted(groups))
+        named = set(groups)
+        carried = carried or {}
+        member_group_ids = tuple(sorted(g for g in {*named, *carried} if g not in excluded))
         member_vpcs = {vpcs[g] for g in member_group_ids if g in vpcs}
         return topology.Member(
             name=name,
@@ -225,6 +270,11 @@ def _members(
             role_names=tuple(sorted(role_names)),
             vpc_id=member_vpcs.pop() if len(member_vpcs) == 1 else None,
             kind=kind,
+            draining={
+                group_id: count
+                for group_id, count in sorted(carried.items())
+                if group_id not in named and group_id not in excluded
+            },
         )
 
     def unresolvable(kind: str, name: str, reasons: Iterable[str]) -> None:
@@ -249,11 +299,14 @@ def _members(
         unresolvable("ASG", each.name, reasons)
         # An ASG resolved in part stays a member with what it resolved: what that adds is
         # right, and its UNRESOLVED problem makes the planner hold every removal. One that
-        # resolved nothing has nothing to contribute.
+        # resolved nothing, and whose instances carry nothing, has nothing to contribute.
         groups = launched.group_ids[each.name]
-        if groups or role_names:
+        carried = running.auto_scaling_groups.get(each.name, {})
+        if groups or carried or role_names:
             members.append(
-                member(each.name, topology.MemberKind.AUTO_SCALING_GROUP, groups, role_names)
+                member(
+                    each.name, topology.MemberKind.AUTO_SCALING_GROUP, groups, role_names, carried
+                )
             )
     for source in cluster.members:
         role_names = {
@@ -276,13 +329,56 @@ def _members(
                 if role in mesh_roles.missing
             )
         unresolvable(source.kind.value, source.name, reasons)
-        if source.security_group_ids or (attach and role_names):
-            members.append(member(source.name, source.kind, source.security_group_ids, role_names))
+        carried = (
+            running.node_classes.get(source.name, {})
+            if source.kind is topology.MemberKind.EC2_NODE_CLASS
+            else {}
+        )
+        if source.security_group_ids or carried or (attach and role_names):
+            members.append(
+                member(source.name, source.kind, source.security_group_ids, role_names, carried)
+            )
     members.extend(
         member(group_id, topology.MemberKind.SECURITY_GROUP, (group_id,), ())
         for group_id in direct_ids
     )
     return members, problems
+
+
+def _outside_boundary(
+    boundary: planning.Boundary,
+    users: Mapping[str, Sequence[str]],
+    vpcs: Mapping[str, str],
+    tags: Mapping[str, Mapping[str, str]],
+    problems: list[topology.Problem],
+) -> frozenset[str]:
+    """The member SGs the mesh may not touch — outside the cluster's VPC, or without the tag
+    members must carry — each reported as a problem naming the SG, who named it and why."""
+    excluded: set[str] = set()
+    for group_id in sorted(g for g in users if g in vpcs):
+        who = ", ".join(users[group_id])
+        if boundary.outside(vpcs[group_id]):
+            excluded.add(group_id)
+            problems.append(
+                topology.Problem(
+                    topology.ProblemKind.MEMBER_OUTSIDE_CLUSTER,
+                    group_id,
+                    f"security group {group_id} (used by {who}) is in {vpcs[group_id]}, outside "
+                    f"the cluster's VPC {boundary.vpc_id}: nothing is written to or about it",
+                )
+            )
+        elif not boundary.allows(tags.get(group_id, {})):
+            excluded.add(group_id)
+            problems.append(
+                topology.Problem(
+                    topology.ProblemKind.MEMBER_NOT_ALLOWED,
+                    group_id,
+                    f"security group {group_id} (used by {who}) does not carry the tag "
+                    f"{boundary.describe_tag()} that members must carry (--member-tag): "
+                    "nothing is written to or about it",
+                )
+            )
+    return frozenset(excluded)
 
 
 def discover_owned(

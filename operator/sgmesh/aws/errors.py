@@ -17,10 +17,12 @@ import botocore.parsers
 import botocore.session
 
 __all__ = [
+    "EKS_CLUSTER_ABSENT",
     "ERRORS",
     "IAM_ENTITY_ABSENT",
     "LAUNCH_TEMPLATE_ABSENT",
     "LAUNCH_TEMPLATE_VERSION_ABSENT",
+    "OPERATION_NOT_SERVED",
     "QUOTA_UNREADABLE",
     "RULE_ABSENT",
     "RULE_DUPLICATE",
@@ -79,7 +81,7 @@ class AwsFailure:
         return f"{where}{self.operation} failed with {self.code}: {self.message}"
 
 
-_SERVICES = ("ec2", "autoscaling", "iam")
+_SERVICES = ("ec2", "autoscaling", "iam", "eks")
 
 
 @functools.cache
@@ -174,6 +176,12 @@ _CONCURRENT_CHANGE_CODES = frozenset(
 
 # IAM: the role, instance profile, policy or attachment the request named does not exist.
 IAM_ENTITY_ABSENT = frozenset({"NoSuchEntity"})
+# EKS: no cluster of the name the request named (in this region).
+EKS_CLUSTER_ABSENT = frozenset({"ResourceNotFoundException"})
+# The endpoint does not serve the operation: AWS's own code for it, or an HTTP 404 that no
+# error of the service explains (botocore then names the error by its status). EKS answers a
+# missing cluster with ResourceNotFoundException, never a bare 404.
+OPERATION_NOT_SERVED = frozenset({"UnknownOperationException", "404"})
 # EC2: the launch template, or the version of it, the request named does not exist.
 LAUNCH_TEMPLATE_ABSENT = frozenset(
     {"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateName.NotFoundException"}

@@ -1,5 +1,7 @@
 """doctor's reads of AWS: instances and their ENIs, SG rules, prefix lists, instance profiles,
-node roles' policies, ASG tags. Read-only; deploy/doctor-iam-policy.json lists exactly these.
+node roles' policies, ASG tags, the role of aws-node's Pod Identity association (doctor also
+asks `sgmesh.aws.pod_identity`, as the operator does). Read-only;
+deploy/doctor-iam-policy.json lists exactly these.
 
 "Absent" is concluded only from a successful answer (an instance not in the DescribeInstances
 answer) or `NoSuchEntity` for one named instance profile; every other error propagates.
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "interfaces",
     "read_asg_tags",
+    "read_association_role",
     "read_instances",
     "read_prefix_lists",
     "read_profiles",
@@ -155,3 +158,12 @@ def read_asg_tags(clients: client.AwsClients, names: Sequence[str]) -> dict[str,
                     if "Key" in tag
                 }
     return tags
+
+
+def read_association_role(clients: client.AwsClients, cluster: str, association_id: str) -> str:
+    """The role whose credentials an EKS Pod Identity association gives its pods: its target
+    role when it names one (the association's role only assumes it), else its role."""
+    association = clients.eks.describe_pod_identity_association(
+        clusterName=cluster, associationId=association_id
+    )["association"]
+    return association.get("targetRoleArn") or association["roleArn"]

@@ -26,6 +26,9 @@ class Settings:
 
     cluster: str = "default"
     rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
+    # Where meshes may act: the cluster's VPC (and tag). The operator and the CLI always give
+    # one (`sgmesh.aws.identity`); the default, no bound, is for tests of the pipeline alone.
+    boundary: planning.Boundary = planning.NO_BOUNDARY
     role_memory: roles.RoleMemory = field(default_factory=roles.RoleMemory, compare=False)
 
 
@@ -94,7 +97,12 @@ def converge(
     seconds read (see `discovery.discover`)."""
     owner = owner_of(mesh, settings)
     intent = planning.Intent.from_spec(
-        mesh.spec, owner, clients.region, settings.rules_per_security_group, cluster
+        mesh.spec,
+        owner,
+        clients.region,
+        settings.rules_per_security_group,
+        cluster,
+        boundary=settings.boundary,
     )
     topology = discovery.discover(clients, intent, settings.role_memory, fresh=fresh)
     plan = planning.plan(topology, intent)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "GroupFacts",
     "GroupNames",
     "auto_scaling_group_vpcs",
     "read_default_groups",
@@ -43,7 +44,7 @@ __all__ = [
     "read_prefix_lists",
     "read_rules",
     "read_rules_quota",
-    "read_security_group_vpcs",
+    "read_security_groups",
     "read_selected_groups",
     "resolve_group_names",
 ]
@@ -170,25 +171,43 @@ def auto_scaling_group_vpcs(
     return found
 
 
-def read_security_group_vpcs(
+@dataclass(frozen=True)
+class GroupFacts:
+    """What the mesh's boundary asks of a security group: its VPC and its tags."""
+
+    vpc_id: str
+    tags: Mapping[str, str]
+
+    @classmethod
+    def of(cls, group: SecurityGroupTypeDef) -> GroupFacts:
+        tags = {tag["Key"]: tag.get("Value", "") for tag in group.get("Tags", []) if "Key" in tag}
+        return cls(group.get("VpcId", ""), tags)
+
+
+def read_security_groups(
     clients: client.AwsClients, group_ids: Sequence[str]
-) -> dict[str, str]:
-    """SG id → VPC for the SGs that exist. A `group-id` filter, unlike `GroupIds`, answers for
-    the SGs that exist instead of failing the whole call when one is missing."""
+) -> dict[str, GroupFacts]:
+    """SG id → its VPC and tags, for the SGs that exist. A `group-id` filter, unlike
+    `GroupIds`, answers for the SGs that exist instead of failing the whole call when one is
+    missing."""
     return {
-        group["GroupId"]: group["VpcId"]
+        group["GroupId"]: GroupFacts.of(group)
         for group in _describe_security_groups(clients, "group-id", sorted(set(group_ids)))
         if "VpcId" in group
     }
 
 
 def read_selected_groups(
-    clients: client.AwsClients, selectors: Sequence[models.SecurityGroupSelector]
-) -> dict[str, str]:
-    """SG id → VPC for every SG of the region that matches any selector (all of its tags;
-    "*": the key is present), filtered by EC2."""
-    found: dict[str, str] = {}
+    clients: client.AwsClients,
+    selectors: Sequence[models.SecurityGroupSelector],
+    vpc_id: str | None = None,
+) -> dict[str, GroupFacts]:
+    """SG id → its VPC and tags, for every SG that matches any selector (all of its tags;
+    "*": the key is present), filtered by EC2 — inside `vpc_id` only, when given (the
+    cluster's VPC: a selector never looks beyond it)."""
+    found: dict[str, GroupFacts] = {}
     paginator = clients.ec2.get_paginator("describe_security_groups")
+    within: list[FilterTypeDef] = [{"Name": "vpc-id", "Values": [vpc_id]}] if vpc_id else []
     for selector in selectors:
         filters: list[FilterTypeDef] = [
             {"Name": "tag-key", "Values": [key]}
@@ -197,11 +216,11 @@ def read_selected_groups(
             for key, value in sorted(selector.tags.items())
         ]
         for page in paginator.paginate(
-            Filters=filters, PaginationConfig={"PageSize": SECURITY_GROUP_PAGE_SIZE}
+            Filters=[*filters, *within], PaginationConfig={"PageSize": SECURITY_GROUP_PAGE_SIZE}
         ):
             for group in page.get("SecurityGroups", []):
                 if "GroupId" in group and "VpcId" in group:
-                    found[group["GroupId"]] = group["VpcId"]
+                    found[group["GroupId"]] = GroupFacts.of(group)
     return dict(sorted(found.items()))
 
 

@@ -1,7 +1,8 @@
 """The `sgmesh` command line: its parser, and `main`, which turns arguments into an exit code.
 
 The commands are `plan` and `apply` (the operator's pipeline once, on a NodeGroupMesh YAML file,
-with AWS reached through the standard environment), `doctor`, `crd` and `run` (the operator).
+with AWS reached through the standard environment), `doctor`, `crd`, `iam-policy` (the
+operator's IAM policy for a cluster) and `run` (the operator).
 What each exit code means, for every command, is in `sgmesh.cli.exit_codes`: 0 converged or
 nothing to do, 1 error, 2 changes pending, 64 usage (a bad flag or environment setting), and
 doctor's own 1 problems found and 3 a read failed (`sgmesh.doctor.command`).
@@ -22,7 +23,7 @@ from typing import NoReturn
 
 from sgmesh.api import crd, models
 from sgmesh.aws import client
-from sgmesh.cli import exit_codes, pipeline, settings
+from sgmesh.cli import cluster, exit_codes, iam_policy, pipeline, settings
 from sgmesh.engine import planning
 
 __all__ = ["main"]
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except settings.UsageError as error:
         print(f"sgmesh: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
-    except (pipeline.InputError, models.InvalidSpecError) as error:
+    except (pipeline.InputError, models.InvalidSpecError, cluster.ClusterError) as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.ERROR
     except KeyboardInterrupt:
@@ -105,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     crd_command = commands.add_parser("crd", help="print the NodeGroupMesh CRD")
     crd_command.set_defaults(handler=_print_crd)
 
+    policy_command = commands.add_parser(
+        "iam-policy", help="print the operator's least-privilege IAM policy for a cluster (JSON)"
+    )
+    iam_policy.add_arguments(policy_command)
+    policy_command.set_defaults(handler=iam_policy.run)
+
     run = commands.add_parser("run", help="run the operator (kopf) against the current cluster")
     settings.add_pipeline_settings(run)
     settings.add_operator_settings(run)
@@ -114,10 +121,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_pipeline(arguments: argparse.Namespace) -> int:
-    # A bad setting is a usage error, found before the file is read.
+    # A bad setting is a usage error, found before the file is read; the cluster's VPC is
+    # known before anything is planned.
     pipeline_settings = settings.settings_from(arguments)
+    meshes = pipeline.load_meshes(arguments.filename)
+    pipeline_settings, _ = cluster.bounded(arguments, pipeline_settings)
     return pipeline.run(
-        pipeline.load_meshes(arguments.filename),
+        meshes,
         pipeline_settings,
         default_region=arguments.region,
         write=arguments.write,
@@ -153,9 +163,12 @@ def _run_doctor(arguments: argparse.Namespace) -> int:
 def _run_operator(arguments: argparse.Namespace) -> int:
     from sgmesh.controller import lifecycle, shared  # noqa: PLC0415 - kopf is imported only when the operator runs
 
+    # Without the cluster's VPC the operator refuses to start: it would have no boundary.
+    pipeline_settings, found = cluster.bounded(arguments, settings.settings_from(arguments))
+    print(f"sgmesh: {found.describe()}", file=sys.stderr)
     lifecycle.run(
         shared.OperatorSettings(
-            pipeline=settings.settings_from(arguments),
+            pipeline=pipeline_settings,
             region=arguments.region,
             metrics_port=arguments.metrics_port,
             default_resync_seconds=arguments.default_resync_seconds,

@@ -8,6 +8,7 @@ must never half-apply a file because a later mesh in it was bad.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import yaml
 
 from sgmesh.api import models
-from sgmesh.aws import client, errors, reconcile
+from sgmesh.aws import client, errors, pod_identity, reconcile
 from sgmesh.cli import exit_codes, render
 from sgmesh.engine import cluster_members
 
@@ -81,7 +82,12 @@ def run(
                 "list the same ids under spec.securityGroups.ids",
                 file=sys.stderr,
             )
-    clusters = read_clusters(meshes)
+    attaching = [regions[mesh.name] for mesh in meshes if mesh.spec.cni_policy.attach]
+    # EKS is asked in the cluster's region: the command's, else that of the first mesh that
+    # attaches the CNI policy.
+    clusters = read_clusters(
+        meshes, settings.cluster, default_region or next(iter(attaching), None)
+    )
     reports: list[dict[str, Any]] = []
     worst = exit_codes.OK
     for mesh in meshes:
@@ -109,27 +115,77 @@ def run(
 
 
 def read_clusters(
-    meshes: Sequence[models.NodeGroupMesh],
+    meshes: Sequence[models.NodeGroupMesh], cluster: str, region: str | None
 ) -> dict[str, cluster_members.ClusterMembers]:
-    """The Kubernetes members of the meshes that have any (EC2NodeClasses, ENIConfigs), read
-    from the current kubeconfig before anything is applied; the others need no cluster."""
-    found = {mesh.name: cluster_members.ClusterMembers() for mesh in meshes}
-    using = [mesh for mesh in meshes if mesh.spec.uses_cluster]
-    if not using:
+    """What the cluster of the current kubeconfig says of each mesh, read before anything is
+    applied: the members its Kubernetes sources name (EC2NodeClasses, ENIConfigs) and, when it
+    attaches the CNI policy, whether aws-node has credentials of its own (IRSA, or EKS Pod
+    Identity: EKS cluster `cluster` is asked in `region`).
+
+    A mesh with Kubernetes sources cannot run without them: the cluster failing to answer is
+    an error. For the others aws-node's credentials are read whenever a cluster answers, as the
+    operator reads them; when none does, a note says so and they run as their spec says.
+    """
+    found = {mesh.name: cluster_members.NO_CLUSTER_MEMBERS for mesh in meshes}
+    reading = [mesh for mesh in meshes if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach]
+    if not reading:
         return found
     from sgmesh.kube import sources  # noqa: PLC0415 - the Kubernetes client, only when needed
 
+    association = (
+        functools.partial(pod_identity.find_association, client.make_clients(region), cluster)
+        if region
+        else None
+    )
     api = None
-    for mesh in using:
+
+    @functools.cache
+    def credentials_or_failure() -> cluster_members.AwsNodeCredentials | Exception | None:
+        # Read once for the whole file, be it an answer or a failure.
+        try:
+            return sources.read_aws_node_credentials(api, association)
+        except sources.ClusterReadError as error:
+            return error
+        except errors.ERRORS as error:
+            return InputError(
+                f"aws-node's credentials cannot be told: asking EKS in {region} for its Pod "
+                f"Identity association failed: {errors.classify(error, 'eks').describe()}"
+            )
+
+    def aws_node_credentials() -> cluster_members.AwsNodeCredentials | None:
+        answer = credentials_or_failure()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    noted = False
+    for mesh in reading:
         try:
             api = api or sources.connect()
-            objects = sources.read(mesh.spec, api)
+            objects = sources.read(mesh.spec, api, aws_node_credentials=aws_node_credentials)
         except sources.ClusterReadError as error:
-            raise InputError(
-                f"mesh {mesh.name!r} reads members from the cluster (spec.karpenter, "
-                f"spec.customNetworking), and the cluster cannot be read: {error}"
-            ) from None
+            if mesh.spec.uses_cluster:
+                raise InputError(
+                    f"mesh {mesh.name!r} reads members from the cluster (spec.karpenter, "
+                    f"spec.customNetworking), and the cluster cannot be read: {error}"
+                ) from None
+            if not noted:
+                print(
+                    "note: no Kubernetes cluster reachable: aws-node's credentials not "
+                    "checked; the CNI policy goes on node roles as cniPolicy.attach says "
+                    f"({error})",
+                    file=sys.stderr,
+                )
+                noted = True
+            continue
         found[mesh.name] = cluster_members.resolve(mesh.spec, objects)
+    own = next((f.aws_node_credentials for f in found.values() if f.aws_node_credentials), None)
+    if own is not None:
+        print(
+            f"note: aws-node gets its credentials from {own.describe()}: the CNI policy goes "
+            "on no node role, that role needs it",
+            file=sys.stderr,
+        )
     return found
 
 

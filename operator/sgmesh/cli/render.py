@@ -83,7 +83,16 @@ def text_lines(report: dict[str, Any]) -> Iterator[str]:
     )
     for member in report["members"]:
         roles = ",".join(member["roleNames"]) or "-"
-        groups = ",".join(member["securityGroupIds"]) or "-"
+        draining = {each["id"]: each["instances"] for each in member["drainingSecurityGroups"]}
+        groups = (
+            ",".join(
+                f"{group_id} (draining: still on {_instances(draining[group_id])})"
+                if group_id in draining
+                else group_id
+                for group_id in member["securityGroupIds"]
+            )
+            or "-"
+        )
         yield (
             f"  {member['kind']} {member['name']}: SGs {groups}; roles {roles}; "
             f"{member['vpcId'] or '-'}"
@@ -110,3 +119,7 @@ def text_lines(report: dict[str, Any]) -> Iterator[str]:
     for note in report["notes"]:
         yield f"note: {note}"
     yield f"rules: {rules['desired']} desired, {rules['present']} present, {rules['owned']} owned"
+
+
+def _instances(count: int) -> str:
+    return f"{count} running instance" if count == 1 else f"{count} running instances"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 
 from sgmesh.api import models
@@ -25,9 +26,11 @@ __all__ = [
     "add_operator_settings",
     "add_pipeline_settings",
     "integer",
+    "member_tag",
     "one_of",
     "setting_for_tests",
     "settings_from",
+    "vpc_id",
 ]
 
 
@@ -95,8 +98,24 @@ def add_pipeline_settings(command: argparse.ArgumentParser) -> None:
     """The settings of the pipeline, shared by `plan`, `apply` and `run`."""
     command.add_argument(
         "--cluster",
-        default=os.environ.get("SGMESH_CLUSTER_NAME", "default"),
-        help="cluster name, part of the ownership tag (env SGMESH_CLUSTER_NAME)",
+        default=os.environ.get("SGMESH_CLUSTER_NAME") or None,
+        help="the cluster's name, the EKS cluster's where there is one; required: it is part "
+        "of every ownership tag (env SGMESH_CLUSTER_NAME)",
+    )
+    command.add_argument(
+        "--vpc-id",
+        type=vpc_id,
+        default=os.environ.get("SGMESH_VPC_ID") or None,
+        help="the cluster's VPC, which bounds every mesh; needed where EKS does not know the "
+        "cluster by --cluster (env SGMESH_VPC_ID)",
+    )
+    command.add_argument(
+        "--member-tag",
+        type=member_tag,
+        default=os.environ.get("SGMESH_MEMBER_TAG") or None,
+        metavar="KEY[=VALUE]",
+        help="only SGs carrying this tag may be members, e.g. kubernetes.io/cluster/prod "
+        "(env SGMESH_MEMBER_TAG)",
     )
     command.add_argument(
         "--region",
@@ -147,8 +166,42 @@ def add_operator_settings(run: argparse.ArgumentParser) -> None:
     run.set_defaults(timer_tick_seconds=setting_for_tests(TEST_TIMER_TICK, 5.0))
 
 
+_VPC_ID = re.compile(r"vpc-[0-9a-f]{8}([0-9a-f]{9})?")
+_TAG_KEY_LIMIT = 128
+_TAG_VALUE_LIMIT = 256
+
+
+def vpc_id(text: str) -> str:
+    """An argparse `type` for --vpc-id."""
+    if not _VPC_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"must be a VPC id such as vpc-0123456789abcdef0 (flag or env SGMESH_VPC_ID), "
+            f"not {text!r}"
+        )
+    return text
+
+
+def member_tag(text: str) -> tuple[str, str | None]:
+    """An argparse `type` for --member-tag: `KEY` (any value) or `KEY=VALUE`."""
+    key, equals, value = text.partition("=")
+    if not key or len(key) > _TAG_KEY_LIMIT or len(value) > _TAG_VALUE_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be KEY or KEY=VALUE, a tag key of 1-{_TAG_KEY_LIMIT} characters "
+            f"(flag or env SGMESH_MEMBER_TAG), not {text!r}"
+        )
+    return key, value if equals else None
+
+
 def settings_from(arguments: argparse.Namespace) -> reconcile.Settings:
-    """The pipeline's settings from parsed arguments; a bad cluster name is a usage error."""
+    """The pipeline's settings from parsed arguments: a missing or bad cluster name is a usage
+    error. The boundary (the cluster's VPC) is added once AWS has said where the cluster is
+    (`sgmesh.cli.cluster`)."""
+    if not arguments.cluster:
+        raise UsageError(
+            "the cluster's name is required: --cluster or env SGMESH_CLUSTER_NAME (use the "
+            "EKS cluster's name). It is part of every ownership tag, so two clusters must "
+            "never share one"
+        )
     try:
         models.validate_cluster_name(arguments.cluster)
     except models.InvalidSpecError as error:

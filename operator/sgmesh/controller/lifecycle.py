@@ -18,6 +18,7 @@ from typing import Any
 
 import kopf
 
+from sgmesh.aws import errors, pod_identity
 from sgmesh.controller import (
     kopf_compat,
     meshes,
@@ -113,9 +114,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(shared.WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
     )
-    runtime.aws_node_role = sources.AwsNodeRole(
-        lambda: sources.read_aws_node_role(runtime.kube_api())
-    )
+    runtime.aws_node_role = _aws_node_credentials(runtime)
     runtime.watching = memo.watching = watches.Watching(
         meshes=nudges.MeshIndex(),
         nodes=nudges.Debounce(
@@ -142,6 +141,25 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         operator_settings.pipeline.cluster,
         operator_settings.region or "(from each mesh)",
         operator_settings.metrics_port or "off",
+    )
+
+
+def _aws_node_credentials(runtime: shared.Runtime) -> sources.AwsNodeCredentialsCache:
+    """aws-node's own credentials for every mesh: IRSA, else an EKS Pod Identity association
+    of the cluster, asked in the operator's region (`--region`, the cluster's; without it EKS
+    is not asked), else its pods. A failed read, of the API server or of EKS, keeps the last
+    answer. The clients are made here, on the event loop, as they must be."""
+    region = runtime.settings.region
+    association: sources.AssociationReader | None = None
+    if region:
+        association = partial(
+            pod_identity.find_association,
+            runtime.clients_for(region),
+            runtime.settings.pipeline.cluster,
+        )
+    return sources.AwsNodeCredentialsCache(
+        lambda: sources.read_aws_node_credentials(runtime.kube_api(), association),
+        failures=(sources.ClusterReadError, *errors.ERRORS),
     )
 
 

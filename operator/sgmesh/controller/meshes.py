@@ -276,11 +276,13 @@ def _failed(
 def _pipeline(
     runtime: shared.Runtime, clients: client.AwsClients, mesh: models.NodeGroupMesh, *, fresh: bool
 ) -> reconcile.Outcome:
-    """Read the mesh's Kubernetes sources (and aws-node's IRSA role) and reconcile; in a
-    worker thread."""
+    """Read the mesh's Kubernetes sources (and aws-node's own credentials, IRSA or EKS Pod
+    Identity) and reconcile; in a worker thread."""
     cluster = cluster_members.NO_CLUSTER_MEMBERS
     if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
-        objects = sources.read(mesh.spec, runtime.kube_api(), aws_node_role=runtime.aws_node_role)
+        objects = sources.read(
+            mesh.spec, runtime.kube_api(), aws_node_credentials=runtime.aws_node_role
+        )
         cluster = cluster_members.resolve(mesh.spec, objects)
     return reconcile.converge(
         clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh

@@ -82,8 +82,11 @@ class Runtime:
     withdrawing: set[str] = field(default_factory=set)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     web_runner: web.AppRunner | None = None
-    # aws-node's IRSA role, read at most once a minute for every mesh (set at start-up).
-    aws_node_role: sources.AwsNodeRole = field(default_factory=sources.AwsNodeRole)
+    # aws-node's own credentials (IRSA, EKS Pod Identity), read at most once a minute for every
+    # mesh (set at start-up).
+    aws_node_role: sources.AwsNodeCredentialsCache = field(
+        default_factory=sources.AwsNodeCredentialsCache
+    )
     # One Kubernetes client, so one connection pool, for every worker's reads of the cluster.
     _kube_api: kubernetes.client.ApiClient | None = None
     _kube_api_lock: threading.Lock = field(default_factory=threading.Lock)

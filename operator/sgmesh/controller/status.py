@@ -15,7 +15,7 @@ from typing import Any
 
 from sgmesh.api import models
 from sgmesh.aws import errors, reconcile
-from sgmesh.engine import topology
+from sgmesh.engine import cluster_members, topology
 from sgmesh.engine.topology import ProblemKind
 
 __all__ = [
@@ -50,6 +50,8 @@ _ELLIPSIS = "…"
 
 # When several things are wrong, the reason shown is the one a person should fix first.
 _PROBLEM_ORDER = (
+    ProblemKind.MEMBER_OUTSIDE_CLUSTER,
+    ProblemKind.MEMBER_NOT_ALLOWED,
     ProblemKind.SOURCE_NOT_INSTALLED,
     ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND,
     ProblemKind.EC2_NODE_CLASS_NOT_FOUND,
@@ -105,19 +107,26 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
     message = (
         f"{members} members, {rules.present}/{rules.desired} rules present, {rules.owned} owned"
     )
-    irsa_note = cni_policy_note(outcome)
-    return Verdict(True, RECONCILED, f"{message}; {irsa_note}" if irsa_note else message)
+    cni_note = cni_policy_note(outcome)
+    return Verdict(True, RECONCILED, f"{message}; {cni_note}" if cni_note else message)
 
 
 def cni_policy_note(outcome: reconcile.Outcome) -> str | None:
     """Why the CNI policy is not on node roles although `cniPolicy.attach` asks for it."""
-    role_arn = outcome.cluster.aws_node_role_arn
-    if role_arn is None:
+    credentials = outcome.cluster.aws_node_credentials
+    if credentials is None:
         return None
+    if credentials.kind is cluster_members.CredentialKind.IRSA:
+        return (
+            "the CNI policy is not put on node roles: aws-node uses IRSA "
+            f"(kube-system/aws-node has eks.amazonaws.com/role-arn {credentials.role_arn}), "
+            "so the policy belongs on that role"
+        )
+    role = f", role {credentials.role_arn}" if credentials.role_arn else ""
     return (
-        "the CNI policy is not put on node roles: aws-node uses IRSA "
-        f"(kube-system/aws-node has eks.amazonaws.com/role-arn {role_arn}), so the policy "
-        "belongs on that role"
+        "the CNI policy is not put on node roles: aws-node gets its credentials from EKS Pod "
+        f"Identity ({credentials.evidence}{role}), so the policy belongs on the role of its "
+        "association"
     )
 
 
@@ -164,6 +173,10 @@ def member_status(member: topology.Member) -> models.MemberStatus:
         security_group_ids=list(member.security_group_ids),
         role_names=list(member.role_names),
         vpc_id=member.vpc_id,
+        draining_security_groups=[
+            models.DrainingSecurityGroup(id=group_id, instances=count)
+            for group_id, count in sorted(member.draining.items())
+        ],
     )
 
 

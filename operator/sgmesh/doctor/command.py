@@ -9,11 +9,14 @@ It must never write, to AWS or to the cluster: every call here is a read, and
 deploy/doctor-iam-policy.json lists exactly those reads. A failed read is never read as
 "nothing there": it stops doctor with a message naming what failed and the permission to grant
 (exit 3), except the answers that positively say "absent" (a 404 for the aws-node
-ServiceAccount or the NodeGroupMesh CRD, an instance not in the DescribeInstances answer).
+ServiceAccount or the NodeGroupMesh CRD, an instance not in the DescribeInstances answer), and
+EKS unable to tell whether aws-node has a Pod Identity association (`sgmesh.aws.pod_identity`:
+its pods then tell).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,9 +24,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from sgmesh.api import models
-from sgmesh.aws import client, errors, inventory
+from sgmesh.aws import client, errors, inventory, pod_identity
 from sgmesh.doctor import diagnosis, render
-from sgmesh.engine import planning
+from sgmesh.engine import cluster_members, planning
 from sgmesh.kube import inventory as kube_inventory
 
 if TYPE_CHECKING:
@@ -51,6 +54,10 @@ ASG_TAG = "aws:autoscaling:groupName"
 KARPENTER_NODEPOOL = "karpenter.sh/nodepool"
 KARPENTER_NODECLASS = "karpenter.k8s.aws/ec2nodeclass"
 EKS_NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
+# Where an instance names its EKS cluster: EKS managed node groups, Karpenter, and the tag the
+# Kubernetes AWS cloud provider asks of every node (`kubernetes.io/cluster/<name>`).
+CLUSTER_NAME_TAGS = ("eks:cluster-name", "eks:eks-cluster-name")
+CLUSTER_TAG_PREFIX = "kubernetes.io/cluster/"
 
 
 class DoctorError(Exception):
@@ -101,7 +108,9 @@ def collect(options: Options) -> diagnosis.Inventory:
         kube = kube_inventory.Reader()
         nodes = kube.nodes()
         dns_pods = [diagnosis.DnsServer(pod.name, pod.node, pod.pod_ip) for pod in kube.dns_pods()]
-        irsa_role = kube.aws_node_role_arn()
+        irsa = kube.aws_node_irsa()
+        # Only without IRSA do they matter (and only when EKS cannot tell).
+        aws_node_pods = kube.aws_node_pods() if irsa is None else []
         mesh_documents = kube.meshes()
     except kube_inventory.ReadError as error:
         raise DoctorError(str(error)) from None
@@ -124,7 +133,8 @@ def collect(options: Options) -> diagnosis.Inventory:
             options,
             kube_nodes=nodes,
             dns_pods=dns_pods,
-            irsa_role_arn=irsa_role,
+            irsa=irsa,
+            aws_node_pods=aws_node_pods,
             meshes=tuple(meshes),
         )
     except errors.ERRORS as error:
@@ -177,7 +187,8 @@ def _read_aws(
     *,
     kube_nodes: Sequence[kube_inventory.KubeNode],
     dns_pods: Sequence[diagnosis.DnsServer],
-    irsa_role_arn: str | None,
+    irsa: cluster_members.AwsNodeCredentials | None,
+    aws_node_pods: Sequence[Mapping[str, object]],
     meshes: tuple[models.NodeGroupMesh, ...],
 ) -> diagnosis.Inventory:
     unmapped: dict[str, str] = {}
@@ -230,9 +241,13 @@ def _read_aws(
     rules = inventory.read_rules(clients, group_ids) if group_ids else ()
     prefix_list_ids = sorted({rule.prefix_list_id for rule in rules if rule.prefix_list_id})
     prefix_lists = inventory.read_prefix_lists(clients, prefix_list_ids)
+    credentials = irsa or _pod_identity(
+        clients, _cluster_name([instance for _, instance in mapped]), aws_node_pods
+    )
     role_names = {role for node in nodes for role in node.role_names}
-    if irsa_role_arn:
-        role_names = {irsa_role_arn.rpartition("/")[2]}
+    if credentials is not None:
+        # aws-node's own role needs the CNI policy, the node roles do not.
+        role_names = {credentials.role_arn.rpartition("/")[2]} if credentials.role_arn else set()
     role_policies = inventory.read_role_policies(clients, sorted(role_names))
     asg_names = sorted({node.asg_name for node in nodes if node.asg_name})
     # ASG tags matter only to match a mesh's selectors.
@@ -246,11 +261,44 @@ def _read_aws(
         rules=rules,
         prefix_lists=prefix_lists,
         role_policies=role_policies,
-        aws_node_role_arn=irsa_role_arn,
+        aws_node_credentials=credentials,
         meshes=meshes,
         asg_tags=asg_tags,
         rules_per_security_group=options.rules_per_security_group,
     )
+
+
+def _cluster_name(instances: Sequence[InstanceTypeDef]) -> str | None:
+    """The one EKS cluster the nodes' instances name in their tags; None when they name none,
+    or several."""
+    names: set[str] = set()
+    for instance in instances:
+        for tag in instance.get("Tags", []):
+            key, value = tag.get("Key", ""), tag.get("Value", "")
+            if key in CLUSTER_NAME_TAGS and value:
+                names.add(value)
+            elif key.startswith(CLUSTER_TAG_PREFIX) and key != CLUSTER_TAG_PREFIX:
+                names.add(key.removeprefix(CLUSTER_TAG_PREFIX))
+    return names.pop() if len(names) == 1 else None
+
+
+def _pod_identity(
+    clients: client.AwsClients, cluster: str | None, pods: Sequence[Mapping[str, object]]
+) -> cluster_members.AwsNodeCredentials | None:
+    """EKS Pod Identity for aws-node, in the operator's order
+    (`sgmesh.kube.sources.read_aws_node_credentials`): EKS's association, with its role so that
+    the role's policies can be checked; when EKS cannot tell, aws-node's pods (no role)."""
+    why = "the nodes' instances name no one EKS cluster in their tags"
+    if cluster is not None:
+        lookup = pod_identity.find_association(clients, cluster)
+        if lookup.answered:
+            found = lookup.credentials
+            if found is None or found.association_id is None:
+                return found
+            role_arn = inventory.read_association_role(clients, cluster, found.association_id)
+            return dataclasses.replace(found, role_arn=role_arn)
+        why = lookup.why
+    return cluster_members.pod_identity_of_pods(pods, why)
 
 
 # ---- output --------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """The diagnosis of `sgmesh doctor`: from what the cluster and AWS hold, the findings and the fix.
 
-`doctor` reads (Nodes and their instances, ENIs, SG rules, node roles, CoreDNS pods, the
-aws-node ServiceAccount, installed meshes) into an `Inventory`; `diagnose` turns it into
-findings — node groups that cannot reach CoreDNS on udp/53 and tcp/53, node groups whose SGs do
-not admit each other's pod traffic, node roles without the CNI policy, SGs close to their
-rules quota — each with its evidence, the fix, and whether an installed mesh will make that fix
-at its next reconcile. `suggest_mesh` writes the NodeGroupMesh that would fix what was found.
+`doctor` reads (Nodes and their instances, ENIs, SG rules, node roles, CoreDNS pods, aws-node's
+own credentials — IRSA or EKS Pod Identity — installed meshes) into an `Inventory`; `diagnose`
+turns it into findings — node groups that cannot reach CoreDNS on udp/53 and tcp/53, node
+groups whose SGs do not admit each other's pod traffic, node roles (or aws-node's own role)
+without the CNI policy, SGs close to their rules quota — each with its evidence, the fix, and
+whether an installed mesh will make that fix at its next reconcile. `suggest_mesh` writes the
+NodeGroupMesh that would fix what was found.
 
 Pure: values in, values out; no AWS or Kubernetes library, no I/O. It never guesses: a node
 whose instance could not be read is reported as such, never as reachable or unreachable.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sgmesh.api import models
-from sgmesh.engine import ingress, reachability
+from sgmesh.engine import cluster_members, ingress, reachability
 from sgmesh.engine.ingress import IngressRule
 from sgmesh.engine.reachability import Endpoint, Flow
 
@@ -118,7 +119,8 @@ class Inventory:
     rules: tuple[IngressRule, ...] = ()
     prefix_lists: Mapping[str, ingress.PrefixList] = field(default_factory=dict)
     role_policies: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    aws_node_role_arn: str | None = None
+    # IRSA or EKS Pod Identity: the node roles then need no CNI policy, that role does.
+    aws_node_credentials: cluster_members.AwsNodeCredentials | None = None
     meshes: tuple[models.NodeGroupMesh, ...] = ()
     asg_tags: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     rules_per_security_group: int = 60
@@ -191,7 +193,7 @@ class Report:
     dns: Mapping[str, Status]  # client group → can it reach every CoreDNS pod
     matrix: Mapping[str, Mapping[str, Status]]  # from group → to group → pod traffic
     findings: tuple[Finding, ...]
-    aws_node_role_arn: str | None = None
+    aws_node_credentials: cluster_members.AwsNodeCredentials | None = None
 
     @property
     def healthy(self) -> bool:
@@ -557,30 +559,45 @@ def _role_evidence(inventory: Inventory, role: str) -> str:
     return f"role {role} has: {', '.join(policies) or 'no managed policy'}"
 
 
+def _own_role_findings(
+    inventory: Inventory, credentials: cluster_members.AwsNodeCredentials
+) -> list[Finding]:
+    """aws-node's own role (IRSA, EKS Pod Identity) is the one that needs the CNI policy."""
+    if credentials.role_arn is None:
+        return []  # Pod Identity as its pods show it: the role is not named, nothing to check
+    role = _role_name_of(credentials.role_arn)
+    if grants_cni_permissions(inventory.role_policies.get(role, frozenset())):
+        return []
+    if credentials.kind is cluster_members.CredentialKind.IRSA:
+        how, shown, kind = (
+            "IRSA",
+            "ServiceAccount kube-system/aws-node: eks.amazonaws.com/role-arn = "
+            f"{credentials.role_arn}",
+            "an IRSA role",
+        )
+    else:
+        how, shown, kind = (
+            "EKS Pod Identity",
+            f"EKS Pod Identity: {credentials.evidence}, role {credentials.role_arn}",
+            "a Pod Identity role",
+        )
+    return [
+        Finding(
+            Check.CNI_POLICY,
+            "aws-node",
+            f"aws-node uses {how} role {role}, which lacks AmazonEKS_CNI_Policy: ipamd "
+            "cannot start (`Timed out waiting for IPAM daemon`)",
+            (shown, _role_evidence(inventory, role)),
+            f"aws iam attach-role-policy --role-name {role} --policy-arn "
+            f"arn:{models.partition_of(inventory.region)}:iam::aws:policy/AmazonEKS_CNI_Policy",
+            coverage=MeshCoverage(None, f"a mesh attaches the policy to node roles, not to {kind}"),
+        )
+    ]
+
+
 def _cni_findings(inventory: Inventory, groups: Sequence[NodeGroup]) -> list[Finding]:
-    if inventory.aws_node_role_arn:
-        role = _role_name_of(inventory.aws_node_role_arn)
-        policies = inventory.role_policies.get(role, frozenset())
-        if grants_cni_permissions(policies):
-            return []
-        return [
-            Finding(
-                Check.CNI_POLICY,
-                "aws-node",
-                f"aws-node uses IRSA role {role}, which lacks AmazonEKS_CNI_Policy: ipamd "
-                "cannot start (`Timed out waiting for IPAM daemon`)",
-                (
-                    f"ServiceAccount kube-system/aws-node: eks.amazonaws.com/role-arn = "
-                    f"{inventory.aws_node_role_arn}",
-                    _role_evidence(inventory, role),
-                ),
-                f"aws iam attach-role-policy --role-name {role} --policy-arn "
-                f"arn:{models.partition_of(inventory.region)}:iam::aws:policy/AmazonEKS_CNI_Policy",
-                coverage=MeshCoverage(
-                    None, "a mesh attaches the policy to node roles, not to an IRSA role"
-                ),
-            )
-        ]
+    if inventory.aws_node_credentials is not None:
+        return _own_role_findings(inventory, inventory.aws_node_credentials)
     findings = []
     policy = f"arn:{models.partition_of(inventory.region)}:iam::aws:policy/AmazonEKS_CNI_Policy"
     for group in groups:
@@ -604,7 +621,8 @@ def _cni_findings(inventory: Inventory, groups: Sequence[NodeGroup]) -> list[Fin
                     "(`Timed out waiting for IPAM daemon`)",
                     (
                         *(_role_evidence(inventory, role) for role in lacking),
-                        "ServiceAccount kube-system/aws-node has no eks.amazonaws.com/role-arn",
+                        "ServiceAccount kube-system/aws-node has no eks.amazonaws.com/role-arn, "
+                        "and aws-node gets no credentials from EKS Pod Identity",
                     ),
                     "; ".join(
                         f"aws iam attach-role-policy --role-name {role} --policy-arn {policy}"
@@ -625,7 +643,8 @@ def _cni_findings(inventory: Inventory, groups: Sequence[NodeGroup]) -> list[Fin
                         for name in without_profile
                     ),
                     "launch the nodes with an instance profile whose role has "
-                    "AmazonEKS_CNI_Policy, or give aws-node an IRSA role",
+                    "AmazonEKS_CNI_Policy, or give aws-node an IRSA role or an EKS Pod Identity "
+                    "association",
                     coverage=MeshCoverage(None, "a mesh cannot give an instance a profile"),
                 )
             )
@@ -701,7 +720,7 @@ def diagnose(inventory: Inventory) -> Report:
         dns=dns,
         matrix=matrix,
         findings=tuple(findings),
-        aws_node_role_arn=inventory.aws_node_role_arn,
+        aws_node_credentials=inventory.aws_node_credentials,
     )
 
 
@@ -720,8 +739,9 @@ def suggest_mesh(report: Report, name: str = SUGGESTED_MESH_NAME) -> dict[str, A
     }
     if extra:
         spec["extraSecurityGroupIds"] = extra
-    # With IRSA the node roles need no CNI policy; the IRSA role is not the mesh's to change.
-    spec["cniPolicy"] = {"attach": report.aws_node_role_arn is None}
+    # With IRSA or Pod Identity the node roles need no CNI policy; aws-node's own role is not
+    # the mesh's to change.
+    spec["cniPolicy"] = {"attach": report.aws_node_credentials is None}
     return {
         "apiVersion": f"{models.API_GROUP}/{models.API_VERSION}",
         "kind": models.KIND,

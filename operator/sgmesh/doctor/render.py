@@ -13,6 +13,7 @@ __all__ = ["render_text", "report_json", "suggestion_text"]
 
 
 def report_json(report: diagnosis.Report) -> dict[str, Any]:
+    credentials = report.aws_node_credentials
     return {
         "region": report.region,
         "healthy": report.healthy,
@@ -33,7 +34,14 @@ def report_json(report: diagnosis.Report) -> dict[str, Any]:
             source: {target: status.value for target, status in row.items()}
             for source, row in report.matrix.items()
         },
-        "awsNodeRoleArn": report.aws_node_role_arn,
+        "awsNodeRoleArn": credentials.role_arn if credentials else None,
+        "awsNodeCredentials": None
+        if credentials is None
+        else {
+            "kind": credentials.kind.value,
+            "roleArn": credentials.role_arn,
+            "evidence": credentials.evidence,
+        },
         "findings": [finding.as_dict() for finding in report.findings],
     }
 
@@ -57,6 +65,8 @@ def render_text(report: diagnosis.Report) -> Iterator[str]:
             f"SGs {','.join(group.security_group_ids) or '-'}; "
             f"roles {','.join(group.role_names) or '-'}"
         )
+    if report.aws_node_credentials is not None:
+        yield f"  aws-node gets its credentials from {report.aws_node_credentials.describe()}"
     if groups:
         names = [group.name for group in groups]
         headers = ["from \\ to", "DNS", *names]

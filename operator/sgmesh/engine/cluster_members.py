@@ -12,16 +12,20 @@ turns those objects, as the API server returned them, into members:
 - an ENIConfig: its SGs are `spec.securityGroups`; it has no role. One that lists no SG gives
   pods the node's SGs, which the node's own member brings: it adds nothing.
 
-It also says whether aws-node gets its permissions through IRSA (its ServiceAccount carries
-`eks.amazonaws.com/role-arn`): then the CNI policy belongs on that role, not on node roles.
+It also says whether aws-node (the VPC CNI) gets credentials of its own instead of the node
+role's: through IRSA (its ServiceAccount carries `eks.amazonaws.com/role-arn`) or through EKS
+Pod Identity (an association for kube-system/aws-node, or, when EKS cannot tell, pods whose
+`aws-node` container carries the credentials variables the Pod Identity webhook injects). Then
+the CNI policy belongs on that role, not on node roles.
 
 Pure: the objects come from `sgmesh.kube.sources` (or a test) as plain mappings; no I/O.
 """
 
 from __future__ import annotations
 
+import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +33,42 @@ from sgmesh.api import models
 from sgmesh.engine import topology
 
 __all__ = [
+    "AWS_NODE_CONTAINER",
+    "AWS_NODE_NAMESPACE",
+    "AWS_NODE_POD_LABELS",
+    "AWS_NODE_SERVICE_ACCOUNT",
     "ENI_CONFIG",
+    "IRSA_ANNOTATION",
     "NODE_CLASS",
     "NO_CLUSTER_MEMBERS",
+    "POD_IDENTITY_VARIABLES",
+    "AssociationLookup",
+    "AwsNodeCredentials",
     "ClusterMember",
     "ClusterMembers",
     "ClusterObjects",
+    "CredentialKind",
     "Listing",
     "SourceKind",
     "attaches_cni",
+    "irsa",
     "member",
+    "pod_identity_of_pods",
     "resolve",
 ]
+
+AWS_NODE_NAMESPACE = "kube-system"
+AWS_NODE_SERVICE_ACCOUNT = "aws-node"
+IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+# The VPC CNI's DaemonSet labels its pods so; ipamd runs in their container `aws-node`.
+AWS_NODE_POD_LABELS = "k8s-app=aws-node"
+AWS_NODE_CONTAINER = "aws-node"
+# What the EKS Pod Identity webhook injects into the containers of a pod whose ServiceAccount
+# has an association: the SDKs then take their credentials from the Pod Identity agent.
+POD_IDENTITY_VARIABLES = (
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+)
 
 
 @dataclass(frozen=True)
@@ -90,14 +118,53 @@ class Listing:
     objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
+class CredentialKind(enum.StrEnum):
+    IRSA = "IRSA"
+    POD_IDENTITY = "PodIdentity"
+
+
+@dataclass(frozen=True)
+class AwsNodeCredentials:
+    """aws-node's own credentials, instead of the node role's: the CNI policy belongs on
+    `role_arn` (None when what showed them does not name it), not on node roles. `evidence`
+    says what showed them, for a person to check."""
+
+    kind: CredentialKind
+    role_arn: str | None
+    evidence: str
+    # A Pod Identity association's, when EKS named it (its role is then one more read away).
+    association_id: str | None = None
+
+    def describe(self) -> str:
+        if self.kind is CredentialKind.IRSA:
+            return f"IRSA ({self.evidence})"
+        return f"EKS Pod Identity ({self.evidence})"
+
+
+@dataclass(frozen=True)
+class AssociationLookup:
+    """What EKS answered when asked for a Pod Identity association of kube-system/aws-node.
+
+    `answered` False: EKS cannot tell (the question was denied, EKS knows no cluster of that
+    name, the endpoint does not serve Pod Identity), and aws-node's pods decide; `why` says
+    which. Answered, `credentials` is the association found, or None: there is none, and
+    the pods are not asked (without an association the webhook injects nothing).
+    """
+
+    answered: bool
+    credentials: AwsNodeCredentials | None = None
+    why: str = ""
+
+
 @dataclass(frozen=True)
 class ClusterObjects:
     """What was read from the cluster for one mesh. A listing is None when the spec does not
-    use its kind (it was not read)."""
+    use its kind (it was not read); `aws_node_credentials` is None when aws-node has none of
+    its own, or when the mesh does not attach the CNI policy (they were not read)."""
 
     node_classes: Listing | None = None
     eni_configs: Listing | None = None
-    aws_node_role_arn: str | None = None
+    aws_node_credentials: AwsNodeCredentials | None = None
 
 
 @dataclass(frozen=True)
@@ -122,8 +189,9 @@ class ClusterMember:
 class ClusterMembers:
     members: tuple[ClusterMember, ...] = ()
     problems: tuple[topology.Problem, ...] = ()
-    # aws-node's IRSA role: when set, the CNI policy is not put on node roles.
-    aws_node_role_arn: str | None = None
+    # aws-node's own credentials (IRSA, EKS Pod Identity): when set, the CNI policy is not put
+    # on node roles.
+    aws_node_credentials: AwsNodeCredentials | None = None
 
 
 # A mesh with no Kubernetes source, and a cluster that says nothing.
@@ -132,8 +200,64 @@ NO_CLUSTER_MEMBERS = ClusterMembers()
 
 def attaches_cni(spec: models.NodeGroupMeshSpec, cluster: ClusterMembers) -> bool:
     """Whether the mesh puts the CNI policy on member node roles: as `cniPolicy.attach` says,
-    unless aws-node uses IRSA (the policy then belongs on its IRSA role)."""
-    return spec.cni_policy.attach and cluster.aws_node_role_arn is None
+    unless aws-node has credentials of its own, IRSA or EKS Pod Identity (the policy then
+    belongs on that role)."""
+    return spec.cni_policy.attach and cluster.aws_node_credentials is None
+
+
+def irsa(annotations: Mapping[str, str] | None) -> AwsNodeCredentials | None:
+    """aws-node's IRSA role, from the annotations of its ServiceAccount."""
+    role_arn = (annotations or {}).get(IRSA_ANNOTATION)
+    if not role_arn:
+        return None
+    return AwsNodeCredentials(
+        CredentialKind.IRSA,
+        str(role_arn),
+        f"ServiceAccount {AWS_NODE_NAMESPACE}/{AWS_NODE_SERVICE_ACCOUNT} has "
+        f"{IRSA_ANNOTATION} {role_arn}",
+    )
+
+
+def pod_identity_of_pods(
+    pods: Sequence[Mapping[str, Any]], why_not_eks: str = ""
+) -> AwsNodeCredentials | None:
+    """EKS Pod Identity, as aws-node's pods (as the API server returned them) show it: when
+    every one of them has an `aws-node` container carrying the webhook's variables.
+
+    Every pod, not some: a pod without them takes the node role's credentials, and taking
+    Pod Identity for the whole DaemonSet would release the CNI policy from node roles it still
+    needs. No pod shows nothing. `why_not_eks`: why EKS was not the one to say, for the
+    evidence.
+    """
+    if not pods:
+        return None
+    names = []
+    for pod in pods:
+        containers = (pod.get("spec") or {}).get("containers") or []
+        container = next(
+            (
+                c
+                for c in containers
+                if isinstance(c, Mapping) and c.get("name") == AWS_NODE_CONTAINER
+            ),
+            None,
+        )
+        if container is None:
+            return None
+        variables = {
+            entry.get("name") for entry in container.get("env") or [] if isinstance(entry, Mapping)
+        }
+        if not set(POD_IDENTITY_VARIABLES) <= variables:
+            return None
+        names.append(str((pod.get("metadata") or {}).get("name", "?")))
+    shown = ", ".join(sorted(names)[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    evidence = (
+        f"the {AWS_NODE_CONTAINER} container of every aws-node pod ({shown}) carries "
+        f"{' and '.join(POD_IDENTITY_VARIABLES)}, injected by the Pod Identity webhook"
+    )
+    if why_not_eks:
+        evidence += f" (EKS could not tell: {why_not_eks})"
+    return AwsNodeCredentials(CredentialKind.POD_IDENTITY, None, evidence)
 
 
 def resolve(spec: models.NodeGroupMeshSpec, objects: ClusterObjects) -> ClusterMembers:
@@ -150,7 +274,7 @@ def resolve(spec: models.NodeGroupMeshSpec, objects: ClusterObjects) -> ClusterM
         )
         members.extend(_eni_config(name, body) for name, body in found)
         problems.extend(missing)
-    return ClusterMembers(tuple(members), tuple(problems), objects.aws_node_role_arn)
+    return ClusterMembers(tuple(members), tuple(problems), objects.aws_node_credentials)
 
 
 def _select(

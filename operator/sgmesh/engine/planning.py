@@ -31,9 +31,11 @@ from sgmesh.engine.topology import Problem, ProblemKind
 
 __all__ = [
     "DEFAULT_RULES_PER_SECURITY_GROUP",
+    "NO_BOUNDARY",
     "Action",
     "AttachPolicy",
     "Authorize",
+    "Boundary",
     "DetachPolicy",
     "Intent",
     "Plan",
@@ -72,6 +74,36 @@ class TrafficShape:
 
 
 @dataclass(frozen=True)
+class Boundary:
+    """Where a mesh may act: the SGs of the cluster's VPC (`vpc_id`) and, with the operator's
+    `--member-tag`, only those carrying that tag (`member_tag`: key, and value or None for any).
+
+    `vpc_id` None is no bound at all: the library's default for tests of the pipeline alone;
+    the operator and the CLI always give the cluster's VPC, and refuse to act without one."""
+
+    vpc_id: str | None = None
+    member_tag: tuple[str, str | None] | None = None
+
+    def outside(self, group_vpc: str) -> bool:
+        return self.vpc_id is not None and group_vpc != self.vpc_id
+
+    def allows(self, tags: Mapping[str, str]) -> bool:
+        if self.member_tag is None:
+            return True
+        key, value = self.member_tag
+        return key in tags and (value is None or tags[key] == value)
+
+    def describe_tag(self) -> str:
+        if self.member_tag is None:
+            return ""
+        key, value = self.member_tag
+        return key if value is None else f"{key}={value}"
+
+
+NO_BOUNDARY = Boundary()
+
+
+@dataclass(frozen=True)
 class Intent:
     """What one mesh wants, independent of what AWS holds: its spec read once, with what the
     cluster said and the settings, at the pipeline's entry. Discovery reads its members from
@@ -87,6 +119,7 @@ class Intent:
     rules_per_security_group: int = DEFAULT_RULES_PER_SECURITY_GROUP
     spec: models.NodeGroupMeshSpec | None = None
     cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS
+    boundary: Boundary = NO_BOUNDARY
 
     @classmethod
     def from_spec(
@@ -96,6 +129,8 @@ class Intent:
         region: str,
         rules_per_security_group: int = DEFAULT_RULES_PER_SECURITY_GROUP,
         cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS,
+        *,
+        boundary: Boundary = NO_BOUNDARY,
     ) -> Intent:
         """`cluster`: the members the spec's Kubernetes sources name, and whether aws-node has
         its own role (the CNI policy then stays off node roles whatever `cniPolicy.attach`)."""
@@ -109,6 +144,7 @@ class Intent:
             rules_per_security_group=rules_per_security_group,
             spec=spec,
             cluster=cluster,
+            boundary=boundary,
         )
 
 

@@ -33,13 +33,22 @@ class MemberKind(enum.StrEnum):
 @dataclass(frozen=True)
 class Member:
     """A member of the mesh with what it resolved to: an ASG, a security group listed or
-    selected in the spec, an EC2NodeClass or an ENIConfig (`kind`)."""
+    selected in the spec, an EC2NodeClass or an ENIConfig (`kind`).
+
+    `security_group_ids` are every SG the member's nodes have: those its launch data (or node
+    class, ENIConfig) names and those its running instances still carry. `draining` are the
+    latter that the launch data no longer names (a rollout in progress), each with the number
+    of running instances that carry it: they are member SGs like the others, until no running
+    instance carries them any more."""
 
     name: str
     security_group_ids: tuple[str, ...]
     role_names: tuple[str, ...] = ()
     vpc_id: str | None = None
     kind: MemberKind = MemberKind.AUTO_SCALING_GROUP
+    # Compared, but left out of the hash: a mapping has none, and equal members still hash
+    # alike.
+    draining: Mapping[str, int] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,10 @@ class ProblemKind(enum.StrEnum):
     UNRESOLVED = "MemberUnresolved"
     QUOTA_EXCEEDED = "QuotaExceeded"
     VPC_MISMATCH = "VpcMismatch"
+    # A member SG outside the cluster's VPC: nothing is written to or about it.
+    MEMBER_OUTSIDE_CLUSTER = "MemberOutsideCluster"
+    # A member SG without the tag the operator's --member-tag requires.
+    MEMBER_NOT_ALLOWED = "MemberNotAllowed"
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""doctor's reads of the cluster: Nodes, CoreDNS pods, the aws-node ServiceAccount and, when
-the CRD is installed, NodeGroupMeshes. Read-only; deploy/doctor-rbac.yaml grants exactly these.
+"""doctor's reads of the cluster: Nodes, CoreDNS pods, the aws-node ServiceAccount and pods
+(whether aws-node has credentials of its own) and, when the CRD is installed, NodeGroupMeshes.
+Read-only; deploy/doctor-rbac.yaml grants exactly these.
 
 A failed read is never "nothing there": it raises `ReadError` naming the read and the RBAC to
 grant, except the answers that positively say "absent" (a 404 for the aws-node ServiceAccount
@@ -16,6 +17,7 @@ import kubernetes
 import urllib3
 
 from sgmesh.api import models
+from sgmesh.engine import cluster_members
 from sgmesh.kube import sources
 
 __all__ = ["DnsPod", "KubeNode", "ReadError", "Reader"]
@@ -59,6 +61,7 @@ class Reader:
             client = sources.connect()
         except sources.ClusterReadError as error:
             raise ReadError(f"Kubernetes: {error}") from None
+        self._client = client
         self._core = kubernetes.client.CoreV1Api(client)
         self._custom = kubernetes.client.CustomObjectsApi(client)
         self._server = client.configuration.host
@@ -109,17 +112,30 @@ class Reader:
             pods.append(DnsPod(pod.metadata.name, node, pod_ip or None))
         return sorted(pods, key=lambda pod: pod.name)
 
-    def aws_node_role_arn(self) -> str | None:
+    def aws_node_irsa(self) -> cluster_members.AwsNodeCredentials | None:
+        """aws-node's IRSA role, from its ServiceAccount (absent: no IRSA)."""
         account = self._call(
             self._core.read_namespaced_service_account,
             sources.AWS_NODE_SERVICE_ACCOUNT,
             sources.AWS_NODE_NAMESPACE,
             absent_ok=True,
         )
-        if account is None:
+        if account is None or account.metadata is None:
             return None
-        role: str | None = (account.metadata.annotations or {}).get(sources.IRSA_ANNOTATION)
-        return role or None
+        return cluster_members.irsa(account.metadata.annotations)
+
+    def aws_node_pods(self) -> list[dict[str, Any]]:
+        """aws-node's pods as the API server returns them (their containers' variables show
+        EKS Pod Identity)."""
+        answer = self._call(
+            self._core.list_namespaced_pod,
+            sources.AWS_NODE_NAMESPACE,
+            label_selector=cluster_members.AWS_NODE_POD_LABELS,
+        )
+        return [
+            self._client.sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+            for pod in answer.items
+        ]
 
     def meshes(self) -> list[dict[str, Any]]:
         answer = self._call(

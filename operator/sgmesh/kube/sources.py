@@ -1,11 +1,14 @@
 """Read a mesh's Kubernetes member sources from the API server: EC2NodeClasses, ENIConfigs,
-and whether aws-node uses IRSA (see `sgmesh.engine.cluster_members` for what they mean).
+and whether aws-node has credentials of its own, IRSA or EKS Pod Identity (see
+`sgmesh.engine.cluster_members` for what they mean).
 
-Only what a spec uses is read: a mesh of ASGs alone needs no cluster. A kind the API server
-does not serve (404 on its collection: the CRD, at that version, is not installed) is read as
-"not installed"; the aws-node ServiceAccount answering 404 means no IRSA. Every other failure
-(RBAC, a timeout, the API server down) raises `ClusterReadError`, naming what was read: it is
-never taken as "nothing there".
+Only what a spec uses is read. A kind the API server does not serve (404 on its collection:
+the CRD, at that version, is not installed) is read as "not installed"; the aws-node
+ServiceAccount answering 404 means no IRSA. Every other failure (RBAC, a timeout, the API server
+down) raises `ClusterReadError`, naming what was read: it is never taken as "nothing there".
+
+EKS is not spoken here: the caller passes how to ask it for aws-node's Pod Identity
+association (`sgmesh.aws.pod_identity`), and its AWS errors pass through unchanged.
 """
 
 from __future__ import annotations
@@ -28,17 +31,23 @@ __all__ = [
     "AWS_NODE_SERVICE_ACCOUNT",
     "IRSA_ANNOTATION",
     "READ_FAILED",
-    "AwsNodeRole",
+    "AssociationReader",
+    "AwsNodeCredentialsCache",
     "ClusterReadError",
     "connect",
+    "list_aws_node_pods",
     "list_objects",
     "read",
-    "read_aws_node_role",
+    "read_aws_node_credentials",
+    "read_irsa",
 ]
 
-AWS_NODE_NAMESPACE = "kube-system"
-AWS_NODE_SERVICE_ACCOUNT = "aws-node"
-IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
+AWS_NODE_NAMESPACE = cluster_members.AWS_NODE_NAMESPACE
+AWS_NODE_SERVICE_ACCOUNT = cluster_members.AWS_NODE_SERVICE_ACCOUNT
+IRSA_ANNOTATION = cluster_members.IRSA_ANNOTATION
+# How to ask EKS for aws-node's Pod Identity association (`sgmesh.aws.pod_identity`).
+AssociationReader = Callable[[], cluster_members.AssociationLookup]
+AwsNodeCredentials = cluster_members.AwsNodeCredentials
 REQUEST_TIMEOUT_SECONDS = 10
 TOO_MANY_REQUESTS_ATTEMPTS = 4
 MAX_RETRY_AFTER_SECONDS = 2.0
@@ -69,22 +78,27 @@ def connect() -> kubernetes.client.ApiClient:
 def read(
     spec: models.NodeGroupMeshSpec,
     api: kubernetes.client.ApiClient | None = None,
-    aws_node_role: Callable[[], str | None] | None = None,
+    aws_node_credentials: Callable[[], AwsNodeCredentials | None] | None = None,
 ) -> cluster_members.ClusterObjects:
     """What the spec's sources need from the cluster.
 
-    `aws_node_role`: how to learn aws-node's IRSA role (the operator passes a cached
-    `AwsNodeRole`); by default it is read here when the mesh attaches the CNI policy.
+    `aws_node_credentials`: how to learn aws-node's own credentials (the operator passes a
+    cached `AwsNodeCredentialsCache`, the CLI what it read once); by default they are read
+    here, without asking EKS, when the mesh attaches the CNI policy.
     """
     node_classes = eni_configs = None
     if spec.karpenter is not None:
         node_classes = list_objects(cluster_members.NODE_CLASS, api)
     if spec.custom_networking is not None:
         eni_configs = list_objects(cluster_members.ENI_CONFIG, api)
-    role_arn = None
+    credentials = None
     if spec.cni_policy.attach:
-        role_arn = aws_node_role() if aws_node_role is not None else read_aws_node_role(api)
-    return cluster_members.ClusterObjects(node_classes, eni_configs, role_arn)
+        credentials = (
+            aws_node_credentials()
+            if aws_node_credentials is not None
+            else read_aws_node_credentials(api)
+        )
+    return cluster_members.ClusterObjects(node_classes, eni_configs, credentials)
 
 
 def list_objects(
@@ -125,8 +139,8 @@ def list_objects(
     return cluster_members.Listing(installed=True, objects=objects)
 
 
-def read_aws_node_role(api: kubernetes.client.ApiClient | None = None) -> str | None:
-    """aws-node's IRSA role ARN, or None when its ServiceAccount does not exist or names none."""
+def read_irsa(api: kubernetes.client.ApiClient | None = None) -> AwsNodeCredentials | None:
+    """aws-node's IRSA role, or None when its ServiceAccount does not exist or names none."""
     core = kubernetes.client.CoreV1Api(api)
     where = f"serviceaccount {AWS_NODE_NAMESPACE}/{AWS_NODE_SERVICE_ACCOUNT}"
     try:
@@ -146,9 +160,53 @@ def read_aws_node_role(api: kubernetes.client.ApiClient | None = None) -> str | 
         raise ClusterReadError(
             f"reading {where} failed: the API server did not answer ({error})"
         ) from error
-    annotations = (account.metadata.annotations if account.metadata else None) or {}
-    role_arn = annotations.get(IRSA_ANNOTATION)
-    return str(role_arn) if role_arn else None
+    return cluster_members.irsa(account.metadata.annotations if account.metadata else None)
+
+
+def list_aws_node_pods(api: kubernetes.client.ApiClient | None = None) -> list[dict[str, Any]]:
+    """aws-node's pods (the VPC CNI's DaemonSet) as the API server returns them."""
+    core = kubernetes.client.CoreV1Api(api)
+    where = f"pods {cluster_members.AWS_NODE_POD_LABELS} in {AWS_NODE_NAMESPACE}"
+    try:
+        answer = _patiently(
+            partial(
+                core.list_namespaced_pod,
+                AWS_NODE_NAMESPACE,
+                label_selector=cluster_members.AWS_NODE_POD_LABELS,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        )
+    except kubernetes.client.exceptions.ApiException as error:
+        raise ClusterReadError(f"listing {where} failed: {_describe(error)}") from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise ClusterReadError(
+            f"listing {where} failed: the API server did not answer ({error})"
+        ) from error
+    return [core.api_client.sanitize_for_serialization(pod) for pod in answer.items]
+
+
+def read_aws_node_credentials(
+    api: kubernetes.client.ApiClient | None = None,
+    association: AssociationReader | None = None,
+) -> AwsNodeCredentials | None:
+    """aws-node's own credentials, or None when it takes the node role's.
+
+    In the order the AWS SDKs take them: IRSA (its ServiceAccount's annotation) first, as
+    their chains read a web identity before container credentials; then EKS Pod Identity, as
+    `association` (EKS) says; when EKS cannot tell, or there is no `association` to ask, as
+    aws-node's pods show it. An EKS answer of "no association" is final: the pods are not
+    listed.
+    """
+    irsa = read_irsa(api)
+    if irsa is not None:
+        return irsa
+    why = "no EKS cluster to ask"
+    if association is not None:
+        lookup = association()
+        if lookup.answered:
+            return lookup.credentials
+        why = lookup.why
+    return cluster_members.pod_identity_of_pods(list_aws_node_pods(api), why)
 
 
 def _patiently(request: Callable[[], _T]) -> _T:
@@ -178,28 +236,30 @@ def _describe(error: kubernetes.client.exceptions.ApiException) -> str:
     return f"{error.status} {error.reason}"
 
 
-class AwsNodeRole:
-    """aws-node's IRSA role, read at most every `ttl_seconds` and shared by every mesh.
+class AwsNodeCredentialsCache:
+    """aws-node's own credentials, read at most every `ttl_seconds` and shared by every mesh.
 
-    IRSA is set up once per cluster and rarely changes, so a minute of delay is harmless. A
-    failed read keeps the last answer (a setting, not a membership: it never makes a rule go),
-    so meshes keep converging while the API server is away; with no answer yet it raises.
-    Safe to call from every worker thread at once.
+    IRSA and Pod Identity are set up once per cluster and rarely change, so a minute of delay
+    is harmless. A read that fails with one of `failures` keeps the last answer (a setting, not
+    a membership: it never makes a rule go), so meshes keep converging while the API server or
+    EKS is away; with no answer yet it raises. Safe to call from every worker thread at once.
     """
 
     def __init__(
         self,
-        read: Callable[[], str | None] = read_aws_node_role,
+        read: Callable[[], AwsNodeCredentials | None] = read_aws_node_credentials,
         ttl_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        failures: tuple[type[Exception], ...] = (ClusterReadError,),
     ) -> None:
         self._read = read
         self._ttl = ttl_seconds
         self._clock = clock
+        self._failures = failures
         self._lock = threading.Lock()
-        self._known: tuple[float, str | None] | None = None
+        self._known: tuple[float, AwsNodeCredentials | None] | None = None
 
-    def __call__(self) -> str | None:
+    def __call__(self) -> AwsNodeCredentials | None:
         known = self._known
         if known is not None and self._clock() - known[0] < self._ttl:
             return known[1]
@@ -212,14 +272,14 @@ class AwsNodeRole:
             if known is not None and self._clock() - known[0] < self._ttl:
                 return known[1]
             try:
-                role_arn = self._read()
-            except ClusterReadError:
+                credentials = self._read()
+            except self._failures:
                 if known is None:
                     raise
                 # Tried again a period later, not at every reconcile of the outage.
                 self._known = (self._clock(), known[1])
                 return known[1]
-            self._known = (self._clock(), role_arn)
-            return role_arn
+            self._known = (self._clock(), credentials)
+            return credentials
         finally:
             self._lock.release()

@@ -77,13 +77,13 @@ def test_node_classes_and_eni_configs_are_read_with_their_status(
     assert [(p.kind, p.subject) for p in found.problems] == [
         (ProblemKind.EC2_NODE_CLASS_NOT_FOUND, "sources-missing")
     ]
-    assert objects.aws_node_role_arn is None  # not read: the mesh does not attach
+    assert objects.aws_node_credentials is None  # not read: the mesh does not attach
 
 
 def test_irsa_is_read_from_the_aws_node_service_account(kube_cluster: ControlPlane) -> None:
     api = api_for(kube_cluster.kubeconfig)
     kube_cluster.kubectl("delete", "serviceaccount", "aws-node", "-n", "kube-system")
-    assert sources.read_aws_node_role(api) is None  # no ServiceAccount: no IRSA
+    assert sources.read_irsa(api) is None  # no ServiceAccount: no IRSA
 
     role_arn = "arn:aws:iam::123456789012:role/vpc-cni"
     apply(
@@ -99,7 +99,9 @@ def test_irsa_is_read_from_the_aws_node_service_account(kube_cluster: ControlPla
         },
     )
     try:
-        assert sources.read_aws_node_role(api) == role_arn
+        irsa = sources.read_irsa(api)
+        assert irsa is not None
+        assert irsa.role_arn == role_arn
     finally:
         kube_cluster.kubectl("delete", "serviceaccount", "aws-node", "-n", "kube-system")
 
@@ -118,7 +120,7 @@ def test_a_forbidden_read_is_an_error_naming_it_never_none(
     api = api_for(kube_cluster.kubeconfig_for(kube_namespace, "nobody"))
 
     with pytest.raises(sources.ClusterReadError, match=r"kube-system/aws-node.*403"):
-        sources.read_aws_node_role(api)
+        sources.read_irsa(api)
     with pytest.raises(sources.ClusterReadError, match=r"eniconfigs.*403"):
         sources.list_objects(cluster_members.ENI_CONFIG, api)
 

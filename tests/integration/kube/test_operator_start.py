@@ -18,6 +18,9 @@ from devtools.operator_harness import Operator
 
 pytestmark = pytest.mark.kube
 
+# AWS does not answer in these tests: the cluster's VPC is given, so the operator starts.
+UNREACHABLE_CLUSTER_VPC = "vpc-0123456789abcdef0"
+
 
 def test_a_metrics_port_in_use_is_an_error_naming_it(kube_cluster: ControlPlane) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
@@ -27,7 +30,12 @@ def test_a_metrics_port_in_use_is_an_error_naming_it(kube_cluster: ControlPlane)
 
         finished = subprocess.run(
             [sys.executable, "-m", "sgmesh", "run", "--metrics-port", str(port)],
-            env={"KUBECONFIG": str(kube_cluster.kubeconfig), "AWS_REGION": "us-east-1"},
+            env={
+                "KUBECONFIG": str(kube_cluster.kubeconfig),
+                **aws_env("http://127.0.0.1:9"),  # nothing answers: the VPC is given
+                "SGMESH_CLUSTER_NAME": "start-test",
+                "SGMESH_VPC_ID": UNREACHABLE_CLUSTER_VPC,
+            },
             capture_output=True,
             text=True,
             timeout=30,
@@ -43,7 +51,12 @@ def test_a_metrics_port_in_use_is_an_error_naming_it(kube_cluster: ControlPlane)
 def test_the_harness_starts_the_operator_again_when_its_port_was_taken(
     kube_cluster: ControlPlane, tmp_path: Path
 ) -> None:
-    operator = Operator(kube_cluster.kubeconfig, aws_env("http://127.0.0.1:9"), tmp_path / "log")
+    operator = Operator(
+        kube_cluster.kubeconfig,
+        aws_env("http://127.0.0.1:9"),
+        tmp_path / "log",
+        extra_args=("--vpc-id", UNREACHABLE_CLUSTER_VPC),
+    )
     chosen = operator.metrics_port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("0.0.0.0", chosen))
