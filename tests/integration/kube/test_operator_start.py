@@ -1,7 +1,8 @@
-"""`sgmesh run` whose metrics port is taken: a clear error naming the setting and the port, at
-once, instead of an operator that retries its start every minute and serves nothing; and the
-test harness, whose chosen port another process may take before the operator binds it, starts
-the operator again on another."""
+"""`sgmesh run` that cannot start: a metrics port taken is a clear error naming the setting and
+the port, at once, instead of an operator that retries its start every minute and serves
+nothing (and the test harness, whose chosen port another process may take before the operator
+binds it, starts the operator again on another); a cluster whose VPC cannot be known is refused,
+naming both ways to give one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.aws.moto_server import aws_env
+from devtools.aws import moto_server
 from devtools.k8s.controlplane import ControlPlane
 from devtools.operator_harness import Operator
 
@@ -32,7 +33,7 @@ def test_a_metrics_port_in_use_is_an_error_naming_it(kube_cluster: ControlPlane)
             [sys.executable, "-m", "sgmesh", "run", "--metrics-port", str(port)],
             env={
                 "KUBECONFIG": str(kube_cluster.kubeconfig),
-                **aws_env("http://127.0.0.1:9"),  # nothing answers: the VPC is given
+                **moto_server.aws_env("http://127.0.0.1:9"),  # nothing answers: the VPC is given
                 "SGMESH_CLUSTER_NAME": "start-test",
                 "SGMESH_VPC_ID": UNREACHABLE_CLUSTER_VPC,
             },
@@ -53,7 +54,7 @@ def test_the_harness_starts_the_operator_again_when_its_port_was_taken(
 ) -> None:
     operator = Operator(
         kube_cluster.kubeconfig,
-        aws_env("http://127.0.0.1:9"),
+        moto_server.aws_env("http://127.0.0.1:9"),
         tmp_path / "log",
         extra_args=("--vpc-id", UNREACHABLE_CLUSTER_VPC),
     )
@@ -70,3 +71,30 @@ def test_the_harness_starts_the_operator_again_when_its_port_was_taken(
             operator.stop()
 
     assert f"--metrics-port {chosen} " in operator.log_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("environment", "said"),
+    [
+        ({}, "the cluster's name is required"),
+        ({"SGMESH_CLUSTER_NAME": "self-managed"}, "EKS has no cluster named 'self-managed'"),
+    ],
+)
+def test_without_a_cluster_and_its_vpc_the_operator_refuses_to_start_saying_how(
+    kube_cluster: ControlPlane, aws_env: dict[str, str], environment: dict[str, str], said: str
+) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "sgmesh", "run", "--metrics-port", "0"],
+        env={"KUBECONFIG": str(kube_cluster.kubeconfig), **aws_env, **environment},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert finished.returncode in {1, 64}, finished.stderr
+    assert said in finished.stderr
+    assert "SGMESH_CLUSTER_NAME" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    if environment:  # a name EKS does not know: the VPC is the other way
+        assert "--vpc-id (env SGMESH_VPC_ID)" in finished.stderr
