@@ -122,7 +122,7 @@ def crd_manifest() -> dict[str, Any]:
             "names": {
                 "kind": models.KIND,
                 "listKind": f"{models.KIND}List",
-                "plural": "nodegroupmeshes",
+                "plural": models.PLURAL,
                 "singular": "nodegroupmesh",
                 "shortNames": ["ngm"],
                 "categories": ["sgmesh"],

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 FINALIZER = "sgmesh.io/finalizer"
-RESOURCE = (models.API_GROUP, models.API_VERSION, "nodegroupmeshes")
+RESOURCE = (models.API_GROUP, models.API_VERSION, models.PLURAL)
 # Operator clients fail fast and let kopf's backoff retry: a thread is never held for long.
 AWS_ATTEMPTS = 4
 WORKER_THREADS = 32

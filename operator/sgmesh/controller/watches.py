@@ -33,7 +33,7 @@ from sgmesh.engine import cluster_members
 
 __all__ = ["Watching"]
 
-MESHES = (models.API_GROUP, models.API_VERSION, "nodegroupmeshes")
+MESHES = (models.API_GROUP, models.API_VERSION, models.PLURAL)
 SOURCE_KINDS = {
     kind.crd_name: kind for kind in (cluster_members.NODE_CLASS, cluster_members.ENI_CONFIG)
 }

@@ -25,7 +25,7 @@ from sgmesh.engine import ownership
 
 __all__ = ["CRD_NAME", "withdraw_on_delete", "withdraw_with_the_crd"]
 
-CRD_NAME = f"nodegroupmeshes.{models.API_GROUP}"
+CRD_NAME = f"{models.PLURAL}.{models.API_GROUP}"
 
 log = logging.getLogger("sgmesh")
 

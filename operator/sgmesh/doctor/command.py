@@ -247,7 +247,7 @@ def _read_aws(
     role_names = {role for node in nodes for role in node.role_names}
     if credentials is not None:
         # aws-node's own role needs the CNI policy, the node roles do not.
-        role_names = {credentials.role_arn.rpartition("/")[2]} if credentials.role_arn else set()
+        role_names = {models.iam_name(credentials.role_arn)} if credentials.role_arn else set()
     role_policies = inventory.read_role_policies(clients, sorted(role_names))
     asg_names = sorted({node.asg_name for node in nodes if node.asg_name})
     # ASG tags matter only to match a mesh's selectors.

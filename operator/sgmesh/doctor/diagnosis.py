@@ -550,10 +550,6 @@ def _pod_traffic_findings(
 # ---- CNI permissions -----------------------------------------------------------------------
 
 
-def _role_name_of(arn: str) -> str:
-    return arn.rpartition("/")[2]
-
-
 def _role_evidence(inventory: Inventory, role: str) -> str:
     policies = sorted(inventory.role_policies.get(role, frozenset()))
     return f"role {role} has: {', '.join(policies) or 'no managed policy'}"
@@ -565,7 +561,7 @@ def _own_role_findings(
     """aws-node's own role (IRSA, EKS Pod Identity) is the one that needs the CNI policy."""
     if credentials.role_arn is None:
         return []  # Pod Identity as its pods show it: the role is not named, nothing to check
-    role = _role_name_of(credentials.role_arn)
+    role = models.iam_name(credentials.role_arn)
     if grants_cni_permissions(inventory.role_policies.get(role, frozenset())):
         return []
     if credentials.kind is cluster_members.CredentialKind.IRSA:
