@@ -1,12 +1,22 @@
 """The AWS call budget: how many AWS calls one reconcile makes, against the fewest the APIs allow.
 
 For each size N (default 10, 50 and 200 ASGs) the bench builds a world on a moto server of its
-own and converges one mesh twice through the pipeline the operator and the CLI share
-(`reconcile.converge`): a cold apply, which writes every rule and CNI attachment, and a
-steady-state apply, which must find nothing to do. It reports, per apply, the AWS calls by
-operation, how many of them write, the wall time, and the ratio of calls made to the minimum
-the data requires. It never reaches a real AWS account: every client it makes points at the
-moto server it started, and it stops that server when it ends.
+own and converges one mesh through the pipeline the operator and the CLI share
+(`reconcile.converge`), as one operator process would, with one `reconcile.Settings` (and so
+one memory of IAM, `sgmesh.aws.roles.RoleMemory`, on a clock of the bench's) for every apply:
+
+- "cold": a process that just started; it writes every rule and CNI attachment;
+- "after writes": the first resync; the process reads back the roles it wrote to;
+- "steady": a resync as the operator makes them all day long; it must find nothing to do;
+- "IAM refresh": the same once the IAM refresh has passed, when every profile and role is
+  read again (once per refresh, each answer at a time of its own);
+- "steady, attach: false": a second mesh over the same ASGs whose steady apply makes no IAM
+  call.
+
+It reports, per apply, the AWS calls by operation, how many of them write and how many go to
+IAM, the wall time, and the ratio of calls made to the minimum the data requires. It never
+reaches a real AWS account: every client it makes points at the moto server it started, and it
+stops that server when it ends.
 
 The world
 ---------
@@ -55,9 +65,10 @@ The modules
 
 Exit status
 -----------
-0 when the steady apply of the largest world is within the target ratio of calls made to the
-minimum (`report.TARGET_STEADY_RATIO`, on moto and on AWS as projected), 1 when it is OVER, 2
-for a usage error, 3 when the bench could not measure (an apply failed or did not settle).
+0 when the steady applies of every world of at least 50 ASGs (`report.JUDGED_FROM_ASGS`), and
+of the largest world, are within the target ratio of calls made to the minimum
+(`report.TARGET_STEADY_RATIO`, on moto and on AWS as projected), 1 when one is OVER, 2 for a
+usage error, 3 when the bench could not measure (an apply failed or did not settle).
 
 Run from the repository root:
 `python -m bench.call_budget [--sizes 10,50,200] [--template-version VERSION] [--json]`

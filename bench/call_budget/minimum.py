@@ -32,14 +32,24 @@ Computed per operation from what AWS holds before the apply (read with the world
   (b) the rules this mesh owns anywhere (filter `tag:<owner key>` = `owned`): ceil(owned rules
       / 1,000), at least 1. Only this finds rules the mesh left on SGs that are no longer
       members; it cannot share a call with (a), as filters of different names are ANDed.
-- IAM, without any account-wide read of roles and their policies (the operator's policy does
-  not allow GetAccountAuthorizationDetails or ListRoles, see `sgmesh.aws.roles`): one
-  GetInstanceProfile per member instance profile (IAM has no batch read of profiles), and per
-  member role one ListRoleTags (the mesh's record of the attachments it made) and one
-  ListAttachedRolePolicies. Only when nothing is remembered of the mesh (the cold apply of a
-  process that just started) one ListEntitiesForPolicy (`EntityFilter=Role`) per page of
-  1,000 roles the CNI policy is attached to finds roles the mesh tagged that are no longer
-  members; a steady apply needs none.
+- IAM, without any read of the account's roles and their policies
+  (GetAccountAuthorizationDetails, ListRoles: the operator's policy allows neither, see
+  `sgmesh.aws.roles`). What the data requires at every reconcile is which member roles hold
+  the CNI policy, since anybody may detach it at any time: one ListEntitiesForPolicy
+  (`EntityFilter=Role`) per page of 1,000 roles the policy is attached to. Nothing else in IAM
+  changes unless somebody changes it: an instance profile's role, and the tags on a role (the
+  mesh's record of the attachments it made, which is what lets it detach later and never
+  detach what it did not make). Those are read only where the process holds no answer for
+  them (`Facts.profiles_unknown`, `Facts.roles_unknown`): a process that just started (the
+  cold apply), the roles it wrote to (the resync after the writes), every answer older than
+  the IAM refresh (`sgmesh.aws.roles.RoleMemory`): one GetInstanceProfile per such profile
+  (IAM has no batch read of profiles) and one ListRoleTags per such role. A steady resync
+  holds an answer for every one: the listing is all it needs, whatever the number of roles.
+  The same listing sweeps, in a process that remembers nothing of the mesh, for roles the
+  mesh tagged that are no longer members (then the tags of each role holding the policy that
+  is not a member: none in this world). ListAttachedRolePolicies is needed only for a role
+  whose record names a policy the mesh no longer wants on it (a removal may follow): none in
+  this world.
 - GetServiceQuota: the applied rules-per-SG quota, once, when an SG lacks a rule (the cold
   apply); a steady apply needs none.
 - Writes, in a cold apply only: one AuthorizeSecurityGroupIngress per SG that lacks any wanted
@@ -98,12 +108,16 @@ class Facts:
     roles: int  # member roles
     roles_with_policy: int  # member roles with the CNI policy attached
     profiles: int  # member instance profiles
-    remembered: bool  # the process already read this mesh's roles (an operator's resync)
+    remembered: bool  # the process already reconciled this mesh (no sweep)
     attach: bool  # the mesh attaches the CNI policy (else it needs no IAM call)
     groups_lacking_rules: int  # member SGs that miss at least one mesh rule
     roles_lacking_policy: int  # member roles without the CNI policy
     instances: int = 0  # pending or running instances of ASGs in the VPC
     instance_reservations: int = 0  # the reservations they belong to (moto pages by these)
+    # Member instance profiles and roles the process holds no answer for (never read, written
+    # to by the process since, or read longer ago than the IAM refresh).
+    profiles_unknown: int = 0
+    roles_unknown: int = 0
 
 
 # ---- The minimum ---------------------------------------------------------------------------
@@ -157,15 +171,11 @@ def minimum(facts: Facts) -> dict[str, Minimum]:
 
 
 def iam_minimum(facts: Facts) -> dict[str, Minimum]:
-    """IAM read by name (see the module docstring); a mesh with `attach: false` needs none."""
-    sweep = not facts.remembered
+    """IAM as the data requires (see the module docstring); `attach: false` needs none."""
     return {
-        "GetInstanceProfile": Minimum(facts.profiles, facts.profiles),
-        "ListRoleTags": Minimum(facts.roles, facts.roles),
-        "ListAttachedRolePolicies": Minimum(facts.roles, facts.roles),
-        "ListEntitiesForPolicy": Minimum(
-            pages(facts.roles_with_policy, IAM_PAGE) if sweep else 0, 1 if sweep else 0
-        ),
+        "ListEntitiesForPolicy": Minimum(pages(facts.roles_with_policy, IAM_PAGE), 1),
+        "GetInstanceProfile": Minimum(facts.profiles_unknown, facts.profiles_unknown),
+        "ListRoleTags": Minimum(facts.roles_unknown, facts.roles_unknown),
     }
 
 

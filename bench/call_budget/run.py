@@ -6,6 +6,7 @@ docstring says what it measures and why; `python -m bench.call_budget` runs it."
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ from bench.call_budget.minimum import FILTER_VALUES, PAGE_LIMITS, Facts, Measure
 from devtools.aws import moto_server
 from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh.api import models
-from sgmesh.aws import client, instances, reconcile
+from sgmesh.aws import client, instances, reconcile, roles
 from sgmesh.engine import chunking
 
 DEFAULT_SIZES = (10, 50, 200)
@@ -194,12 +195,20 @@ def measure(
     mesh: models.NodeGroupMesh,
     phase: str,
     settings: reconcile.Settings,
+    *,
+    profiles_unknown: int = 0,
+    roles_unknown: int = 0,
 ) -> tuple[Measurement, reconcile.Outcome]:
     """One apply with `settings`, which the operator keeps for its lifetime: what they
-    remember of the mesh's roles from an earlier apply spares the steady apply a sweep."""
+    remember of IAM from earlier applies spares a resync the reads of each role.
+    `profiles_unknown`, `roles_unknown`: the member instance profiles and roles the process
+    holds no answer for, as its history says (see `run_size`)."""
     owner = reconcile.owner_of(mesh, settings)
     remembered = settings.role_memory.recall(owner) is not None
     facts = read_facts(world, bench, owner.tag_key, remembered, mesh.spec.cni_policy.attach)
+    facts = dataclasses.replace(
+        facts, profiles_unknown=profiles_unknown, roles_unknown=roles_unknown
+    )
     clients, page_sizes = counted_clients()
     started, cpu_started = time.perf_counter(), time.process_time()
     outcome = reconcile.converge(clients, mesh, settings)
@@ -236,34 +245,65 @@ def check_settled(outcome: reconcile.Outcome, size: int, phase: str) -> None:
         raise BenchFailure(f"{where}: {len(outcome.topology.members)} members, expected {size}")
 
 
+class BenchClock:
+    """The time of the operator process the bench plays: it moves only when the bench says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def check_steady(measurement: Measurement, outcome: reconcile.Outcome, size: int) -> None:
+    check_settled(outcome, size, measurement.phase)
+    if not outcome.plan.empty or measurement.mutating:
+        actions = "; ".join(action.describe() for action in outcome.plan.actions[:5])
+        raise BenchFailure(
+            f"N={size} {measurement.phase} apply is not empty ({len(outcome.plan.actions)} "
+            f"actions, {measurement.mutating} mutating calls), a bug: {actions}"
+        )
+
+
 def run_size(server: moto_server.MotoServer, size: int, template_version: str) -> list[Measurement]:
     server.reset()
     world = World(client.make_clients())
     bench = build_world(world, size, template_version)
     _progress(f"N={size}: world built in {bench.build_seconds:.1f}s")
     mesh = mesh_document()
-    settings = reconcile.Settings(cluster=CLUSTER)  # one operator process for both applies
+    # One operator process for every apply, with what it keeps of IAM on a clock of its own.
+    clock = BenchClock()
+    settings = reconcile.Settings(cluster=CLUSTER, role_memory=roles.RoleMemory(clock=clock))
 
-    cold, outcome = measure(world, bench, mesh, "cold", settings)
+    # A process that just started holds no answer; every ASG has a profile and role of its own.
+    everything = {"profiles_unknown": size, "roles_unknown": size}
+    cold, outcome = measure(world, bench, mesh, "cold", settings, **everything)
     check_settled(outcome, size, "cold")
     if cold.mutating == 0:
         raise BenchFailure(f"N={size} cold apply wrote nothing: the world was not cold")
     _progress(f"N={size}: cold apply {cold.total} calls in {cold.seconds:.1f}s")
 
+    # The first resync after the writes: the process forgot the roles it wrote to.
+    written = cold.facts.roles_lacking_policy
+    after_writes, outcome = measure(
+        world, bench, mesh, "after writes", settings, roles_unknown=written
+    )
+    check_steady(after_writes, outcome, size)
+    if after_writes.facts.groups_lacking_rules or after_writes.facts.roles_lacking_policy:
+        raise BenchFailure(
+            f"N={size}: after the cold apply {after_writes.facts.groups_lacking_rules} SGs lack "
+            f"rules and {after_writes.facts.roles_lacking_policy} roles lack the CNI policy"
+        )
+
+    # A resync as the operator makes them all day long: nothing changed, everything known.
     steady, outcome = measure(world, bench, mesh, "steady", settings)
-    check_settled(outcome, size, "steady")
-    if not outcome.plan.empty or steady.mutating:
-        actions = "; ".join(action.describe() for action in outcome.plan.actions[:5])
-        raise BenchFailure(
-            f"N={size} steady apply is not empty ({len(outcome.plan.actions)} actions, "
-            f"{steady.mutating} mutating calls), a bug: {actions}"
-        )
-    if steady.facts.groups_lacking_rules or steady.facts.roles_lacking_policy:
-        raise BenchFailure(
-            f"N={size}: after the cold apply {steady.facts.groups_lacking_rules} SGs lack rules "
-            f"and {steady.facts.roles_lacking_policy} roles lack the CNI policy"
-        )
+    check_steady(steady, outcome, size)
     _progress(f"N={size}: steady apply {steady.total} calls in {steady.seconds:.1f}s")
+
+    # Once per IAM refresh every answer has aged out: each profile and role is read again.
+    clock.now += settings.role_memory.refresh_seconds
+    refresh, outcome = measure(world, bench, mesh, "IAM refresh", settings, **everything)
+    check_steady(refresh, outcome, size)
 
     # A second mesh over the same ASGs with `cniPolicy.attach: false` (aws-node on IRSA or Pod
     # Identity): it co-owns the rules in its cold apply; its steady apply must not touch IAM.
@@ -271,10 +311,10 @@ def run_size(server: moto_server.MotoServer, size: int, template_version: str) -
     converged = reconcile.converge(client.make_clients(), unattached, settings)
     check_settled(converged, size, "attach: false cold")
     no_cni, outcome = measure(world, bench, unattached, "steady, attach: false", settings)
-    check_settled(outcome, size, "attach: false steady")
+    check_steady(no_cni, outcome, size)
     if no_cni.iam_calls:
         raise BenchFailure(f"N={size}: attach: false made {no_cni.iam_calls} IAM calls")
-    return [cold, steady, no_cni]
+    return [cold, after_writes, steady, refresh, no_cni]
 
 
 def _progress(message: str) -> None:
@@ -322,7 +362,7 @@ def point_at(server: moto_server.MotoServer) -> None:
 
 
 def exit_status(verdict: report.Verdict | None) -> int:
-    """EXIT_OVER when the steady apply of the largest world is over the target, else
+    """EXIT_OVER when a steady apply the verdict judges is over the target, else
     EXIT_WITHIN: a call budget that only prints "OVER" is one nobody notices breaking."""
     return EXIT_OVER if verdict is not None and verdict.over else EXIT_WITHIN
 

@@ -342,6 +342,108 @@ def test_a_source_crd_installed_later_is_used_without_a_restart(
     )
 
 
+def test_an_eni_config_deleted_under_star_keeps_its_rules_and_says_why(
+    world: World, meshes: Meshes, operator: Operator, cluster: Cluster
+) -> None:
+    managed = world.node_group("eks-managed")
+    pods_sg = world.security_group("pods")
+    eni_config, subnet = cluster.name("az1"), world.main_vpc.subnet_ids[0]
+    cluster.eni_config(eni_config, [pods_sg], subnet)
+    meshes.create(
+        "spread",
+        {
+            "autoScalingGroups": {"names": ["eks-managed"]},
+            "customNetworking": {"eniConfigs": ["*"]},
+            "resyncSeconds": SLOW_RESYNC,
+        },
+    )
+    mesh = meshes.wait_ready("spread", DEADLINE, operator.log_tail)
+    assert members_by_kind(mesh)["ENIConfig"] == {eni_config}
+    joined = {managed.security_group_id, pods_sg}
+    assert owned_pairs(world, joined, "spread") == full_mesh(joined)
+
+    deleted = cluster.kube.kubectl("delete", vpc_cni.RESOURCE, eni_config)
+    assert deleted.returncode == 0, deleted.stderr
+
+    ready = meshes.wait_condition("spread", "False", "ENIConfigNotFound", 15, operator.log_tail)
+    assert eni_config in ready["message"]
+    assert "was a member at the last reconcile" in ready["message"]
+    assert owned_pairs(world, joined, "spread") == full_mesh(joined)
+    # Still listed, so that the reconciles after this one remember it too.
+    assert members_by_kind(meshes.get("spread") or {})["ENIConfig"] == {eni_config}
+
+    cluster.eni_config(eni_config, [pods_sg], subnet)
+    meshes.wait_ready("spread", 15, operator.log_tail)
+    assert owned_pairs(world, joined, "spread") == full_mesh(joined)
+
+
+def test_a_source_crd_being_deleted_holds_the_rules_of_its_members(
+    world: World,
+    meshes: Meshes,
+    operator: Operator,
+    cluster: Cluster,
+    reinstall_crd: Callable[[str], None],
+) -> None:
+    """Karpenter's finalizers on its classes keep their CRD terminating; the VPC CNI's CRD and
+    a finalizer of the test's stand in for them."""
+    managed = world.node_group("eks-managed")
+    pods_sg = world.security_group("pods")
+    eni_config = cluster.name("az1")
+    held = vpc_cni.eniconfig(eni_config, [pods_sg], world.main_vpc.subnet_ids[0])
+    held["metadata"]["finalizers"] = ["sgmesh.io/test-holds-it"]
+    cluster.apply(held, vpc_cni.RESOURCE)
+    meshes.create(
+        "uninstalling",
+        {
+            "autoScalingGroups": {"names": ["eks-managed"]},
+            "customNetworking": {"eniConfigs": ["*"]},
+            "resyncSeconds": SLOW_RESYNC,
+        },
+    )
+    meshes.wait_ready("uninstalling", DEADLINE, operator.log_tail)
+    joined = {managed.security_group_id, pods_sg}
+    assert owned_pairs(world, joined, "uninstalling") == full_mesh(joined)
+    kube = cluster.kube
+
+    deleted = kube.kubectl("delete", "crd", vpc_cni.RESOURCE, "--wait=false")
+    assert deleted.returncode == 0, deleted.stderr
+
+    ready = meshes.wait_condition(
+        "uninstalling", "False", "MemberSourceNotInstalled", 15, operator.log_tail
+    )
+    assert "its CRD is being deleted" in ready["message"]
+    assert owned_pairs(world, joined, "uninstalling") == full_mesh(joined)
+
+    # The finalizer goes: the ENIConfig goes (a nudge), then the CRD.
+    released = kube.kubectl(
+        "patch",
+        vpc_cni.RESOURCE,
+        eni_config,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+    )
+    assert released.returncode == 0, released.stderr
+    gone = kube.kubectl("wait", "--for=delete", f"crd/{vpc_cni.RESOURCE}", "--timeout=60s")
+    assert gone.returncode == 0, gone.stderr
+    # A reconcile seen to run after both: the spec changes (which lets the memory go, not the
+    # hold of a kind the cluster does not serve).
+    generation = meshes.patch_spec("uninstalling", {"resyncSeconds": SLOW_RESYNC + 1})["metadata"][
+        "generation"
+    ]
+    wait_until(
+        lambda: (
+            (meshes.get("uninstalling") or {}).get("status", {}).get("observedGeneration")
+            == generation
+        ),
+        15,
+        "the changed spec is reconciled",
+        operator.log_tail,
+    )
+    assert (meshes.ready("uninstalling") or {}).get("reason") == "MemberSourceNotInstalled"
+    assert owned_pairs(world, joined, "uninstalling") == full_mesh(joined)
+
+
 def test_a_hundred_nodes_joining_at_once_cost_a_few_reconciles(
     world: World, meshes: Meshes, operator: Operator, cluster: Cluster
 ) -> None:

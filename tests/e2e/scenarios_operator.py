@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import boto3
 import pytest
 
 from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
@@ -395,3 +396,113 @@ def test_a_member_sg_of_another_vpc_is_left_alone_and_the_rest_converges(
     assert world.describe_ingress(selected_elsewhere) == []
     for group in groups:
         assert database not in owned_sources(world, group.security_group_id, "airflow")
+
+
+# ---- spec.region changes: the mesh owns something in each region its status lists ----------
+# The cluster's VPC, which bounds every mesh, is the us-east-1 world's main VPC: in eu-west-1 a
+# mesh can never write, and what it owned in us-east-1 is all there is to clean up.
+
+WEST = "eu-west-1"
+
+
+def listed_regions(meshes: Meshes, name: str) -> list[str] | None:
+    return ((meshes.get(name) or {}).get("status") or {}).get("regions")
+
+
+def test_a_mesh_moved_to_where_it_converges_cleans_up_the_region_it_left(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    groups = [world.node_group(name, tags={"team": "data"}) for name in ("eks-a", "eks-b")]
+    meshes.create("data", {"autoScalingGroups": {"selectors": [{"tags": {"team": "data"}}]}})
+    created = meshes.wait_ready("data", DEADLINE, operator.log_tail)
+    assert created["status"]["regions"] == ["us-east-1"]
+    assert full_mesh(world, groups, "data")
+
+    # No ASG of eu-west-1 carries the tag: there the mesh converges with no member, as it
+    # would in its own region once the last tagged ASG went.
+    meshes.patch_spec("data", {"region": WEST})
+
+    wait_until(
+        lambda: listed_regions(meshes, "data") == [WEST],
+        DEADLINE,
+        "only eu-west-1 is listed",
+        operator.log_tail,
+    )
+    for group in groups:
+        assert owned_sources(world, group.security_group_id, "data") == set()
+        # Roles are global: the reconcile in eu-west-1 released the records on the roles it
+        # no longer meshes, and kept their attachments (retainOnRemoval).
+        assert OWNER_KEY.format("data") not in world.role_tags(group.role)
+        assert CNI_POLICY_ARN in world.attached_policy_arns(group.role)
+    events = meshes.wait_events(
+        "data",
+        lambda events: any(e.reason == "RegionCleanedUp" for e in events),
+        "RegionCleanedUp",
+        context=operator.log_tail,
+    )
+    [cleaned] = [e.message for e in events if e.reason == "RegionCleanedUp"]
+    assert "4 rules the mesh owned in us-east-1" in cleaned
+
+    meshes.delete("data")
+    wait_until(lambda: meshes.get("data") is None, DEADLINE, "the mesh is gone", operator.log_tail)
+
+
+def test_a_mesh_moved_where_it_cannot_converge_keeps_its_rules_and_deletion_cleans_both(
+    world: World, meshes: Meshes, operator: Operator, aws_session: boto3.Session
+) -> None:
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", spec("eks-a", "eks-b"))
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+    west = World(client.make_clients(WEST, session=aws_session))
+    elsewhere = west.node_group("west-a")
+
+    # A region set by mistake: its node groups are outside the cluster, the mesh cannot
+    # converge there, so what it serves in us-east-1 stays.
+    meshes.patch_spec("airflow", {"region": WEST, "autoScalingGroups": {"names": ["west-a"]}})
+    meshes.wait_condition("airflow", "False", "MemberOutsideCluster", DEADLINE, operator.log_tail)
+
+    assert listed_regions(meshes, "airflow") == [WEST, "us-east-1"]
+    assert full_mesh(world, groups, "airflow")
+    assert west.describe_ingress(elsewhere.security_group_id) == []
+
+    meshes.delete("airflow")
+
+    wait_until(
+        lambda: meshes.get("airflow") is None, DEADLINE, "the mesh is gone", operator.log_tail
+    )
+    for group in groups:
+        assert owned_sources(world, group.security_group_id, "airflow") == set()
+        assert OWNER_KEY.format("airflow") not in world.role_tags(group.role)
+
+
+def test_a_region_set_by_mistake_then_corrected_is_no_longer_listed(
+    world: World, meshes: Meshes, operator: Operator, aws_session: boto3.Session
+) -> None:
+    west = World(client.make_clients(WEST, session=aws_session))
+    west.node_group("west-a")
+    groups = [world.node_group("eks-a"), world.node_group("eks-b")]
+    meshes.create("airflow", spec("west-a", region=WEST))
+    meshes.wait_condition("airflow", "False", "MemberOutsideCluster", DEADLINE, operator.log_tail)
+    assert listed_regions(meshes, "airflow") == [WEST]
+
+    meshes.patch_spec(
+        "airflow", {"region": "us-east-1", "autoScalingGroups": {"names": ["eks-a", "eks-b"]}}
+    )
+    meshes.wait_ready("airflow", DEADLINE, operator.log_tail)
+
+    assert full_mesh(world, groups, "airflow")
+    wait_until(
+        lambda: listed_regions(meshes, "airflow") == ["us-east-1"],
+        DEADLINE,
+        "only us-east-1 is listed",
+        operator.log_tail,
+    )
+    meshes.wait_events(
+        "airflow",
+        lambda events: any(
+            e.reason == "RegionCleanedUp" and f"owned nothing in {WEST}" in e.message
+            for e in events
+        ),
+        "RegionCleanedUp for eu-west-1",
+        context=operator.log_tail,
+    )

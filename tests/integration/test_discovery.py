@@ -775,17 +775,13 @@ def test_calls_per_discovery_do_not_grow_with_the_number_of_asgs(
         }
     )
     assert [_without_iam(calls) for calls in (*small, *large)] == [expected] * 4
-    # IAM is read by name: one call per instance profile and two per role (tags, policies),
-    # plus, with no memory of what the mesh tagged, one sweep of the CNI policy's roles.
+    # Without memory, IAM is read by name: one call per instance profile and one per role (its
+    # tags), plus one listing of the CNI policy's roles, which says which roles hold it and
+    # sweeps for roles the mesh tagged.
     for calls, roles in ((small, 12), (large, 36)):  # the legacy group shares ng-000's role
         assert [_iam_only(each) for each in calls] == [
             Counter(
-                {
-                    "GetInstanceProfile": roles,
-                    "ListRoleTags": roles,
-                    "ListAttachedRolePolicies": roles,
-                    "ListEntitiesForPolicy": 1,
-                }
+                {"GetInstanceProfile": roles, "ListRoleTags": roles, "ListEntitiesForPolicy": 1}
             )
         ] * 2
 

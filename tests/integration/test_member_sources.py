@@ -11,11 +11,13 @@ import pytest
 from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh.api import models
 from sgmesh.aws import client, reconcile
+from sgmesh.controller import status
 from sgmesh.engine import cluster_members
 from sgmesh.engine.cluster_members import ClusterMember, ClusterMembers
 from sgmesh.engine.topology import MemberKind, ProblemKind
 
 SETTINGS = reconcile.Settings(cluster="test-cluster")
+NODE_CLASS_TAG = "karpenter.k8s.aws/ec2nodeclass"
 OWNER_KEY = "sgmesh.io/test-cluster/mesh"
 
 
@@ -220,6 +222,157 @@ def test_a_source_not_installed_holds_removals(world: World, clients: client.Aws
     assert [p.kind for p in outcome.plan.problems] == [ProblemKind.SOURCE_NOT_INSTALLED]
     assert {a.kind for a in outcome.plan.held} == {"revoke"}
     assert owned_pairs(world, {a, b}) == full_mesh({a, b})  # nothing revoked
+
+
+def last_status(outcome: reconcile.Outcome, generation: int = 1) -> dict[str, Any]:
+    """The members part of the status the operator writes after `outcome`, as the API server
+    holds it."""
+    return {
+        "observedGeneration": generation,
+        "members": [
+            status.member_status(member).model_dump(mode="json", by_alias=True)
+            for member in outcome.topology.members
+        ],
+    }
+
+
+def eni_configs(*bodies: tuple[str, list[str]]) -> cluster_members.ClusterObjects:
+    return cluster_members.ClusterObjects(
+        eni_configs=cluster_members.Listing(
+            installed=True,
+            objects={
+                name: {"metadata": {"name": name}, "spec": {"securityGroups": groups}}
+                for name, groups in bodies
+            },
+        )
+    )
+
+
+@pytest.mark.parametrize("listed", [["az1"], ["*"]], ids=["named", "star"])
+def test_an_eni_config_deleted_holds_removals_and_its_rules_stay(
+    world: World, clients: client.AwsClients, listed: list[str]
+) -> None:
+    asg = world.node_group("eks-a")
+    pods = world.security_group("pods")
+    spread = mesh(autoScalingGroups={"names": ["eks-a"]}, customNetworking={"eniConfigs": listed})
+    meshed = reconcile.converge(
+        clients,
+        spread,
+        SETTINGS,
+        cluster=cluster_members.resolve(spread.spec, eni_configs(("az1", [pods]))),
+    )
+    joined = {asg.security_group_id, pods}
+    assert owned_pairs(world, joined) == full_mesh(joined)
+
+    deleted = cluster_members.resolve(
+        spread.spec, eni_configs(), cluster_members.last_members(last_status(meshed), 1)
+    )
+    outcome = reconcile.converge(clients, spread, SETTINGS, cluster=deleted)
+
+    assert [(p.kind, p.subject) for p in outcome.plan.problems] == [
+        (ProblemKind.ENI_CONFIG_NOT_FOUND, "az1")
+    ]
+    assert not [a for a in outcome.plan.actions if a.kind == "revoke"]
+    assert owned_pairs(world, joined) == full_mesh(joined)  # nothing revoked
+    # Still listed: the next reconcile remembers it too.
+    assert ("az1", (pods,)) in {(m.name, m.security_group_ids) for m in outcome.topology.members}
+
+
+def test_an_eni_config_gone_under_star_is_let_go_when_the_spec_changes(
+    world: World, clients: client.AwsClients
+) -> None:
+    asg = world.node_group("eks-a")
+    pods = world.security_group("pods")
+    spread = mesh(autoScalingGroups={"names": ["eks-a"]}, customNetworking={"eniConfigs": ["*"]})
+    meshed = reconcile.converge(
+        clients,
+        spread,
+        SETTINGS,
+        cluster=cluster_members.resolve(spread.spec, eni_configs(("az1", [pods]))),
+    )
+    held = reconcile.converge(
+        clients,
+        spread,
+        SETTINGS,
+        cluster=cluster_members.resolve(
+            spread.spec, eni_configs(), cluster_members.last_members(last_status(meshed), 1)
+        ),
+    )
+    assert [p.kind for p in held.plan.problems] == [ProblemKind.ENI_CONFIG_NOT_FOUND]
+
+    # A person changed the spec (generation 2): the mesh starts from what the cluster holds.
+    outcome = reconcile.converge(
+        clients,
+        spread,
+        SETTINGS,
+        cluster=cluster_members.resolve(
+            spread.spec, eni_configs(), cluster_members.last_members(last_status(held), 2)
+        ),
+    )
+
+    assert outcome.converged, outcome.plan.problems
+    assert owned_pairs(world, {asg.security_group_id, pods}) == {
+        (asg.security_group_id, asg.security_group_id)
+    }
+
+
+def test_a_node_class_gone_under_star_stays_meshed_while_its_instances_run(
+    world: World, clients: client.AwsClients
+) -> None:
+    asg = world.node_group("eks-a")
+    karpenter_sg = world.security_group("karpenter-nodes")
+    instance = world.instance([karpenter_sg], tags={NODE_CLASS_TAG: "default"})
+    spread = mesh(
+        autoScalingGroups={"names": ["eks-a"]},
+        karpenter={"nodeClasses": ["*"]},
+        cniPolicy={"attach": False},
+    )
+    present = cluster_members.ClusterObjects(
+        node_classes=cluster_members.Listing(
+            installed=True,
+            objects={
+                "default": {
+                    "metadata": {"name": "default"},
+                    "spec": {"role": "KarpenterNodeRole"},
+                    "status": {"securityGroups": [{"id": karpenter_sg}]},
+                }
+            },
+        )
+    )
+    gone = cluster_members.ClusterObjects(node_classes=cluster_members.Listing(installed=True))
+
+    def converge_after(previous: reconcile.Outcome, objects: Any) -> reconcile.Outcome:
+        remembered = cluster_members.last_members(last_status(previous), 1)
+        return reconcile.converge(
+            clients,
+            spread,
+            SETTINGS,
+            cluster=cluster_members.resolve(spread.spec, objects, remembered),
+        )
+
+    meshed = reconcile.converge(
+        clients, spread, SETTINGS, cluster=cluster_members.resolve(spread.spec, present)
+    )
+    joined = {asg.security_group_id, karpenter_sg}
+    assert owned_pairs(world, joined) == full_mesh(joined)
+
+    # Gone while its instance runs: the SG the instance carries stays meshed (draining).
+    running = converge_after(meshed, gone)
+    assert [p.kind for p in running.plan.problems] == [ProblemKind.EC2_NODE_CLASS_NOT_FOUND]
+    [kept] = [m for m in running.topology.members if m.name == "default"]
+    assert kept.draining == {karpenter_sg: 1}
+    assert owned_pairs(world, joined) == full_mesh(joined)
+
+    # Its last instance terminated: it leaves; this reconcile still holds, the next lets go.
+    world.terminate_instances([instance])
+    stopped = converge_after(running, gone)
+    assert "default" not in {m.name for m in stopped.topology.members}
+    assert {a.kind for a in stopped.plan.held} == {"revoke"}
+    assert owned_pairs(world, joined) == full_mesh(joined)
+
+    released = converge_after(stopped, gone)
+    assert released.converged, released.plan.problems
+    assert owned_pairs(world, joined) == full_mesh({asg.security_group_id})
 
 
 # ---- coverage: rules somebody else made that already admit ---------------------------------

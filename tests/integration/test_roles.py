@@ -1,6 +1,6 @@
-"""IAM reads against a moto server: roles read by name, no account-wide listing in steady
-state, no IAM call with `attach: false`, and roles the mesh tagged found again when they
-leave the mesh, when the operator restarts and when the mesh is deleted."""
+"""IAM reads against a moto server: roles read by name, one listing of the CNI policy's roles
+in steady state, no IAM call with `attach: false`, and roles the mesh tagged found again when
+they leave the mesh, when the operator restarts and when the mesh is deleted."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_attach_false_makes_no_iam_call(world: World, clients: client.AwsClients
     assert converge(clients, settings, mesh(["eks-a", "eks-b"], attach=False)) == Counter()
 
 
-def test_steady_state_reads_roles_by_name_and_lists_nothing(
+def test_a_steady_reconcile_reads_only_which_roles_hold_the_policy(
     world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
@@ -73,33 +73,47 @@ def test_steady_state_reads_roles_by_name_and_lists_nothing(
     cold = converge(clients, settings, mesh(["eks-a", "eks-b"]))
     assert world.role_tags("eks-a")[key()] == CNI_POLICY_ARN
 
+    after_the_writes = converge(clients, settings, mesh(["eks-a", "eks-b"]))
     steady = converge(clients, settings, mesh(["eks-a", "eks-b"]))
 
     assert not (cold.keys() & ACCOUNT_WIDE)
-    assert cold[SWEEP] == 1  # nothing remembered yet: the CNI policy's roles are swept once
-    assert steady == Counter(
-        {"GetInstanceProfile": 2, "ListRoleTags": 2, "ListAttachedRolePolicies": 2}
+    # Nothing remembered yet: each profile and role is read, and the CNI policy's roles listed.
+    assert cold == Counter(
+        {
+            "GetInstanceProfile": 2,
+            "ListRoleTags": 2,
+            SWEEP: 1,
+            "TagRole": 2,
+            "AttachRolePolicy": 2,
+        }
     )
+    # The process forgot the roles it wrote to: their tags are read back once.
+    assert after_the_writes == Counter({"ListRoleTags": 2, SWEEP: 1})
+    assert steady == Counter({SWEEP: 1})
 
 
-def test_a_role_that_leaves_is_released_without_a_listing(
+def test_a_role_that_leaves_is_released_without_a_sweep(
     world: World, clients: client.AwsClients
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
     settings = reconcile.Settings(cluster=CLUSTER)
     converge(clients, settings, mesh(["eks-a", "eks-b"]))
+    converge(clients, settings, mesh(["eks-a", "eks-b"]))
 
     shrunk = converge(clients, settings, mesh(["eks-a"]))
 
-    assert not (shrunk.keys() & (ACCOUNT_WIDE | {SWEEP}))
+    assert not (shrunk.keys() & ACCOUNT_WIDE)
+    assert shrunk[SWEEP] == 1  # the mesh's policy only: which member roles hold it
+    # The role that left is read afresh, its attachments too, before it is released.
+    assert shrunk["ListRoleTags"] == shrunk["ListAttachedRolePolicies"] == 1
     assert shrunk["DetachRolePolicy"] == 1
     assert key() not in world.role_tags("eks-b")
     assert CNI_POLICY_ARN not in world.attached_policy_arns("eks-b")
     assert world.role_tags("eks-a")[key()] == CNI_POLICY_ARN
     # Released: read once more (its tag is gone), then forgotten.
-    assert converge(clients, settings, mesh(["eks-a"]))["ListRoleTags"] == 2
     assert converge(clients, settings, mesh(["eks-a"]))["ListRoleTags"] == 1
+    assert converge(clients, settings, mesh(["eks-a"]))["ListRoleTags"] == 0
 
 
 def test_after_a_restart_a_role_that_left_is_found_by_the_sweep(

@@ -17,10 +17,12 @@ from botocore.stub import ANY, Stubber
 from sgmesh.api import models
 from sgmesh.aws import apply, client, errors, reconcile
 from sgmesh.controller import status
-from sgmesh.engine import ownership, planning
+from sgmesh.engine import ingress, ownership, planning
 from sgmesh.engine.ingress import Permission
+from sgmesh.engine.topology import Topology
 
-from .builders import CNI, OWNER
+from . import builders
+from .builders import CNI, OTHER, OWNER
 
 ALL_FROM_A = Permission("sg-a", "-1", -1, -1)
 ALL_FROM_B = Permission("sg-b", "-1", -1, -1)
@@ -336,3 +338,184 @@ def test_a_cni_policy_that_does_not_exist_is_named_by_its_field(
     (failure,) = result.failures
     assert f"spec.cniPolicy.policyArn {policy!r} does not exist" in failure.failure.describe()
     assert failure.failure.kind is errors.ErrorKind.REJECTED
+
+
+def record_then_attach(role: str = "role-a") -> planning.Plan:
+    return planning.Plan(
+        actions=(
+            planning.TagRole(role, CNI, "test"),
+            planning.AttachPolicy(role, CNI, "test"),
+        )
+    )
+
+
+def test_an_attachment_over_the_role_s_policy_quota_takes_its_record_back(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    iam = stubs["iam"]
+    iam.add_response(
+        "tag_role", {}, {"RoleName": "role-a", "Tags": [{"Key": OWNER.tag_key, "Value": CNI}]}
+    )
+    iam.add_client_error(
+        "attach_role_policy",
+        "LimitExceeded",
+        service_message="Cannot exceed quota for PoliciesPerRole: 10",
+        http_status_code=409,
+    )
+    # Only the mesh's own key goes: the record this apply has just written.
+    iam.add_response("untag_role", {}, {"RoleName": "role-a", "TagKeys": [OWNER.tag_key]})
+
+    result = apply.apply(clients, record_then_attach(), OWNER)
+
+    assert result.done == []
+    [failure] = result.failures
+    assert [action.kind for action in failure.actions] == ["tag-role", "attach"]
+    assert failure.failure.kind is errors.ErrorKind.REJECTED
+    described = failure.failure.describe()
+    assert "role role-a already has as many managed policies as IAM allows" in described
+    assert "quota 'Managed policies per role'" in described
+    assert "detach one or raise the quota" in described
+
+
+def test_a_throttled_attachment_takes_its_record_back_too(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    """Every failed attachment drops the record this apply wrote for it, not only the ones a
+    person must act on: a record never claims an attachment that does not exist, and the next
+    reconcile writes both again."""
+    iam = stubs["iam"]
+    iam.add_response("tag_role", {})
+    iam.add_client_error("attach_role_policy", "Throttling", http_status_code=400)
+    iam.add_response("untag_role", {}, {"RoleName": "role-a", "TagKeys": [OWNER.tag_key]})
+
+    result = apply.apply(clients, record_then_attach(), OWNER)
+
+    [failure] = result.failures
+    assert failure.failure.kind is errors.ErrorKind.UNAVAILABLE
+    assert failure.failure.retryable
+    assert [action.kind for action in failure.actions] == ["tag-role", "attach"]
+    assert result.done == []
+
+
+def test_a_failed_attachment_leaves_a_record_this_apply_did_not_write(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    """The role already carried the mesh's record (the planner wrote no TagRole): it was there
+    before this apply, so it stays, and the stubber sees no UntagRole."""
+    stubs["iam"].add_client_error("attach_role_policy", "Throttling", http_status_code=400)
+
+    result = apply.apply(
+        clients, planning.Plan(actions=(planning.AttachPolicy("role-a", CNI, "test"),)), OWNER
+    )
+
+    [failure] = result.failures
+    assert [action.kind for action in failure.actions] == ["attach"]
+
+
+def test_a_record_that_cannot_be_taken_back_is_a_failure_of_its_own(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    iam = stubs["iam"]
+    iam.add_response("tag_role", {})
+    iam.add_client_error("attach_role_policy", "LimitExceeded", http_status_code=409)
+    iam.add_client_error("untag_role", "AccessDenied", http_status_code=403)
+
+    result = apply.apply(clients, record_then_attach(), OWNER)
+
+    attached, untagged = result.failures
+    assert [action.kind for action in attached.actions] == ["attach"]
+    assert "quota 'Managed policies per role'" in attached.failure.describe()
+    assert [action.kind for action in untagged.actions] == ["untag-role"]
+    assert "grant the operator's role iam:UntagRole" in untagged.failure.describe()
+    assert [action.kind for action in result.done] == ["tag-role"]  # the record is still there
+
+
+def mesh_of_two(*extra: ingress.IngressRule) -> Topology:
+    """Members a and b; the mesh owns the 4 rules that join their SGs, plus `extra`."""
+    wanted = [
+        builders.rule(f"sgr-{target}{source}", f"sg-{target}", f"sg-{source}", OWNER)
+        for target in "ab"
+        for source in "ab"
+    ]
+    return builders.world(
+        builders.member("a", "sg-a"), builders.member("b", "sg-b"), rules=[*wanted, *extra]
+    )
+
+
+def test_a_release_that_ends_in_a_revoke_counts_each_rule_once(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    """Three rules from an SG that left the mesh, co-owned with another mesh, are released;
+    the other mesh let go at the same moment, so this mesh revokes them. Each was one owned
+    rule, and none was a desired one: 4/4 present and 4 owned, never 4/4 present and 1 owned."""
+    left = [
+        builders.rule(
+            f"sgr-old-{port}", "sg-a", "sg-old", OWNER, OTHER, protocol="tcp", ports=(port, port)
+        )
+        for port in (1, 2, 3)
+    ]
+    topology = mesh_of_two(*left)
+    plan = planning.plan(topology, builders.intent(attach_cni=False))
+    assert {action.kind for action in plan.actions} == {"untag-rule"}
+    assert (plan.present_rules, plan.owned_rules) == (4, 7)
+    ec2 = stubs["ec2"]
+    ec2.add_response("delete_tags", {})
+    ec2.add_response(
+        "describe_security_group_rules",
+        {
+            "SecurityGroupRules": [
+                dict(
+                    rule_answer("sg-a", "sg-old", r.rule_id),
+                    IpProtocol="tcp",
+                    FromPort=r.from_port,
+                    ToPort=r.to_port,
+                )
+                for r in left
+            ]
+        },
+    )
+    ec2.add_response(
+        "revoke_security_group_ingress",
+        {"Return": True},
+        {"GroupId": "sg-a", "SecurityGroupRuleIds": [r.rule_id for r in left]},
+    )
+
+    result = apply.apply(clients, plan, OWNER)
+
+    assert result.ok, result.failures
+    assert sorted(action.kind for action in result.done) == ["revoke"] * 3 + ["untag-rule"] * 3
+    counted = reconcile.Outcome(OWNER, topology, plan, result).rules()
+    assert counted == models.RuleCounts(desired=4, present=4, owned=4)
+
+
+def test_revoking_an_orphan_this_mesh_made_does_not_count_as_an_owned_rule_gone(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    """An orphan (sgmesh's description, no tag) was never counted as owned."""
+    orphan = ingress.IngressRule.of(
+        "sgr-orphan",
+        "sg-a",
+        Permission("sg-old", "-1", -1, -1),
+        description=OWNER.rule_description,
+    )
+    topology = mesh_of_two(orphan)
+    plan = planning.plan(topology, builders.intent(attach_cni=False))
+    assert [action.kind for action in plan.actions] == ["revoke"]
+    ec2 = stubs["ec2"]
+    ec2.add_response(
+        "describe_security_group_rules",
+        {
+            "SecurityGroupRules": [
+                dict(
+                    rule_answer("sg-a", "sg-old", "sgr-orphan"), Description=OWNER.rule_description
+                )
+            ]
+        },
+    )
+    ec2.add_response("revoke_security_group_ingress", {"Return": True})
+
+    result = apply.apply(clients, plan, OWNER)
+
+    assert result.ok, result.failures
+    counted = reconcile.Outcome(OWNER, topology, plan, result).rules()
+    assert counted == models.RuleCounts(desired=4, present=4, owned=4)

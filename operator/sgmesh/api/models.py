@@ -535,6 +535,12 @@ class NodeGroupMeshStatus(_Model):
         default_factory=list, description="DryRun: what Enforce would do."
     )
     last_sync_time: str | None = None
+    regions: list[str] = Field(
+        default_factory=list,
+        description="Every region where the mesh may own rules: listed before the operator "
+        "writes there, unlisted once the mesh has left the region and everything it owned "
+        "there is cleaned up. Deletion cleans up each of them.",
+    )
 
 
 class _Metadata(BaseModel):

@@ -4,7 +4,10 @@
   AuthorizeSecurityGroupIngress carrying all its new permissions, tagged at creation.
 - Co-owning and releasing rules: one CreateTags / DeleteTags for all rules at once.
 - Per role, in plan order; a role stops at its first failure, so an attachment is never made
-  without its ownership tag and a tag is never dropped before its detachment.
+  without its ownership tag and a tag is never dropped before its detachment. When an
+  attachment fails, whatever the failure (a quota, a denial, throttling), the tag this apply
+  wrote for it just before is taken back: a tag never records an attachment that does not
+  exist, and the next reconcile writes both again. A tag that was there before stays.
 
 A race with another writer (`InvalidPermission.Duplicate`, `...NotFound`) is resolved by
 re-reading the group and retrying with what is still needed. Any other failure is recorded
@@ -94,9 +97,7 @@ def apply(clients: client.AwsClients, plan: planning.Plan, owner: ownership.Owne
     for untag_batch in chunking.chunks(untag_rules, _TAG_BATCH):
         _run(result, clients, untag_batch, partial(_release, clients, untag_batch, owner))
     for actions in role_actions.values():
-        for action in actions:
-            if not _run(result, clients, [action], partial(_role_action, clients, action, owner)):
-                break
+        _run_role(result, clients, actions, owner)
     return result
 
 
@@ -327,6 +328,64 @@ def _vanished(actions: Sequence[planning.Action], operation: str) -> Failure:
     )
 
 
+def _run_role(
+    result: ApplyResult,
+    clients: client.AwsClients,
+    actions: Sequence[planning.Action],
+    owner: ownership.Owner,
+) -> None:
+    """One role's actions in plan order, up to the first failure. The planner puts a TagRole
+    right before the AttachPolicy of the same policy; when that attachment fails, the tag
+    just written goes again (the mesh's own key only) and the failure covers both actions."""
+    written: planning.TagRole | None = None
+    for action in actions:
+        try:
+            _role_action(clients, action, owner)
+        except errors.ERRORS as error:
+            failure = clients.classify(error)
+            if (
+                isinstance(action, planning.AttachPolicy)
+                and written is not None
+                and written.policy_arn == action.policy_arn
+            ):
+                _take_back(result, clients, owner, written=written, attach=action, failure=failure)
+            else:
+                result.failures.append(Failure((action,), failure))
+            return
+        result.done.append(action)
+        written = action if isinstance(action, planning.TagRole) else None
+
+
+def _take_back(
+    result: ApplyResult,
+    clients: client.AwsClients,
+    owner: ownership.Owner,
+    *,
+    written: planning.TagRole,
+    attach: planning.AttachPolicy,
+    failure: errors.AwsFailure,
+) -> None:
+    """Record that `attach` failed, and remove the tag `written` recorded for it. When the
+    tag cannot be removed, that is a failure of its own (after the attachment's, which is the
+    cause) and the tag stays: the next reconcile attaches again, or removes it."""
+    untag = planning.UntagRole(
+        attach.role, attach.policy_arn, f"attaching {attach.policy_arn} failed"
+    )
+    try:
+        _role_action(clients, untag, owner)
+    except errors.ERRORS as error:
+        result.failures.append(Failure((attach,), failure))
+        result.failures.append(Failure((untag,), clients.classify(error)))
+        return
+    result.done.remove(written)
+    result.failures.append(Failure((written, attach), failure))
+
+
+# IAM's answer to an attachment beyond the quota of managed policies per role (10 unless the
+# account raised it). It names no role and no remedy; the message sgmesh shows does.
+_POLICIES_PER_ROLE_EXCEEDED = frozenset({"LimitExceeded"})
+
+
 def _role_action(
     clients: client.AwsClients, action: planning.Action, owner: ownership.Owner
 ) -> None:
@@ -339,6 +398,14 @@ def _role_action(
             try:
                 clients.iam.attach_role_policy(RoleName=action.role, PolicyArn=action.policy_arn)
             except botocore.exceptions.ClientError as error:
+                if errors.answered(error, _POLICIES_PER_ROLE_EXCEEDED):
+                    said = error.response.get("Error", {}).get("Message")
+                    error.response.setdefault("Error", {})["Message"] = (
+                        f"role {action.role} already has as many managed policies as IAM "
+                        "allows (quota 'Managed policies per role', 10 unless raised): detach "
+                        "one or raise the quota" + (f" ({said})" if said else "")
+                    )
+                    raise
                 if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                     raise
                 # Discovery just read the role, so what does not exist is the policy: bad

@@ -48,12 +48,16 @@ def discover(
     ENIConfigs, as `sgmesh.kube.sources` read them) and whether the CNI policy goes on node
     roles, decided once (`planning.Intent.from_spec`).
 
-    `memory`: the roles each mesh tagged, kept across reconciles (see `sgmesh.aws.roles`);
-    without it the roles the mesh's policy is attached to are swept on every call.
+    `memory`: the roles each mesh tagged, and what IAM said of instance profiles and role
+    tags, kept across reconciles (see `sgmesh.aws.roles`): it only ever confirms that a role
+    needs nothing. Without it the roles the mesh's policy is attached to are swept, and every
+    role is read, on every call.
 
     Its reads may be answered from another mesh's discovery of the last seconds when the
     clients share reads (`sgmesh.aws.shared_reads`: never across a write), unless `fresh` asks for
-    AWS as it is now (a reconcile started because something new appeared).
+    AWS as it is now (a reconcile started because something new appeared). `fresh` leaves
+    `memory` as it is: what something new brings (a node group) names a profile or role it
+    does not know, which is read, and which roles hold the CNI policy is read every time.
     """
     with contextlib.nullcontext() if fresh else clients.reads_shared():
         return _discover(clients, intent, memory)
@@ -164,6 +168,7 @@ def _discover(
         role_names=[role for source in cluster.members for role in source.role_names]
         if attach
         else (),
+        intent=intent,
     )
     members, unresolvable = _members(
         launches,
@@ -386,22 +391,32 @@ def discover_owned(
     owner: ownership.Owner,
     memory: roles.RoleMemory | None = None,
     policy_arns: Sequence[str] = (),
+    *,
+    with_roles: bool = True,
 ) -> topology.Topology:
     """What the mesh owns anywhere, for cleanup when the mesh goes: no members, only the rules
     and roles that carry its tag. Roles are swept whatever `memory` holds (the last chance to
-    release them): those of `policy_arns` and of the partition's AmazonEKS_CNI_Policy."""
+    release them): those of `policy_arns` and of the partition's AmazonEKS_CNI_Policy.
+
+    `with_roles` False: the region's rules only, for a region the mesh left while it lives on.
+    IAM is global, so its roles are not the region's: the reconcile in the mesh's current
+    region keeps or releases them."""
     ingress = security_groups.read_owned_rules(clients, owner)
-    mesh_roles = roles.read_mesh_roles(
-        clients,
-        owner,
-        (),
-        _sweep_policy_arns(clients, *policy_arns),
-        memory=memory,
-        sweep=True,
+    mesh_roles = (
+        roles.read_mesh_roles(
+            clients,
+            owner,
+            (),
+            _sweep_policy_arns(clients, *policy_arns),
+            memory=memory,
+            sweep=True,
+        ).roles
+        if with_roles
+        else {}
     )
     return topology.Topology(
         ingress_rules=tuple(ingress[rule_id] for rule_id in sorted(ingress)),
-        roles=mesh_roles.roles,
+        roles=mesh_roles,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from sgmesh.api import models
 from sgmesh.aws import apply as applying
-from sgmesh.aws import client, discovery, roles
+from sgmesh.aws import client, discovery, identity, roles
 from sgmesh.engine import cluster_members, ownership, planning
 from sgmesh.engine.topology import Topology
 
@@ -20,15 +20,20 @@ __all__ = ["Outcome", "Settings", "converge", "withdraw"]
 
 @dataclass(frozen=True)
 class Settings:
-    """What the operator or CLI adds to a spec: who owns, the account's quota, and the roles
-    each mesh tagged, remembered for as long as these settings live (the operator's life, one
-    CLI run) so that a resync reads roles by name instead of sweeping IAM."""
+    """What the operator or CLI adds to a spec: who owns, the account's quota, and what IAM
+    said (the roles each mesh tagged, instance profiles → roles, role tags), remembered for as
+    long as these settings live (the operator's life, one CLI run) so that a resync neither
+    sweeps IAM nor reads each role (`sgmesh.aws.roles`)."""
 
     cluster: str = "default"
     rules_per_security_group: int = planning.DEFAULT_RULES_PER_SECURITY_GROUP
     # Where meshes may act: the cluster's VPC (and tag). The operator and the CLI always give
     # one (`sgmesh.aws.identity`); the default, no bound, is for tests of the pipeline alone.
     boundary: planning.Boundary = planning.NO_BOUNDARY
+    # The cluster's IP family (`identity.ClusterIdentity.ip_family`), for what the status says
+    # of the CNI policy: AmazonEKS_CNI_Policy grants no IPv6 addresses.
+    ip_family: str = identity.IPV4
+    # Only an optimisation: it confirms that a role needs nothing, never decides a write.
     role_memory: roles.RoleMemory = field(default_factory=roles.RoleMemory, compare=False)
 
 
@@ -43,6 +48,8 @@ class Outcome:
     applied: applying.ApplyResult | None
     # What the cluster said (Kubernetes member sources, aws-node's IRSA role).
     cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS
+    # The cluster's IP family, as the settings said (`Settings.ip_family`).
+    ip_family: str = identity.IPV4
 
     @property
     def pending(self) -> tuple[planning.Action, ...]:
@@ -60,12 +67,19 @@ class Outcome:
         return not self.pending and not self.plan.problems and not self.plan.held
 
     def rules(self) -> models.RuleCounts:
-        """Rule counts after the writes that succeeded."""
+        """Rule counts after the writes that succeeded.
+
+        `present` counts desired rules only, and apply never revokes a desired rule (the
+        planner revokes or releases only what the mesh no longer wants), so revokes leave it
+        as it is. `owned` loses each rule this mesh's tag was on at discovery once, however
+        many actions let go of it: a release that ends in a revoke (`apply._release`) is one
+        rule, and an orphan revoked (it had no tag) was never counted."""
         present, owned = self.plan.present_rules, self.plan.owned_rules
         if self.applied is not None:
             # Rules another writer created first exist; they count as owned only when this
             # mesh's tag was added to them (a TagRule among `done`).
             present += len(self.applied.found_existing)
+            let_go: set[str] = set()
             for action in self.applied.done:
                 if isinstance(action, planning.Authorize):
                     present += 1
@@ -73,7 +87,14 @@ class Outcome:
                 elif isinstance(action, planning.TagRule):
                     owned += 1
                 elif isinstance(action, planning.Revoke | planning.UntagRule):
-                    owned -= 1
+                    let_go.add(action.rule_id)
+            owned -= sum(
+                1
+                for rule in self.topology.ingress_rules
+                if rule.rule_id in let_go
+                and rule.permission is not None
+                and self.owner.owns(rule.tags)
+            )
         return models.RuleCounts(desired=self.plan.desired_rules, present=present, owned=owned)
 
 
@@ -110,7 +131,7 @@ def converge(
     applied = applying.apply(clients, plan, owner) if enforce and not plan.empty else None
     if enforce and applied is None:
         applied = applying.ApplyResult()
-    return Outcome(owner, topology, plan, applied, cluster)
+    return Outcome(owner, topology, plan, applied, cluster, ip_family=settings.ip_family)
 
 
 def withdraw(
@@ -121,14 +142,19 @@ def withdraw(
     *,
     policy_arns: tuple[str, ...] = (),
     role_memory: roles.RoleMemory | None = None,
+    with_roles: bool = True,
 ) -> Outcome:
     """Take away every rule and CNI attachment record `owner` holds (mesh deletion).
 
     Needs no spec beyond `retain_cni`, so a mesh whose spec no longer validates is still
     cleaned up. `policy_arns`: the spec's `cniPolicy.policyArn` when it names one, so that the
-    roles it is attached to are searched for the mesh's records too.
+    roles it is attached to are searched for the mesh's records too. `with_roles` False: the
+    rules of the clients' region only (a region the mesh left; roles are global, and stay the
+    business of the reconcile in its current region).
     """
-    topology = discovery.discover_owned(clients, owner, role_memory, policy_arns)
+    topology = discovery.discover_owned(
+        clients, owner, role_memory, policy_arns, with_roles=with_roles
+    )
     intent = planning.Intent(
         owner=owner, traffic=(), attach_cni=False, policy_arn="", retain_cni=retain_cni
     )

@@ -1,18 +1,40 @@
 """IAM reads: the node roles of a mesh's members, and the roles the mesh recorded a CNI
 attachment on, each with its attached policies and tags.
 
-Roles are read by name, never through an account-wide listing of roles and their policies:
-instance profile → role (`GetInstanceProfile`), then per role its tags (`ListRoleTags`) and
-attached managed policies (`ListAttachedRolePolicies`). With `cniPolicy.attach: false` no
-member role is read at all.
+IAM's control plane is global to the account and throttles every tool that uses it, so a
+steady reconcile makes one IAM read, whatever the number of node groups:
+`ListEntitiesForPolicy(EntityFilter=Role)` of the mesh's policy, paged by 1,000, says which
+member roles hold it (and shows a policy detached by hand at the next reconcile). What changes
+only when somebody changes it — instance profile → role, and the tags on a role (the mesh's
+record of the attachments it made) — is kept in the process's `RoleMemory` between
+reconciles, and read again:
+
+- when the launch data names a profile or role that is not remembered;
+- when the process itself writes to a role (TagRole, UntagRole, AttachRolePolicy,
+  DetachRolePolicy through clients a discovery used): it forgets that role when the write is
+  sent and again when it is answered, and a read that overlapped a write is not kept;
+- after the IAM refresh (`RoleMemory.refresh_seconds`, default 10 minutes): each answer is kept
+  for a fixed share of it between a half and the whole, by name, so that the roles read
+  together at a start are not all read again in the same reconcile. A tag removed by hand, or
+  an instance profile that now holds another role, is seen within one refresh.
+
+Memory only ever confirms that nothing needs doing. A member role is taken from memory only
+when `planning.role_actions` finds nothing to do on it as remembered (its tags) and as listed
+now (whether it holds the policy); any other role is read afresh — its tags
+(`ListRoleTags`), and all its attached policies (`ListAttachedRolePolicies`) when it carries
+the mesh's record of a policy the mesh no longer wants on it — and so is the remembered
+instance profile it came from, before the plan is made. So every write, and above all every
+removal (DetachPolicy, UntagRole), is planned from what IAM answered in this reconcile; a
+restart, a second replica or a lost memory read afresh and reach the same decisions. With
+`cniPolicy.attach: false` no member role is read at all.
 
 Roles the mesh tagged but that are no longer members (membership shrank, the mesh's policy
 changed or `attach` turned false, the mesh was deleted) are found in two ways:
 
 - `RoleMemory` keeps, per mesh, its member roles and the roles last seen carrying its tag.
-  The operator holds one for its lifetime; each reconcile reads the remembered roles by name
-  besides the member roles and remembers again what it saw. A role that leaves the mesh is
-  thus read once more, released, and forgotten; in steady state this costs no listing.
+  Each reconcile reads the remembered roles that are no longer members afresh, and remembers
+  again what it saw. A role that leaves the mesh is thus read once more, released, and
+  forgotten; in steady state this costs no listing.
 - When nothing is remembered for a mesh (the operator just started, a one-shot CLI run) and
   on deletion, the roles the policy is attached to are swept once:
   `ListEntitiesForPolicy(EntityFilter=Role)` for the mesh's policy and the partition's
@@ -30,27 +52,72 @@ or instance profile is absent only on a `NoSuchEntity` answer to a request for i
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+import zlib
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import botocore.exceptions
 
 from sgmesh.aws import client, errors
-from sgmesh.engine import ownership, topology
+from sgmesh.engine import ownership, planning, topology
 
-__all__ = ["MeshRoles", "ProfileRoles", "RoleMemory", "read_mesh_roles", "resolve_profiles"]
+__all__ = [
+    "DEFAULT_IAM_REFRESH_SECONDS",
+    "ROLE_WRITES",
+    "MeshRoles",
+    "ProfileRoles",
+    "RoleMemory",
+    "read_mesh_roles",
+    "resolve_profiles",
+]
 
 IAM_PAGE_SIZE = 1000  # MaxItems of the IAM listings
+DEFAULT_IAM_REFRESH_SECONDS = 600.0
+# The writes to a role that make the process forget what it remembers of that role.
+ROLE_WRITES = ("TagRole", "UntagRole", "AttachRolePolicy", "DetachRolePolicy")
+
+# Key of botocore's per-request context where the write hook leaves the role it wrote to.
+_WRITTEN_ROLE = "sgmesh_role_written"
+
+
+_Value = TypeVar("_Value")
+
+
+@dataclass(frozen=True)
+class _Kept(Generic[_Value]):
+    value: _Value
+    read_at: float
 
 
 class RoleMemory:
-    """Per mesh, its member roles and the roles last seen carrying its ownership tag; safe to
-    share across threads. A mesh with no entry has never been read in this process: the roles
-    of its policy are swept."""
+    """What one process keeps of IAM between reconciles; safe to share across threads.
 
-    def __init__(self) -> None:
+    - Per mesh, its member roles and the roles last seen carrying its ownership tag. A mesh
+      with no entry has never been read in this process: the roles of its policy are swept.
+    - What IAM answered of instance profiles (the roles each holds) and of roles (their
+      tags), each for at most `refresh_seconds` on `clock`, and never across a write of the
+      process to the role (`watch`).
+    """
+
+    def __init__(
+        self,
+        refresh_seconds: float = DEFAULT_IAM_REFRESH_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not refresh_seconds > 0:
+            raise ValueError(f"refresh_seconds must be above 0, not {refresh_seconds}")
+        self.refresh_seconds = refresh_seconds
+        self._clock = clock
         self._lock = threading.Lock()
         self._tagged: dict[str, frozenset[str]] = {}
+        self._profiles: dict[str, _Kept[tuple[str, ...]]] = {}
+        self._role_tags: dict[str, _Kept[dict[str, str]]] = {}
+        self._generation = 0  # grows at every write to a role, sent or answered
+        self._hook_id = f"sgmesh.role-memory.{id(self)}"
+
+    # ---- per mesh -----------------------------------------------------------------------------
 
     def recall(self, owner: ownership.Owner) -> frozenset[str] | None:
         with self._lock:
@@ -60,31 +127,145 @@ class RoleMemory:
         with self._lock:
             self._tagged[owner.tag_key] = frozenset(role_names)
 
+    # ---- what IAM answered --------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """Taken before a read of a role's tags and given back to `keep_role_tags`, which keeps
+        nothing read while the process wrote to a role."""
+        with self._lock:
+            return self._generation
+
+    def profile_roles(self, profile_name: str) -> tuple[str, ...] | None:
+        """The roles the instance profile held when last read, or None: read it."""
+        with self._lock:
+            return self._fresh(self._profiles, f"profile/{profile_name}")
+
+    def role_tags(self, role_name: str) -> dict[str, str] | None:
+        """The role's tags when last read, or None: read them."""
+        with self._lock:
+            tags = self._fresh(self._role_tags, f"role/{role_name}")
+        return None if tags is None else dict(tags)
+
+    def keep_profile(self, profile_name: str, role_names: Sequence[str]) -> None:
+        with self._lock:
+            self._drop_expired(self._profiles)
+            self._profiles[f"profile/{profile_name}"] = _Kept(tuple(role_names), self._clock())
+
+    def keep_role_tags(self, role_name: str, tags: Mapping[str, str], generation: int) -> None:
+        """Keep what a read begun at `generation` answered, unless the process wrote to a role
+        since: the answer may predate the write."""
+        with self._lock:
+            if generation != self._generation:
+                return
+            self._drop_expired(self._role_tags)
+            self._role_tags[f"role/{role_name}"] = _Kept(dict(tags), self._clock())
+
+    def forget_role(self, role_name: str) -> None:
+        with self._lock:
+            self._generation += 1
+            self._role_tags.pop(f"role/{role_name}", None)
+
+    # ---- the process's own writes -------------------------------------------------------------
+
+    def watch(self, clients: client.AwsClients) -> None:
+        """Forget a role when a write to it goes through `clients` (when it is sent, and when
+        it is answered or fails). Idempotent: each client is hooked once."""
+        events = clients.iam.meta.events
+        for operation in ROLE_WRITES:
+            events.register(
+                f"provide-client-params.iam.{operation}",
+                self._write_sent,
+                unique_id=f"{self._hook_id}.sent.{operation}",
+            )
+            events.register(
+                f"after-call.iam.{operation}",
+                self._write_ended,
+                unique_id=f"{self._hook_id}.answered.{operation}",
+            )
+            events.register(
+                f"after-call-error.iam.{operation}",
+                self._write_ended,
+                unique_id=f"{self._hook_id}.failed.{operation}",
+            )
+
+    def _write_sent(self, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
+        role_name = params.get("RoleName")
+        if isinstance(role_name, str):
+            context[_WRITTEN_ROLE] = role_name
+            self.forget_role(role_name)
+
+    def _write_ended(self, context: dict[str, Any], **_: Any) -> None:
+        role_name = context.get(_WRITTEN_ROLE)
+        if isinstance(role_name, str):
+            self.forget_role(role_name)
+
+    # ---- internals (the caller holds the lock) ------------------------------------------------
+
+    def _fresh(self, kept: dict[str, _Kept[_Value]], key: str) -> _Value | None:
+        answer = kept.get(key)
+        if answer is None or self._clock() - answer.read_at >= self._lifetime(key):
+            return None
+        return answer.value
+
+    def _lifetime(self, key: str) -> float:
+        """How long an answer is kept: a share of the refresh between a half and the whole,
+        fixed by its key, so that answers read together are not all read again together."""
+        share = zlib.crc32(key.encode()) / 2**32
+        return self.refresh_seconds * (0.5 + 0.5 * share)
+
+    def _drop_expired(self, kept: dict[str, _Kept[_Value]]) -> None:
+        now = self._clock()
+        for key in [k for k, a in kept.items() if now - a.read_at >= self.refresh_seconds]:
+            del kept[key]
+
 
 @dataclass(frozen=True)
 class ProfileRoles:
-    """Instance profile name → the roles it holds, and → why its roles cannot be told."""
+    """Instance profile name → the roles it holds, and → why its roles cannot be told.
+    `remembered`: the profiles answered from memory rather than read."""
 
     role_names: Mapping[str, tuple[str, ...]]
     unresolved: Mapping[str, tuple[str, ...]]
+    remembered: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class MeshRoles:
     """The roles a mesh's plan needs: every member role that exists and every role that
     carries the mesh's tag, by name. `missing`: member roles named directly (an
-    EC2NodeClass's `spec.role`) that IAM says do not exist."""
+    EC2NodeClass's `spec.role`) that IAM says do not exist.
+
+    A role's `attached_policy_arns` holds every policy attached to it when the mesh's record
+    on it names a policy the mesh no longer wants there (a removal may follow); otherwise the
+    policies of this reconcile's listings that it holds, the mesh's own among them: the only
+    ones the plan asks about."""
 
     profiles: ProfileRoles
     roles: Mapping[str, topology.RoleState]
     missing: frozenset[str] = frozenset()
 
 
-def resolve_profiles(clients: client.AwsClients, profile_names: Iterable[str]) -> ProfileRoles:
-    """Instance profiles → roles, each asked for by name; only NoSuchEntity makes it absent."""
+def resolve_profiles(
+    clients: client.AwsClients,
+    profile_names: Iterable[str],
+    memory: RoleMemory | None = None,
+    *,
+    read_again: Collection[str] = (),
+) -> ProfileRoles:
+    """Instance profiles → roles: from `memory` where it knows the profile (unless named in
+    `read_again`), else each asked for by name; only NoSuchEntity makes one absent. Only a
+    profile that holds a role is remembered: any other is a problem, read at every reconcile."""
     found: dict[str, tuple[str, ...]] = {}
     unresolved: dict[str, tuple[str, ...]] = {}
+    remembered: set[str] = set()
     for name in sorted(set(profile_names)):
+        kept = None
+        if memory is not None and name not in read_again:
+            kept = memory.profile_roles(name)
+        if kept is not None:
+            found[name] = kept
+            remembered.add(name)
+            continue
         try:
             profile = clients.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
         except botocore.exceptions.ClientError as error:
@@ -95,7 +276,9 @@ def resolve_profiles(clients: client.AwsClients, profile_names: Iterable[str]) -
         found[name] = tuple(role["RoleName"] for role in profile.get("Roles", []))
         if not found[name]:
             unresolved[name] = (f"instance profile {name} holds no role",)
-    return ProfileRoles(found, unresolved)
+        elif memory is not None:
+            memory.keep_profile(name, found[name])
+    return ProfileRoles(found, unresolved, frozenset(remembered))
 
 
 def read_mesh_roles(
@@ -107,29 +290,55 @@ def read_mesh_roles(
     memory: RoleMemory | None,
     sweep: bool = False,
     role_names: Iterable[str] = (),
+    intent: planning.Intent | None = None,
 ) -> MeshRoles:
     """Member roles (from `profile_names`, and `role_names` named directly) and the roles
     carrying the mesh's tag.
 
     `sweep_policy_arns`: the policies whose roles are swept when `memory` knows nothing of the
-    mesh, or when `sweep` asks for it (deletion).
+    mesh, or when `sweep` asks for it (deletion). `intent`: the mesh's, when it attaches its
+    policy to member roles: that policy's roles are listed, and a member role whose remembered
+    tags and listed attachment need no action (`planning.role_actions`) is taken from
+    `memory` as it is. Without it every role is read afresh.
     """
-    profiles = resolve_profiles(clients, profile_names)
-    direct = set(role_names)
-    member_names = direct | {name for names in profiles.role_names.values() for name in names}
+    if memory is not None:
+        memory.watch(clients)
+    wanted = intent.policy_arn if intent is not None and intent.attach_cni else None
     remembered = memory.recall(owner) if memory is not None else None
+    swept = (remembered is None or sweep) and bool(sweep_policy_arns)
+    listed = _roles_attached_to(
+        clients, [*([wanted] if wanted else []), *(sweep_policy_arns if swept else ())]
+    )
     candidates = set(remembered or ())
-    if (remembered is None or sweep) and sweep_policy_arns:
-        candidates |= _roles_attached_to(clients, sweep_policy_arns)
+    if swept:
+        candidates.update(name for arn in sweep_policy_arns for name in listed.get(arn, ()))
+    reader = _RoleReader(clients, owner, memory=memory, listed=listed, wanted=wanted, intent=intent)
+    direct = set(role_names)
+    profiles = resolve_profiles(clients, profile_names, memory)
 
-    roles: dict[str, topology.RoleState] = {}
-    gone: set[str] = set()
-    for name in sorted(member_names | candidates):
-        role = _read_role(clients, name, owner, need_policies=name in member_names)
-        if role is None:
-            gone.add(name)
-        elif name in member_names or owner.owns(role.tags):
-            roles[name] = role
+    # At most twice: a remembered profile whose role needs an action, or is gone, is read
+    # again, and so are the roles it holds now.
+    for _ in range(2):
+        member_names = direct | {name for names in profiles.role_names.values() for name in names}
+        roles: dict[str, topology.RoleState] = {}
+        gone: set[str] = set()
+        for name in sorted(member_names | candidates):
+            role = reader.state(name, member=name in member_names)
+            if role is None:
+                gone.add(name)
+            elif name in member_names or owner.owns(role.tags):
+                roles[name] = role
+        doubtful = {
+            profile
+            for profile in profiles.remembered
+            if any(
+                name in gone or (name in roles and reader.needs_action(roles[name]))
+                for name in profiles.role_names[profile]
+            )
+        }
+        if not doubtful:
+            break
+        profiles = resolve_profiles(clients, profile_names, memory, read_again=doubtful)
 
     unresolved = dict(profiles.unresolved)
     for profile, names in profiles.role_names.items():
@@ -147,18 +356,114 @@ def read_mesh_roles(
             owner, (n for n, role in roles.items() if n in member_names or owner.owns(role.tags))
         )
     return MeshRoles(
-        ProfileRoles(profiles.role_names, unresolved),
+        ProfileRoles(profiles.role_names, unresolved, profiles.remembered),
         dict(sorted(roles.items())),
         frozenset(direct & gone),
     )
 
 
-def _roles_attached_to(clients: client.AwsClients, policy_arns: Sequence[str]) -> set[str]:
-    """Names of the roles each policy is attached to; a policy that does not exist (a custom
-    one deleted, a partition's ARN in another) has none."""
-    names: set[str] = set()
+class _RoleReader:
+    """A role as this reconcile knows it: from memory when that needs no action, else read,
+    each read made once per reconcile."""
+
+    def __init__(
+        self,
+        clients: client.AwsClients,
+        owner: ownership.Owner,
+        *,
+        memory: RoleMemory | None,
+        listed: Mapping[str, frozenset[str]],
+        wanted: str | None,
+        intent: planning.Intent | None,
+    ) -> None:
+        self._clients = clients
+        self._owner = owner
+        self._memory = memory
+        self._listed = listed
+        self._wanted = wanted
+        self._intent = intent
+        self._tags: dict[str, dict[str, str] | None] = {}
+        self._policies: dict[str, frozenset[str] | None] = {}
+
+    def needs_action(self, role: topology.RoleState) -> bool:
+        return self._intent is not None and bool(
+            planning.role_actions(role, self._intent, member=True)
+        )
+
+    def state(self, name: str, *, member: bool) -> topology.RoleState | None:
+        """None when IAM answers that the role does not exist."""
+        if member and self._intent is not None and self._memory is not None:
+            remembered = None if name in self._tags else self._memory.role_tags(name)
+            if remembered is not None:
+                kept = topology.RoleState(name, self._held(name), remembered)
+                if not self.needs_action(kept):
+                    return kept
+        tags = self._read_tags(name)
+        if tags is None:
+            return None
+        recorded = tags.get(self._owner.tag_key)
+        if recorded is None or recorded == (self._wanted if member else None):
+            return topology.RoleState(name, self._held(name), tags)
+        # The record names a policy the mesh no longer wants on this role: the plan may detach
+        # it and untag the role, so every attachment is read now.
+        policies = self._read_policies(name)
+        if policies is None:
+            return None
+        return topology.RoleState(name, policies, tags)
+
+    def _held(self, name: str) -> frozenset[str]:
+        return frozenset(arn for arn, holders in self._listed.items() if name in holders)
+
+    def _read_tags(self, name: str) -> dict[str, str] | None:
+        if name not in self._tags:
+            generation = self._memory.generation() if self._memory is not None else 0
+            tags: dict[str, str] = {}
+            try:
+                for page in self._clients.iam.get_paginator("list_role_tags").paginate(
+                    RoleName=name, PaginationConfig={"PageSize": IAM_PAGE_SIZE}
+                ):
+                    tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
+            except botocore.exceptions.ClientError as error:
+                if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
+                    raise
+                self._tags[name] = None
+            else:
+                self._tags[name] = tags
+                if self._memory is not None:
+                    self._memory.keep_role_tags(name, tags, generation)
+        found = self._tags[name]
+        return None if found is None else dict(found)
+
+    def _read_policies(self, name: str) -> frozenset[str] | None:
+        if name not in self._policies:
+            policies: set[str] = set()
+            try:
+                for page in self._clients.iam.get_paginator("list_attached_role_policies").paginate(
+                    RoleName=name, PaginationConfig={"PageSize": IAM_PAGE_SIZE}
+                ):
+                    policies.update(
+                        policy["PolicyArn"]
+                        for policy in page.get("AttachedPolicies", [])
+                        if "PolicyArn" in policy
+                    )
+            except botocore.exceptions.ClientError as error:
+                if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
+                    raise
+                self._policies[name] = None
+            else:
+                self._policies[name] = frozenset(policies)
+        return self._policies[name]
+
+
+def _roles_attached_to(
+    clients: client.AwsClients, policy_arns: Sequence[str]
+) -> dict[str, frozenset[str]]:
+    """Per policy, the names of the roles it is attached to; a policy that does not exist (a
+    custom one deleted, a partition's ARN in another) has none."""
+    holders: dict[str, frozenset[str]] = {}
     paginator = clients.iam.get_paginator("list_entities_for_policy")
     for policy_arn in sorted(set(policy_arns)):
+        names: set[str] = set()
         try:
             for page in paginator.paginate(
                 PolicyArn=policy_arn,
@@ -169,32 +474,5 @@ def _roles_attached_to(clients: client.AwsClients, policy_arns: Sequence[str]) -
         except botocore.exceptions.ClientError as error:
             if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
                 raise
-    return names
-
-
-def _read_role(
-    clients: client.AwsClients, name: str, owner: ownership.Owner, need_policies: bool
-) -> topology.RoleState | None:
-    """A role's tags and, when it is a member or carries the mesh's tag, its attached
-    policies; None when IAM answers that the role does not exist."""
-    try:
-        tags: dict[str, str] = {}
-        for tag_page in clients.iam.get_paginator("list_role_tags").paginate(
-            RoleName=name, PaginationConfig={"PageSize": IAM_PAGE_SIZE}
-        ):
-            tags.update({tag["Key"]: tag["Value"] for tag in tag_page.get("Tags", [])})
-        policies: set[str] = set()
-        if need_policies or owner.owns(tags):
-            for policy_page in clients.iam.get_paginator("list_attached_role_policies").paginate(
-                RoleName=name, PaginationConfig={"PageSize": IAM_PAGE_SIZE}
-            ):
-                policies.update(
-                    policy["PolicyArn"]
-                    for policy in policy_page.get("AttachedPolicies", [])
-                    if "PolicyArn" in policy
-                )
-    except botocore.exceptions.ClientError as error:
-        if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
-            raise
-        return None
-    return topology.RoleState(name=name, attached_policy_arns=frozenset(policies), tags=tags)
+        holders[policy_arn] = frozenset(names)
+    return holders

@@ -344,13 +344,15 @@ def read_prefix_lists(
 
 
 def prefix_list(listed: ManagedPrefixListTypeDef) -> ingress.PrefixList:
-    """A DescribeManagedPrefixLists entry: its size and address family, as the quota counts
-    it (AWS-managed lists may answer without `MaxEntries`)."""
+    """A DescribeManagedPrefixLists entry: its size, address family and name, from which the
+    quota count tells its weight (AWS-managed lists answer without `MaxEntries`; they weigh
+    what AWS publishes for their name). Discovery and doctor's reads both build it here."""
     family = listed.get("AddressFamily", "").lower()
     return ingress.PrefixList(
         listed["PrefixListId"],
         max_entries=int(listed["MaxEntries"]) if "MaxEntries" in listed else None,
         family={"ipv4": 4, "ipv6": 6}.get(family),
+        name=listed.get("PrefixListName") or None,
     )
 
 

@@ -44,4 +44,4 @@ def bounded(
             f"{clients.classify(error).describe()}"
         ) from None
     boundary = planning.Boundary(vpc_id=found.vpc_id, member_tag=arguments.member_tag)
-    return dataclasses.replace(pipeline, boundary=boundary), found
+    return dataclasses.replace(pipeline, boundary=boundary, ip_family=found.ip_family), found

@@ -14,6 +14,7 @@ argparse exit with its own 2 for a usage error, which a script would read as cha
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import re
 import sys
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from sgmesh.api import crd, models
-from sgmesh.aws import client
+from sgmesh.aws import client, roles
 from sgmesh.cli import cluster, exit_codes, iam_policy, pipeline, settings
 from sgmesh.engine import planning
 
@@ -166,9 +167,11 @@ def _run_operator(arguments: argparse.Namespace) -> int:
     # Without the cluster's VPC the operator refuses to start: it would have no boundary.
     pipeline_settings, found = cluster.bounded(arguments, settings.settings_from(arguments))
     print(f"sgmesh: {found.describe()}", file=sys.stderr)
+    # What the operator keeps of IAM for its life, read again after the refresh.
+    memory = roles.RoleMemory(refresh_seconds=arguments.iam_refresh_seconds)
     lifecycle.run(
         shared.OperatorSettings(
-            pipeline=pipeline_settings,
+            pipeline=dataclasses.replace(pipeline_settings, role_memory=memory),
             region=arguments.region,
             metrics_port=arguments.metrics_port,
             default_resync_seconds=arguments.default_resync_seconds,

@@ -39,7 +39,7 @@ def outcome_report(
             for member in outcome.topology.members
         ],
         "rules": outcome.rules().model_dump(mode="json"),
-        "notes": [note for note in [status.cni_policy_note(outcome)] if note],
+        "notes": status.notes(outcome, mesh.spec),
         "actions": [action_report(action) for action in outcome.plan.actions],
         "held": [action_report(action) for action in outcome.plan.held],
         "problems": [

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from sgmesh.api import models
-from sgmesh.aws import client, reconcile
+from sgmesh.aws import client, reconcile, roles
 from sgmesh.engine import planning
 
 __all__ = [
@@ -43,6 +43,11 @@ class UsageError(Exception):
 # still refuses less than 10), checked every half second instead of every 5 s.
 TEST_RESYNC_FLOOR = "SGMESH_TEST_RESYNC_FLOOR_SECONDS"  # lowest --default-resync-seconds (10)
 TEST_TIMER_TICK = "SGMESH_TEST_TIMER_TICK_SECONDS"  # how often the resync timer looks (5 s)
+
+# --iam-refresh-seconds: no shorter than the shortest resync (below it, every resync would read
+# each role), no longer than a day.
+IAM_REFRESH_FLOOR = 10
+IAM_REFRESH_CEILING = 86400
 
 
 def setting_for_tests(variable: str, default: float, *, whole: bool = False) -> float:
@@ -151,6 +156,16 @@ def add_operator_settings(run: argparse.ArgumentParser) -> None:
         default=os.environ.get("SGMESH_DEFAULT_RESYNC_SECONDS", "60"),
         help="resync period of meshes that set no spec.resyncSeconds, at least 10 "
         "(env SGMESH_DEFAULT_RESYNC_SECONDS)",
+    )
+    run.add_argument(
+        "--iam-refresh-seconds",
+        type=integer("SGMESH_IAM_REFRESH_SECONDS", IAM_REFRESH_FLOOR, IAM_REFRESH_CEILING),
+        default=os.environ.get(
+            "SGMESH_IAM_REFRESH_SECONDS", str(int(roles.DEFAULT_IAM_REFRESH_SECONDS))
+        ),
+        help="how long what IAM said of instance profiles and role tags is trusted before it "
+        f"is read again, {IAM_REFRESH_FLOOR}-{IAM_REFRESH_CEILING}: a tag changed by hand is "
+        "seen within it (env SGMESH_IAM_REFRESH_SECONDS)",
     )
     run.add_argument(
         "--log-format",

@@ -7,8 +7,9 @@ taxonomy: an invalid spec is permanent (`InvalidSpec`); AWS outages and throttli
 temporary and retried with backoff, and never lead to a removal; missing permissions say
 which. Change handlers watch `spec` only, so the operator's own writes never trigger them.
 
-A mesh being deleted is never converged again: `sgmesh.controller.withdrawal` takes it
-out of AWS.
+`status.regions` lists where the mesh may own rules, before anything is written there; once
+the mesh converges in its region, the regions it left are cleaned up and unlisted. A mesh
+being deleted is never converged again: `sgmesh.controller.withdrawal` takes it out of AWS.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import urllib3
 
 from sgmesh.api import models
 from sgmesh.aws import client, errors, reconcile
-from sgmesh.controller import report, schedule, shared, status
-from sgmesh.engine import cluster_members
+from sgmesh.controller import report, schedule, shared, status, withdrawal
+from sgmesh.engine import cluster_members, ownership
 from sgmesh.kube import sources
 
 __all__ = ["STATUS_WRITE_TIMEOUT_SECONDS", "converge_on_change", "nudge", "resync"]
@@ -180,12 +181,7 @@ async def _converge(
             return  # a deleted mesh is withdrawn, never converged again
         started = runtime.clock()
         try:
-            mesh = models.NodeGroupMesh.parse(dict(body), f"NodeGroupMesh {name}")
-            region = mesh.spec.region or runtime.settings.region
-            if not region:
-                raise models.InvalidSpecError(
-                    "spec.region is not set and the operator has no default region (--region)"
-                )
+            mesh, region = _mesh_and_region(runtime, body)
         except models.InvalidSpecError as error:
             _failed(
                 runtime,
@@ -200,11 +196,25 @@ async def _converge(
                 raise kopf.PermanentError(str(error)) from error
             return
 
+        if not await _listed_before_writing(
+            runtime, mesh, region, previous, raise_on_failure=raise_on_failure
+        ):
+            return
+
         clients = runtime.clients_for(region)
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
-                runtime.executor, partial(_pipeline, runtime, clients, mesh, fresh=fresh)
+                runtime.executor,
+                partial(
+                    _pipeline,
+                    runtime,
+                    clients,
+                    mesh,
+                    fresh=fresh,
+                    previous=previous,
+                    generation=generation,
+                ),
             )
         except sources.ClusterReadError as error:
             _failed(
@@ -241,7 +251,12 @@ async def _converge(
             runtime.metrics.duration.labels(name).observe(runtime.clock() - started)
 
         runtime.last_sync[uid] = runtime.clock()
-        report.set_status(body, patch, status.outcome_status(outcome, mesh, generation, previous))
+        regions = await _regions_after(
+            runtime, body, mesh, outcome, region=region, previous=previous
+        )
+        report.set_status(
+            body, patch, status.outcome_status(outcome, mesh, generation, previous, regions=regions)
+        )
         report.changes(runtime, body, outcome)
         runtime.metrics.describe_mesh(name, len(outcome.topology.members), outcome.rules())
         for failed in outcome.failures:
@@ -255,6 +270,123 @@ async def _converge(
             raise kopf.TemporaryError(
                 retryable[0].describe(), delay=shared.retry_delay(retryable[0], retry)
             )
+
+
+def _mesh_and_region(runtime: shared.Runtime, body: kopf.Body) -> tuple[models.NodeGroupMesh, str]:
+    """The mesh, validated, and the region it is reconciled in; `InvalidSpecError` when it
+    has none."""
+    mesh = models.NodeGroupMesh.parse(dict(body), f"NodeGroupMesh {body.metadata.name or ''}")
+    region = mesh.spec.region or runtime.settings.region
+    if not region:
+        raise models.InvalidSpecError(
+            "spec.region is not set and the operator has no default region (--region)"
+        )
+    return mesh, region
+
+
+async def _listed_before_writing(
+    runtime: shared.Runtime,
+    mesh: models.NodeGroupMesh,
+    region: str,
+    previous: Mapping[str, Any],
+    *,
+    raise_on_failure: bool,
+) -> bool:
+    """Whether the reconcile may go on: `status.regions` lists `region` before anything is
+    written there, so that an operator stopped between a write and the status that follows
+    never forgets where the mesh owns something. DryRun writes nothing, so it lists nothing.
+
+    The list is written now, ahead of the reconcile's status; when the API server does not
+    take it, nothing is written in AWS (kopf retries a change; a resync waits a period)."""
+    listed = withdrawal.listed_regions(previous)
+    if mesh.spec.mode is not models.Mode.ENFORCE or region in listed:
+        return True
+    meshes = kubernetes.client.CustomObjectsApi()
+    try:
+        await asyncio.get_running_loop().run_in_executor(
+            runtime.executor,
+            partial(
+                meshes.patch_cluster_custom_object_status,
+                *shared.RESOURCE,
+                mesh.name,
+                {"status": {"regions": sorted({*listed, region})}},
+                _content_type="application/merge-patch+json",
+                _request_timeout=STATUS_WRITE_TIMEOUT_SECONDS,
+            ),
+        )
+    except (kubernetes.client.exceptions.ApiException, urllib3.exceptions.HTTPError) as error:
+        message = f"nothing is written in {region} before status.regions lists it: {error}"
+        log.warning("mesh %s: %s", mesh.name, message)
+        runtime.metrics.reconciles.labels(mesh.name, "failed").inc()
+        if raise_on_failure:
+            delay = shared.RETRY_DELAY_SECONDS[errors.ErrorKind.UNAVAILABLE]
+            raise kopf.TemporaryError(message, delay=delay) from error
+        return False
+    return True
+
+
+async def _regions_after(
+    runtime: shared.Runtime,
+    body: kopf.Body,
+    mesh: models.NodeGroupMesh,
+    outcome: reconcile.Outcome,
+    *,
+    region: str,
+    previous: Mapping[str, Any],
+) -> set[str] | None:
+    """The regions where the mesh may own rules after a reconcile in `region`, having cleaned
+    up the others it left; None in DryRun, which writes nothing anywhere (the list stays).
+
+    The others are cleaned up only once the mesh converged in `region`: a wrong region, where
+    its members cannot be resolved, must never take down what it serves in the right one."""
+    if mesh.spec.mode is not models.Mode.ENFORCE:
+        return None
+    listed = withdrawal.listed_regions(previous)
+    left = [other for other in listed if other != region]
+    cleaned = (
+        await _leave(runtime, body, outcome.owner, region, left) if outcome.converged else set()
+    )
+    return {*listed, region} - cleaned
+
+
+async def _leave(
+    runtime: shared.Runtime,
+    body: kopf.Body,
+    owner: ownership.Owner,
+    region: str,
+    left: list[str],
+) -> set[str]:
+    """Clean up the regions the mesh left for `region`: their rules (its roles, global, are
+    the reconcile's in `region`). Those now clean; a region whose cleanup failed stays listed
+    and is tried again at the next reconcile.
+
+    Neither `deletionPolicy` (Retain is about the mesh's deletion; the mesh lives on and its
+    rules moved) nor `cniPolicy.retainOnRemoval` (roles are not a region's) matters here."""
+    cleaned: set[str] = set()
+    for old in left:
+        withdrawn = await withdrawal.clean_region(runtime, body, owner, old, with_roles=False)
+        if isinstance(withdrawn, errors.AwsFailure):
+            report.event(
+                body,
+                "Warning",
+                "RegionCleanupFailed",
+                f"spec.region is {region}; what the mesh owns in {old} stays listed in "
+                f"status.regions and is cleaned up at the next reconcile: "
+                f"{withdrawn.describe()}",
+            )
+            continue
+        cleaned.add(old)
+        taken = len(withdrawn.applied.done) if withdrawn.applied else 0
+        report.event(
+            body,
+            "Normal",
+            "RegionCleanedUp",
+            f"spec.region is {region}: {taken} rules the mesh owned in {old} are revoked or "
+            "released; nothing of it is left there"
+            if taken
+            else f"spec.region is {region}: the mesh owned nothing in {old}",
+        )
+    return cleaned
 
 
 def _failed(
@@ -274,16 +406,26 @@ def _failed(
 
 
 def _pipeline(
-    runtime: shared.Runtime, clients: client.AwsClients, mesh: models.NodeGroupMesh, *, fresh: bool
+    runtime: shared.Runtime,
+    clients: client.AwsClients,
+    mesh: models.NodeGroupMesh,
+    *,
+    fresh: bool,
+    previous: Mapping[str, Any] | None = None,
+    generation: int | None = None,
 ) -> reconcile.Outcome:
     """Read the mesh's Kubernetes sources (and aws-node's own credentials, IRSA or EKS Pod
-    Identity) and reconcile; in a worker thread."""
+    Identity) and reconcile; in a worker thread. `previous`: the mesh's status, whose members
+    of this `generation` of the spec stay meshed while their objects are gone
+    (`cluster_members.last_members`)."""
     cluster = cluster_members.NO_CLUSTER_MEMBERS
     if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
         objects = sources.read(
             mesh.spec, runtime.kube_api(), aws_node_credentials=runtime.aws_node_role
         )
-        cluster = cluster_members.resolve(mesh.spec, objects)
+        cluster = cluster_members.resolve(
+            mesh.spec, objects, cluster_members.last_members(previous, generation)
+        )
     return reconcile.converge(
         clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh
     )

@@ -9,12 +9,12 @@ condition's status does. This module builds dicts; it does not talk to the API s
 from __future__ import annotations
 
 import datetime
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sgmesh.api import models
-from sgmesh.aws import errors, reconcile
+from sgmesh.aws import errors, identity, reconcile
 from sgmesh.engine import cluster_members, topology
 from sgmesh.engine.topology import ProblemKind
 
@@ -30,7 +30,9 @@ __all__ = [
     "cni_policy_note",
     "failure_status",
     "find_condition",
+    "ip_family_note",
     "member_status",
+    "notes",
     "now",
     "outcome_status",
     "ready_condition",
@@ -74,8 +76,13 @@ class Verdict:
     message: str
 
 
-def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
-    """Ready or not, and why, from what one reconcile found and did."""
+def verdict_of(
+    outcome: reconcile.Outcome,
+    mode: models.Mode,
+    spec: models.NodeGroupMeshSpec | None = None,
+) -> Verdict:
+    """Ready or not, and why, from what one reconcile found and did. `spec`: the mesh's, for
+    the notes that depend on it (`notes`)."""
     failures = outcome.failures
     if failures:
         first = failures[0].failure
@@ -107,8 +114,15 @@ def verdict_of(outcome: reconcile.Outcome, mode: models.Mode) -> Verdict:
     message = (
         f"{members} members, {rules.present}/{rules.desired} rules present, {rules.owned} owned"
     )
-    cni_note = cni_policy_note(outcome)
-    return Verdict(True, RECONCILED, f"{message}; {cni_note}" if cni_note else message)
+    return Verdict(True, RECONCILED, clip("; ".join([message, *notes(outcome, spec)])))
+
+
+def notes(outcome: reconcile.Outcome, spec: models.NodeGroupMeshSpec | None) -> list[str]:
+    """What a converged mesh's Ready message and the CLI's report add about the CNI policy."""
+    found = [cni_policy_note(outcome)]
+    if spec is not None:
+        found.append(ip_family_note(outcome, spec))
+    return [note for note in found if note]
 
 
 def cni_policy_note(outcome: reconcile.Outcome) -> str | None:
@@ -127,6 +141,28 @@ def cni_policy_note(outcome: reconcile.Outcome) -> str | None:
         "the CNI policy is not put on node roles: aws-node gets its credentials from EKS Pod "
         f"Identity ({credentials.evidence}{role}), so the policy belongs on the role of its "
         "association"
+    )
+
+
+# The default `cniPolicy.policyArn`, in any partition: it grants IPv4 addresses only.
+_IPV4_CNI_POLICY = ":iam::aws:policy/AmazonEKS_CNI_Policy"
+
+
+def ip_family_note(outcome: reconcile.Outcome, spec: models.NodeGroupMeshSpec) -> str | None:
+    """Why the CNI policy the mesh puts on node roles is not enough in an IPv6 cluster: ipamd
+    needs ec2:AssignIpv6Addresses, which AmazonEKS_CNI_Policy (the default, or named in the
+    spec) does not grant. Nothing when the mesh puts no policy on node roles (aws-node has its
+    own role, or `cniPolicy.attach: false`): what it does not attach is not its to name."""
+    if outcome.ip_family != identity.IPV6:
+        return None
+    if not cluster_members.attaches_cni(spec, outcome.cluster):
+        return None
+    policy_arn = spec.cni_policy.policy_arn
+    if policy_arn is not None and not policy_arn.endswith(_IPV4_CNI_POLICY):
+        return None
+    return (
+        "the cluster is IPv6: AmazonEKS_CNI_Policy does not grant ec2:AssignIpv6Addresses; set "
+        "spec.cniPolicy.policyArn to your IPv6 CNI policy"
     )
 
 
@@ -185,30 +221,45 @@ def outcome_status(
     mesh: models.NodeGroupMesh,
     generation: int | None,
     previous: Mapping[str, Any] | None,
+    *,
+    regions: Iterable[str] | None = None,
 ) -> dict[str, Any]:
-    """The whole status after a reconcile that reached AWS."""
+    """The whole status after a reconcile that reached AWS. `regions`: where the mesh may own
+    rules now; None leaves the list the status has."""
     pending = []
     if mesh.spec.mode is models.Mode.DRY_RUN:
         pending = [action.describe() for action in outcome.pending[:MAX_PENDING_ACTIONS]]
     written = models.NodeGroupMeshStatus(
         observed_generation=generation,
-        conditions=[ready_condition(verdict_of(outcome, mesh.spec.mode), generation, previous)],
+        conditions=[
+            ready_condition(verdict_of(outcome, mesh.spec.mode, mesh.spec), generation, previous)
+        ],
         members=[member_status(member) for member in outcome.topology.members],
         member_count=len(outcome.topology.members),
         rules=outcome.rules(),
         pending_actions=pending,
         last_sync_time=now(),
+        regions=sorted(set(regions or ())),
     )
-    return written.model_dump(mode="json", by_alias=True)
+    exclude = {"regions"} if regions is None else set()
+    return written.model_dump(mode="json", by_alias=True, exclude=exclude)
 
 
 def failure_status(
-    reason: str, message: str, generation: int | None, previous: Mapping[str, Any] | None
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: Mapping[str, Any] | None,
+    *,
+    regions: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Only the condition changes when AWS could not be read or the spec is invalid: what
-    was resolved before stays visible."""
+    was resolved before stays visible. `regions`, when given, replaces the list of regions
+    where the mesh may own rules (a deletion that cleaned some of them)."""
     written = models.NodeGroupMeshStatus(
         observed_generation=generation,
         conditions=[ready_condition(Verdict(False, reason, clip(message)), generation, previous)],
     )
+    if regions is not None:
+        written = written.model_copy(update={"regions": sorted(set(regions))})
     return written.model_dump(mode="json", by_alias=True, exclude_unset=True)

@@ -1,17 +1,20 @@
 """kopf's handlers that take a deleted NodeGroupMesh out of AWS, as its `deletionPolicy` says:
-one mesh behind the operator's finalizer, or every mesh when the NodeGroupMesh CRD is deleted.
+one mesh behind the operator's finalizer, or every mesh when the NodeGroupMesh CRD is deleted;
+and `clean_region`, which takes a mesh out of one region (deletion, or a region it left).
 
-The finalizer goes only when cleanup succeeded: an AWS outage delays deletion, it never skips
-cleanup. Nothing here converges a mesh (`sgmesh.controller.meshes`), and nothing writes
-metadata beyond the operator's own finalizer.
+A mesh is cleaned up in every region its status lists (`status.regions`) and in its current
+one. The finalizer goes only when cleanup succeeded in all of them: an AWS outage delays
+deletion, it never skips cleanup. Nothing here converges a mesh (`sgmesh.controller.meshes`),
+and nothing writes metadata beyond the operator's own finalizer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -23,7 +26,14 @@ from sgmesh.aws import errors, reconcile
 from sgmesh.controller import report, shared, status
 from sgmesh.engine import ownership
 
-__all__ = ["CRD_NAME", "withdraw_on_delete", "withdraw_with_the_crd"]
+__all__ = [
+    "CRD_NAME",
+    "RegionWaits",
+    "clean_region",
+    "listed_regions",
+    "withdraw_on_delete",
+    "withdraw_with_the_crd",
+]
 
 CRD_NAME = f"{models.PLURAL}.{models.API_GROUP}"
 
@@ -36,11 +46,12 @@ async def withdraw_on_delete(
 ) -> None:
     """Clean up behind the finalizer as `deletionPolicy` says. The finalizer goes only when
     cleanup succeeded: an AWS outage delays deletion, it never skips cleanup."""
-    failure = await _withdraw(memo.runtime, body)
-    if failure is not None:
-        _deletion_waits(body, patch, failure)
+    waiting = await _withdraw(memo.runtime, body)
+    if waiting:
+        _deletion_waits(body, patch, waiting)
         raise kopf.TemporaryError(
-            f"cleanup: {failure.describe()}", delay=shared.retry_delay(failure, retry)
+            "cleanup: " + "; ".join(each.describe() for each in waiting),
+            delay=shared.retry_delay(waiting[0].failure, retry),
         )
 
 
@@ -83,9 +94,10 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
             finalizers: list[str] = item["metadata"].get("finalizers") or []
             if shared.FINALIZER not in finalizers:
                 continue
-            failure = await _withdraw(runtime, kopf.Body(item))
-            if failure is not None:
-                waiting.append(failure.describe())
+            regions_waiting = await _withdraw(runtime, kopf.Body(item))
+            if regions_waiting:
+                name = item["metadata"]["name"]
+                waiting.extend(f"{name}: {each.describe()}" for each in regions_waiting)
                 continue
             release = [
                 # Only if nobody changed the finalizers meanwhile; else the next round re-reads.
@@ -123,9 +135,62 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
         await asyncio.sleep(delay)
 
 
-async def _withdraw(runtime: shared.Runtime, body: kopf.Body) -> errors.AwsFailure | None:
-    """Take away what a deleted mesh owns, as its `deletionPolicy` says; the failure that
-    stopped it, if any (then nothing was taken as gone, and the caller retries)."""
+@dataclasses.dataclass(frozen=True)
+class RegionWaits:
+    """A region whose cleanup did not finish, and the failure that stopped it."""
+
+    region: str
+    failure: errors.AwsFailure
+
+    def describe(self) -> str:
+        # Named once, first, for every kind of failure (an access denied names no region).
+        return f"in {self.region}: {dataclasses.replace(self.failure, region=None).describe()}"
+
+
+def listed_regions(status: Mapping[str, Any]) -> list[str]:
+    """The regions a mesh's status lists as where it may own rules."""
+    return [str(region) for region in status.get("regions") or [] if region]
+
+
+async def clean_region(
+    runtime: shared.Runtime,
+    body: kopf.Body,
+    owner: ownership.Owner,
+    region: str,
+    *,
+    with_roles: bool,
+    retain_cni: bool = True,
+    policy_arns: tuple[str, ...] = (),
+) -> reconcile.Outcome | errors.AwsFailure:
+    """Take away what `owner` holds in `region`: its rules there and, `with_roles`, its CNI
+    records (IAM is global: they go with one region's cleanup, the mesh's own region's).
+
+    What was done, when nothing the mesh owns is left there; else the failure that stopped
+    it: then nothing was taken as gone, and the caller retries."""
+    clients = runtime.clients_for(region)
+    withdraw = partial(
+        reconcile.withdraw,
+        clients,
+        owner,
+        retain_cni,
+        policy_arns=policy_arns,
+        role_memory=runtime.settings.pipeline.role_memory,
+        with_roles=with_roles,
+    )
+    try:
+        outcome = await asyncio.get_running_loop().run_in_executor(runtime.executor, withdraw)
+    except errors.ERRORS as error:
+        failure = clients.classify(error)
+        runtime.metrics.aws_errors.labels(failure.code).inc()
+        return failure
+    report.changes(runtime, body, outcome)
+    return outcome.failures[0].failure if outcome.failures else outcome
+
+
+async def _withdraw(runtime: shared.Runtime, body: kopf.Body) -> list[RegionWaits]:
+    """Take away what a deleted mesh owns, as its `deletionPolicy` says, in its region and in
+    every region its status lists; the regions whose cleanup failed (then nothing there was
+    taken as gone, and the caller retries)."""
     uid = body.metadata.uid or ""
     name = body.metadata.name or ""
     spec: Mapping[str, Any] = body.spec
@@ -142,9 +207,11 @@ async def _withdraw(runtime: shared.Runtime, body: kopf.Body) -> errors.AwsFailu
                 f"{why}: the rules and attachments the mesh made are left in AWS",
             )
             runtime.forget(uid, name)
-            return None
-        region = spec.get("region") or runtime.settings.region
-        if not region:
+            return []
+        current = spec.get("region") or runtime.settings.region
+        # The current region first: the mesh's roles are cleaned up with it.
+        regions = _in_order(current, listed_regions(body.status))
+        if not regions:
             # Without a region this mesh could never reconcile, so it wrote nothing; blocking
             # its deletion forever would help nobody.
             report.event(
@@ -154,39 +221,48 @@ async def _withdraw(runtime: shared.Runtime, body: kopf.Body) -> errors.AwsFailu
                 "no region (spec.region or the operator's --region): nothing to clean up",
             )
             runtime.forget(uid, name)
-            return None
+            return []
         owner = ownership.Owner(runtime.settings.pipeline.cluster, name)
         retain_cni = bool((spec.get("cniPolicy") or {}).get("retainOnRemoval", True))
         policy_arn = (spec.get("cniPolicy") or {}).get("policyArn")
-        withdraw = partial(
-            reconcile.withdraw,
-            policy_arns=(str(policy_arn),) if policy_arn else (),
-            role_memory=runtime.settings.pipeline.role_memory,
-        )
-        clients = runtime.clients_for(region)
-        loop = asyncio.get_running_loop()
-        try:
-            outcome = await loop.run_in_executor(
-                runtime.executor, withdraw, clients, owner, retain_cni
+        waiting: list[RegionWaits] = []
+        for index, region in enumerate(regions):
+            cleaned = await clean_region(
+                runtime,
+                body,
+                owner,
+                region,
+                with_roles=index == 0,
+                retain_cni=retain_cni,
+                policy_arns=(str(policy_arn),) if policy_arn else (),
             )
-        except errors.ERRORS as error:
-            failure = clients.classify(error)
-            runtime.metrics.aws_errors.labels(failure.code).inc()
-            return failure
-        report.changes(runtime, body, outcome)
-        if outcome.failures:
-            return outcome.failures[0].failure
+            if isinstance(cleaned, errors.AwsFailure):
+                waiting.append(RegionWaits(region, cleaned))
+        if waiting:
+            return waiting
     runtime.forget(uid, name)
-    return None
+    return []
 
 
-def _deletion_waits(body: kopf.Body, patch: kopf.Patch, failure: errors.AwsFailure) -> None:
-    """A mesh whose cleanup cannot finish says so, instead of the Ready it had before."""
-    message = f"deleting: cleanup waits until AWS answers ({failure.describe()})"
+def _in_order(current: str | None, listed: Sequence[str]) -> list[str]:
+    """`current` (when there is one), then the other listed regions, each once."""
+    return list(dict.fromkeys([*([current] if current else []), *sorted(listed)]))
+
+
+def _deletion_waits(body: kopf.Body, patch: kopf.Patch, waiting: Sequence[RegionWaits]) -> None:
+    """A mesh whose cleanup cannot finish says so, and in which regions, instead of the Ready
+    it had before; the status lists only the regions still to clean up."""
+    message = "deleting: cleanup waits until AWS answers " + "; ".join(
+        f"({each.describe()})" for each in waiting
+    )
     report.set_status(
         body,
         patch,
         status.failure_status(
-            status.DELETING, message, body.metadata.get("generation"), body.status
+            status.DELETING,
+            message,
+            body.metadata.get("generation"),
+            body.status,
+            regions=[each.region for each in waiting],
         ),
     )

@@ -12,6 +12,15 @@ turns those objects, as the API server returned them, into members:
 - an ENIConfig: its SGs are `spec.securityGroups`; it has no role. One that lists no SG gives
   pods the node's SGs, which the node's own member brings: it adds nothing.
 
+An object that is gone is not taken as "its SGs are free": deleting an ENIConfig stops no pod
+(their ENIs keep its SGs until their node goes), and an EC2NodeClass's instances may outlive it.
+A named one that does not exist holds every removal of the mesh until it exists or is no longer
+listed. With `["*"]` nothing is named, so the mesh's status is the memory (`last_members`): an
+object that was a member at the last reconcile of the spec and is gone stays a member as it
+last was (`_kept`), and holds every removal, until it is back, until a person changes the spec,
+or, an EC2NodeClass, once no instance launched from it runs. A kind whose CRD is not served
+keeps its last members the same way.
+
 It also says whether aws-node (the VPC CNI) gets credentials of its own instead of the node
 role's: through IRSA (its ServiceAccount carries `eks.amazonaws.com/role-arn`) or through EKS
 Pod Identity (an association for kube-system/aws-node, or, when EKS cannot tell, pods whose
@@ -26,7 +35,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sgmesh.api import models
@@ -52,6 +61,7 @@ __all__ = [
     "SourceKind",
     "attaches_cni",
     "irsa",
+    "last_members",
     "member",
     "pod_identity_of_pods",
     "resolve",
@@ -112,10 +122,12 @@ ENI_CONFIG = SourceKind(
 @dataclass(frozen=True)
 class Listing:
     """Every object of one kind in the cluster, by name; `installed` False when the API
-    server does not serve the kind (its CRD, at that version, is not installed)."""
+    server does not serve the kind (its CRD, at that version, is not installed) or its CRD is
+    being deleted, as `why` says when it is not the former."""
 
     installed: bool
     objects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    why: str = ""
 
 
 class CredentialKind(enum.StrEnum):
@@ -260,49 +272,141 @@ def pod_identity_of_pods(
     return AwsNodeCredentials(CredentialKind.POD_IDENTITY, None, evidence)
 
 
-def resolve(spec: models.NodeGroupMeshSpec, objects: ClusterObjects) -> ClusterMembers:
-    """The members the spec's Kubernetes sources name, and the problems that stand."""
+def resolve(
+    spec: models.NodeGroupMeshSpec,
+    objects: ClusterObjects,
+    last: Sequence[ClusterMember] = (),
+) -> ClusterMembers:
+    """The members the spec's Kubernetes sources name, and the problems that stand.
+
+    `last`: the EC2NodeClasses and ENIConfigs that were members at the mesh's last reconcile
+    (`last_members`; none for the command line, which keeps no status). One the spec still
+    selects that cannot be read now, gone or of a kind not served, stays a member as it last
+    was, and a problem holds every removal.
+    """
     members: list[ClusterMember] = []
     problems: list[topology.Problem] = []
-    if spec.karpenter is not None:
-        found, missing = _select(NODE_CLASS, spec.karpenter.node_classes, objects.node_classes)
-        members.extend(_node_class(name, body) for name, body in found)
-        problems.extend(missing)
-    if spec.custom_networking is not None:
-        found, missing = _select(
-            ENI_CONFIG, spec.custom_networking.eni_configs, objects.eni_configs
+    for kind, names, listing in (
+        (
+            NODE_CLASS,
+            spec.karpenter.node_classes if spec.karpenter is not None else None,
+            objects.node_classes,
+        ),
+        (
+            ENI_CONFIG,
+            spec.custom_networking.eni_configs if spec.custom_networking is not None else None,
+            objects.eni_configs,
+        ),
+    ):
+        if names is None:
+            continue
+        found, standing = _select(
+            kind, names, listing, [each for each in last if each.kind is kind.member_kind]
         )
-        members.extend(_eni_config(name, body) for name, body in found)
-        problems.extend(missing)
+        members.extend(found)
+        problems.extend(standing)
     return ClusterMembers(tuple(members), tuple(problems), objects.aws_node_credentials)
 
 
+def last_members(
+    status: Mapping[str, Any] | None, generation: int | None
+) -> tuple[ClusterMember, ...]:
+    """The EC2NodeClasses and ENIConfigs a mesh's status (as the API server holds it) lists as
+    members with SGs: what its last reconcile meshed of them.
+
+    None when the status was written for another generation of the spec: a person who changes
+    the spec has the mesh start again from what the cluster holds. (A reconcile that fails
+    writes the new generation and leaves the members: the memory then outlives the change,
+    which errs on holding.) A member listed without an SG is not remembered: nothing of it is
+    left to keep meshed.
+    """
+    if not status or generation is None or status.get("observedGeneration") != generation:
+        return ()
+    kinds = {kind.kind: kind for kind in (NODE_CLASS, ENI_CONFIG)}
+    remembered: dict[tuple[str, str], ClusterMember] = {}
+    entries = status.get("members")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        kind, name = kinds.get(str(entry.get("kind"))), entry.get("name")
+        if kind is None or not isinstance(name, str) or not name:
+            continue
+        group_ids, _ = _group_ids(name, "securityGroupIds", entry.get("securityGroupIds") or [])
+        roles = entry.get("roleNames")
+        if group_ids:
+            remembered[(kind.kind, name)] = ClusterMember(
+                kind.member_kind,
+                name,
+                group_ids,
+                role_names=tuple(role for role in roles if isinstance(role, str) and role)
+                if isinstance(roles, list)
+                else (),
+            )
+    return tuple(remembered.values())
+
+
 def _select(
-    kind: SourceKind, names: list[str], listing: Listing | None
-) -> tuple[list[tuple[str, Mapping[str, Any]]], list[topology.Problem]]:
+    kind: SourceKind, names: list[str], listing: Listing | None, last: Sequence[ClusterMember]
+) -> tuple[list[ClusterMember], list[topology.Problem]]:
+    """The members of one kind, with those of `last` the spec still selects that are gone
+    (kept, `_kept`), and the problems."""
+    every = names == [models.EVERY]
+    remembered = {each.name: each for each in last if every or each.name in names}
     if listing is None or not listing.installed:
-        return [], [
+        why = listing.why if listing is not None and listing.why else "is its CRD installed?"
+        return [_kept(kind, each) for each in remembered.values()], [
             topology.Problem(
                 topology.ProblemKind.SOURCE_NOT_INSTALLED,
                 kind.crd_name,
                 f"{kind.field} lists {kind.kind}s, but the cluster does not serve "
-                f"{kind.crd_name}/{kind.version} (is its CRD installed?); removals are held "
-                f"until it is",
+                f"{kind.crd_name}/{kind.version} ({why}); removals are held until it does",
             )
         ]
-    if names == [models.EVERY]:
-        return sorted(listing.objects.items()), []
-    found = [(name, listing.objects[name]) for name in names if name in listing.objects]
-    missing = [
+    present = listing.objects
+    found = (
+        sorted(present.items())
+        if every
+        else [(name, present[name]) for name in names if name in present]
+    )
+    members = [member(kind, name, body) for name, body in found]
+    gone = [each for name, each in sorted(remembered.items()) if name not in present]
+    members.extend(_kept(kind, each) for each in gone)
+    if every:
+        return members, [_gone(kind, each) for each in gone]
+    return members, [
         topology.Problem(
             kind.not_found,
             name,
-            f"{kind.kind} {name} (listed in {kind.field}) does not exist",
+            f"{kind.kind} {name} (listed in {kind.field}) does not exist; removals are held "
+            "until it does or it is no longer listed",
         )
         for name in names
-        if name not in listing.objects
+        if name not in present
     ]
-    return found, missing
+
+
+def _kept(kind: SourceKind, last: ClusterMember) -> ClusterMember:
+    """A member gone from the cluster (or of a kind not served), as it stays while removals
+    are held. An ENIConfig keeps the SGs it last had: pods' ENIs carry them until their node
+    goes, and nothing read in AWS tells which still do. An EC2NodeClass keeps its role and no
+    SG of its own: discovery adds those its running instances (tagged with its name) carry, so
+    that once none runs it contributes no SG, and the status no longer remembers it."""
+    return replace(last, security_group_ids=()) if kind is NODE_CLASS else last
+
+
+def _gone(kind: SourceKind, last: ClusterMember) -> topology.Problem:
+    if kind is NODE_CLASS:
+        kept = "the SGs its running instances carry stay meshed"
+        until = "it is back, no instance launched from it runs, or the mesh's spec changes"
+    else:
+        kept = f"its SGs ({', '.join(last.security_group_ids)}) stay meshed"
+        until = "it is back or the mesh's spec changes"
+    return topology.Problem(
+        kind.not_found,
+        last.name,
+        f"{kind.kind} {last.name} was a member at the last reconcile and is gone: {kept}, "
+        f"and removals are held, until {until}",
+    )
 
 
 _SECURITY_GROUP_ID = re.compile(models.SECURITY_GROUP_ID)

@@ -3,7 +3,8 @@ one quota count — for the planner, apply and doctor alike.
 
 A rule admits one protocol and port range from exactly one source: a security group, a CIDR
 or a managed prefix list. `parse` turns an EC2 `SecurityGroupRule` answer into an
-`IngressRule`; `quota_counts` counts a group's rules as the rules-per-SG quota counts them.
+`IngressRule`; `quota_counts` counts a group's rules as the rules-per-SG quota counts them,
+a prefix list by its `PrefixList.weight`.
 
 Pure: no I/O, no AWS or Kubernetes library. The answer `parse` reads is a plain mapping.
 """
@@ -11,19 +12,23 @@ Pure: no I/O, no AWS or Kubernetes library. The answer `parse` reads is a plain 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "ALL_PROTOCOLS",
+    "AWS_MANAGED_PREFIX_LIST_WEIGHTS",
     "MAX_PORT",
+    "MAX_RULES_PER_SECURITY_GROUP",
     "PORTED",
     "IngressRule",
     "Network",
     "Permission",
     "PrefixList",
     "admits",
+    "aws_managed_weight",
     "covered_ports",
     "normalise_protocol",
     "parse",
@@ -37,6 +42,34 @@ PORTED = frozenset({"tcp", "udp"})
 _PROTOCOL_NAMES = {"6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "all": ALL_PROTOCOLS}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The largest the rules-per-SG quota can be: AWS refuses to let it times the SGs per network
+# interface (at least 1) exceed 1,000 (VPC User Guide, "Amazon VPC quotas"). A prefix list
+# whose weight nobody can tell counts as this much by default: no applied quota is larger, so
+# an SG that references one is never thought to have room.
+MAX_RULES_PER_SECURITY_GROUP = 1000
+
+# What a reference to an AWS-managed prefix list counts as: AWS publishes a weight per list
+# name, and DescribeManagedPrefixLists answers no MaxEntries for these lists. From the table
+# "Available AWS-managed prefix lists" of the Amazon VPC User Guide (page
+# working-with-aws-managed-prefix-lists, section "AWS-managed prefix list weight"). `{region}`
+# stands for the region in a regional list's name (`com.amazonaws.eu-west-1.s3`). A name the
+# table lacks (a service added since) is of unknown weight.
+AWS_MANAGED_PREFIX_LIST_WEIGHTS: Mapping[str, int] = {
+    "com.amazonaws.global.cloudfront.origin-facing": 55,
+    "com.amazonaws.global.ipv6.cloudfront.origin-facing": 55,
+    "com.amazonaws.global.groundstation": 5,
+    "com.amazonaws.{region}.dynamodb": 1,
+    "com.amazonaws.{region}.ec2-instance-connect": 2,
+    "com.amazonaws.{region}.ipv6.ec2-instance-connect": 2,
+    "com.amazonaws.{region}.route53-healthchecks": 25,
+    "com.amazonaws.{region}.ipv6.route53-healthchecks": 25,
+    "com.amazonaws.{region}.s3": 1,
+    "com.amazonaws.{region}.s3express": 6,
+    "com.amazonaws.{region}.vpc-lattice": 10,
+    "com.amazonaws.{region}.ipv6.vpc-lattice": 10,
+}
+_REGIONAL_NAME = re.compile(r"com\.amazonaws\.(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)\.(?P<rest>.+)")
 
 
 def normalise_protocol(protocol: str) -> str:
@@ -176,16 +209,35 @@ def admits(rule: IngressRule, permission: Permission) -> bool:
     return covered_ports(rule, permission.ip_protocol, *wanted) == wanted
 
 
+def aws_managed_weight(name: str) -> int | None:
+    """The published weight of the AWS-managed prefix list named `name`, or None."""
+    regional = _REGIONAL_NAME.fullmatch(name)
+    if regional is not None:
+        name = f"com.amazonaws.{{region}}.{regional['rest']}"
+    return AWS_MANAGED_PREFIX_LIST_WEIGHTS.get(name)
+
+
 @dataclass(frozen=True)
 class PrefixList:
-    """A managed prefix list a rule references. It counts against the quota as `max_entries`
-    rules in its address family (`family`: 4 or 6; None when not known: counted in both).
-    `entries`: its CIDRs, when they were read (doctor reads them; the planner needs none)."""
+    """A managed prefix list a rule references, as DescribeManagedPrefixLists describes it.
+    `max_entries`: its MaxEntries (AWS-managed lists have none); `family`: 4 or 6 (None when
+    not known: counted in both); `name`: its PrefixListName; `entries`: its CIDRs, when they
+    were read (doctor reads them; the planner needs none)."""
 
     prefix_list_id: str
     max_entries: int | None = None
     family: int | None = None
     entries: tuple[Network, ...] | None = None
+    name: str | None = None
+
+    @property
+    def weight(self) -> int | None:
+        """How many rules a reference to the list counts as in its family: its MaxEntries, or
+        for an AWS-managed list the weight AWS publishes for its name; None when neither is
+        known."""
+        if self.max_entries is not None:
+            return self.max_entries
+        return aws_managed_weight(self.name) if self.name else None
 
 
 def parse(raw: Mapping[str, Any]) -> IngressRule:
@@ -206,14 +258,18 @@ def parse(raw: Mapping[str, Any]) -> IngressRule:
 
 
 def quota_counts(
-    rules: Iterable[IngressRule], prefix_lists: Mapping[str, PrefixList] | None = None
+    rules: Iterable[IngressRule],
+    prefix_lists: Mapping[str, PrefixList] | None = None,
+    quota: int = MAX_RULES_PER_SECURITY_GROUP,
 ) -> dict[int, int]:
     """The inbound rules of one SG as the rules-per-SG quota counts them, per IP family.
 
     AWS enforces the quota separately for IPv4 and IPv6: a CIDR rule counts in its family; a
     rule referencing an SG counts in both; a rule referencing a prefix list counts as the
-    list's maximum number of entries in the list's family (in both when the family is not
-    known, and as one rule when its size is not known)."""
+    list's weight (`PrefixList.weight`) in the list's family (in both when the family is not
+    known). A list whose weight is not known — not described, or AWS-managed of a name the
+    published table lacks — counts as `quota`, the whole of it: pass the applied quota;
+    without it, the largest there can be."""
     counts = {4: 0, 6: 0}
     lists = prefix_lists or {}
     for rule in rules:
@@ -221,10 +277,10 @@ def quota_counts(
             counts[rule.cidr.version] += 1
         elif rule.prefix_list_id is not None:
             listed = lists.get(rule.prefix_list_id)
-            weight = listed.max_entries if listed and listed.max_entries is not None else 1
+            weight = listed.weight if listed is not None else None
             families = (listed.family,) if listed and listed.family in counts else (4, 6)
             for family in families:
-                counts[family] += weight
+                counts[family] += quota if weight is None else weight
         else:
             counts[4] += 1
             counts[6] += 1

@@ -46,6 +46,7 @@ __all__ = [
     "UntagRule",
     "desired_permissions",
     "plan",
+    "role_actions",
 ]
 
 # The default EC2 quota of inbound rules per security group.
@@ -523,12 +524,7 @@ def _within_quota(
 
 
 def _role_actions(current: topology.Topology, intent: Intent) -> list[Action]:
-    """Per role: release what the mesh recorded but no longer wants, then ensure what it wants.
-
-    Tag before attach and detach before untag, so that a failure half-way leaves a state the
-    next reconcile repairs: a tag without its attachment is re-attached, an attachment is never
-    left behind without a record of who made it.
-    """
+    """Per role the mesh wants or recorded an attachment on, `role_actions`."""
     owner = intent.owner
     wanted_roles = set(current.member_role_names) if intent.attach_cni else set()
     tagged_roles = {name for name, role in current.roles.items() if owner.owns(role.tags)}
@@ -537,52 +533,64 @@ def _role_actions(current: topology.Topology, intent: Intent) -> list[Action]:
         role = current.roles.get(name)
         if role is None:
             continue  # discovery reports a member role it could not read as a problem
-        recorded = role.tags.get(owner.tag_key)
-        wanted = intent.policy_arn if name in wanted_roles else None
-        claimed_by_others = {role.tags[key] for key in ownership.other_mesh_keys(role.tags, owner)}
-        record_after = recorded
-        why = fate = ""
+        actions.extend(role_actions(role, intent, member=name in wanted_roles))
+    return actions
 
-        if recorded is not None and recorded != wanted:
-            why = (
-                f"role {name} no longer belongs to a member"
-                if wanted is None and intent.attach_cni
-                else f"this mesh no longer attaches {recorded}"
-                if wanted is None
-                else f"the mesh's policy changed to {wanted}"
-            )
-            if recorded not in role.attached_policy_arns:
-                fate = "it is already detached"
-            elif intent.retain_cni:
-                fate = "the attachment is kept (retainOnRemoval)"
-            elif recorded in claimed_by_others:
-                fate = "the attachment is kept: another mesh still claims it"
-            else:
-                fate = "the attachment is detached"
-                actions.append(DetachPolicy(name, recorded, f"{why}; the mesh attached it"))
-            record_after = None
 
-        # An attachment the mesh makes, or one a mesh made, is recorded; one that was there
-        # before any mesh came is never recorded, so it is never detached.
-        if wanted is not None and (
-            wanted not in role.attached_policy_arns
-            or recorded == wanted
-            or wanted in claimed_by_others
-        ):
-            record_after = wanted
+def role_actions(role: topology.RoleState, intent: Intent, *, member: bool) -> list[Action]:
+    """What one role needs: release what the mesh recorded but no longer wants, then ensure
+    what it wants (the CNI policy, on a member's role when the mesh attaches it). Discovery
+    asks it too: a role it knows from memory is taken as it is only when this is empty.
 
-        if record_after is not None and record_after != recorded:
-            actions.append(
-                TagRole(name, record_after, f"role {name} of a member needs {record_after}")
+    Tag before attach and detach before untag, so that a failure half-way leaves a state the
+    next reconcile repairs: a tag without its attachment is re-attached, an attachment is never
+    left behind without a record of who made it.
+    """
+    owner = intent.owner
+    name = role.name
+    recorded = role.tags.get(owner.tag_key)
+    wanted = intent.policy_arn if member and intent.attach_cni else None
+    claimed_by_others = {role.tags[key] for key in ownership.other_mesh_keys(role.tags, owner)}
+    record_after = recorded
+    why = fate = ""
+    actions: list[Action] = []
+
+    if recorded is not None and recorded != wanted:
+        why = (
+            f"role {name} no longer belongs to a member"
+            if wanted is None and intent.attach_cni
+            else f"this mesh no longer attaches {recorded}"
+            if wanted is None
+            else f"the mesh's policy changed to {wanted}"
+        )
+        if recorded not in role.attached_policy_arns:
+            fate = "it is already detached"
+        elif intent.retain_cni:
+            fate = "the attachment is kept (retainOnRemoval)"
+        elif recorded in claimed_by_others:
+            fate = "the attachment is kept: another mesh still claims it"
+        else:
+            fate = "the attachment is detached"
+            actions.append(DetachPolicy(name, recorded, f"{why}; the mesh attached it"))
+        record_after = None
+
+    # An attachment the mesh makes, or one a mesh made, is recorded; one that was there
+    # before any mesh came is never recorded, so it is never detached.
+    if wanted is not None and (
+        wanted not in role.attached_policy_arns or recorded == wanted or wanted in claimed_by_others
+    ):
+        record_after = wanted
+
+    if record_after is not None and record_after != recorded:
+        actions.append(TagRole(name, record_after, f"role {name} of a member needs {record_after}"))
+    if wanted is not None and wanted not in role.attached_policy_arns:
+        actions.append(
+            AttachPolicy(
+                name,
+                wanted,
+                f"role {name} of a member lacks {wanted}: ipamd cannot start without it",
             )
-        if wanted is not None and wanted not in role.attached_policy_arns:
-            actions.append(
-                AttachPolicy(
-                    name,
-                    wanted,
-                    f"role {name} of a member lacks {wanted}: ipamd cannot start without it",
-                )
-            )
-        if recorded is not None and record_after is None:
-            actions.append(UntagRole(name, recorded, f"{why}; {fate}"))
+        )
+    if recorded is not None and record_after is None:
+        actions.append(UntagRole(name, recorded, f"{why}; {fate}"))
     return actions

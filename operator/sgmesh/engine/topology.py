@@ -63,10 +63,14 @@ class ProblemKind(enum.StrEnum):
 
     AUTO_SCALING_GROUP_NOT_FOUND = "AutoScalingGroupNotFound"
     SECURITY_GROUP_NOT_FOUND = "SecurityGroupNotFound"
+    # An EC2NodeClass or ENIConfig the spec names, or that was a member at the last reconcile,
+    # is gone. Unlike an ASG's deletion, an object's deletion stops no node: pods' ENIs keep an
+    # ENIConfig's SGs, and instances may outlive their node class. Removals are held.
     EC2_NODE_CLASS_NOT_FOUND = "EC2NodeClassNotFound"
     ENI_CONFIG_NOT_FOUND = "ENIConfigNotFound"
-    # The EC2NodeClass or ENIConfig CRD is not installed, or was uninstalled: the members it
-    # held cannot be told (their nodes may still run), so removals are held as for UNRESOLVED.
+    # The EC2NodeClass or ENIConfig CRD is not installed, is being deleted, or was uninstalled:
+    # the members it held cannot be told (their nodes may still run), so removals are held as
+    # for UNRESOLVED.
     SOURCE_NOT_INSTALLED = "MemberSourceNotInstalled"
     UNRESOLVED = "MemberUnresolved"
     QUOTA_EXCEEDED = "QuotaExceeded"
@@ -97,8 +101,9 @@ class Topology:
       Quotas); None: the operator's setting applies.
     - `roles`: every member role, plus every role found carrying this mesh's ownership tag
       (with `cniPolicy.attach: false` member roles are not read: none are needed).
-    - `problems`: what discovery could not resolve. A member that is `UNRESOLVED` makes the
-      planner hold every removal, because what that member needs is unknown.
+    - `problems`: what discovery could not resolve. One in `HOLDING_PROBLEMS` (a member that
+      is `UNRESOLVED`, a source gone or not installed) makes the planner hold every removal,
+      because what the membership needs is unknown.
     """
 
     members: tuple[Member, ...] = ()
@@ -124,4 +129,11 @@ class Topology:
 
 
 # Problems that leave part of the membership unknown: every removal is held while one stands.
-HOLDING_PROBLEMS = frozenset({ProblemKind.UNRESOLVED, ProblemKind.SOURCE_NOT_INSTALLED})
+HOLDING_PROBLEMS = frozenset(
+    {
+        ProblemKind.UNRESOLVED,
+        ProblemKind.SOURCE_NOT_INSTALLED,
+        ProblemKind.EC2_NODE_CLASS_NOT_FOUND,
+        ProblemKind.ENI_CONFIG_NOT_FOUND,
+    }
+)

@@ -3,9 +3,12 @@ and whether aws-node has credentials of its own, IRSA or EKS Pod Identity (see
 `sgmesh.engine.cluster_members` for what they mean).
 
 Only what a spec uses is read. A kind the API server does not serve (404 on its collection:
-the CRD, at that version, is not installed) is read as "not installed"; the aws-node
-ServiceAccount answering 404 means no IRSA. Every other failure (RBAC, a timeout, the API server
-down) raises `ClusterReadError`, naming what was read: it is never taken as "nothing there".
+the CRD, at that version, is not installed) is read as "not installed", and so is a kind whose
+CRD is being deleted: the API server serves it until the CRD's objects are gone, which
+Karpenter's finalizers on its classes can make last, and a list taken meanwhile says nothing of
+the members. The aws-node ServiceAccount answering 404 means no IRSA. Every other failure
+(RBAC, a timeout, the API server down) raises `ClusterReadError`, naming what was read: it is
+never taken as "nothing there".
 
 EKS is not spoken here: the caller passes how to ask it for aws-node's Pod Identity
 association (`sgmesh.aws.pod_identity`), and its AWS errors pass through unchanged.
@@ -14,6 +17,7 @@ association (`sgmesh.aws.pod_identity`), and its AWS errors pass through unchang
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +39,7 @@ __all__ = [
     "AwsNodeCredentialsCache",
     "ClusterReadError",
     "connect",
+    "crd_going",
     "list_aws_node_pods",
     "list_objects",
     "read",
@@ -49,6 +54,8 @@ IRSA_ANNOTATION = cluster_members.IRSA_ANNOTATION
 AssociationReader = Callable[[], cluster_members.AssociationLookup]
 AwsNodeCredentials = cluster_members.AwsNodeCredentials
 REQUEST_TIMEOUT_SECONDS = 10
+# A CRD's metadata without its schema (tens of kB for Karpenter's), which says all that is asked.
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 TOO_MANY_REQUESTS_ATTEMPTS = 4
 MAX_RETRY_AFTER_SECONDS = 2.0
 _T = TypeVar("_T")
@@ -105,7 +112,8 @@ def list_objects(
     kind: cluster_members.SourceKind, api: kubernetes.client.ApiClient | None = None
 ) -> cluster_members.Listing:
     """Every object of a cluster-scoped kind; not installed when the API server answers 404
-    for its collection."""
+    for its collection, or when its CRD is being deleted or gone after the list
+    (`crd_going`)."""
     custom = kubernetes.client.CustomObjectsApi(api)
     try:
         answer = cast(
@@ -131,12 +139,72 @@ def list_objects(
             f"listing {kind.crd_name}/{kind.version} failed: the API server did not answer "
             f"({error})"
         ) from error
+    going = crd_going(kind, api)
+    if going:
+        return cluster_members.Listing(installed=False, why=going)
     objects = {
         item["metadata"]["name"]: item
         for item in answer.get("items", [])
         if isinstance(item.get("metadata"), dict) and "name" in item["metadata"]
     }
     return cluster_members.Listing(installed=True, objects=objects)
+
+
+def crd_going(
+    kind: cluster_members.SourceKind, api: kubernetes.client.ApiClient | None = None
+) -> str:
+    """Why the kind's CRD no longer counts as installed, "" when it does: it is being deleted
+    (a `deletionTimestamp`) or is gone.
+
+    Asked after the kind's list, so that a CRD that is neither now was neither while it was
+    listed: a deletion is never undone (one deleted and created again between the two reads is
+    the exception, and the next reconcile reads both again). One list of CRDs by name, metadata
+    only: the operator lists and watches CRDs already (kopf follows them), so it needs no other
+    right. Its own watch of the source CRDs (`sgmesh.controller.watches`) is not asked instead:
+    it may lag behind, and in the direction that would take a going CRD's emptying list for the
+    members.
+    """
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    where = f"reading the CRD {kind.crd_name}"
+    try:
+        # Unparsed (`_preload_content=False`): the client's model cannot hold a
+        # PartialObjectMetadataList. An answer that is not 2xx still raises ApiException.
+        answer = cast(
+            urllib3.HTTPResponse,
+            _patiently(
+                partial(
+                    extensions.list_custom_resource_definition,
+                    field_selector=f"metadata.name={kind.crd_name}",
+                    _headers={"Accept": METADATA_ONLY},
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
+                )
+            ),
+        )
+        try:
+            listed = json.loads(answer.read())
+        finally:
+            answer.release_conn()
+    except kubernetes.client.exceptions.ApiException as error:
+        raise ClusterReadError(f"{where} failed: {_describe(error)}") from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        raise ClusterReadError(
+            f"{where} failed: the API server did not answer ({error})"
+        ) from error
+    except ValueError as error:
+        raise ClusterReadError(f"{where} failed: the answer is not JSON ({error})") from error
+    # An empty list comes with `items: null`.
+    items = (listed.get("items") or []) if isinstance(listed, dict) else None
+    if not isinstance(items, list) or listed.get("kind") != "PartialObjectMetadataList":
+        raise ClusterReadError(f"{where} failed: the answer is not a list of CRDs")
+    if not items:
+        return "its CRD was deleted"
+    if any(
+        isinstance(item, dict) and (item.get("metadata") or {}).get("deletionTimestamp")
+        for item in items
+    ):
+        return "its CRD is being deleted"
+    return ""
 
 
 def read_irsa(api: kubernetes.client.ApiClient | None = None) -> AwsNodeCredentials | None:
