@@ -10,23 +10,12 @@ from typing import Any
 import pytest
 
 from devtools.aws.world import World
-from sgmesh.api import models
 from sgmesh.aws import client, identity, reconcile
 from sgmesh.engine import planning
 from sgmesh.engine.topology import MemberKind, ProblemKind
+from tests.support.meshes import node_group_mesh as mesh
 
 OWNER_KEY = "sgmesh.io/test-cluster/mesh"
-
-
-def mesh(**spec: Any) -> models.NodeGroupMesh:
-    return models.NodeGroupMesh.parse(
-        {
-            "apiVersion": "sgmesh.io/v1alpha1",
-            "kind": "NodeGroupMesh",
-            "metadata": {"name": "mesh"},
-            "spec": spec,
-        }
-    )
 
 
 def bounded(world: World, member_tag: tuple[str, str | None] | None = None) -> reconcile.Settings:

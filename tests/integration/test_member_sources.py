@@ -9,27 +9,16 @@ from typing import Any
 import pytest
 
 from devtools.aws.world import CNI_POLICY_ARN, World
-from sgmesh.api import models
 from sgmesh.aws import client, reconcile
 from sgmesh.controller import status
 from sgmesh.engine import cluster_members
 from sgmesh.engine.cluster_members import ClusterMember, ClusterMembers
 from sgmesh.engine.topology import MemberKind, ProblemKind
+from tests.support.meshes import node_group_mesh as mesh
 
 SETTINGS = reconcile.Settings(cluster="test-cluster")
 NODE_CLASS_TAG = "karpenter.k8s.aws/ec2nodeclass"
 OWNER_KEY = "sgmesh.io/test-cluster/mesh"
-
-
-def mesh(**spec: Any) -> models.NodeGroupMesh:
-    return models.NodeGroupMesh.parse(
-        {
-            "apiVersion": "sgmesh.io/v1alpha1",
-            "kind": "NodeGroupMesh",
-            "metadata": {"name": "mesh"},
-            "spec": spec,
-        }
-    )
 
 
 def owned_pairs(world: World, group_ids: set[str]) -> set[tuple[str, str]]:

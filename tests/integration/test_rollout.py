@@ -18,6 +18,7 @@ from sgmesh.controller import status
 from sgmesh.engine import planning, topology
 from sgmesh.engine.cluster_members import ClusterMember, ClusterMembers
 from sgmesh.engine.topology import MemberKind, ProblemKind
+from tests.support.meshes import node_group_mesh
 
 OWNER_KEY = "sgmesh.io/test-cluster/mesh"
 SETTINGS = reconcile.Settings(cluster="test-cluster")
@@ -25,14 +26,7 @@ NODE_CLASS_TAG = "karpenter.k8s.aws/ec2nodeclass"
 
 
 def mesh(**spec: Any) -> models.NodeGroupMesh:
-    return models.NodeGroupMesh.parse(
-        {
-            "apiVersion": "sgmesh.io/v1alpha1",
-            "kind": "NodeGroupMesh",
-            "metadata": {"name": "mesh"},
-            "spec": {"cniPolicy": {"attach": False}, **spec},
-        }
-    )
+    return node_group_mesh(**{"cniPolicy": {"attach": False}, **spec})
 
 
 def full_mesh(group_ids: set[str]) -> set[tuple[str, str]]:

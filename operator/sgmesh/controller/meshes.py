@@ -227,7 +227,7 @@ async def _converge(
                 message=str(error),
             )
             if raise_on_failure:
-                delay = min(10.0 * 2 ** min(retry, 5), shared.MAX_RETRY_DELAY_SECONDS)
+                delay = shared.backoff(shared.CLUSTER_READ_RETRY_SECONDS, retry)
                 raise kopf.TemporaryError(str(error), delay=delay) from error
             return
         except errors.ERRORS as error:

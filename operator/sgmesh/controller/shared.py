@@ -122,7 +122,16 @@ class Runtime:
         self.metrics.forget(name)
 
 
+# A failure to read the cluster (the API server) is retried like an AWS outage.
+CLUSTER_READ_RETRY_SECONDS = 10.0
+
+
+def backoff(base: float, retry: int) -> float:
+    """`base` seconds doubled with each retry (up to 5 doublings), at most
+    MAX_RETRY_DELAY_SECONDS."""
+    return float(min(base * 2 ** min(retry, 5), MAX_RETRY_DELAY_SECONDS))
+
+
 def retry_delay(failure: errors.AwsFailure, retry: int) -> float:
     """How long kopf waits before retrying after `failure`, doubling with each retry."""
-    base = RETRY_DELAY_SECONDS[failure.kind]
-    return float(min(base * 2 ** min(retry, 5), MAX_RETRY_DELAY_SECONDS))
+    return backoff(RETRY_DELAY_SECONDS[failure.kind], retry)

@@ -126,7 +126,7 @@ async def withdraw_with_the_crd(body: kopf.Body, memo: kopf.Memo, **_: Any) -> N
                     waiting.append(f"releasing {item['metadata']['name']}: {error.status}")
         if not waiting:
             return
-        delay = min(10.0 * 2 ** min(attempt, 5), shared.MAX_RETRY_DELAY_SECONDS)
+        delay = shared.backoff(shared.RETRY_DELAY_SECONDS[errors.ErrorKind.UNAVAILABLE], attempt)
         log.warning(
             "the NodeGroupMesh CRD is being deleted; cleanup waits %.0fs: %s",
             delay,
