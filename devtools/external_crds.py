@@ -1,6 +1,8 @@
-"""The CRDs of other projects whose objects sgmesh reads — Karpenter's `EC2NodeClass`, the VPC
-CNI's `ENIConfig` — exactly as those projects publish them, so that the tests' objects are
-checked by the real schemas and a schema change upstream shows when a version is bumped.
+"""The CRDs of other projects whose objects sgmesh reads or ships — Karpenter's `EC2NodeClass`,
+the VPC CNI's `ENIConfig`, the VPC resource controller's `SecurityGroupPolicy`,
+prometheus-operator's `PrometheusRule` — exactly as those projects publish them, so that the
+tests' objects are checked by the real schemas and a schema change upstream shows when a
+version is bumped.
 
 Each CRD is one file of a Go module, at the version pinned below. The module's zip comes from
 the Go module proxy over HTTP (`<proxy>/<escaped module path>/@v/<version>.zip`, the proxies of
@@ -46,6 +48,8 @@ __all__ = [
     "EC2NODECLASS",
     "ENICONFIG",
     "EXTERNAL_CRDS",
+    "PROMETHEUSRULE",
+    "SECURITYGROUPPOLICY",
     "CrdFetchError",
     "ExternalCrd",
     "cache_root",
@@ -54,6 +58,8 @@ __all__ = [
     "ensure_file",
     "load",
     "module_zip_hash",
+    "prometheusrule_crd",
+    "securitygrouppolicy_crd",
 ]
 
 # Go's default when GOPROXY is unset, used too when `go` is not on PATH.
@@ -105,7 +111,24 @@ ENICONFIG = ExternalCrd(
     path="charts/aws-vpc-cni/crds/customresourcedefinition.yaml",
     name="eniconfigs.crd.k8s.amazonaws.com",
 )
-EXTERNAL_CRDS = (EC2NODECLASS, ENICONFIG)
+# The VPC resource controller's SecurityGroupPolicy (security groups for pods), as its
+# kubebuilder generates it.
+SECURITYGROUPPOLICY = ExternalCrd(
+    module="github.com/aws/amazon-vpc-resource-controller-k8s",
+    version="v1.8.2",
+    module_hash="h1:S6fvZf7+Xjho4LLo2AdxT3x9yaOJ37Ly/eGQd+ASWi4=",
+    path="config/crd/bases/vpcresources.k8s.aws_securitygrouppolicies.yaml",
+    name="securitygrouppolicies.vpcresources.k8s.aws",
+)
+# prometheus-operator's PrometheusRule, the file its kube-prometheus and Helm charts install.
+PROMETHEUSRULE = ExternalCrd(
+    module="github.com/prometheus-operator/prometheus-operator",
+    version="v0.85.0",
+    module_hash="h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s=",
+    path="example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml",
+    name="prometheusrules.monitoring.coreos.com",
+)
+EXTERNAL_CRDS = (EC2NODECLASS, ENICONFIG, SECURITYGROUPPOLICY, PROMETHEUSRULE)
 
 
 def cache_root() -> Path:
@@ -279,6 +302,17 @@ def ec2nodeclass_crd() -> dict[str, Any]:
 def eniconfig_crd() -> dict[str, Any]:
     """The VPC CNI's ENIConfig CRD (crd.k8s.amazonaws.com/v1alpha1, cluster-scoped)."""
     return load(ENICONFIG)
+
+
+def securitygrouppolicy_crd() -> dict[str, Any]:
+    """The VPC resource controller's SecurityGroupPolicy CRD (vpcresources.k8s.aws/v1beta1,
+    namespaced)."""
+    return load(SECURITYGROUPPOLICY)
+
+
+def prometheusrule_crd() -> dict[str, Any]:
+    """prometheus-operator's PrometheusRule CRD (monitoring.coreos.com/v1, namespaced)."""
+    return load(PROMETHEUSRULE)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "NodeGroupMesh",
     "NodeGroupMeshSpec",
     "NodeGroupMeshStatus",
+    "PodSecurityGroups",
     "Protocol",
     "RuleCounts",
     "SecurityGroupSelector",
@@ -364,6 +365,45 @@ class CustomNetworking(_Model):
         return _check_names(names, "ENIConfig")
 
 
+# A SecurityGroupPolicy reference: "namespace/name", "namespace/*" (every policy of the
+# namespace) or "*" alone (every policy of the cluster).
+POLICY_REFERENCE = (
+    r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?/(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?))$"
+)
+PolicyReference = Annotated[
+    str, StringConstraints(pattern=POLICY_REFERENCE, min_length=1, max_length=317)
+]
+
+
+class PodSecurityGroups(_Model):
+    """Security groups for pods: the security groups a SecurityGroupPolicy
+    (vpcresources.k8s.aws/v1beta1) gives the branch ENIs of its pods join the mesh. They have no
+    node role, so no CNI policy is attached for them."""
+
+    model_config = ConfigDict(json_schema_extra=_names_rules("policies"))
+
+    policies: list[PolicyReference] = Field(
+        min_length=1,
+        max_length=100,
+        description='SecurityGroupPolicy references: "namespace/name", "namespace/*" (every '
+        'policy of the namespace), or ["*"] alone (every policy of the cluster). Example: '
+        '["payments/db-clients", "dns/*"].',
+    )
+
+    @pydantic.field_validator("policies")
+    @classmethod
+    def _valid_references(cls, references: list[str]) -> list[str]:
+        _check_names(references, "SecurityGroupPolicy")
+        whole = {ref.split("/")[0] for ref in references if ref.endswith("/*")}
+        for reference in references:
+            namespace, _, name = reference.partition("/")
+            if name not in ("", EVERY) and namespace in whole:
+                raise ValueError(
+                    f"{reference!r} is already covered by {namespace + '/*'!r}: list one of them"
+                )
+        return references
+
+
 class CniPolicy(_Model):
     attach: bool = Field(
         default=True,
@@ -384,7 +424,9 @@ class CniPolicy(_Model):
     )
 
 
-_SOURCES = "autoScalingGroups, securityGroups, karpenter or customNetworking"
+_SOURCES = (
+    "autoScalingGroups, securityGroups, karpenter, customNetworking or podSecurityGroups"
+)
 
 
 class NodeGroupMeshSpec(_Model):
@@ -394,6 +436,7 @@ class NodeGroupMeshSpec(_Model):
                 {
                     "rule": "has(self.autoScalingGroups) || has(self.securityGroups) || "
                     "has(self.karpenter) || has(self.customNetworking) || "
+                    "has(self.podSecurityGroups) || "
                     "(has(self.extraSecurityGroupIds) && size(self.extraSecurityGroupIds) > 0)",
                     "message": f"a mesh needs at least one member source: {_SOURCES}",
                 }
@@ -416,6 +459,10 @@ class NodeGroupMeshSpec(_Model):
     custom_networking: CustomNetworking | None = Field(
         default=None,
         description="VPC CNI custom networking: ENIConfigs whose security groups join.",
+    )
+    pod_security_groups: PodSecurityGroups | None = Field(
+        default=None,
+        description="Security groups for pods: SecurityGroupPolicies whose security groups join.",
     )
     traffic: list[Traffic] = Field(
         default_factory=lambda: [Traffic(protocol=Protocol.ALL)],
@@ -452,6 +499,7 @@ class NodeGroupMeshSpec(_Model):
             or self.security_groups
             or self.karpenter
             or self.custom_networking
+            or self.pod_security_groups
             or self.extra_security_group_ids
         ):
             raise ValueError(f"a mesh needs at least one member source: {_SOURCES}")
@@ -465,8 +513,13 @@ class NodeGroupMeshSpec(_Model):
 
     @property
     def uses_cluster(self) -> bool:
-        """Whether members are read from Kubernetes objects (EC2NodeClasses, ENIConfigs)."""
-        return self.karpenter is not None or self.custom_networking is not None
+        """Whether members are read from Kubernetes objects (EC2NodeClasses, ENIConfigs,
+        SecurityGroupPolicies)."""
+        return (
+            self.karpenter is not None
+            or self.custom_networking is not None
+            or self.pod_security_groups is not None
+        )
 
     @pydantic.field_validator("traffic")
     @classmethod
@@ -479,7 +532,9 @@ class NodeGroupMeshSpec(_Model):
         return traffic
 
 
-MemberKindName = Literal["AutoScalingGroup", "SecurityGroup", "EC2NodeClass", "ENIConfig"]
+MemberKindName = Literal[
+    "AutoScalingGroup", "SecurityGroup", "EC2NodeClass", "ENIConfig", "SecurityGroupPolicy"
+]
 
 
 class DrainingSecurityGroup(_Model):
