@@ -28,6 +28,7 @@ __all__ = [
     "MAX_TAG_VALUE_LENGTH",
     "AutoScalingGroups",
     "CniPolicy",
+    "CniPolicyStatus",
     "Condition",
     "CustomNetworking",
     "DeletionPolicy",
@@ -569,6 +570,20 @@ class RuleCounts(_Model):
     owned: int = Field(default=0, description="Rules that carry this mesh's ownership tag.")
 
 
+class CniPolicyStatus(_Model):
+    policy_arn: str | None = Field(default=None, description="The policy the mesh attaches.")
+    attached_roles: list[str] = Field(
+        default_factory=list,
+        description="Member node roles that hold the policy, whoever attached it.",
+    )
+    owned_roles: list[str] = Field(
+        default_factory=list,
+        description="Of those, the roles whose attachment this mesh made and recorded (the "
+        "role's sgmesh.io tag): the only ones it ever detaches. An attachment someone else "
+        "made, or one kept by retainOnRemoval after the mesh released it, is never adopted.",
+    )
+
+
 class Condition(_Model):
     type: str
     status: Literal["True", "False", "Unknown"]
@@ -586,6 +601,7 @@ class NodeGroupMeshStatus(_Model):
         default=None, description="How many members (of every kind) the mesh has."
     )
     rules: RuleCounts | None = None
+    cni_policy: CniPolicyStatus | None = None
     pending_actions: list[str] = Field(
         default_factory=list, description="DryRun: what Enforce would do."
     )
