@@ -469,6 +469,7 @@ def test_a_release_that_ends_in_a_revoke_counts_each_rule_once(
                     IpProtocol="tcp",
                     FromPort=r.from_port,
                     ToPort=r.to_port,
+                    Description=OTHER.rule_description,
                 )
                 for r in left
             ]
@@ -519,3 +520,64 @@ def test_revoking_an_orphan_this_mesh_made_does_not_count_as_an_owned_rule_gone(
     assert result.ok, result.failures
     counted = reconcile.Outcome(OWNER, topology, plan, result).rules()
     assert counted == models.RuleCounts(desired=4, present=4, owned=4)
+
+
+def test_a_release_decides_only_from_a_read_that_shows_it_and_confirms_a_held_rule(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    """The first read after the release is stale (this mesh's tag still shows), the second
+    shows the release and OTHER still holding the rule; the confirming read, later, finds
+    OTHER gone too: the rule is revoked, and only then."""
+    held = builders.rule("sgr-old", "sg-a", "sg-old", OWNER, OTHER)
+    plan = planning.plan(mesh_of_two(held), builders.intent(attach_cni=False))
+    assert [action.kind for action in plan.actions] == ["untag-rule"]
+    waited: list[float] = []
+    settling = apply.Settling(
+        interval_seconds=1.0, attempts=5, confirm_seconds=3.0, sleep=waited.append
+    )
+
+    def read(*owners: ownership.Owner) -> dict[str, object]:
+        answer = dict(rule_answer("sg-a", "sg-old", "sgr-old", owners))
+        answer["Description"] = OTHER.rule_description
+        return {"SecurityGroupRules": [answer]}
+
+    ec2 = stubs["ec2"]
+    ec2.add_response("delete_tags", {})
+    ec2.add_response("describe_security_group_rules", read(OWNER, OTHER))  # stale
+    ec2.add_response("describe_security_group_rules", read(OTHER))  # shows the release
+    ec2.add_response("describe_security_group_rules", read())  # OTHER let go meanwhile
+    ec2.add_response(
+        "revoke_security_group_ingress",
+        {"Return": True},
+        {"GroupId": "sg-a", "SecurityGroupRuleIds": ["sgr-old"]},
+    )
+
+    result = apply.apply(clients, plan, OWNER, settling)
+
+    assert result.ok, result.failures
+    assert sorted(action.kind for action in result.done) == ["revoke", "untag-rule"]
+    assert waited == [1.0, 3.0]
+
+
+def test_a_rule_nobody_made_is_never_revoked_after_a_release(
+    clients: client.AwsClients, stubs: dict[str, Stubber]
+) -> None:
+    """A rule without sgmesh's description that reads as ownerless after the release (its
+    tags were edited by hand) is left as it is: only what sgmesh made is revoked."""
+    held = builders.rule("sgr-old", "sg-a", "sg-old", OWNER, OTHER)
+    plan = planning.plan(mesh_of_two(held), builders.intent(attach_cni=False))
+    ec2 = stubs["ec2"]
+    ec2.add_response("delete_tags", {})
+    ec2.add_response(
+        "describe_security_group_rules",
+        {"SecurityGroupRules": [rule_answer("sg-a", "sg-old", "sgr-old")]},
+    )
+    ec2.add_response(
+        "describe_security_group_rules",
+        {"SecurityGroupRules": [rule_answer("sg-a", "sg-old", "sgr-old")]},
+    )
+
+    result = apply.apply(clients, plan, OWNER, apply.Settling(sleep=lambda _: None))
+
+    assert result.ok, result.failures
+    assert [action.kind for action in result.done] == ["untag-rule"]

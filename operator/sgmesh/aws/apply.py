@@ -10,13 +10,16 @@
   exist, and the next reconcile writes both again. A tag that was there before stays.
 
 A race with another writer (`InvalidPermission.Duplicate`, `...NotFound`) is resolved by
-re-reading the group and retrying with what is still needed. Any other failure is recorded
-for that group or role and the rest of the plan still runs. This module never decides what
-to change; it only does what the plan says.
+re-reading the group and retrying with what is still needed. EC2's reads may lag its writes by
+seconds: after releasing a rule, a mesh decides only from a read that shows its own release,
+confirmed by a second read `Settling.confirm_seconds` later (see `_release`). Any other
+failure is recorded for that group or role and the rest of the plan still runs. This module
+never decides what to change; it only does what the plan says.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,9 +35,28 @@ from sgmesh.engine.ingress import ALL_PROTOCOLS, Permission
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import IpPermissionTypeDef
 
-__all__ = ["ApplyResult", "Failure", "apply"]
+__all__ = ["ApplyResult", "Failure", "Settling", "apply", "revoke_rules"]
 
 _TAG_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Settling:
+    """How long a release waits out EC2's eventual consistency. After removing its tag a mesh
+    re-reads the rules every `interval_seconds` (at most `attempts` times) until a read shows
+    its own release; a rule that other owners still hold then is read once more
+    `confirm_seconds` later, and revoked if that read finds it ownerless. Without this, two
+    owners released together, each reading the other's stale tag, would both keep the rule
+    and leave it with nobody in charge."""
+
+    interval_seconds: float = 1.0
+    attempts: int = 15
+    confirm_seconds: float = 3.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+
+
+# For tests of the pipeline alone against a store whose reads never lag (no waits).
+SETTLED = Settling(interval_seconds=0.0, attempts=1, confirm_seconds=0.0)
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,12 @@ class ApplyResult:
         return not self.failures
 
 
-def apply(clients: client.AwsClients, plan: planning.Plan, owner: ownership.Owner) -> ApplyResult:
+def apply(
+    clients: client.AwsClients,
+    plan: planning.Plan,
+    owner: ownership.Owner,
+    settling: Settling = Settling(),
+) -> ApplyResult:
     result = ApplyResult()
     revokes: dict[str, list[planning.Revoke]] = defaultdict(list)
     authorizations: dict[str, list[planning.Authorize]] = defaultdict(list)
@@ -84,7 +111,7 @@ def apply(clients: client.AwsClients, plan: planning.Plan, owner: ownership.Owne
             result,
             clients,
             group_revokes,
-            partial(_revoke, clients, group_id, group_revokes, owner),
+            partial(_revoke, clients, group_id, group_revokes, owner, settling),
         )
         _run(
             result,
@@ -95,7 +122,12 @@ def apply(clients: client.AwsClients, plan: planning.Plan, owner: ownership.Owne
     for tag_batch in chunking.chunks(tag_rules, _TAG_BATCH):
         _run(result, clients, tag_batch, partial(_co_own, clients, tag_batch, owner, result))
     for untag_batch in chunking.chunks(untag_rules, _TAG_BATCH):
-        _run(result, clients, untag_batch, partial(_release, clients, untag_batch, owner))
+        _run(
+            result,
+            clients,
+            untag_batch,
+            partial(_release, clients, untag_batch, owner, settling),
+        )
     for actions in role_actions.values():
         _run_role(result, clients, actions, owner)
     return result
@@ -201,6 +233,7 @@ def _revoke(
     group_id: str,
     actions: Sequence[planning.Revoke],
     owner: ownership.Owner,
+    settling: Settling,
 ) -> list[planning.Action]:
     """Revoke what the plan says this mesh alone owns — re-checked against AWS right now, since
     another mesh may have joined a rule's owners since discovery: such a rule is released
@@ -220,13 +253,13 @@ def _revoke(
             revoke.append(action)
         # else: the rule changed hands since discovery and is not this mesh's to touch.
     if revoke:
-        _revoke_call(clients, group_id, [action.rule_id for action in revoke])
-    if release:
-        _untag(clients, [action.rule_id for action in release], owner)
-    return [*gone, *revoke, *release]
+        revoke_rules(clients, group_id, [action.rule_id for action in revoke])
+    released = _release(clients, release, owner, settling) if release else []
+    return [*gone, *revoke, *released]
 
 
-def _revoke_call(clients: client.AwsClients, group_id: str, rule_ids: Sequence[str]) -> None:
+def revoke_rules(clients: client.AwsClients, group_id: str, rule_ids: Sequence[str]) -> None:
+    """Revoke inbound rules of one group by id; those already gone are no failure."""
     try:
         clients.ec2.revoke_security_group_ingress(
             GroupId=group_id, SecurityGroupRuleIds=list(rule_ids)
@@ -258,16 +291,26 @@ def _co_own(
 
 
 def _release(
-    clients: client.AwsClients, actions: Sequence[planning.UntagRule], owner: ownership.Owner
+    clients: client.AwsClients,
+    actions: Sequence[planning.UntagRule],
+    owner: ownership.Owner,
+    settling: Settling,
 ) -> list[planning.Action]:
     """Remove this mesh's tag, then re-read: when every other owner let go at the same time
     (several meshes deleted together), nobody would be left to revoke the rule — so whoever
-    finds it ownerless after its own release revokes it. Revoking twice is harmless."""
+    finds it ownerless after its own release revokes it. Revoking twice is harmless.
+
+    EC2 may serve a read that predates the release by seconds, showing the other owners' tags
+    as they were too; each of them, reading the same way, would keep the rule. So the decision
+    waits for a read that shows this mesh's own release (a read that recent shows every
+    release made before it), and a rule still held by others then is read again
+    `confirm_seconds` later (a release made meanwhile by an owner whose read came earlier).
+    The caller waits meanwhile: a deleting mesh keeps its finalizer until this has run."""
     rule_ids = [action.rule_id for action in actions]
     _untag(clients, rule_ids, owner)
     ownerless: dict[str, list[planning.Revoke]] = defaultdict(list)
-    for rule in security_groups.read_rules(clients, rule_ids).values():
-        if rule.permission is not None and not ownership.owned_by_any_mesh(rule.tags):
+    for rule in _ownerless_after_release(clients, rule_ids, owner, settling):
+        if rule.permission is not None:
             ownerless[rule.group_id].append(
                 planning.Revoke(
                     rule.group_id,
@@ -277,8 +320,56 @@ def _release(
                 )
             )
     for group_id, revokes in sorted(ownerless.items()):
-        _revoke_call(clients, group_id, [action.rule_id for action in revokes])
+        revoke_rules(clients, group_id, [action.rule_id for action in revokes])
     return [*actions, *(revoke for revokes in ownerless.values() for revoke in revokes)]
+
+
+def _ownerless_after_release(
+    clients: client.AwsClients,
+    rule_ids: Sequence[str],
+    owner: ownership.Owner,
+    settling: Settling,
+) -> list[ingress.IngressRule]:
+    """The released rules that no mesh owns, decided from reads that show this release."""
+    rules = _read_showing_release(clients, rule_ids, owner, settling)
+    found = [rule for rule in rules.values() if _left_ownerless(rule)]
+    held = sorted(rule_id for rule_id, rule in rules.items() if not _left_ownerless(rule))
+    if held and settling.confirm_seconds > 0:
+        settling.sleep(settling.confirm_seconds)
+        found.extend(
+            rule
+            for rule in security_groups.read_rules(clients, held).values()
+            if _left_ownerless(rule)
+        )
+    return found
+
+
+def _left_ownerless(rule: ingress.IngressRule) -> bool:
+    """No mesh owns the rule, and sgmesh made it (a rule nobody ever tagged stays as it is)."""
+    return not ownership.owned_by_any_mesh(rule.tags) and ownership.is_orphan(
+        rule.tags, rule.description
+    )
+
+
+def _read_showing_release(
+    clients: client.AwsClients,
+    rule_ids: Sequence[str],
+    owner: ownership.Owner,
+    settling: Settling,
+) -> dict[str, ingress.IngressRule]:
+    """The rules (those that still exist) as read once the read shows `owner`'s tag gone from
+    every one of them. A read that keeps showing it is stale: after `settling.attempts` reads
+    the release is reported unconfirmed, a failure retried like any race."""
+    for attempt in range(max(settling.attempts, 1)):
+        if attempt:
+            settling.sleep(settling.interval_seconds)
+        rules = security_groups.read_rules(clients, rule_ids)
+        if not any(owner.owns(rule.tags) for rule in rules.values()):
+            return rules
+    raise errors.ReleaseUnconfirmed(
+        f"{len(rule_ids)} rule(s) still showed this mesh's tag after it was removed "
+        f"({settling.attempts} reads): EC2's reads lag its writes; the next reconcile decides"
+    )
 
 
 def _tag(clients: client.AwsClients, rule_ids: Sequence[str], owner: ownership.Owner) -> set[str]:

@@ -28,12 +28,21 @@ __all__ = [
     "RULE_DUPLICATE",
     "AwsFailure",
     "ErrorKind",
+    "ReleaseUnconfirmed",
     "answered",
     "classify",
     "error_code",
     "iam_action",
     "iam_actions",
 ]
+
+
+class ReleaseUnconfirmed(Exception):
+    """EC2's reads kept showing a tag this process had removed: AWS has not caught up with the
+    write yet, so nothing can be decided from what it shows (`sgmesh.aws.apply`)."""
+
+    operation = "DescribeSecurityGroupRules"
+
 
 # Everything an AWS call can raise that says "AWS did not give a usable answer". botocore's
 # ResponseParserError (a 5xx with a body that is not AWS's XML or JSON, as proxies and outages
@@ -42,6 +51,7 @@ ERRORS: tuple[type[Exception], ...] = (
     botocore.exceptions.ClientError,
     botocore.exceptions.BotoCoreError,
     botocore.parsers.ResponseParserError,
+    ReleaseUnconfirmed,
 )
 
 
@@ -223,6 +233,14 @@ def classify(error: BaseException, service: str | None = None) -> AwsFailure:
         if code in _CONCURRENT_CHANGE_CODES:
             return AwsFailure(ErrorKind.CONCURRENT_CHANGE, code, operation, message, service)
         return AwsFailure(ErrorKind.REJECTED, code, operation, message, service)
+    if isinstance(error, ReleaseUnconfirmed):
+        return AwsFailure(
+            ErrorKind.CONCURRENT_CHANGE,
+            type(error).__name__,
+            error.operation,
+            str(error),
+            service or "ec2",
+        )
     if isinstance(
         error, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError
     ):

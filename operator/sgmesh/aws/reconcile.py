@@ -35,6 +35,8 @@ class Settings:
     ip_family: str = identity.IPV4
     # Only an optimisation: it confirms that a role needs nothing, never decides a write.
     role_memory: roles.RoleMemory = field(default_factory=roles.RoleMemory, compare=False)
+    # How a release waits out EC2's eventual consistency (`sgmesh.aws.apply.Settling`).
+    settling: applying.Settling = applying.Settling()
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,11 @@ def converge(
     topology = discovery.discover(clients, intent, settings.role_memory, fresh=fresh)
     plan = planning.plan(topology, intent)
     enforce = write and mesh.spec.mode is models.Mode.ENFORCE
-    applied = applying.apply(clients, plan, owner) if enforce and not plan.empty else None
+    applied = (
+        applying.apply(clients, plan, owner, settings.settling)
+        if enforce and not plan.empty
+        else None
+    )
     if enforce and applied is None:
         applied = applying.ApplyResult()
     return Outcome(owner, topology, plan, applied, cluster, ip_family=settings.ip_family)
@@ -143,6 +149,7 @@ def withdraw(
     policy_arns: tuple[str, ...] = (),
     role_memory: roles.RoleMemory | None = None,
     with_roles: bool = True,
+    settling: applying.Settling = applying.Settling(),
 ) -> Outcome:
     """Take away every rule and CNI attachment record `owner` holds (mesh deletion).
 
@@ -159,7 +166,7 @@ def withdraw(
         owner=owner, traffic=(), attach_cni=False, policy_arn="", retain_cni=retain_cni
     )
     plan = planning.plan(topology, intent)
-    applied = applying.apply(clients, plan, owner) if write and not plan.empty else None
+    applied = applying.apply(clients, plan, owner, settling) if write and not plan.empty else None
     if write and applied is None:
         applied = applying.ApplyResult()
     return Outcome(owner, topology, plan, applied)

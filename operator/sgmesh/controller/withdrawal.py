@@ -176,6 +176,7 @@ async def clean_region(
         policy_arns=policy_arns,
         role_memory=runtime.settings.pipeline.role_memory,
         with_roles=with_roles,
+        settling=runtime.settings.pipeline.settling,
     )
     try:
         outcome = await asyncio.get_running_loop().run_in_executor(runtime.executor, withdraw)
