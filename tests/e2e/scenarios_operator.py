@@ -506,3 +506,32 @@ def test_a_region_set_by_mistake_then_corrected_is_no_longer_listed(
         "RegionCleanedUp for eu-west-1",
         context=operator.log_tail,
     )
+
+
+def test_the_operator_sweeps_rules_abandoned_by_a_mesh_that_is_gone(
+    world: World, meshes: Meshes, operator: Operator
+) -> None:
+    """Rules sgmesh made for a mesh of this cluster that no longer exists, with nobody's tag on
+    them (an operator stopped mid-release, tags removed by hand) are revoked soon after the
+    operator starts; the same rule of another cluster, and somebody else's rule, stay."""
+    a, b = world.node_group("eks-a"), world.node_group("eks-b")
+    target, source = a.security_group_id, b.security_group_id
+    abandoned = world.ingress_from_group(
+        target, source, "tcp", 53, 53, description="sgmesh e2e/gone: node group mesh traffic"
+    )
+    elsewhere = world.ingress_from_group(
+        target, source, "udp", 53, 53, description="sgmesh other/gone: node group mesh traffic"
+    )
+    handmade = world.ingress_from_group(target, source, "tcp", 22, 22, description="by hand")
+
+    def rule_ids() -> set[str]:
+        return {rule["SecurityGroupRuleId"] for rule in world.describe_ingress(target)}
+
+    wait_until(
+        lambda: abandoned not in rule_ids(),
+        DEADLINE,
+        "the abandoned rule is revoked",
+        operator.log_tail,
+    )
+    assert {elsewhere, handmade} <= rule_ids()
+    assert "revoked rule " + abandoned in operator.log_tail(400)

@@ -16,7 +16,7 @@ for the caller to classify with `errors.classify`.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ __all__ = [
     "GroupFacts",
     "GroupNames",
     "auto_scaling_group_vpcs",
+    "groups_with_rule_descriptions",
     "read_default_groups",
     "read_ingress_rules",
     "read_network_interface_groups",
@@ -222,6 +223,23 @@ def read_selected_groups(
                 if "GroupId" in group and "VpcId" in group:
                     found[group["GroupId"]] = GroupFacts.of(group)
     return dict(sorted(found.items()))
+
+
+def groups_with_rule_descriptions(
+    clients: client.AwsClients, vpc_id: str, described: Callable[[str], bool]
+) -> list[str]:
+    """The SGs of `vpc_id` with an inbound rule referencing an SG whose description
+    `described` accepts (the orphan sweep's first read: EC2 filters rules by no description)."""
+    return sorted(
+        group["GroupId"]
+        for group in _describe_security_groups(clients, "vpc-id", [vpc_id])
+        if "GroupId" in group
+        and any(
+            described(pair.get("Description", ""))
+            for permission in group.get("IpPermissions", [])
+            for pair in permission.get("UserIdGroupPairs", [])
+        )
+    )
 
 
 def read_default_groups(clients: client.AwsClients, vpc_ids: Sequence[str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ reconciles a mesh: the modules in `HANDLER_MODULES` do.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from sgmesh.controller import (
     peering,
     serving,
     shared,
+    sweep,
     watches,
     withdrawal,
 )
@@ -131,11 +133,19 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
             rescan=serving.kopf_rescan(settings, memo.insights),
         ),
     )
+    runtime.metrics.follow_meshes(
+        runtime.watching.meshes.bodies, operator_settings.default_resync_seconds
+    )
     if memo.listening is not None:
         runtime.web_runner = await metrics.serve(
             runtime.metrics, memo.listening, is_ready=memo.started.is_set
         )
     memo.runtime = runtime
+    # The safety net under releases (`sgmesh.controller.sweep`): soon after the start, then
+    # every few resyncs.
+    memo.sweeping = asyncio.create_task(
+        sweep.sweep_forever(runtime, first_delay=operator_settings.timer_tick_seconds)
+    )
     log.info(
         "sgmesh operator started: cluster %s, default region %s, metrics port %s",
         operator_settings.pipeline.cluster,
@@ -166,6 +176,7 @@ def _aws_node_credentials(runtime: shared.Runtime) -> sources.AwsNodeCredentials
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     runtime: shared.Runtime = memo.runtime
+    memo.sweeping.cancel()
     if runtime.watching is not None:
         await runtime.watching.nodes.close()
         await runtime.watching.sources.close()
