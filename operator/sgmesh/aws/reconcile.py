@@ -36,7 +36,7 @@ class Settings:
     # Only an optimisation: it confirms that a role needs nothing, never decides a write.
     role_memory: roles.RoleMemory = field(default_factory=roles.RoleMemory, compare=False)
     # How a release waits out EC2's eventual consistency (`sgmesh.aws.apply.Settling`).
-    settling: applying.Settling = applying.Settling()
+    settling: applying.Settling = applying.AWS_SETTLING
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class Outcome:
     cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS
     # The cluster's IP family, as the settings said (`Settings.ip_family`).
     ip_family: str = identity.IPV4
+    # The CNI policy the mesh attaches (the spec's, else the partition's default).
+    policy_arn: str = ""
 
     @property
     def pending(self) -> tuple[planning.Action, ...]:
@@ -99,6 +101,39 @@ class Outcome:
             )
         return models.RuleCounts(desired=self.plan.desired_rules, present=present, owned=owned)
 
+    def cni_policy(self) -> models.CniPolicyStatus:
+        """Which member roles hold the CNI policy and which of those attachments are this
+        mesh's (its record tag on the role), after the writes that succeeded.
+
+        An attachment is the mesh's only while its record is there: one it released (IRSA
+        turned on, a member gone, with `retainOnRemoval: true`) stays in AWS but is no longer
+        recorded, and is never taken back later — whoever attached it might be somebody
+        else, by then, and sgmesh never detaches what it cannot prove it made. When the mesh
+        needs the policy on that role again, the attachment counts as present and the mesh
+        attaches nothing; `ownedRoles` leaves it out, and a later removal leaves it alone."""
+        attached = {
+            name
+            for name, role in self.topology.roles.items()
+            if self.policy_arn in role.attached_policy_arns
+        }
+        owned = {name for name, role in self.topology.roles.items() if self.owner.owns(role.tags)}
+        for action in self.applied.done if self.applied is not None else ():
+            match action:
+                case planning.AttachPolicy(role=role) if action.policy_arn == self.policy_arn:
+                    attached.add(role)
+                case planning.DetachPolicy(role=role) if action.policy_arn == self.policy_arn:
+                    attached.discard(role)
+                case planning.TagRole(role=role):
+                    owned.add(role)
+                case planning.UntagRole(role=role):
+                    owned.discard(role)
+        members = set(self.topology.member_role_names)
+        return models.CniPolicyStatus(
+            policy_arn=self.policy_arn or None,
+            attached_roles=sorted(attached & members),
+            owned_roles=sorted(owned),
+        )
+
 
 def owner_of(mesh: models.NodeGroupMesh, settings: Settings) -> ownership.Owner:
     return ownership.Owner(cluster=settings.cluster, mesh=mesh.name)
@@ -137,7 +172,15 @@ def converge(
     )
     if enforce and applied is None:
         applied = applying.ApplyResult()
-    return Outcome(owner, topology, plan, applied, cluster, ip_family=settings.ip_family)
+    return Outcome(
+        owner,
+        topology,
+        plan,
+        applied,
+        cluster,
+        ip_family=settings.ip_family,
+        policy_arn=intent.policy_arn,
+    )
 
 
 def withdraw(
@@ -149,7 +192,7 @@ def withdraw(
     policy_arns: tuple[str, ...] = (),
     role_memory: roles.RoleMemory | None = None,
     with_roles: bool = True,
-    settling: applying.Settling = applying.Settling(),
+    settling: applying.Settling = applying.AWS_SETTLING,
 ) -> Outcome:
     """Take away every rule and CNI attachment record `owner` holds (mesh deletion).
 
