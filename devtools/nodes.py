@@ -2,9 +2,13 @@
 
 ASGs get capacity, so moto launches their instances (with the ASG tag and the launch
 template's SGs); each instance is registered as a real Node with its `spec.providerID`; CoreDNS
-is a real Pod bound to a node with `spec.nodeName`. No kubelet runs, and none is needed: doctor
-reads only those fields. With no controller-manager, the namespace's default ServiceAccount
-is created here.
+and other pods are real Pods bound to a node with `spec.nodeName`, their address written to
+their status as the kubelet would (a pod with a branch ENI carries the VPC resource
+controller's `vpc.amazonaws.com/pod-eni` annotation naming a real moto ENI). Fargate nodes
+(one pod each, on an ENI of their own found by the node's InternalIP) and EKS hybrid nodes
+(outside the VPC) are registered as EKS registers them. No kubelet runs, and none is needed:
+doctor reads only those fields. With no controller-manager, the namespace's default
+ServiceAccount is created here.
 
 moto launches an ASG's instances without the launch template's instance profile, where AWS
 attaches it; `launch` associates the profile afterwards, which is what AWS would show.
@@ -26,6 +30,9 @@ Kubectl = Callable[..., subprocess.CompletedProcess[str]]
 
 DNS_NAMESPACE = "kube-system"
 NODE_LABEL = "sgmesh.io/test-node"
+POD_LABEL = "sgmesh.io/test-pod"
+POD_ENI_ANNOTATION = "vpc.amazonaws.com/pod-eni"
+COMPUTE_TYPE_LABEL = "eks.amazonaws.com/compute-type"
 
 
 class ClusterNodes:
@@ -92,6 +99,20 @@ class ClusterNodes:
         answer = self.world.clients.ec2.describe_instances(InstanceIds=[instance_id])
         return str(answer["Reservations"][0]["Instances"][0]["PrivateIpAddress"])
 
+    def interface_address(self, interface_id: str) -> str:
+        answer = self.world.clients.ec2.describe_network_interfaces(
+            NetworkInterfaceIds=[interface_id]
+        )
+        return str(answer["NetworkInterfaces"][0]["PrivateIpAddress"])
+
+    def branch_interface(self, security_group_ids: Sequence[str]) -> tuple[str, str]:
+        """A branch ENI as the VPC resource controller makes one for a pod (moto has no trunk
+        association: a plain ENI with the pod's SGs stands for it); its id and address."""
+        interface_id = self.world.network_interface(
+            security_group_ids, description="aws-k8s-branch-eni"
+        )
+        return interface_id, self.interface_address(interface_id)
+
     # ---- Kubernetes --------------------------------------------------------------------------
 
     def register(self, name: str, instance_id: str, labels: Mapping[str, str] | None = None) -> str:
@@ -107,42 +128,182 @@ class ClusterNodes:
         )
         return name
 
-    def coredns(self, name: str, node: str) -> None:
-        """A CoreDNS pod bound to `node` (label k8s-app=kube-dns in kube-system)."""
-        self.service_account("default")
+    def fargate_node(self, name: str, address: str, profile: str = "default") -> str:
+        """A Fargate node as EKS registers it: named after its address, labelled with its
+        compute type and profile, its providerID naming no instance, its address in status."""
+        zone = f"{self.world.clients.region}a"
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        NODE_LABEL: "true",
+                        COMPUTE_TYPE_LABEL: "fargate",
+                        "eks.amazonaws.com/fargate-profile": profile,
+                    },
+                },
+                "spec": {"providerID": f"aws:///{zone}/0123456789-abcdef/{name}"},
+            }
+        )
+        self._status(
+            "node", name, None, {"addresses": [{"type": "InternalIP", "address": address}]}
+        )
+        return name
+
+    def hybrid_node(self, name: str, address: str = "192.168.100.10") -> str:
+        """An EKS hybrid node: a machine outside the VPC (on premises), as EKS registers it."""
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": {NODE_LABEL: "true", COMPUTE_TYPE_LABEL: "hybrid"},
+                },
+                "spec": {
+                    "providerID": f"eks-hybrid:///{self.world.clients.region}/test-cluster/{name}"
+                },
+            }
+        )
+        self._status(
+            "node", name, None, {"addresses": [{"type": "InternalIP", "address": address}]}
+        )
+        return name
+
+    def _status(
+        self, kind: str, name: str, namespace: str | None, status: Mapping[str, Any]
+    ) -> None:
+        """Write an object's status as its kubelet would."""
+        where = ["-n", namespace] if namespace else []
+        self._run(
+            "patch",
+            kind,
+            name,
+            *where,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
+
+    def pod(
+        self,
+        name: str,
+        node: str,
+        address: str | None = None,
+        *,
+        namespace: str = "default",
+        labels: Mapping[str, str] | None = None,
+        branch_interface: str | None = None,
+    ) -> None:
+        """A pod bound to `node`, with `address` as its podIP; with `branch_interface`, the
+        annotation the VPC resource controller writes for a pod with security groups."""
+        self.namespace(namespace)
+        self.service_account("default", namespace=namespace)
+        annotations = {}
+        if branch_interface is not None:
+            annotations[POD_ENI_ANNOTATION] = json.dumps(
+                [
+                    {
+                        "eniId": branch_interface,
+                        "ifAddress": "02:00:00:00:00:01",
+                        "privateIp": address,
+                        "vlanId": 1,
+                        "subnetCidr": "10.0.0.0/24",
+                    }
+                ]
+            )
         self.apply(
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
                     "name": name,
-                    "namespace": DNS_NAMESPACE,
-                    "labels": {"k8s-app": "kube-dns"},
+                    "namespace": namespace,
+                    "labels": {POD_LABEL: "true", **(labels or {})},
+                    "annotations": annotations,
                 },
                 "spec": {
                     "nodeName": node,
-                    "containers": [{"name": "coredns", "image": "coredns/coredns:1.11.3"}],
+                    "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10"}],
+                },
+            }
+        )
+        if address is not None:
+            self._status("pod", name, namespace, {"podIP": address, "podIPs": [{"ip": address}]})
+
+    def coredns(
+        self,
+        name: str,
+        node: str,
+        address: str | None = None,
+        branch_interface: str | None = None,
+    ) -> None:
+        """A CoreDNS pod bound to `node` (label k8s-app=kube-dns in kube-system), with its
+        address when given (else none, as before the kubelet reports one)."""
+        self.pod(
+            name,
+            node,
+            address,
+            namespace=DNS_NAMESPACE,
+            labels={"k8s-app": "kube-dns"},
+            branch_interface=branch_interface,
+        )
+
+    def namespace(self, name: str) -> None:
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def security_group_policy(
+        self, namespace: str, name: str, group_ids: Sequence[str], pod_labels: Mapping[str, str]
+    ) -> None:
+        """A SecurityGroupPolicy (vpcresources.k8s.aws/v1beta1) giving matching pods the SGs."""
+        self.namespace(namespace)
+        self.apply(
+            {
+                "apiVersion": "vpcresources.k8s.aws/v1beta1",
+                "kind": "SecurityGroupPolicy",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {
+                    "podSelector": {"matchLabels": dict(pod_labels)},
+                    "securityGroups": {"groupIds": list(group_ids)},
                 },
             }
         )
 
-    def service_account(self, name: str, annotations: Mapping[str, str] | None = None) -> None:
+    def service_account(
+        self,
+        name: str,
+        annotations: Mapping[str, str] | None = None,
+        namespace: str = DNS_NAMESPACE,
+    ) -> None:
         self.apply(
             {
                 "apiVersion": "v1",
                 "kind": "ServiceAccount",
                 "metadata": {
                     "name": name,
-                    "namespace": DNS_NAMESPACE,
+                    "namespace": namespace,
                     "annotations": dict(annotations or {}),
                 },
             }
         )
 
     def clear(self) -> None:
-        """Remove what the tests made: the Nodes, CoreDNS pods (forced: no kubelet confirms
-        their end) and the aws-node ServiceAccount."""
+        """Remove what the tests made: the Nodes, CoreDNS and other pods (forced: no kubelet
+        confirms their end) and the aws-node ServiceAccount."""
         self._run("delete", "nodes", "-l", NODE_LABEL, "--ignore-not-found", "--wait=false")
+        self._run(
+            "delete",
+            "pods",
+            "--all-namespaces",
+            "-l",
+            POD_LABEL,
+            "--ignore-not-found",
+            "--grace-period=0",
+            "--force",
+        )
         self._run(
             "delete",
             "pods",

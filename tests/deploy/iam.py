@@ -363,9 +363,14 @@ def authorizations(request: AwsRequest) -> list[Authorization]:
             return [
                 Authorization(action, f"{iam}:instance-profile/{params['InstanceProfileName']}")
             ]
-        case "iam:ListRoleTags" | "iam:ListAttachedRolePolicies":
+        case (
+            "iam:ListRoleTags"
+            | "iam:ListAttachedRolePolicies"
+            | "iam:ListRolePolicies"
+            | "iam:GetRolePolicy"
+        ):
             return [Authorization(action, f"{iam}:role/{params['RoleName']}")]
-        case "iam:ListEntitiesForPolicy":
+        case "iam:ListEntitiesForPolicy" | "iam:GetPolicy" | "iam:GetPolicyVersion":
             return [Authorization(action, params["PolicyArn"])]
         case "eks:DescribeCluster" | "eks:ListPodIdentityAssociations":
             return [Authorization(action, f"{request.arn_prefix('eks')}:cluster/{params['name']}")]

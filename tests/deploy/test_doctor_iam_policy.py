@@ -1,9 +1,10 @@
 """deploy/doctor-iam-policy.json: what a person (or a CI job) running `sgmesh doctor` needs.
 
-Read-only; it allows exactly the operations doctor's code calls; and when doctor runs over a
-cluster that exercises each of its reads (prefix lists, instance profiles, node roles, an
-installed mesh with selectors), every request it made, as recorded at the moto server, is
-allowed and every action of the policy is used.
+Generated (`iam_policy.render_doctor`); read-only; it allows exactly the operations doctor's
+code calls; and when doctor runs over a cluster that exercises each of its reads (prefix lists,
+instance profiles, node roles with managed and inline policies, a pod's branch ENI, the EKS
+cluster, an installed mesh with selectors), every request it made, as recorded at the moto
+server, is allowed and every action of the policy is used.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from devtools.aws.world import CNI_POLICY_ARN, World
 from devtools.k8s.controlplane import ControlPlane
 from devtools.nodes import ClusterNodes
 from devtools.operator_harness import Meshes
+from sgmesh.api import iam_policy
 from sgmesh.aws import client
 from tests.deploy import iam
 
@@ -27,6 +29,13 @@ POLICY = iam.Policy.load(iam.DOCTOR_POLICY_FILE)
 # moto serves no EKS Pod Identity API: doctor's two reads of it are shown on recorded answers
 # (tests/unit/test_pod_identity.py), not at the moto server.
 NOT_SERVED_BY_MOTO = {"eks:ListPodIdentityAssociations", "eks:DescribePodIdentityAssociation"}
+
+
+def test_the_file_is_the_generated_policy() -> None:
+    assert iam.DOCTOR_POLICY_FILE.read_text() == iam_policy.render_doctor(), (
+        "regenerate it: python -c 'from sgmesh.api import iam_policy as p; "
+        'print(p.render_doctor(), end="")\' > deploy/doctor-iam-policy.json'
+    )
 
 
 def test_policy_allows_exactly_the_operations_doctor_calls() -> None:
@@ -77,12 +86,25 @@ def test_every_doctor_request_is_allowed_and_every_allowed_action_is_used(
     meshes: Meshes,
     aws_recording: iam.MotoRecording,
 ) -> None:
+    world.eks_cluster("doctor-iam")  # its IP family, for the CNI's permissions
     for name in ("eks-system", "eks-a"):
-        group = world.node_group(name, tags={"team": "data"})
+        group = world.node_group(name, tags={"team": "data", "eks:cluster-name": "doctor-iam"})
         (instance_id,) = cluster_nodes.launch(group.asg, group.profile)
         cluster_nodes.register(f"{name}-node", instance_id)
     world.clients.iam.attach_role_policy(RoleName="eks-system", PolicyArn=CNI_POLICY_ARN)
+    world.clients.iam.put_role_policy(
+        RoleName="eks-a",
+        PolicyName="cni",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}],
+            }
+        ),
+    )
     cluster_nodes.coredns("coredns-1", "eks-system-node")
+    branch, address = cluster_nodes.branch_interface([group.security_group_id])
+    cluster_nodes.pod("payments", "eks-a-node", address, branch_interface=branch)
     prefix_list = world.clients.ec2.create_managed_prefix_list(
         PrefixListName="office",
         AddressFamily="IPv4",

@@ -19,8 +19,12 @@ Why each statement has the shape it has:
 - Tags are written only under `sgmesh.io/`, on rules and roles; only the partition's
   AmazonEKS_CNI_Policy is attached or detached, and only its roles are listed.
 
-Pure: no I/O, no AWS. It must never grant an action the operator's code does not call (the
-tests of deploy/ hold the two together).
+`doctor_policy` is the read-only policy of the person (or CI job) running `sgmesh doctor`,
+`deploy/doctor-iam-policy.json` (`render_doctor()`): not scoped to one cluster, since doctor is
+pointed at whichever cluster the kubeconfig names.
+
+Pure: no I/O, no AWS. It must never grant an action the operator's (or doctor's) code does not
+call (the tests of deploy/ hold the two together).
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ __all__ = [
     "PLACEHOLDERS",
     "ClusterScope",
     "cni_policy_arn",
+    "doctor_policy",
     "policy",
     "render",
+    "render_doctor",
 ]
 
 ANY = "*"
@@ -184,3 +190,58 @@ def policy(scope: ClusterScope) -> dict[str, Any]:
 def render(scope: ClusterScope) -> str:
     """`policy(scope)` as the JSON text of deploy/iam-policy.json and `sgmesh iam-policy`."""
     return json.dumps(policy(scope), indent=2) + "\n"
+
+
+def doctor_policy() -> dict[str, Any]:
+    """What `sgmesh doctor` reads, in any cluster of any account: instances and ENIs (a pod's
+    own branch ENI, a Fargate node's), SG rules of both directions and the prefix lists they
+    name, instance profiles, node roles' managed and inline policies and the documents of the
+    managed ones (to tell which actions they allow), the EKS cluster (its IP family) and
+    aws-node's Pod Identity association and its role."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            _statement(
+                "ReadNodesAndTheirRules",
+                [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "ec2:DescribeInstances",
+                    "ec2:DescribeManagedPrefixLists",
+                    "ec2:DescribeNetworkInterfaces",
+                    "ec2:DescribeSecurityGroupRules",
+                    "ec2:GetManagedPrefixListEntries",
+                ],
+                [ANY],
+            ),
+            _statement(
+                "ReadInstanceProfiles",
+                ["iam:GetInstanceProfile"],
+                ["arn:*:iam::*:instance-profile/*"],
+            ),
+            _statement(
+                "ReadRolePolicies",
+                ["iam:GetRolePolicy", "iam:ListAttachedRolePolicies", "iam:ListRolePolicies"],
+                ["arn:*:iam::*:role/*"],
+            ),
+            _statement(
+                "ReadPolicyDocuments",
+                ["iam:GetPolicy", "iam:GetPolicyVersion"],
+                ["arn:*:iam::*:policy/*"],
+            ),
+            _statement(
+                "ReadTheClusterAndItsCniPodIdentityAssociation",
+                ["eks:DescribeCluster", "eks:ListPodIdentityAssociations"],
+                ["arn:*:eks:*:*:cluster/*"],
+            ),
+            _statement(
+                "ReadTheCniPodIdentityRole",
+                ["eks:DescribePodIdentityAssociation"],
+                ["arn:*:eks:*:*:podidentityassociation/*"],
+            ),
+        ],
+    }
+
+
+def render_doctor() -> str:
+    """`doctor_policy()` as the JSON text of deploy/doctor-iam-policy.json."""
+    return json.dumps(doctor_policy(), indent=2) + "\n"

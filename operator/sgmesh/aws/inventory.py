@@ -1,32 +1,42 @@
-"""doctor's reads of AWS: instances and their ENIs, SG rules, prefix lists, instance profiles,
-node roles' policies, ASG tags, the role of aws-node's Pod Identity association (doctor also
-asks `sgmesh.aws.pod_identity`, as the operator does). Read-only;
-deploy/doctor-iam-policy.json lists exactly these.
+"""doctor's reads of AWS: instances and their ENIs, the ENIs pods have of their own (branch
+ENIs, Fargate's), SG rules of both directions, prefix lists, instance profiles, node roles'
+policies and their documents (managed and inline), the cluster's IP family, ASG tags, the role
+of aws-node's Pod Identity association (doctor also asks `sgmesh.aws.pod_identity`, as the
+operator does). Read-only; deploy/doctor-iam-policy.json lists exactly these.
 
-"Absent" is concluded only from a successful answer (an instance not in the DescribeInstances
-answer) or `NoSuchEntity` for one named instance profile; every other error propagates.
+"Absent" is concluded only from a successful answer (an instance or an ENI not in the answer),
+`NoSuchEntity` for one named instance profile, or EKS answering that it has no cluster of the
+name; every other error propagates.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import json
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import botocore.exceptions
 
-from sgmesh.aws import client, errors, security_groups
+from sgmesh.aws import client, errors, identity, security_groups
 from sgmesh.engine import chunking, ingress, reachability
 
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import InstanceTypeDef
 
 __all__ = [
+    "endpoint",
     "interfaces",
     "read_asg_tags",
     "read_association_role",
+    "read_cluster_family",
+    "read_inline_policies",
     "read_instances",
+    "read_interfaces",
+    "read_interfaces_by_address",
+    "read_policy_documents",
     "read_prefix_lists",
     "read_profiles",
     "read_role_policies",
@@ -51,27 +61,69 @@ def read_instances(clients: client.AwsClients, ids: Sequence[str]) -> dict[str, 
     return found
 
 
+def endpoint(interface: Mapping[str, Any], name: str) -> reachability.Endpoint:
+    """An ENI as DescribeInstances or DescribeNetworkInterfaces describes it (the same shape):
+    its SGs, and its addresses and delegated prefixes."""
+    networks: set[ingress.Network] = set()
+    for private in interface.get("PrivateIpAddresses", []):
+        if "PrivateIpAddress" in private:
+            networks.add(ipaddress.ip_network(private["PrivateIpAddress"]))
+    for address in interface.get("Ipv6Addresses", []):
+        if "Ipv6Address" in address:
+            networks.add(ipaddress.ip_network(address["Ipv6Address"]))
+    # Prefix delegation: pods take their addresses from these prefixes.
+    for prefix in interface.get("Ipv4Prefixes", []):
+        if "Ipv4Prefix" in prefix:
+            networks.add(ipaddress.ip_network(prefix["Ipv4Prefix"]))
+    for prefix6 in interface.get("Ipv6Prefixes", []):
+        if "Ipv6Prefix" in prefix6:
+            networks.add(ipaddress.ip_network(prefix6["Ipv6Prefix"]))
+    groups = frozenset(g["GroupId"] for g in interface.get("Groups", []) if "GroupId" in g)
+    eni = interface.get("NetworkInterfaceId", "?")
+    return reachability.Endpoint(groups, frozenset(networks), f"{name}/{eni}")
+
+
 def interfaces(instance: InstanceTypeDef, name: str) -> tuple[reachability.Endpoint, ...]:
-    endpoints = []
-    for interface in instance.get("NetworkInterfaces", []):
-        networks: set[ingress.Network] = set()
+    return tuple(
+        endpoint(dict(interface), name) for interface in instance.get("NetworkInterfaces", [])
+    )
+
+
+def _described_interfaces(
+    clients: client.AwsClients, filter_name: str, values: Sequence[str]
+) -> list[Mapping[str, Any]]:
+    found: list[Mapping[str, Any]] = []
+    paginator = clients.ec2.get_paginator("describe_network_interfaces")
+    for chunk in chunking.chunks(sorted(set(values)), FILTER_VALUES_PER_CALL):
+        for page in paginator.paginate(Filters=[{"Name": filter_name, "Values": chunk}]):
+            found.extend(dict(interface) for interface in page.get("NetworkInterfaces", []))
+    return found
+
+
+def read_interfaces(
+    clients: client.AwsClients, ids: Sequence[str]
+) -> dict[str, reachability.Endpoint]:
+    """ENIs by id (pods' branch ENIs); one that is gone is not in the answer."""
+    return {
+        str(interface["NetworkInterfaceId"]): endpoint(interface, "branch")
+        for interface in _described_interfaces(clients, "network-interface-id", ids)
+        if "NetworkInterfaceId" in interface
+    }
+
+
+def read_interfaces_by_address(
+    clients: client.AwsClients, addresses: Sequence[str]
+) -> dict[str, reachability.Endpoint]:
+    """The ENI holding each private IPv4 address (a Fargate node's own ENI, found by the
+    node's InternalIP); an address no ENI holds is not in the answer."""
+    wanted = set(addresses)
+    found: dict[str, reachability.Endpoint] = {}
+    for interface in _described_interfaces(clients, "addresses.private-ip-address", addresses):
         for private in interface.get("PrivateIpAddresses", []):
-            if "PrivateIpAddress" in private:
-                networks.add(ipaddress.ip_network(private["PrivateIpAddress"]))
-        for address in interface.get("Ipv6Addresses", []):
-            if "Ipv6Address" in address:
-                networks.add(ipaddress.ip_network(address["Ipv6Address"]))
-        # Prefix delegation: pods take their addresses from these prefixes.
-        for prefix in interface.get("Ipv4Prefixes", []):
-            if "Ipv4Prefix" in prefix:
-                networks.add(ipaddress.ip_network(prefix["Ipv4Prefix"]))
-        for prefix6 in interface.get("Ipv6Prefixes", []):
-            if "Ipv6Prefix" in prefix6:
-                networks.add(ipaddress.ip_network(prefix6["Ipv6Prefix"]))
-        groups = frozenset(g["GroupId"] for g in interface.get("Groups", []) if "GroupId" in g)
-        eni = interface.get("NetworkInterfaceId", "?")
-        endpoints.append(reachability.Endpoint(groups, frozenset(networks), f"{name}/{eni}"))
-    return tuple(endpoints)
+            address = private.get("PrivateIpAddress")
+            if address in wanted:
+                found[address] = endpoint(interface, "fargate")
+    return found
 
 
 def read_rules(
@@ -85,7 +137,7 @@ def read_rules(
             PaginationConfig={"PageSize": 1000},
         ):
             for raw in page.get("SecurityGroupRules", []):
-                if not raw.get("IsEgress") and "GroupId" in raw:
+                if "GroupId" in raw:  # inbound and outbound: doctor judges both ends
                     found.append(ingress.parse(raw))
     return tuple(found)
 
@@ -142,6 +194,56 @@ def read_role_policies(
             )
         policies[name] = frozenset(arns)
     return policies
+
+
+def _document(value: Any) -> dict[str, Any]:
+    """A policy document as IAM answers it: botocore decodes it, but an answer it did not
+    decode arrives URL-encoded JSON text."""
+    if isinstance(value, str):
+        decoded: dict[str, Any] = json.loads(urllib.parse.unquote(value))
+        return decoded
+    return dict(value)
+
+
+def read_inline_policies(
+    clients: client.AwsClients, roles: Sequence[str]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each role's inline policies: name → document."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    paginator = clients.iam.get_paginator("list_role_policies")
+    for role in sorted(set(roles)):
+        names = [name for page in paginator.paginate(RoleName=role) for name in page["PolicyNames"]]
+        found[role] = {
+            name: _document(
+                clients.iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
+            )
+            for name in names
+        }
+    return found
+
+
+def read_policy_documents(
+    clients: client.AwsClients, arns: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The default version's document of each managed policy (AWS's or the account's)."""
+    found: dict[str, dict[str, Any]] = {}
+    for arn in sorted(set(arns)):
+        version = clients.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        answer = clients.iam.get_policy_version(PolicyArn=arn, VersionId=version)
+        found[arn] = _document(answer["PolicyVersion"].get("Document", {}))
+    return found
+
+
+def read_cluster_family(clients: client.AwsClients, cluster: str) -> int | None:
+    """The IP family of EKS cluster `cluster` (4 or 6); None when EKS has no such cluster."""
+    try:
+        answer = clients.eks.describe_cluster(name=cluster)["cluster"]
+    except errors.ERRORS as error:
+        if errors.answered(error, errors.EKS_CLUSTER_ABSENT):
+            return None
+        raise
+    family = str(answer.get("kubernetesNetworkConfig", {}).get("ipFamily", identity.IPV4))
+    return 6 if family.lower() == identity.IPV6 else 4
 
 
 def read_asg_tags(clients: client.AwsClients, names: Sequence[str]) -> dict[str, dict[str, str]]:

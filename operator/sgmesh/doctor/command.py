@@ -2,14 +2,19 @@
 
 The readers are at the edges: Kubernetes through `sgmesh.kube.inventory` (the current
 kubeconfig, else the in-cluster config), AWS through `sgmesh.aws.inventory` (the standard
-environment). This module puts what they read together into a `diagnosis.Inventory`; the
-findings come from the pure `diagnosis` module, the output from `render`.
+environment). This module puts what they read together into a `diagnosis.Inventory` — which
+Nodes run on EC2 instances, which on Fargate (mapped through their address to their ENI), which
+are hybrid (outside the VPC) or gone (an instance terminated or stopped); each pod with the ENI
+of its own when it has one (a branch ENI, named by the SecurityGroupPolicies whose SGs it
+carries); the cluster's IP family from EKS — and the findings come from the pure `diagnosis`
+module, the output from `render`.
 
 It must never write, to AWS or to the cluster: every call here is a read, and
 deploy/doctor-iam-policy.json lists exactly those reads. A failed read is never read as
 "nothing there": it stops doctor with a message naming what failed and the permission to grant
 (exit 3), except the answers that positively say "absent" (a 404 for the aws-node
-ServiceAccount or the NodeGroupMesh CRD, an instance not in the DescribeInstances answer), and
+ServiceAccount, the NodeGroupMesh or SecurityGroupPolicy CRD, an instance or ENI not in the
+answer, EKS knowing no cluster of the name: the pods' addresses then tell the IP family), and
 EKS unable to tell whether aws-node has a Pod Identity association (`sgmesh.aws.pod_identity`:
 its pods then tell).
 """
@@ -21,12 +26,12 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sgmesh.api import models
 from sgmesh.aws import client, errors, inventory, pod_identity
 from sgmesh.doctor import diagnosis, render
-from sgmesh.engine import cluster_members, planning
+from sgmesh.engine import cluster_members, planning, reachability
 from sgmesh.kube import inventory as kube_inventory
 
 if TYPE_CHECKING:
@@ -51,6 +56,12 @@ EXIT_ERROR = 3
 
 POLICY_FILE = "deploy/doctor-iam-policy.json"
 ASG_TAG = "aws:autoscaling:groupName"
+COMPUTE_TYPE_LABEL = "eks.amazonaws.com/compute-type"
+FARGATE_PROFILE_LABEL = "eks.amazonaws.com/fargate-profile"
+FARGATE_NODE_PREFIX = "fargate-ip-"
+HYBRID_PROVIDER_PREFIX = "eks-hybrid://"
+# What a Node whose instance is in one of these states is: not a live member.
+NOT_LIVE_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
 KARPENTER_NODEPOOL = "karpenter.sh/nodepool"
 KARPENTER_NODECLASS = "karpenter.k8s.aws/ec2nodeclass"
 EKS_NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
@@ -107,13 +118,22 @@ def collect(options: Options) -> diagnosis.Inventory:
     try:
         kube = kube_inventory.Reader()
         nodes = kube.nodes()
-        dns_pods = [diagnosis.DnsServer(pod.name, pod.node, pod.pod_ip) for pod in kube.dns_pods()]
+        pods = kube.pods()
         irsa = kube.aws_node_irsa()
         # Only without IRSA do they matter (and only when EKS cannot tell).
         aws_node_pods = kube.aws_node_pods() if irsa is None else []
         mesh_documents = kube.meshes()
+        # Only pods with branch ENIs are named by them.
+        policies = kube.security_group_policies() if any(p.branch_enis for p in pods) else []
     except kube_inventory.ReadError as error:
         raise DoctorError(str(error)) from None
+    for pod in pods:
+        if pod.branch_error:
+            print(
+                f"warning: pod {pod.namespace}/{pod.name}: {pod.branch_error}; judged on its "
+                "node's ENI",
+                file=sys.stderr,
+            )
     meshes = []
     for document in mesh_documents:
         name = document.get("metadata", {}).get("name", "?")
@@ -132,7 +152,8 @@ def collect(options: Options) -> diagnosis.Inventory:
             clients,
             options,
             kube_nodes=nodes,
-            dns_pods=dns_pods,
+            kube_pods=pods,
+            policies=policies,
             irsa=irsa,
             aws_node_pods=aws_node_pods,
             meshes=tuple(meshes),
@@ -181,19 +202,130 @@ def _node_group(
     return "unmanaged", diagnosis.GroupKind.UNMANAGED, None
 
 
-def _read_aws(
+def _is_hybrid(node: kube_inventory.KubeNode) -> bool:
+    return node.labels.get(COMPUTE_TYPE_LABEL) == "hybrid" or node.provider_id.startswith(
+        HYBRID_PROVIDER_PREFIX
+    )
+
+
+def _is_fargate(node: kube_inventory.KubeNode) -> bool:
+    return (
+        node.labels.get(COMPUTE_TYPE_LABEL) == "fargate"
+        or node.name.startswith(FARGATE_NODE_PREFIX)
+        or f"/{FARGATE_NODE_PREFIX}" in node.provider_id
+    )
+
+
+def _policies_of(
+    pod: kube_inventory.KubePod,
+    interface: reachability.Endpoint,
+    policies: Sequence[Mapping[str, Any]],
+) -> tuple[str, ...]:
+    """The SecurityGroupPolicies of the pod's namespace that gave its branch ENI its SGs: the
+    VPC resource controller gives the ENI the SGs of every policy matching the pod, so those
+    are the policies whose SGs the ENI carries."""
+    found = []
+    for policy in policies:
+        metadata = policy.get("metadata", {})
+        if metadata.get("namespace") != pod.namespace:
+            continue
+        groups = set(policy.get("spec", {}).get("securityGroups", {}).get("groupIds") or [])
+        if groups and groups <= interface.security_group_ids:
+            found.append(f"{pod.namespace}/{metadata.get('name', '?')}")
+    return tuple(sorted(found))
+
+
+def _pods(
     clients: client.AwsClients,
-    options: Options,
-    *,
+    kube_pods: Sequence[kube_inventory.KubePod],
+    policies: Sequence[Mapping[str, Any]],
+) -> tuple[list[diagnosis.Pod], list[diagnosis.DnsServer]]:
+    """The pods with an address, each with its own branch ENI when it has one, and CoreDNS's."""
+    branch_ids = sorted({eni.eni_id for pod in kube_pods for eni in pod.branch_enis})
+    branches = inventory.read_interfaces(clients, branch_ids) if branch_ids else {}
+    pods: list[diagnosis.Pod] = []
+    servers: list[diagnosis.DnsServer] = []
+    for pod in kube_pods:
+        interface = None
+        address = pod.ip
+        if pod.branch_enis:
+            # The first is the pod's own interface (eth0); more are for extra networks.
+            eni = pod.branch_enis[0]
+            found = branches.get(eni.eni_id)
+            if found is None:
+                print(
+                    f"warning: pod {pod.namespace}/{pod.name}: its branch ENI {eni.eni_id} is "
+                    "not in EC2 (the pod is going); not evaluated",
+                    file=sys.stderr,
+                )
+                continue
+            interface = dataclasses.replace(found, name=f"{pod.name}/{eni.eni_id}")
+            address = address or eni.private_ip or eni.ipv6_address
+        if pod.runs_dns:
+            servers.append(diagnosis.DnsServer(pod.name, pod.node, address, interface))
+        if address:
+            pods.append(
+                diagnosis.Pod(
+                    pod.namespace,
+                    pod.name,
+                    pod.node,
+                    address,
+                    interface,
+                    _policies_of(pod, interface, policies) if interface else (),
+                )
+            )
+    return pods, sorted(servers, key=lambda server: server.pod)
+
+
+def _fargate_nodes(
+    clients: client.AwsClients,
     kube_nodes: Sequence[kube_inventory.KubeNode],
-    dns_pods: Sequence[diagnosis.DnsServer],
-    irsa: cluster_members.AwsNodeCredentials | None,
-    aws_node_pods: Sequence[Mapping[str, object]],
-    meshes: tuple[models.NodeGroupMesh, ...],
-) -> diagnosis.Inventory:
-    unmapped: dict[str, str] = {}
+    unmapped: dict[str, str],
+) -> list[diagnosis.Node]:
+    """Fargate's nodes, each one pod on an ENI of its own, found by the node's address."""
+    addresses = sorted({a for node in kube_nodes for a in node.addresses if ":" not in a})
+    holding = inventory.read_interfaces_by_address(clients, addresses) if addresses else {}
+    nodes = []
+    for node in kube_nodes:
+        interfaces = tuple(
+            dataclasses.replace(holding[a], name=f"{node.name}/{holding[a].name.partition('/')[2]}")
+            for a in node.addresses
+            if a in holding
+        )
+        if not interfaces:
+            shown = ", ".join(node.addresses) or "none"
+            unmapped[node.name] = f"Fargate node: no ENI holds its address ({shown})"
+            continue
+        profile = node.labels.get(FARGATE_PROFILE_LABEL)
+        nodes.append(
+            diagnosis.Node(
+                name=node.name,
+                instance_id="",
+                group=f"fargate/{profile}" if profile else "fargate",
+                group_kind=diagnosis.GroupKind.FARGATE,
+                interfaces=interfaces,
+            )
+        )
+    return nodes
+
+
+def _running_instances(
+    clients: client.AwsClients,
+    kube_nodes: Sequence[kube_inventory.KubeNode],
+    unmapped: dict[str, str],
+    outside: dict[str, str],
+    not_live: dict[str, str],
+) -> list[tuple[kube_inventory.KubeNode, InstanceTypeDef]]:
+    """The Nodes whose instance runs, with it; the others go to `unmapped` (no instance found),
+    `outside` (hybrid nodes) or `not_live` (an instance that no longer runs). Fargate's nodes
+    are neither: `_fargate_nodes` maps them."""
     ids: dict[str, str] = {}
     for node in kube_nodes:
+        if _is_hybrid(node):
+            outside[node.name] = "EKS hybrid node"
+            continue
+        if _is_fargate(node):
+            continue
         instance_id = _instance_id(node.provider_id)
         if instance_id is None:
             unmapped[node.name] = f"spec.providerID {node.provider_id!r} names no EC2 instance"
@@ -209,8 +341,29 @@ def _read_aws(
         if instance is None:
             unmapped[node.name] = f"instance {ids[node.name]} is not in region {clients.region}"
             continue
+        state = instance.get("State", {}).get("Name", "")
+        if state in NOT_LIVE_STATES:
+            not_live[node.name] = f"instance {ids[node.name]} is {state}"
+            continue
         mapped.append((node, instance))
+    return mapped
 
+
+def _read_aws(
+    clients: client.AwsClients,
+    options: Options,
+    *,
+    kube_nodes: Sequence[kube_inventory.KubeNode],
+    kube_pods: Sequence[kube_inventory.KubePod],
+    policies: Sequence[Mapping[str, Any]],
+    irsa: cluster_members.AwsNodeCredentials | None,
+    aws_node_pods: Sequence[Mapping[str, object]],
+    meshes: tuple[models.NodeGroupMesh, ...],
+) -> diagnosis.Inventory:
+    unmapped: dict[str, str] = {}
+    outside: dict[str, str] = {}
+    not_live: dict[str, str] = {}
+    mapped = _running_instances(clients, kube_nodes, unmapped, outside, not_live)
     profiles = {
         node.name: models.iam_name(instance["IamInstanceProfile"]["Arn"])
         for node, instance in mapped
@@ -236,19 +389,30 @@ def _read_aws(
                 node_class=node.labels.get(KARPENTER_NODECLASS) or tags.get(KARPENTER_NODECLASS),
             )
         )
+    fargate = [n for n in kube_nodes if _is_fargate(n) and not _is_hybrid(n)]
+    if fargate:
+        nodes += _fargate_nodes(clients, fargate, unmapped)
+    pods, dns_servers = _pods(clients, kube_pods, policies)
 
-    group_ids = sorted({sg for node in nodes for sg in node.security_group_ids})
+    group_ids = sorted(
+        {sg for node in nodes for sg in node.security_group_ids}
+        | {sg for pod in pods if pod.interface for sg in pod.interface.security_group_ids}
+    )
     rules = inventory.read_rules(clients, group_ids) if group_ids else ()
     prefix_list_ids = sorted({rule.prefix_list_id for rule in rules if rule.prefix_list_id})
     prefix_lists = inventory.read_prefix_lists(clients, prefix_list_ids)
-    credentials = irsa or _pod_identity(
-        clients, _cluster_name([instance for _, instance in mapped]), aws_node_pods
-    )
+    cluster = _cluster_name([instance for _, instance in mapped])
+    credentials = irsa or _pod_identity(clients, cluster, aws_node_pods)
     role_names = {role for node in nodes for role in node.role_names}
     if credentials is not None:
         # aws-node's own role needs the CNI policy, the node roles do not.
         role_names = {models.iam_name(credentials.role_arn)} if credentials.role_arn else set()
     role_policies = inventory.read_role_policies(clients, sorted(role_names))
+    documents = inventory.read_policy_documents(
+        clients, sorted({arn for arns in role_policies.values() for arn in arns})
+    )
+    inline = inventory.read_inline_policies(clients, sorted(role_names))
+    family = inventory.read_cluster_family(clients, cluster) if cluster else None
     asg_names = sorted({node.asg_name for node in nodes if node.asg_name})
     # ASG tags matter only to match a mesh's selectors.
     asg_tags = inventory.read_asg_tags(clients, asg_names) if meshes and asg_names else {}
@@ -256,11 +420,17 @@ def _read_aws(
     return diagnosis.Inventory(
         region=clients.region,
         nodes=tuple(nodes),
+        pods=tuple(pods),
         unmapped_nodes=unmapped,
-        dns_servers=tuple(dns_pods),
+        outside_vpc=outside,
+        not_live=not_live,
+        dns_servers=tuple(dns_servers),
         rules=rules,
         prefix_lists=prefix_lists,
         role_policies=role_policies,
+        policy_documents=documents,
+        inline_policies=inline,
+        ip_family=family,
         aws_node_credentials=credentials,
         meshes=meshes,
         asg_tags=asg_tags,

@@ -23,12 +23,17 @@ def report_json(report: diagnosis.Report) -> dict[str, Any]:
                 "kind": group.kind.value,
                 "autoScalingGroup": group.asg_name,
                 "nodes": list(group.nodes),
+                "pods": list(group.pods),
+                "securityGroupPolicies": list(group.policies),
                 "securityGroupIds": list(group.security_group_ids),
                 "roleNames": list(group.role_names),
                 "runsCoreDns": group.runs_dns,
             }
             for group in report.groups
         ],
+        "ipFamily": f"ipv{report.ip_family}",
+        "outsideVpc": dict(report.outside_vpc),
+        "notLive": dict(report.not_live),
         "dns": {name: status.value for name, status in report.dns.items()},
         "podTraffic": {
             source: {target: status.value for target, status in row.items()}
@@ -59,12 +64,19 @@ def render_text(report: diagnosis.Report) -> Iterator[str]:
     yield f"sgmesh doctor: {len(groups)} node groups in {report.region}"
     for group in groups:
         dns = ", runs CoreDNS" if group.runs_dns else ""
+        if group.kind is diagnosis.GroupKind.POD_SECURITY_GROUPS:
+            members = _count(len(group.pods), "pod") + " on their own branch ENIs"
+        else:
+            members = _count(len(group.nodes), "node")
         yield (
-            f"  {group.name} ({group.kind.value}{dns}): "
-            f"{len(group.nodes)} node{'' if len(group.nodes) == 1 else 's'}; "
+            f"  {group.name} ({group.kind.value}{dns}): {members}; "
             f"SGs {','.join(group.security_group_ids) or '-'}; "
             f"roles {','.join(group.role_names) or '-'}"
         )
+    for name, what in sorted(report.outside_vpc.items()):
+        yield f"  {name}: {what}, outside the VPC: not evaluated"
+    for name, state in sorted(report.not_live.items()):
+        yield f"  {name}: {state}, not a live member: not counted"
     if report.aws_node_credentials is not None:
         yield f"  aws-node gets its credentials from {report.aws_node_credentials.describe()}"
     if groups:
@@ -80,7 +92,10 @@ def render_text(report: diagnosis.Report) -> Iterator[str]:
         ]
         widths = [max(len(row[i]) for row in [headers, *rows]) + 2 for i in range(len(headers))]
         yield ""
-        yield "reachability (rows: pods on, columns: DNS to CoreDNS udp+tcp/53, pods on)"
+        yield (
+            "reachability (rows: pods on, columns: DNS to CoreDNS udp+tcp/53, pods on; "
+            f"IPv{report.ip_family}, outbound and inbound rules)"
+        )
         for row in [headers, *rows]:
             yield "".join(
                 cell.ljust(width) for cell, width in zip(row, widths, strict=True)
@@ -98,6 +113,10 @@ def render_text(report: diagnosis.Report) -> Iterator[str]:
         if finding.coverage is not None:
             verdict = "will fix" if finding.coverage.fixed else "cannot fix"
             yield f"     mesh: {verdict}: {finding.coverage.reason}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def suggestion_text(report: diagnosis.Report, suggestion: dict[str, Any] | None) -> str:

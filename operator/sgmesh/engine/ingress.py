@@ -1,10 +1,11 @@
-"""Inbound security-group rules as AWS holds them: one rule type, one parser, one protocol table,
+"""Security-group rules as AWS holds them: one rule type, one parser, one protocol table,
 one quota count — for the planner, apply and doctor alike.
 
 A rule admits one protocol and port range from exactly one source: a security group, a CIDR
-or a managed prefix list. `parse` turns an EC2 `SecurityGroupRule` answer into an
-`IngressRule`; `quota_counts` counts a group's rules as the rules-per-SG quota counts them,
-a prefix list by its `PrefixList.weight`.
+or a managed prefix list. An outbound rule (`egress`, which only doctor reads) has the same
+shape, its "source" naming where the traffic may go. `parse` turns an EC2 `SecurityGroupRule`
+answer into an `IngressRule`; `quota_counts` counts a group's rules as the rules-per-SG quota
+counts them, a prefix list by its `PrefixList.weight`.
 
 Pure: no I/O, no AWS or Kubernetes library. The answer `parse` reads is a plain mapping.
 """
@@ -106,7 +107,11 @@ class Permission:
 class IngressRule:
     """One inbound rule of `group_id`, with exactly one source: `source_group_id`, `cidr` or
     `prefix_list_id`. The protocol is normalised (`normalise_protocol`); all-protocol rules
-    carry ports -1/-1, as AWS reports them."""
+    carry ports -1/-1, as AWS reports them.
+
+    With `egress`, an outbound rule instead: the same fields name the destination the group's
+    ENIs may send to (EC2 answers both directions in one `SecurityGroupRule` shape). The
+    planner and apply only ever hold inbound rules."""
 
     group_id: str
     protocol: str = ALL_PROTOCOLS
@@ -118,6 +123,7 @@ class IngressRule:
     rule_id: str = ""
     tags: Mapping[str, str] = field(default_factory=dict, compare=False)
     description: str = ""
+    egress: bool = False
 
     def __post_init__(self) -> None:
         protocol = normalise_protocol(self.protocol)
@@ -176,7 +182,8 @@ class IngressRule:
         else:
             what = f"{self.protocol} type {self.from_port}"
         rule = f" ({self.rule_id})" if self.rule_id else ""
-        return f"{self.group_id} admits {what} from {self.source}{rule}"
+        direction = "to" if self.egress else "from"
+        return f"{self.group_id} admits {what} {direction} {self.source}{rule}"
 
 
 def covered_ports(
@@ -241,7 +248,8 @@ class PrefixList:
 
 
 def parse(raw: Mapping[str, Any]) -> IngressRule:
-    """An EC2 `SecurityGroupRule` (DescribeSecurityGroupRules) as an `IngressRule`."""
+    """An EC2 `SecurityGroupRule` (DescribeSecurityGroupRules) as an `IngressRule`; an outbound
+    one (`IsEgress`) as one with `egress` set."""
     cidr = raw.get("CidrIpv4") or raw.get("CidrIpv6")
     return IngressRule(
         group_id=raw["GroupId"],
@@ -254,6 +262,7 @@ def parse(raw: Mapping[str, Any]) -> IngressRule:
         rule_id=raw.get("SecurityGroupRuleId", ""),
         tags={tag["Key"]: tag.get("Value", "") for tag in raw.get("Tags", []) if "Key" in tag},
         description=raw.get("Description", ""),
+        egress=bool(raw.get("IsEgress", False)),
     )
 
 

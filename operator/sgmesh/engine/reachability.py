@@ -1,13 +1,17 @@
-"""Security-group semantics: does a set of inbound rules admit a flow from a network interface?
+"""Security-group semantics: do the rules of both ends admit a flow between network interfaces?
 
-This is how AWS decides whether traffic reaches an ENI: the rules of all the SGs of the
-receiving ENI are pooled, and a flow is admitted when some rule matches its protocol and port
-and its source — an SG attached to the sending ENI, a CIDR that covers the sender's address, or
-a prefix list whose entries cover it. Rules only allow; return traffic of an admitted flow is
-tracked by the SG and needs no rule of its own, so only the receiving side is evaluated.
+This is how AWS decides whether a new flow gets from one ENI to another: the inbound rules of
+all the SGs of the receiving ENI are pooled, and the flow is admitted when some rule matches its
+protocol and port and its source — an SG attached to the sending ENI, a CIDR that covers the
+sender's address, or a prefix list whose entries cover it; and, on the other end, the outbound
+rules of the sending ENI's SGs must admit it to the receiver the same way (an SG of the
+receiving ENI, a CIDR or prefix list covering the receiver's address). Rules only allow; return
+traffic of an admitted flow is tracked by the SG and needs no rule of its own. Network ACLs are
+not evaluated (they are the subnet's, not the ENI's).
 
 `doctor` uses it to tell which node groups can reach CoreDNS and each other. The rules are
-`sgmesh.engine.ingress.IngressRule`s, the same the planner works from.
+`sgmesh.engine.ingress.IngressRule`s, the same the planner works from (outbound ones carry
+`egress`).
 
 Pure: no I/O, no AWS or Kubernetes library. It never decides anything about rules it was not
 given: a source it cannot resolve (a prefix list whose entries are unknown) admits nothing.
@@ -28,9 +32,13 @@ __all__ = [
     "DNS_UDP",
     "Endpoint",
     "Flow",
+    "PathVerdict",
+    "Side",
     "SourceKind",
     "Verdict",
     "evaluate",
+    "evaluate_outbound",
+    "evaluate_path",
     "missing_ranges",
     "port_range",
     "source_kind",
@@ -104,6 +112,11 @@ class Endpoint:
 
     def networks_of(self, family: int) -> frozenset[Network]:
         return frozenset(n for n in self.networks if n.version == family)
+
+    def holding(self, network: Network) -> Endpoint:
+        """The same ENI seen at one of its addresses (a pod's): what a rule must cover when
+        traffic goes to that address only."""
+        return Endpoint(self.security_group_ids, frozenset({network}), self.name)
 
 
 @dataclass(frozen=True)
@@ -179,24 +192,53 @@ def evaluate(
     prefix_lists: Mapping[str, ingress.PrefixList] | None = None,
     family: int = 4,
 ) -> Verdict:
-    """Is `flow` (over IP `family`) from `source` admitted into an ENI with these SGs?
+    """Is `flow` (over IP `family`) from `source` admitted into an ENI with these SGs, by their
+    inbound rules (outbound ones among `rules` are ignored)?
 
     Pods send from any address of the ENI, so the flow is admitted only when every address
     (or delegated prefix) of that family is admitted on every port, each by some rule."""
-    destination = frozenset(destination_group_ids)
-    lists = prefix_lists or {}
+    return _evaluate(flow, destination_group_ids, source, rules, prefix_lists or {}, family, False)
+
+
+def evaluate_outbound(
+    flow: Flow,
+    source_group_ids: Iterable[str],
+    destination: Endpoint,
+    rules: Iterable[IngressRule],
+    *,
+    prefix_lists: Mapping[str, ingress.PrefixList] | None = None,
+    family: int = 4,
+) -> Verdict:
+    """Is `flow` to `destination` let out of an ENI with these SGs, by their outbound rules
+    (inbound ones among `rules` are ignored)? Every address of `destination` of the family
+    (pass `Endpoint.holding` for one pod's) must be covered on every port."""
+    return _evaluate(flow, source_group_ids, destination, rules, prefix_lists or {}, family, True)
+
+
+def _evaluate(  # noqa: PLR0917 - one private body for both directions
+    flow: Flow,
+    group_ids: Iterable[str],
+    peer: Endpoint,
+    rules: Iterable[IngressRule],
+    lists: Mapping[str, ingress.PrefixList],
+    family: int,
+    egress: bool,
+) -> Verdict:
+    groups = frozenset(group_ids)
     candidates = [
         (rule, part)
         for rule in rules
-        if rule.group_id in destination and (part := port_range(rule, flow)) is not None
+        if rule.egress is egress
+        and rule.group_id in groups
+        and (part := port_range(rule, flow)) is not None
     ]
-    networks: list[Network | None] = sorted(source.networks_of(family), key=str) or [None]
+    networks: list[Network | None] = sorted(peer.networks_of(family), key=str) or [None]
     admitting: dict[IngressRule, None] = {}
     missing: set[tuple[int, int]] = set()
     for network in networks:
         ranges = []
         for rule, part in candidates:
-            if _source_matches(rule, source, network, lists):
+            if _source_matches(rule, peer, network, lists):
                 admitting[rule] = None
                 ranges.append(part)
         if flow.protocol in PORTED:
@@ -205,6 +247,66 @@ def evaluate(
             missing.add((flow.from_port, flow.to_port))
     ordered = tuple(sorted(admitting, key=lambda r: (r.group_id, r.rule_id, r.source)))
     return Verdict(flow, ordered, _merged(missing))
+
+
+class Side(enum.StrEnum):
+    """The end of a flow whose rules decide: the sender's outbound, the receiver's inbound."""
+
+    OUTBOUND = "outbound"
+    INBOUND = "inbound"
+
+
+@dataclass(frozen=True)
+class PathVerdict:
+    """A flow between two ENIs, judged at both ends."""
+
+    outbound: Verdict
+    inbound: Verdict
+
+    @property
+    def flow(self) -> Flow:
+        return self.inbound.flow
+
+    @property
+    def admitted(self) -> bool:
+        return self.outbound.admitted and self.inbound.admitted
+
+    @property
+    def partly(self) -> bool:
+        """Some of the flow passes both ends, not all of it."""
+        if self.admitted:
+            return False
+        return all(v.admitted or v.partly for v in (self.outbound, self.inbound))
+
+    @property
+    def blocking(self) -> tuple[tuple[Side, Verdict], ...]:
+        """The ends that do not admit all of the flow, the sender's first."""
+        sides = ((Side.OUTBOUND, self.outbound), (Side.INBOUND, self.inbound))
+        return tuple((side, verdict) for side, verdict in sides if not verdict.admitted)
+
+
+def evaluate_path(
+    flow: Flow,
+    source: Endpoint,
+    destination: Endpoint,
+    rules: Iterable[IngressRule],
+    *,
+    prefix_lists: Mapping[str, ingress.PrefixList] | None = None,
+    family: int = 4,
+) -> PathVerdict:
+    """`flow` from `source` to `destination`: let out by the outbound rules of the source's
+    SGs, and let in by the inbound rules of the destination's SGs. `rules` may hold the rules
+    of both (each side reads only its own SGs' rules of its direction)."""
+    pooled = tuple(rules)
+    lists = prefix_lists or {}
+    return PathVerdict(
+        outbound=_evaluate(
+            flow, source.security_group_ids, destination, pooled, lists, family, True
+        ),
+        inbound=_evaluate(
+            flow, destination.security_group_ids, source, pooled, lists, family, False
+        ),
+    )
 
 
 def _merged(ranges: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
