@@ -1,11 +1,11 @@
-"""How fast the operator reacts to the cluster: from a Node registering, or an EC2NodeClass
-changing its security groups, to the rules being right in AWS.
+"""How fast the operator reacts to the cluster: from a Node registering, or an EC2NodeClass or
+a SecurityGroupPolicy changing its security groups, to the rules being right in AWS.
 
 It starts its own stack (`devtools.operator_stack`): a local control plane (the real
-kube-apiserver and etcd), a moto server with AWS's rule semantics, Karpenter's and the VPC
-CNI's real CRDs (`devtools.external_crds`), and `sgmesh run` as a separate process, with two
-meshes at `resyncSeconds: 600` (a resync could
-never explain a reaction within seconds):
+kube-apiserver and etcd), a moto server with AWS's rule semantics, Karpenter's, the VPC CNI's
+and the VPC resource controller's real CRDs (`devtools.external_crds`), and `sgmesh run` as a
+separate process, with three meshes at `resyncSeconds: 600` (a resync could never explain a
+reaction within seconds):
 
 - "node": a mesh selects ASGs by the tag `team: bench`. Each run creates a new ASG with that
   tag (its SG, launch template and role), gives it an instance, and then registers a Node with
@@ -16,6 +16,10 @@ never explain a reaction within seconds):
   security group, as Karpenter does when its selector terms resolve to another group.
   Measured: from the status write until the new SG is meshed and the old one's owned rules are
   gone. Goal: 2 s.
+- "pod security groups": a mesh lists a SecurityGroupPolicy. Each run gives the policy a new
+  security group in `spec.securityGroups.groupIds`, as a person switching pods' SGs does.
+  Measured: from the write until the new SG is meshed and the old one's owned rules are gone.
+  Goal: 2 s.
 
 Each figure is polled from AWS (moto) every 50 ms; it prints the median and the worst of
 `--runs` runs (default 5). `--check` exits 1 when a goal is missed; `--json` prints JSON.
@@ -43,7 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from devtools import karpenter  # noqa: E402
+from devtools import karpenter, vpc_resources  # noqa: E402
 from devtools.aws.world import World  # noqa: E402
 from devtools.k8s.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
 from devtools.nodes import ClusterNodes  # noqa: E402
@@ -58,6 +62,8 @@ POLL_SECONDS = 0.05
 DEADLINE_SECONDS = 60.0
 NODE_GOAL_SECONDS = 5.0
 NODE_CLASS_GOAL_SECONDS = 2.0
+POLICY_GOAL_SECONDS = 2.0
+POLICY_NAMESPACE = "bench"
 DEFAULT_RUNS = 5
 
 
@@ -126,6 +132,7 @@ def measure(runs: int, workdir: Path) -> list[Reaction]:
                 return [
                     _node_reactions(world, nodes, meshes, operator, runs),
                     _node_class_reactions(world, stack.plane, meshes, operator, runs),
+                    _policy_reactions(world, stack.plane, meshes, operator, runs),
                 ]
     except ControlPlaneError as error:
         raise BenchFailure(str(error)) from error
@@ -203,6 +210,50 @@ def _node_class_reactions(
         current = new
         _progress(f"node class {run}: {seconds[-1]:.2f} s")
     return Reaction("EC2NodeClass status → rules moved", NODE_CLASS_GOAL_SECONDS, seconds)
+
+
+def _apply_policy(plane: ControlPlane, group_id: str) -> None:
+    manifest = vpc_resources.security_group_policy(POLICY_NAMESPACE, "bench", [group_id])
+    applied = plane.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    if applied.returncode != 0:
+        raise BenchFailure(f"applying the SecurityGroupPolicy: {applied.stderr}")
+
+
+def _policy_reactions(
+    world: World, plane: ControlPlane, meshes: Meshes, operator: Operator, runs: int
+) -> Reaction:
+    anchor = world.node_group("bench-pods-anchor")
+    current = world.security_group("pods-0")
+    namespace = plane.kubectl("create", "namespace", POLICY_NAMESPACE)
+    if namespace.returncode != 0:
+        raise BenchFailure(f"creating the namespace {POLICY_NAMESPACE}: {namespace.stderr}")
+    _apply_policy(plane, current)
+    meshes.create(
+        "pods",
+        {
+            "autoScalingGroups": {"names": [anchor.asg]},
+            "podSecurityGroups": {"policies": [f"{POLICY_NAMESPACE}/bench"]},
+            "resyncSeconds": RESYNC_SECONDS,
+        },
+    )
+    meshes.wait_ready("pods", 60, operator.log_tail)
+    seconds = []
+    for run in range(1, runs + 1):
+        new = world.security_group(f"pods-{run}")
+        after = {anchor.security_group_id, new}
+        everything = after | {current}
+        started = time.monotonic()
+        _apply_policy(plane, new)
+        seconds.append(
+            _time_until(
+                partial(_moved, world, "pods", after, everything),
+                started,
+                f"the SecurityGroupPolicy moving to {new}",
+            )
+        )
+        current = new
+        _progress(f"security group policy {run}: {seconds[-1]:.2f} s")
+    return Reaction("SecurityGroupPolicy groupIds → rules moved", POLICY_GOAL_SECONDS, seconds)
 
 
 def report(reactions: list[Reaction]) -> str:

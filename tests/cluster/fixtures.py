@@ -26,6 +26,7 @@ __all__ = [
     "kube_namespace",
     "nodegroupmesh_crd",
     "reinstall_crd",
+    "securitygrouppolicy_crd",
 ]
 
 _namespace_numbers = itertools.count(1)
@@ -113,6 +114,13 @@ def eniconfig_crd(kube_cluster: ControlPlane) -> str:
     """The VPC CNI's ENIConfig CRD as the VPC CNI publishes it, applied and Established, once
     per session; its name."""
     return _install_external(kube_cluster, external_crds.ENICONFIG)
+
+
+@pytest.fixture(scope="session")
+def securitygrouppolicy_crd(kube_cluster: ControlPlane) -> str:
+    """The VPC resource controller's SecurityGroupPolicy CRD as it publishes it (namespaced),
+    applied and Established, once per session; its name."""
+    return _install_external(kube_cluster, external_crds.SECURITYGROUPPOLICY)
 
 
 @pytest.fixture

@@ -193,6 +193,7 @@ CLUSTER_WIDE = {
             ("", "nodes"),
             ("karpenter.k8s.aws", "ec2nodeclasses"),
             ("crd.k8s.amazonaws.com", "eniconfigs"),
+            ("vpcresources.k8s.aws", "securitygrouppolicies"),
         ]
         for verb in ("get", "list", "watch")
     ),
@@ -247,6 +248,7 @@ SERVICE_ACCOUNTS = "/api/v1/namespaces/kube-system/serviceaccounts"
 AWS_NODE = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "aws-node"}}
 EC2NODECLASSES = "/apis/karpenter.k8s.aws/v1/ec2nodeclasses"
 ENICONFIGS = "/apis/crd.k8s.amazonaws.com/v1alpha1/eniconfigs"
+SECURITYGROUPPOLICIES = "/apis/vpcresources.k8s.aws/v1beta1/securitygrouppolicies"
 KUBE_SYSTEM_PODS = "/api/v1/namespaces/kube-system/pods"
 AWS_NODE_POD = {
     "apiVersion": "v1",
@@ -324,13 +326,23 @@ def test_service_account_is_refused_what_deploy_does_not_grant(
 
 
 def test_service_account_reads_nodes_node_classes_eniconfigs_and_the_aws_node_account(
-    kube_cluster: ControlPlane, deployed: Path, ec2nodeclass_crd: str, eniconfig_crd: str
+    kube_cluster: ControlPlane,
+    deployed: Path,
+    ec2nodeclass_crd: str,
+    eniconfig_crd: str,
+    securitygrouppolicy_crd: str,
 ) -> None:
     kube_cluster.ensure_service_account("kube-system", "aws-node")
     token = kube_cluster.mint_token(NAMESPACE, SERVICE_ACCOUNT)
 
     aws_node_pods = f"{KUBE_SYSTEM_PODS}?labelSelector=k8s-app%3Daws-node"
-    for path in ("/api/v1/nodes", EC2NODECLASSES, ENICONFIGS, aws_node_pods):
+    for path in (
+        "/api/v1/nodes",
+        EC2NODECLASSES,
+        ENICONFIGS,
+        SECURITYGROUPPOLICIES,
+        aws_node_pods,
+    ):
         listed = kube_cluster.request("GET", path, token=token)
         assert listed["kind"].endswith("List"), path
     account = kube_cluster.request("GET", f"{SERVICE_ACCOUNTS}/aws-node", token=token)

@@ -59,6 +59,11 @@ OPERATOR_RULES = [
         "resources": ["eniconfigs"],
         "verbs": ["get", "list", "watch"],
     },
+    {
+        "apiGroups": ["vpcresources.k8s.aws"],
+        "resources": ["securitygrouppolicies"],
+        "verbs": ["get", "list", "watch"],
+    },
 ]
 # Namespaced Roles, by namespace: kopf's events of cluster-scoped objects go to "default";
 # in kube-system, aws-node's ServiceAccount, and only it, is read (IRSA or not), and pods are

@@ -167,7 +167,8 @@ def read_clusters(
             if mesh.spec.uses_cluster:
                 raise InputError(
                     f"mesh {mesh.name!r} reads members from the cluster (spec.karpenter, "
-                    f"spec.customNetworking), and the cluster cannot be read: {error}"
+                    "spec.customNetworking, spec.podSecurityGroups), and the cluster cannot be "
+                    f"read: {error}"
                 ) from None
             if not noted:
                 print(

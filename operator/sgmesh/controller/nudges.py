@@ -2,12 +2,12 @@
 
 A mesh learns of a new ASG at its next resync (`resyncSeconds`, 60 s by default), which is a
 minute too late for a node that just registered. The operator therefore watches Nodes,
-EC2NodeClasses, ENIConfigs and their CRDs (`sgmesh.controller.watches`) and *nudges* the meshes an
-event could change: it asks for their reconcile now. This module holds what that needs and
-no kopf:
+EC2NodeClasses, ENIConfigs, SecurityGroupPolicies and their CRDs (`sgmesh.controller.watches`)
+and *nudges* the meshes an event could change: it asks for their reconcile now. This module
+holds what that needs and no kopf:
 
 - `MeshIndex`: the latest body of every mesh (from the watch on meshes), and which meshes a
-  Node, an EC2NodeClass or an ENIConfig can concern;
+  Node, an EC2NodeClass, an ENIConfig or a SecurityGroupPolicy can concern;
 - `Debounce`: gathers the nudges of a burst (100 nodes joining) into a few batches: the first
   request waits `delay` seconds for others to join, and a batch starts no sooner than `gap`
   seconds after the previous one. A mesh is in at most one batch at a time. It reads and waits
@@ -22,7 +22,6 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from sgmesh.api import models
 from sgmesh.engine import cluster_members
 
 __all__ = ["LOOP_CLOCK", "Clock", "Debounce", "LoopClock", "MeshIndex"]
@@ -69,6 +68,10 @@ class MeshIndex:
     def get(self, name: str) -> Mapping[str, Any] | None:
         return self._bodies.get(name)
 
+    def bodies(self) -> list[Mapping[str, Any]]:
+        """Every mesh's latest body (what the metrics of meshes are read from)."""
+        return list(self._bodies.values())
+
     def with_auto_scaling_groups(self) -> list[str]:
         """Meshes a new node can concern: those listing ASGs (a new ASG may match)."""
         return sorted(
@@ -76,12 +79,12 @@ class MeshIndex:
         )
 
     def naming(self, kind: cluster_members.SourceKind, object_name: str | None = None) -> list[str]:
-        """Meshes that list `object_name` of `kind` (or "*"); every mesh using `kind` when no
-        name is given (its CRD changed)."""
+        """Meshes that list `object_name` of `kind` (or "*", or its "namespace/*"); every mesh
+        using `kind` when no name is given (its CRD changed)."""
         found = []
         for name, body in self._bodies.items():
             listed = _listed(_spec(body), kind)
-            if listed and (object_name is None or models.EVERY in listed or object_name in listed):
+            if listed and (object_name is None or cluster_members.selects(listed, object_name)):
                 found.append(name)
         return sorted(found)
 
@@ -96,6 +99,7 @@ def _listed(spec: Mapping[str, Any], kind: cluster_members.SourceKind) -> list[s
     section, field = {
         cluster_members.NODE_CLASS.plural: ("karpenter", "nodeClasses"),
         cluster_members.ENI_CONFIG.plural: ("customNetworking", "eniConfigs"),
+        cluster_members.SECURITY_GROUP_POLICY.plural: ("podSecurityGroups", "policies"),
     }[kind.plural]
     source = spec.get(section)
     names = source.get(field) if isinstance(source, Mapping) else None

@@ -4,16 +4,18 @@
 - Nodes: a node that registers, or gets its `spec.providerID`, may be the first of a new ASG a
   mesh's selector matches: the meshes that list ASGs are nudged (within a few seconds, in
   batches: 100 nodes joining at once cost a few reconciles, not 100).
-- EC2NodeClasses and ENIConfigs: a change to what one contributes (its SGs, its role or
-  instance profile), its creation or deletion nudges the meshes that list it, within a second.
-  Other changes (Karpenter's status conditions, labels) nudge nothing.
-- The CRDs of those two kinds: installed, established or deleted, they nudge the meshes using
+- EC2NodeClasses, ENIConfigs and SecurityGroupPolicies: a change to what one contributes (its
+  SGs, its role or instance profile), its creation or deletion nudges the meshes that list it,
+  within a second. Other changes (Karpenter's status conditions, labels, a policy's pod
+  selector) nudge nothing.
+- The CRDs of those kinds: installed, established or deleted, they nudge the meshes using
   the kind, so a mesh starts using a source as soon as its CRD appears, without a restart; once
   established, kopf is made to watch the kind even when API discovery lags behind the CRD
   (`sgmesh.controller.serving`).
 
 kopf watches a kind only while the API server serves it (the operator follows CRDs), so a
-cluster without Karpenter or custom networking costs nothing and never fails.
+cluster without Karpenter, custom networking or security groups for pods costs nothing and
+never fails.
 
 They read nothing from AWS and write nothing themselves; what they need lives in `Watching`,
 kept in kopf's memo.
@@ -34,14 +36,12 @@ from sgmesh.engine import cluster_members
 __all__ = ["Watching"]
 
 MESHES = (models.API_GROUP, models.API_VERSION, models.PLURAL)
-SOURCE_KINDS = {
-    kind.crd_name: kind for kind in (cluster_members.NODE_CLASS, cluster_members.ENI_CONFIG)
-}
+SOURCE_KINDS = {kind.crd_name: kind for kind in cluster_members.SOURCE_KINDS}
 # A node's first registration: wait this long for the rest of a burst, and start batches this
 # far apart. A new ASG's SGs join within about delay + gap + one reconcile (goal: 5 s).
 NODE_DELAY_SECONDS = 1.0
 NODE_GAP_SECONDS = 2.0
-# An EC2NodeClass or ENIConfig change (goal: reconciled within 2 s).
+# An EC2NodeClass, ENIConfig or SecurityGroupPolicy change (goal: reconciled within 2 s).
 SOURCE_DELAY_SECONDS = 0.2
 
 
@@ -54,7 +54,8 @@ class Watching:
     sources: nudges.Debounce
     # Node name → its providerID, as last seen.
     node_providers: dict[str, str] = field(default_factory=dict)
-    # (CRD name, object name) → what the object contributes, as last seen.
+    # (CRD name, object name: "namespace/name" when namespaced) → what the object contributes,
+    # as last seen.
     contributions: dict[tuple[str, str], cluster_members.ClusterMember] = field(
         default_factory=dict
     )
@@ -139,6 +140,27 @@ async def eni_config_changed(
 ) -> None:
     await _source_changed(
         memo, cluster_members.ENI_CONFIG, name, None if type == "DELETED" else dict(body)
+    )
+
+
+@kopf.on.event(
+    cluster_members.SECURITY_GROUP_POLICY.group,
+    cluster_members.SECURITY_GROUP_POLICY.version,
+    cluster_members.SECURITY_GROUP_POLICY.plural,
+)
+async def security_group_policy_changed(
+    body: kopf.Body,
+    type: str | None,
+    name: str | None,
+    namespace: str | None,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    await _source_changed(
+        memo,
+        cluster_members.SECURITY_GROUP_POLICY,
+        f"{namespace or ''}/{name or ''}",
+        None if type == "DELETED" else dict(body),
     )
 
 

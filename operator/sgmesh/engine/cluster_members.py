@@ -1,4 +1,5 @@
-"""Members read from Kubernetes objects: Karpenter's EC2NodeClasses and VPC CNI ENIConfigs.
+"""Members read from Kubernetes objects: Karpenter's EC2NodeClasses, VPC CNI ENIConfigs and
+the VPC resource controller's SecurityGroupPolicies.
 
 Some nodes have no ASG: Karpenter launches them with the security groups and node role of an
 `EC2NodeClass` (karpenter.k8s.aws/v1). With VPC CNI custom networking, pods' ENIs carry the
@@ -10,16 +11,21 @@ turns those objects, as the API server returned them, into members:
   `status.instanceProfile`. Without `status.securityGroups` yet it is unresolved: removals
   are held, because what it needs is unknown;
 - an ENIConfig: its SGs are `spec.securityGroups`; it has no role. One that lists no SG gives
-  pods the node's SGs, which the node's own member brings: it adds nothing.
+  pods the node's SGs, which the node's own member brings: it adds nothing;
+- a SecurityGroupPolicy (vpcresources.k8s.aws/v1beta1, namespaced, named "namespace/name"): with
+  security groups for pods, the branch ENIs of the pods it selects carry
+  `spec.securityGroups.groupIds`, and those alone; it has no role. The spec lists policies as
+  "namespace/name", "namespace/*" (every policy of a namespace) or "*".
 
 An object that is gone is not taken as "its SGs are free": deleting an ENIConfig stops no pod
-(their ENIs keep its SGs until their node goes), and an EC2NodeClass's instances may outlive it.
-A named one that does not exist holds every removal of the mesh until it exists or is no longer
-listed. With `["*"]` nothing is named, so the mesh's status is the memory (`last_members`): an
-object that was a member at the last reconcile of the spec and is gone stays a member as it
-last was (`_kept`), and holds every removal, until it is back, until a person changes the spec,
-or, an EC2NodeClass, once no instance launched from it runs. A kind whose CRD is not served
-keeps its last members the same way.
+(their ENIs keep its SGs until their node goes), a pod keeps the branch ENI a deleted
+SecurityGroupPolicy gave it, and an EC2NodeClass's instances may outlive it. A named one that
+does not exist holds every removal of the mesh until it exists or is no longer listed. With
+`["*"]` (or "namespace/*") nothing is named, so the mesh's status is the memory
+(`last_members`): an object that was a member at the last reconcile of the spec and is gone
+stays a member as it last was (`_kept`), and holds every removal, until it is back, until a
+person changes the spec, or, an EC2NodeClass, once no instance launched from it runs. A kind
+whose CRD is not served keeps its last members the same way.
 
 It also says whether aws-node (the VPC CNI) gets credentials of its own instead of the node
 role's: through IRSA (its ServiceAccount carries `eks.amazonaws.com/role-arn`) or through EKS
@@ -51,6 +57,8 @@ __all__ = [
     "NODE_CLASS",
     "NO_CLUSTER_MEMBERS",
     "POD_IDENTITY_VARIABLES",
+    "SECURITY_GROUP_POLICY",
+    "SOURCE_KINDS",
     "AssociationLookup",
     "AwsNodeCredentials",
     "ClusterMember",
@@ -65,6 +73,7 @@ __all__ = [
     "member",
     "pod_identity_of_pods",
     "resolve",
+    "selects",
 ]
 
 AWS_NODE_NAMESPACE = "kube-system"
@@ -91,6 +100,8 @@ class SourceKind:
     plural: str
     field: str  # the spec's list of names, as written in YAML
     not_found: topology.ProblemKind
+    # Namespaced objects are named "namespace/name", here and in the spec.
+    namespaced: bool = False
 
     @property
     def crd_name(self) -> str:
@@ -117,6 +128,16 @@ ENI_CONFIG = SourceKind(
     "spec.customNetworking.eniConfigs",
     topology.ProblemKind.ENI_CONFIG_NOT_FOUND,
 )
+SECURITY_GROUP_POLICY = SourceKind(
+    topology.MemberKind.SECURITY_GROUP_POLICY,
+    "vpcresources.k8s.aws",
+    "v1beta1",
+    "securitygrouppolicies",
+    "spec.podSecurityGroups.policies",
+    topology.ProblemKind.SECURITY_GROUP_POLICY_NOT_FOUND,
+    namespaced=True,
+)
+SOURCE_KINDS = (NODE_CLASS, ENI_CONFIG, SECURITY_GROUP_POLICY)
 
 
 @dataclass(frozen=True)
@@ -177,6 +198,7 @@ class ClusterObjects:
     node_classes: Listing | None = None
     eni_configs: Listing | None = None
     aws_node_credentials: AwsNodeCredentials | None = None
+    security_group_policies: Listing | None = None
 
 
 @dataclass(frozen=True)
@@ -279,10 +301,10 @@ def resolve(
 ) -> ClusterMembers:
     """The members the spec's Kubernetes sources name, and the problems that stand.
 
-    `last`: the EC2NodeClasses and ENIConfigs that were members at the mesh's last reconcile
-    (`last_members`; none for the command line, which keeps no status). One the spec still
-    selects that cannot be read now, gone or of a kind not served, stays a member as it last
-    was, and a problem holds every removal.
+    `last`: the EC2NodeClasses, ENIConfigs and SecurityGroupPolicies that were members at the
+    mesh's last reconcile (`last_members`; none for the command line, which keeps no status).
+    One the spec still selects that cannot be read now, gone or of a kind not served, stays a
+    member as it last was, and a problem holds every removal.
     """
     members: list[ClusterMember] = []
     problems: list[topology.Problem] = []
@@ -296,6 +318,11 @@ def resolve(
             ENI_CONFIG,
             spec.custom_networking.eni_configs if spec.custom_networking is not None else None,
             objects.eni_configs,
+        ),
+        (
+            SECURITY_GROUP_POLICY,
+            spec.pod_security_groups.policies if spec.pod_security_groups is not None else None,
+            objects.security_group_policies,
         ),
     ):
         if names is None:
@@ -311,8 +338,8 @@ def resolve(
 def last_members(
     status: Mapping[str, Any] | None, generation: int | None
 ) -> tuple[ClusterMember, ...]:
-    """The EC2NodeClasses and ENIConfigs a mesh's status (as the API server holds it) lists as
-    members with SGs: what its last reconcile meshed of them.
+    """The EC2NodeClasses, ENIConfigs and SecurityGroupPolicies a mesh's status (as the API
+    server holds it) lists as members with SGs: what its last reconcile meshed of them.
 
     None when the status was written for another generation of the spec: a person who changes
     the spec has the mesh start again from what the cluster holds. (A reconcile that fails
@@ -322,7 +349,7 @@ def last_members(
     """
     if not status or generation is None or status.get("observedGeneration") != generation:
         return ()
-    kinds = {kind.kind: kind for kind in (NODE_CLASS, ENI_CONFIG)}
+    kinds = {kind.kind: kind for kind in SOURCE_KINDS}
     remembered: dict[tuple[str, str], ClusterMember] = {}
     entries = status.get("members")
     for entry in entries if isinstance(entries, list) else []:
@@ -345,13 +372,25 @@ def last_members(
     return tuple(remembered.values())
 
 
+def selects(names: Sequence[str], name: str) -> bool:
+    """Whether a spec's list of `names` selects the object `name` ("namespace/name" for a
+    namespaced kind): by its name, by "*", or by "namespace/*"."""
+    if models.EVERY in names or name in names:
+        return True
+    namespace, slash, _ = name.partition("/")
+    return bool(slash) and f"{namespace}/{models.EVERY}" in names
+
+
 def _select(
     kind: SourceKind, names: list[str], listing: Listing | None, last: Sequence[ClusterMember]
 ) -> tuple[list[ClusterMember], list[topology.Problem]]:
     """The members of one kind, with those of `last` the spec still selects that are gone
-    (kept, `_kept`), and the problems."""
-    every = names == [models.EVERY]
-    remembered = {each.name: each for each in last if every or each.name in names}
+    (kept, `_kept`), and the problems. A name ending in "*" ("*", "namespace/*") selects
+    what exists, and what of it is gone is known from `last` alone; any other name is looked
+    for, and is a problem when it does not exist."""
+    patterns = [name for name in names if name.endswith(models.EVERY)]
+    named = [name for name in names if name not in patterns]
+    remembered = {each.name: each for each in last if selects(names, each.name)}
     if listing is None or not listing.installed:
         why = listing.why if listing is not None and listing.why else "is its CRD installed?"
         return [_kept(kind, each) for each in remembered.values()], [
@@ -363,25 +402,27 @@ def _select(
             )
         ]
     present = listing.objects
-    found = (
-        sorted(present.items())
-        if every
-        else [(name, present[name]) for name in names if name in present]
+    found = dict.fromkeys(
+        [
+            *(name for name in sorted(present) if selects(patterns, name)),
+            *(name for name in named if name in present),
+        ]
     )
-    members = [member(kind, name, body) for name, body in found]
+    members = [member(kind, name, present[name]) for name in found]
     gone = [each for name, each in sorted(remembered.items()) if name not in present]
     members.extend(_kept(kind, each) for each in gone)
-    if every:
-        return members, [_gone(kind, each) for each in gone]
     return members, [
-        topology.Problem(
-            kind.not_found,
-            name,
-            f"{kind.kind} {name} (listed in {kind.field}) does not exist; removals are held "
-            "until it does or it is no longer listed",
-        )
-        for name in names
-        if name not in present
+        *(_gone(kind, each) for each in gone if selects(patterns, each.name)),
+        *(
+            topology.Problem(
+                kind.not_found,
+                name,
+                f"{kind.kind} {name} (listed in {kind.field}) does not exist; removals are "
+                "held until it does or it is no longer listed",
+            )
+            for name in named
+            if name not in present
+        ),
     ]
 
 
@@ -482,6 +523,28 @@ def _eni_config(name: str, body: Mapping[str, Any]) -> ClusterMember:
     )
 
 
+def _security_group_policy(name: str, body: Mapping[str, Any]) -> ClusterMember:
+    title = f"{SECURITY_GROUP_POLICY.kind} {name}"
+    spec: Mapping[str, Any] = body.get("spec") or {}
+    groups = spec.get("securityGroups")
+    group_ids, unresolved = _group_ids(
+        title,
+        "spec.securityGroups.groupIds",
+        (groups.get("groupIds") or []) if isinstance(groups, Mapping) else [],
+    )
+    return ClusterMember(
+        kind=SECURITY_GROUP_POLICY.member_kind,
+        name=name,
+        security_group_ids=group_ids,
+        unresolved_groups=unresolved,
+    )
+
+
 def member(kind: SourceKind, name: str, body: Mapping[str, Any]) -> ClusterMember:
-    """What one EC2NodeClass or ENIConfig contributes to the meshes that list it."""
-    return _node_class(name, body) if kind is NODE_CLASS else _eni_config(name, body)
+    """What one EC2NodeClass, ENIConfig or SecurityGroupPolicy ("namespace/name") contributes
+    to the meshes that list it."""
+    if kind is NODE_CLASS:
+        return _node_class(name, body)
+    if kind is SECURITY_GROUP_POLICY:
+        return _security_group_policy(name, body)
+    return _eni_config(name, body)

@@ -28,12 +28,13 @@ class MemberKind(enum.StrEnum):
     SECURITY_GROUP = "SecurityGroup"
     EC2_NODE_CLASS = "EC2NodeClass"
     ENI_CONFIG = "ENIConfig"
+    SECURITY_GROUP_POLICY = "SecurityGroupPolicy"
 
 
 @dataclass(frozen=True)
 class Member:
     """A member of the mesh with what it resolved to: an ASG, a security group listed or
-    selected in the spec, an EC2NodeClass or an ENIConfig (`kind`).
+    selected in the spec, an EC2NodeClass, an ENIConfig or a SecurityGroupPolicy (`kind`).
 
     `security_group_ids` are every SG the member's nodes have: those its launch data (or node
     class, ENIConfig) names and those its running instances still carry. `draining` are the
@@ -63,14 +64,16 @@ class ProblemKind(enum.StrEnum):
 
     AUTO_SCALING_GROUP_NOT_FOUND = "AutoScalingGroupNotFound"
     SECURITY_GROUP_NOT_FOUND = "SecurityGroupNotFound"
-    # An EC2NodeClass or ENIConfig the spec names, or that was a member at the last reconcile,
-    # is gone. Unlike an ASG's deletion, an object's deletion stops no node: pods' ENIs keep an
-    # ENIConfig's SGs, and instances may outlive their node class. Removals are held.
+    # An EC2NodeClass, ENIConfig or SecurityGroupPolicy the spec names, or that was a member at
+    # the last reconcile, is gone. Unlike an ASG's deletion, an object's deletion stops no node:
+    # pods' ENIs keep an ENIConfig's or a SecurityGroupPolicy's SGs, and instances may outlive
+    # their node class. Removals are held.
     EC2_NODE_CLASS_NOT_FOUND = "EC2NodeClassNotFound"
     ENI_CONFIG_NOT_FOUND = "ENIConfigNotFound"
-    # The EC2NodeClass or ENIConfig CRD is not installed, is being deleted, or was uninstalled:
-    # the members it held cannot be told (their nodes may still run), so removals are held as
-    # for UNRESOLVED.
+    SECURITY_GROUP_POLICY_NOT_FOUND = "SecurityGroupPolicyNotFound"
+    # The EC2NodeClass, ENIConfig or SecurityGroupPolicy CRD is not installed, is being deleted,
+    # or was uninstalled: the members it held cannot be told (their nodes may still run), so
+    # removals are held as for UNRESOLVED.
     SOURCE_NOT_INSTALLED = "MemberSourceNotInstalled"
     UNRESOLVED = "MemberUnresolved"
     QUOTA_EXCEEDED = "QuotaExceeded"
@@ -135,5 +138,6 @@ HOLDING_PROBLEMS = frozenset(
         ProblemKind.SOURCE_NOT_INSTALLED,
         ProblemKind.EC2_NODE_CLASS_NOT_FOUND,
         ProblemKind.ENI_CONFIG_NOT_FOUND,
+        ProblemKind.SECURITY_GROUP_POLICY_NOT_FOUND,
     }
 )

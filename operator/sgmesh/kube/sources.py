@@ -1,6 +1,7 @@
 """Read a mesh's Kubernetes member sources from the API server: EC2NodeClasses, ENIConfigs,
-and whether aws-node has credentials of its own, IRSA or EKS Pod Identity (see
-`sgmesh.engine.cluster_members` for what they mean).
+SecurityGroupPolicies (of every namespace, named "namespace/name"), and whether aws-node has
+credentials of its own, IRSA or EKS Pod Identity (see `sgmesh.engine.cluster_members` for what
+they mean).
 
 Only what a spec uses is read. A kind the API server does not serve (404 on its collection:
 the CRD, at that version, is not installed) is read as "not installed", and so is a kind whose
@@ -93,11 +94,13 @@ def read(
     cached `AwsNodeCredentialsCache`, the CLI what it read once); by default they are read
     here, without asking EKS, when the mesh attaches the CNI policy.
     """
-    node_classes = eni_configs = None
+    node_classes = eni_configs = policies = None
     if spec.karpenter is not None:
         node_classes = list_objects(cluster_members.NODE_CLASS, api)
     if spec.custom_networking is not None:
         eni_configs = list_objects(cluster_members.ENI_CONFIG, api)
+    if spec.pod_security_groups is not None:
+        policies = list_objects(cluster_members.SECURITY_GROUP_POLICY, api)
     credentials = None
     if spec.cni_policy.attach:
         credentials = (
@@ -105,15 +108,17 @@ def read(
             if aws_node_credentials is not None
             else read_aws_node_credentials(api)
         )
-    return cluster_members.ClusterObjects(node_classes, eni_configs, credentials)
+    return cluster_members.ClusterObjects(
+        node_classes, eni_configs, credentials, security_group_policies=policies
+    )
 
 
 def list_objects(
     kind: cluster_members.SourceKind, api: kubernetes.client.ApiClient | None = None
 ) -> cluster_members.Listing:
-    """Every object of a cluster-scoped kind; not installed when the API server answers 404
-    for its collection, or when its CRD is being deleted or gone after the list
-    (`crd_going`)."""
+    """Every object of a kind, by name ("namespace/name" for a namespaced kind, of every
+    namespace); not installed when the API server answers 404 for its collection, or when its
+    CRD is being deleted or gone after the list (`crd_going`)."""
     custom = kubernetes.client.CustomObjectsApi(api)
     try:
         answer = cast(
@@ -143,11 +148,17 @@ def list_objects(
     if going:
         return cluster_members.Listing(installed=False, why=going)
     objects = {
-        item["metadata"]["name"]: item
+        _name(kind, item["metadata"]): item
         for item in answer.get("items", [])
         if isinstance(item.get("metadata"), dict) and "name" in item["metadata"]
     }
     return cluster_members.Listing(installed=True, objects=objects)
+
+
+def _name(kind: cluster_members.SourceKind, metadata: dict[str, Any]) -> str:
+    if kind.namespaced:
+        return f"{metadata.get('namespace', '')}/{metadata['name']}"
+    return str(metadata["name"])
 
 
 def crd_going(
