@@ -33,17 +33,40 @@ The goals (`--check` exits 1 when one is missed, naming it)
   one query per mesh that names the mesh: the rules it owns anywhere). Without shared reads
   every mesh reads its members itself: about 14 calls per mesh and window here.
 
+The fleet (`--fleet`, default 100; 0 leaves it out)
+--------------------------------------------------
+`--fleet` meshes of 3 ASGs each, nothing shared between them (each ASG with an SG, a launch
+template, a node role and an instance profile of its own; every role gets the CNI policy), at
+`resyncSeconds: 60` (`--fleet-resync`), in a stack of their own:
+
+- created at once: the seconds until every mesh is Ready, and the operator's AWS calls second
+  by second (sampled from `sgmesh_aws_service_calls_total` every second);
+- steady (`--fleet-window`, default 180 s, from one resync period after all were Ready: the
+  first resync after the writes reads back the roles written to): RSS, the resync period each
+  mesh kept, the AWS calls per minute by service and by operation, and the calls of one steady
+  reconcile;
+- a restart (SIGTERM, a new process; nothing to change in AWS): the seconds until every mesh is
+  reconciled (converged) by the new process and Ready, and its AWS calls second by second.
+
+Goals: every mesh resynced within 2 x its period; RSS peak within 150 MiB; after creation and
+after the restart, all Ready within 60 s, with no second whose calls of a service a token
+bucket of 100 refilled at 20 a second (EC2's for an account's non-mutating calls) would refuse;
+the restart costs no more than one steady reconcile per mesh plus what a process that just
+started must read afresh (each member's instance profile and role tags, the one sweep).
+
 It never reaches a real AWS account: the operator and the world point at the moto server the
 bench started, and everything it starts is stopped when it ends.
 
 Run from the repository root:
-`python bench/operator_scale.py [--meshes 1,20,50] [--window 60] [--check] [--json]`
+`python bench/operator_scale.py [--meshes 1,20,50] [--window 60] [--fleet 100]
+[--fleet-resync 60] [--fleet-window 180] [--check] [--json]`
 (`make bench-operator`).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -54,7 +77,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 # Run as a script, Python puts bench/ on the path; devtools/ lives at the root.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +91,7 @@ from devtools.k8s.controlplane import ControlPlane, ControlPlaneError  # noqa: E
 from devtools.operator_harness import Meshes, Operator  # noqa: E402
 from devtools.operator_stack import operator_stack  # noqa: E402
 from sgmesh.aws import client  # noqa: E402
+from sgmesh.controller import schedule  # noqa: E402
 
 DEFAULT_MESHES = (1, 20, 50)
 DEFAULT_WINDOW_SECONDS = 60.0
@@ -154,15 +178,25 @@ def cpu_seconds(pid: int) -> float:
 
 def scrape(operator: Operator) -> dict[str, dict[str, float]]:
     """The counters the bench reads: AWS calls by operation, reconciles by mesh."""
-    counters: dict[str, dict[str, float]] = {"calls": {}, "reconciles": {}}
+    counters: dict[str, dict[str, float]] = {
+        "calls": {},
+        "services": {},
+        "reconciles": {},
+        "converged": {},
+    }
     for family in prometheus_client.parser.text_string_to_metric_families(operator.metrics()):
         for sample in family.samples:
             if sample.name == "sgmesh_aws_calls_total":
                 operation = sample.labels["operation"]
                 counters["calls"][operation] = counters["calls"].get(operation, 0) + sample.value
+            elif sample.name == "sgmesh_aws_service_calls_total":
+                service = sample.labels["service"]
+                counters["services"][service] = sample.value
             elif sample.name == "sgmesh_reconciles_total":
                 mesh = sample.labels["mesh"]
                 counters["reconciles"][mesh] = counters["reconciles"].get(mesh, 0) + sample.value
+                if sample.labels["result"] == "converged":
+                    counters["converged"][mesh] = sample.value
     return counters
 
 
@@ -309,6 +343,415 @@ def _measure_running(
     )
 
 
+# ---- A fleet: meshes of distinct ASGs, created at once, then a restart -------------------------
+
+FLEET_MESHES = 100
+FLEET_RESYNC_SECONDS = 60
+FLEET_WINDOW_SECONDS = 180.0
+FLEET_RSS_GOAL_MIB = 150.0
+FLEET_READY_GOAL_SECONDS = 60.0
+FLEET_RESYNC_SLACK = 2.0
+# What AWS lets through before it throttles: EC2's documented token bucket for the
+# non-mutating actions of an account and region (100 requests at once, refilled at 20 a
+# second). The other services publish no bucket; each is held to the same one.
+THROTTLE_BUCKET = 100.0
+THROTTLE_REFILL_PER_SECOND = 20.0
+# glibc's malloc arenas: deploy/ runs the operator with two (the default, 8 per CPU for a
+# process of many threads, holds memory the operator's worker threads freed).
+MALLOC_ARENA_MAX = "2"
+
+
+def build_fleet(world: World, meshes: int) -> list[tuple[str, ...]]:
+    """`meshes` sets of ASGS_PER_MESH ASGs in the main VPC, each ASG with an SG, a launch
+    template, and a node role with an instance profile of its own: nothing is shared."""
+    members: list[tuple[str, ...]] = []
+    for mesh in range(meshes):
+        names = []
+        for index in range(ASGS_PER_MESH):
+            name = f"fleet-{mesh:03d}-{index}"
+            group_id = world.security_group(f"{name}-nodes")
+            profile = world.role_with_profile(name)
+            template = world.launch_template(
+                name, security_group_ids=[group_id], profile_arn=profile.arn
+            )
+            world.asg(name, launch_template=template)
+            names.append(name)
+        members.append(tuple(names))
+    return members
+
+
+@dataclass(frozen=True)
+class Burst:
+    """AWS calls second by second while the operator works through a phase."""
+
+    seconds: float  # until every mesh was Ready (created) or reconciled (restart)
+    calls: float
+    per_second: list[float]  # every call, per second, in each sample of the phase (~1 s)
+    # The calls a bucket of THROTTLE_BUCKET refilled at THROTTLE_REFILL_PER_SECOND would have
+    # refused, per service (an empty dict: none).
+    throttled: dict[str, int]
+
+    @property
+    def peak_per_second(self) -> float:
+        return max(self.per_second, default=0.0)
+
+
+def throttled_calls(intervals: Sequence[tuple[float, float]]) -> float:
+    """How many of the calls a token bucket refuses, given (seconds, calls) of each sample.
+    Within a sample the bucket lets through what it held at its start (at most its size) and
+    what it refilled meanwhile, as AWS's continuous bucket does."""
+    tokens, refused = THROTTLE_BUCKET, 0.0
+    for seconds, calls in intervals:
+        allowed = min(THROTTLE_BUCKET, tokens) + seconds * THROTTLE_REFILL_PER_SECOND
+        refused += max(0.0, calls - allowed)
+        tokens = max(0.0, allowed - calls)
+    return refused
+
+
+@dataclass(frozen=True)
+class FleetMeasurement:
+    meshes: int
+    resync_seconds: int
+    window_seconds: float
+    created: Burst
+    restart: Burst
+    restart_reconciles: float  # reconciles the restart took until every mesh was reconciled
+    restart_writes: float  # calls of the restart that change AWS (nothing was to change)
+    restart_operations: dict[str, float]  # the restart's calls by operation
+    rss_peak_mib: float
+    rss_end_mib: float
+    calls_per_minute: dict[str, float]  # by service, once steady
+    operations_per_minute: dict[str, float]  # by operation, once steady
+    steady_calls_per_reconcile: float
+    periods: dict[str, float | None]
+
+    @property
+    def worst_period(self) -> float | None:
+        kept = list(self.periods.values())
+        return None if None in kept else max(p for p in kept if p is not None)
+
+    @property
+    def median_period(self) -> float | None:
+        kept = [p for p in self.periods.values() if p is not None]
+        return statistics.median(kept) if kept else None
+
+    @property
+    def roles(self) -> int:
+        return self.meshes * ASGS_PER_MESH
+
+    @property
+    def restart_budget(self) -> float:
+        """One steady reconcile per mesh, and what a process that just started must read
+        afresh (it remembers nothing): each member's instance profile and role tags once
+        (GetInstanceProfile, ListRoleTags), and the one sweep of the CNI policy's roles."""
+        return self.meshes * self.steady_calls_per_reconcile + 2 * self.roles + 1
+
+    def missed_goals(self) -> list[str]:
+        name = f"fleet of {self.meshes}"
+        missed = []
+        if self.rss_peak_mib > FLEET_RSS_GOAL_MIB:
+            missed.append(
+                f"{name}: RSS peak {self.rss_peak_mib:.0f} MiB > {FLEET_RSS_GOAL_MIB:.0f}"
+            )
+        worst = self.worst_period
+        if worst is None or worst > FLEET_RESYNC_SLACK * self.resync_seconds:
+            shown = "never" if worst is None else f"{worst:.1f} s"
+            missed.append(
+                f"{name}: worst resync period {shown} > "
+                f"{FLEET_RESYNC_SLACK * self.resync_seconds:.0f} s"
+            )
+        for phase, burst in (("created at once", self.created), ("restart", self.restart)):
+            if burst.seconds > FLEET_READY_GOAL_SECONDS:
+                missed.append(
+                    f"{name}, {phase}: all Ready after {burst.seconds:.0f} s > "
+                    f"{FLEET_READY_GOAL_SECONDS:.0f} s"
+                )
+            if burst.throttled:
+                missed.append(
+                    f"{name}, {phase}: a burst AWS would throttle ({burst.throttled} calls "
+                    f"refused by a bucket of {THROTTLE_BUCKET:.0f} refilled at "
+                    f"{THROTTLE_REFILL_PER_SECOND:.0f}/s)"
+                )
+        if self.restart_writes:
+            missed.append(f"{name}, restart: {self.restart_writes:.0f} writes, nothing to change")
+        if self.restart.calls > self.restart_budget:
+            missed.append(
+                f"{name}, restart: {self.restart.calls:.0f} AWS calls > one steady reconcile "
+                f"per mesh ({self.meshes} x {self.steady_calls_per_reconcile:.1f}) and the "
+                f"fresh IAM reads of {self.roles} roles ({2 * self.roles + 1})"
+            )
+        return missed
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "worstPeriod": self.worst_period,
+            "medianPeriod": self.median_period,
+            "restartBudget": self.restart_budget,
+            "missedGoals": self.missed_goals(),
+        }
+
+
+def measure_fleet(count: int, resync: int, window: float, workdir: Path) -> FleetMeasurement:
+    _progress(f"fleet of {count}: starting the control plane and a moto server")
+    try:
+        with operator_stack(workdir, cluster=CLUSTER, region=REGION) as stack:
+            world = World(client.make_clients(REGION))
+            started = time.monotonic()
+            members = build_fleet(world, count)
+            world.eks_cluster(CLUSTER)
+            _progress(
+                f"fleet of {count}: {count * ASGS_PER_MESH} ASGs built in "
+                f"{time.monotonic() - started:.0f} s"
+            )
+            # As deploy/ runs it (see deploy/manager/deployment.yaml).
+            stack.operator.environment["MALLOC_ARENA_MAX"] = MALLOC_ARENA_MAX
+            return _measure_fleet(members, resync, window, stack.operator, stack.plane)
+    except ControlPlaneError as error:
+        raise BenchFailure(str(error)) from error
+
+
+def _services(operator: Operator) -> dict[str, float]:
+    return scrape(operator)["services"]
+
+
+Sample = tuple[float, dict[str, float]]  # when (monotonic), calls so far by service
+
+
+def _watch_burst(
+    operator: Operator, done: Any, deadline: float, what: str, before: dict[str, float]
+) -> tuple[float, list[Sample]]:
+    """Sample the calls by service every second until `done()`; the seconds it took and the
+    samples (cumulative, from `before`)."""
+    started = time.monotonic()
+    samples: list[Sample] = [(started, dict(before))]
+    while not done():
+        if time.monotonic() - started > deadline:
+            raise BenchFailure(f"not {what} after {deadline:.0f} s:\n{operator.log_tail()}")
+        operator.healthy()
+        time.sleep(SAMPLE_SECONDS)
+        samples.append((time.monotonic(), _services(operator)))
+    seconds = time.monotonic() - started
+    samples.append((time.monotonic(), _services(operator)))
+    return seconds, samples
+
+
+def _burst(seconds: float, samples: Sequence[Sample]) -> Burst:
+    services = sorted({service for _, sample in samples for service in sample})
+    per_service = {
+        service: [
+            (at - then, max(0.0, after.get(service, 0) - before.get(service, 0)))
+            for (then, before), (at, after) in itertools.pairwise(samples)
+        ]
+        for service in services
+    }
+    lengths = [at - then for (then, _), (at, _) in itertools.pairwise(samples)]
+    totals = [sum(c) for c in zip(*([n for _, n in v] for v in per_service.values()), strict=True)]
+    throttled = {
+        service: round(refused)
+        for service, intervals in per_service.items()
+        if (refused := throttled_calls(intervals)) >= 1
+    }
+    per_second = [round(n / length, 1) for n, length in zip(totals, lengths, strict=True)]
+    return Burst(round(seconds, 1), sum(totals), per_second, throttled)
+
+
+def _all_ready(meshes: Meshes, names: Sequence[str]) -> bool:
+    listed = cast(
+        dict[str, Any],
+        meshes.custom.list_cluster_custom_object("sgmesh.io", "v1alpha1", "nodegroupmeshes"),
+    )
+    ready = {
+        item["metadata"]["name"]
+        for item in listed["items"]
+        if any(
+            condition.get("type") == "Ready" and condition.get("status") == "True"
+            for condition in (item.get("status") or {}).get("conditions") or []
+        )
+        and (item.get("status") or {}).get("observedGeneration")
+        == item["metadata"].get("generation")
+    }
+    return set(names) <= ready
+
+
+def _measure_fleet(
+    members: Sequence[tuple[str, ...]],
+    resync: int,
+    window: float,
+    operator: Operator,
+    plane: ControlPlane,
+) -> FleetMeasurement:
+    count = len(members)
+    meshes = Meshes(plane.kubeconfig)
+    names = [f"fleet-{index:03d}" for index in range(count)]
+    with operator:
+        before = _services(operator)
+        for name, asgs in zip(names, members, strict=True):
+            meshes.create(
+                name, {"autoScalingGroups": {"names": list(asgs)}, "resyncSeconds": resync}
+            )
+        seconds, samples = _watch_burst(
+            operator, lambda: _all_ready(meshes, names), 600, "every mesh Ready", before
+        )
+        created = _burst(seconds, samples)
+        _progress(
+            f"fleet of {count}: created at once, all Ready in {created.seconds:.1f} s, "
+            f"{created.calls:.0f} AWS calls, at most {created.peak_per_second:.0f} a second; "
+            f"measuring {window:.0f} s after one resync period"
+        )
+        # The first resync after the writes reads back the roles written to: not steady yet.
+        settled = time.monotonic() + resync + schedule.TIMER_TICK_SECONDS
+        while time.monotonic() < settled:
+            operator.healthy()
+            time.sleep(SAMPLE_SECONDS)
+        steady = _steady(operator, names, window)
+
+    # A restart: nothing changed in AWS; every mesh is reconciled again by the new process.
+    _progress(f"fleet of {count}: restarting the operator")
+    with operator:
+
+        def reconciled() -> bool:
+            converged = scrape(operator)["converged"]
+            return all(converged.get(name, 0) >= 1 for name in names) and _all_ready(meshes, names)
+
+        seconds, samples = _watch_burst(operator, reconciled, 600, "every mesh reconciled", {})
+        restart = _burst(seconds, samples)
+        after = scrape(operator)
+        restart_reconciles = sum(after["reconciles"].values())
+        restart_writes = sum(
+            n for operation, n in after["calls"].items() if operation in client.MUTATING_OPERATIONS
+        )
+    _progress(
+        f"fleet of {count}: restart, all reconciled in {restart.seconds:.1f} s, "
+        f"{restart.calls:.0f} AWS calls, at most {restart.peak_per_second:.0f} a second"
+    )
+    return FleetMeasurement(
+        meshes=count,
+        resync_seconds=resync,
+        created=created,
+        restart=restart,
+        restart_reconciles=restart_reconciles,
+        restart_writes=restart_writes,
+        restart_operations=dict(sorted(after["calls"].items())),
+        **steady,
+    )
+
+
+def _steady(operator: Operator, names: Sequence[str], window: float) -> dict[str, Any]:
+    """The steady fleet over `window` seconds: the `FleetMeasurement` fields it gives."""
+    pid = operator.pid
+    assert pid is not None
+    first = scrape(operator)
+    peak = rss_mib(pid)
+    seen = dict(first["reconciles"])
+    reconciled_at: dict[str, list[float]] = {name: [] for name in names}
+    started = time.monotonic()
+    end = started + window
+    while (now := time.monotonic()) < end:
+        operator.healthy()
+        peak = max(peak, rss_mib(pid))
+        time.sleep(min(SAMPLE_SECONDS, end - now))
+        sampled_at = time.monotonic()
+        for mesh, total in scrape(operator)["reconciles"].items():
+            if mesh in reconciled_at and total > seen.get(mesh, 0):
+                reconciled_at[mesh].append(sampled_at)
+            seen[mesh] = total
+    last = scrape(operator)
+    rss_end = rss_mib(pid)
+    elapsed = time.monotonic() - started
+    minutes = elapsed / 60
+
+    def per_minute(kind: str) -> dict[str, float]:
+        return {
+            key: round((total - first[kind].get(key, 0)) / minutes, 1)
+            for key, total in sorted(last[kind].items())
+            if total > first[kind].get(key, 0)
+        }
+
+    reconciles = sum(last["reconciles"].values()) - sum(first["reconciles"].values())
+    steady_calls = sum(last["services"].values()) - sum(first["services"].values())
+    periods: dict[str, float | None] = {}
+    for name, times in reconciled_at.items():
+        if len(times) >= 2:
+            periods[name] = (times[-1] - times[0]) / (len(times) - 1)
+        else:
+            periods[name] = elapsed if times else None
+    return {
+        "window_seconds": round(elapsed, 1),
+        "rss_peak_mib": round(max(peak, rss_end), 1),
+        "rss_end_mib": round(rss_end, 1),
+        "calls_per_minute": per_minute("services"),
+        "operations_per_minute": per_minute("calls"),
+        "steady_calls_per_reconcile": round(steady_calls / reconciles, 2) if reconciles else 0.0,
+        "periods": periods,
+    }
+
+
+def fleet_report(fleet: FleetMeasurement) -> str:
+    phases = _markdown(
+        ["phase", "all Ready s", "AWS calls", "peak calls / s", "throttled by a bucket"],
+        [
+            [
+                phase,
+                f"{burst.seconds:.1f}",
+                f"{burst.calls:.0f}",
+                f"{burst.peak_per_second:.0f}",
+                ", ".join(f"{s} {n:.0f}" for s, n in burst.throttled.items()) or "none",
+            ]
+            for phase, burst in (("created at once", fleet.created), ("restart", fleet.restart))
+        ],
+    )
+    per_second = " ".join(f"{n:.0f}" for n in fleet.restart.per_second)
+    services = _markdown(
+        ["service", "AWS calls / minute"],
+        [[service, f"{n:.1f}"] for service, n in fleet.calls_per_minute.items()]
+        + [["total", f"{sum(fleet.calls_per_minute.values()):.1f}"]],
+    )
+    operations = _markdown(
+        ["operation", "steady: AWS calls / minute", "restart: AWS calls"],
+        [
+            [
+                op,
+                f"{fleet.operations_per_minute.get(op, 0):.1f}",
+                f"{fleet.restart_operations.get(op, 0):.0f}",
+            ]
+            for op in sorted({*fleet.operations_per_minute, *fleet.restart_operations})
+        ],
+    )
+    missed = fleet.missed_goals()
+    verdict = (
+        "Fleet goals met: RSS, resync period, all Ready after creation and restart, restart "
+        "cost and bursts."
+        if not missed
+        else "Fleet goals missed:\n" + "\n".join(f"- {goal}" for goal in missed)
+    )
+    return "\n".join(
+        [
+            f"Fleet: {fleet.meshes} meshes of {ASGS_PER_MESH} ASGs each (nothing shared), "
+            f"resyncSeconds {fleet.resync_seconds}; steady window {fleet.window_seconds:.0f} s.",
+            "",
+            phases,
+            "",
+            f"Restart: {fleet.restart.calls:.0f} AWS calls ({fleet.restart_writes:.0f} writes) "
+            f"in {fleet.restart_reconciles:.0f} reconciles, against one steady reconcile per "
+            f"mesh ({fleet.meshes} x "
+            f"{fleet.steady_calls_per_reconcile:.1f}) and the IAM reads a process that just "
+            f"started makes afresh ({2 * fleet.roles + 1}): {fleet.restart_budget:.0f}. "
+            f"Calls each second: {per_second}",
+            "",
+            f"Once steady: RSS peak {fleet.rss_peak_mib:.0f} MiB, end {fleet.rss_end_mib:.0f} "
+            f"MiB; resync period median {_seconds(fleet.median_period)} s, worst "
+            f"{_seconds(fleet.worst_period)} s.",
+            "",
+            services,
+            "",
+            operations,
+            "",
+            verdict,
+        ]
+    )
+
+
 # ---- AWS clients per region ------------------------------------------------------------------
 
 _CLIENTS_PER_REGION = """
@@ -450,6 +893,25 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         default=DEFAULT_WINDOW_SECONDS,
         help="seconds measured once every mesh is Ready (default: %(default)s)",
     )
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        default=FLEET_MESHES,
+        help="meshes of the fleet: created at once, measured steady, then across a restart; "
+        "0: none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fleet-resync",
+        type=int,
+        default=FLEET_RESYNC_SECONDS,
+        help="the fleet's resyncSeconds, at least 10 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--fleet-window",
+        type=float,
+        default=FLEET_WINDOW_SECONDS,
+        help="seconds the steady fleet is measured (default: %(default)s)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     arguments = parser.parse_args(argv)
@@ -457,8 +919,19 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         arguments.meshes = [int(n) for n in arguments.meshes.split(",") if n.strip()]
     except ValueError:
         parser.error(f"--meshes takes whole numbers separated by commas, not {arguments.meshes!r}")
-    if not arguments.meshes or any(n < 1 for n in arguments.meshes):
-        parser.error(f"--meshes needs at least one number, each at least 1: {arguments.meshes}")
+    if any(n < 1 for n in arguments.meshes):
+        parser.error(f"--meshes takes numbers of at least 1: {arguments.meshes}")
+    if not arguments.meshes and arguments.fleet < 1:
+        parser.error("nothing to measure: --meshes is empty and --fleet is 0")
+    if arguments.fleet < 0:
+        parser.error(f"--fleet must be 0 or more, not {arguments.fleet}")
+    if arguments.fleet_resync < 10:
+        parser.error(f"--fleet-resync must be at least 10, not {arguments.fleet_resync}")
+    if arguments.fleet and arguments.fleet_window < 2 * arguments.fleet_resync:
+        parser.error(
+            f"--fleet-window must be at least {2 * arguments.fleet_resync} s (two of the "
+            f"fleet's resync periods), not {arguments.fleet_window}"
+        )
     if arguments.window < 2 * RESYNC_SECONDS:
         parser.error(
             f"--window must be at least {2 * RESYNC_SECONDS} s (two resync periods), "
@@ -478,11 +951,16 @@ def _workdirs() -> Generator[Path, None, None]:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     measurements: list[Measurement] = []
+    fleet: FleetMeasurement | None = None
     workdirs = _workdirs()
     try:
         per_region_mib = memory_per_extra_region()
         for count in arguments.meshes:
             measurements.append(measure(count, arguments.window, next(workdirs)))
+        if arguments.fleet:
+            fleet = measure_fleet(
+                arguments.fleet, arguments.fleet_resync, arguments.fleet_window, next(workdirs)
+            )
     except BenchFailure as failure:
         print(f"\nBENCH FAILED: {failure}\n", file=sys.stderr)
         return 1
@@ -494,13 +972,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 {
                     "measurements": [m.as_json() for m in measurements],
                     "perExtraRegionMiB": round(per_region_mib, 1),
+                    "fleet": fleet.as_json() if fleet is not None else None,
                 },
                 indent=2,
             )
         )
     else:
-        print(report(measurements, per_region_mib))
+        printed = [report(measurements, per_region_mib)] if measurements else []
+        if fleet is not None:
+            printed.append(fleet_report(fleet))
+        print("\n\n".join(printed))
     missed = [goal for m in measurements for goal in m.missed_goals()]
+    missed += fleet.missed_goals() if fleet is not None else []
     return 1 if arguments.check and missed else 0
 
 

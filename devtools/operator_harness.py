@@ -345,18 +345,19 @@ class Meshes:
         reason: str,
         deadline: float = 60,
         context: Callable[[], str] = lambda: "",
+        kind: str = "Ready",
     ) -> dict[str, Any]:
         def matches() -> dict[str, Any] | None:
-            ready = self.ready(name)
-            if ready and ready.get("status") == status and ready.get("reason") == reason:
-                return ready
+            found = self.condition(name, kind)
+            if found and found.get("status") == status and found.get("reason") == reason:
+                return found
             return None
 
         result: dict[str, Any] = wait_until(
             matches,
             deadline,
-            f"mesh {name} has Ready={status} ({reason})",
-            lambda: f"{self.ready(name)}\n{context()}",
+            f"mesh {name} has {kind}={status} ({reason})",
+            lambda: f"{self.condition(name, kind)}\n{context()}",
         )
         return result
 

@@ -103,6 +103,7 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
                 "logFormat=plain",
                 "rulesPerSecurityGroup=120",
                 "resyncSeconds=300",
+                "iamRefreshSeconds=1800",
                 "metrics.port=9100",
                 "serviceAccount.roleArn=arn:aws:iam::111122223333:role/sgmesh",
                 "resources.limits.memory=1Gi",
@@ -123,6 +124,7 @@ def test_chart_values_reach_the_objects_they_name(helm: Path) -> None:
         "SGMESH_METRICS_PORT": "9100",
         "SGMESH_RULES_PER_SECURITY_GROUP": "120",
         "SGMESH_DEFAULT_RESYNC_SECONDS": "300",
+        "SGMESH_IAM_REFRESH_SECONDS": "1800",
         "SGMESH_PEERING": "ops-sgmesh",
     }
     assert container["ports"][0]["containerPort"] == 9100

@@ -43,7 +43,7 @@ def test_a_mesh_of_an_ipv6_cluster_with_the_default_cni_policy_says_what_it_lack
 
     assert found.ip_family == settings.ip_family == "ipv6"
     assert outcome.converged, (outcome.plan.problems, outcome.failures)
-    [ready] = status.outcome_status(outcome, mesh, 1, None)["conditions"]
+    ready, _synced = status.outcome_status(outcome, mesh, 1, None)["conditions"]
     assert ready["message"].startswith("2 members, 4/4 rules present, 4 owned; ")
     assert ready["message"].endswith(
         "the cluster is IPv6: AmazonEKS_CNI_Policy does not grant ec2:AssignIpv6Addresses; "

@@ -16,6 +16,7 @@ import contextlib
 import http.client
 import http.server
 import json
+import random
 import re
 import threading
 import time
@@ -75,6 +76,11 @@ class ThrottlingProxy:
         self.answers: Counter[tuple[str, int]] = Counter()
         self.refuse: dict[str, tuple[str, int]] = {}
         self.refused: Counter[str] = Counter()
+        # `refuse_share[service] = (code, status, share)` answers that share of the service's
+        # requests (the service they are signed for: "ec2", "iam", ...), drawn at random, with
+        # that AWS error until it is removed: AWS throttling an account that asks too much.
+        self.refuse_share: dict[str, tuple[str, int, float]] = {}
+        self._draw = random.Random(22)
         self._gathering: dict[str, threading.Barrier] = {}
         self._lock = threading.Lock()
         proxy = self
@@ -100,6 +106,10 @@ class ThrottlingProxy:
                         proxy.unparseable[action] -= 1
                         proxy.throttled[action] += 1
                     refusal = None if throttled or broken else proxy.refuse.get(action)
+                    shared = proxy.refuse_share.get(signed[1]) if signed else None
+                    drawn = shared is not None and proxy._draw.random() < shared[2]
+                    if not (throttled or broken or refusal) and shared and drawn:
+                        refusal = shared[:2]
                     if refusal:
                         proxy.refused[action] += 1
                 if throttled:

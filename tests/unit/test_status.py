@@ -30,11 +30,99 @@ def test_a_failure_writes_only_the_condition_so_what_was_resolved_stays_visible(
     written = status.failure_status("AccessDenied", "grant ec2:X", 3, PREVIOUS)
 
     assert set(written) == {"observedGeneration", "conditions"}
-    [ready] = written["conditions"]
+    ready, synced = written["conditions"]
     assert ready["reason"] == "AccessDenied"
     assert ready["observedGeneration"] == 3
     # Still not ready: the condition's transition time does not move.
     assert ready["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert (synced["type"], synced["status"], synced["reason"]) == (
+        "Synced",
+        "False",
+        "AccessDenied",
+    )
+
+
+SEEN_READY = {
+    "type": "Ready",
+    "status": "True",
+    "reason": "Reconciled",
+    "message": "3 members, 6/6 rules present, 6 owned",
+    "lastTransitionTime": "2026-01-01T00:00:00Z",
+    "observedGeneration": 2,
+}
+WAS_READY: dict[str, object] = {
+    "observedGeneration": 2,
+    "conditions": [
+        SEEN_READY,
+        {
+            "type": "Synced",
+            "status": "True",
+            "reason": "ReconcileSucceeded",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "observedGeneration": 2,
+        },
+    ],
+}
+
+
+def test_a_transient_failure_keeps_ready_as_aws_was_last_seen_and_says_so_in_synced() -> None:
+    written = status.failure_status(
+        "AwsUnavailable",
+        "in us-east-1: RequestLimitExceeded",
+        3,
+        WAS_READY,
+        transient=True,
+        synced_reason=status.AWS_THROTTLED,
+    )
+
+    ready, synced = written["conditions"]
+    assert ready == SEEN_READY  # generation 2: what AWS was seen to match
+    assert "observedGeneration" not in written  # generation 3 was not reconciled
+    assert (synced["status"], synced["reason"]) == ("False", "AwsThrottled")
+    assert "RequestLimitExceeded" in synced["message"]
+    assert synced["lastTransitionTime"] != "2026-01-01T00:00:00Z"
+
+
+def test_a_transient_failure_of_a_mesh_never_reconciled_is_not_ready() -> None:
+    written = status.failure_status("AwsUnavailable", "down", 1, None, transient=True)
+
+    ready, synced = written["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "AwsUnavailable")
+    assert (synced["status"], synced["reason"]) == ("False", "AwsUnavailable")
+
+
+def test_a_failure_a_person_must_fix_turns_a_ready_mesh_not_ready() -> None:
+    written = status.failure_status("AccessDenied", "grant ec2:X", 3, WAS_READY)
+
+    ready, synced = written["conditions"]
+    assert (ready["status"], ready["reason"]) == ("False", "AccessDenied")
+    assert synced["status"] == "False"
+
+
+def test_a_finished_reconcile_is_synced() -> None:
+    written = status.outcome_status(_converged(), _mesh(), 3, WAS_READY)
+
+    ready, synced = written["conditions"]
+    assert ready["status"] == "True"
+    assert (synced["type"], synced["status"], synced["reason"]) == (
+        "Synced",
+        "True",
+        "ReconcileSucceeded",
+    )
+    assert synced["lastTransitionTime"] == "2026-01-01T00:00:00Z"  # it was True already
+
+
+def test_throttling_is_told_apart_from_an_outage() -> None:
+    from sgmesh.aws import errors
+
+    throttled = errors.AwsFailure(
+        errors.ErrorKind.UNAVAILABLE, "RequestLimitExceeded", "DescribeSecurityGroups", "slow"
+    )
+    down = errors.AwsFailure(errors.ErrorKind.UNAVAILABLE, "InternalError", "DescribeX", "down")
+
+    assert status.failure_reason(throttled) == "AwsThrottled"
+    assert status.failure_reason(down) == "AwsUnavailable"
 
 
 def test_transition_time_moves_when_ready_changes() -> None:
@@ -127,7 +215,7 @@ def _outcome(
 
 def _ready_message(outcome: reconcile.Outcome, mesh: models.NodeGroupMesh) -> str:
     written = status.outcome_status(outcome, mesh, 1, None)
-    [ready] = written["conditions"]
+    ready, _ = written["conditions"]
     return str(ready["message"])
 
 

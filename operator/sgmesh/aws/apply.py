@@ -35,7 +35,15 @@ from sgmesh.engine.ingress import ALL_PROTOCOLS, Permission
 if TYPE_CHECKING:
     from mypy_boto3_ec2.type_defs import IpPermissionTypeDef
 
-__all__ = ["ApplyResult", "Failure", "Settling", "apply", "revoke_rules"]
+__all__ = [
+    "AWS_SETTLING",
+    "SETTLED",
+    "ApplyResult",
+    "Failure",
+    "Settling",
+    "apply",
+    "revoke_rules",
+]
 
 _TAG_BATCH = 500
 
@@ -55,6 +63,8 @@ class Settling:
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
 
 
+# What AWS needs: its reads catch up with its writes within seconds.
+AWS_SETTLING = Settling()
 # For tests of the pipeline alone against a store whose reads never lag (no waits).
 SETTLED = Settling(interval_seconds=0.0, attempts=1, confirm_seconds=0.0)
 
@@ -83,7 +93,7 @@ def apply(
     clients: client.AwsClients,
     plan: planning.Plan,
     owner: ownership.Owner,
-    settling: Settling = Settling(),
+    settling: Settling = AWS_SETTLING,
 ) -> ApplyResult:
     result = ApplyResult()
     revokes: dict[str, list[planning.Revoke]] = defaultdict(list)

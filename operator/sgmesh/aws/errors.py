@@ -17,6 +17,7 @@ import botocore.parsers
 import botocore.session
 
 __all__ = [
+    "ACCESS_DENIED_CODES",
     "EKS_CLUSTER_ABSENT",
     "ERRORS",
     "IAM_ENTITY_ABSENT",
@@ -26,6 +27,7 @@ __all__ = [
     "QUOTA_UNREADABLE",
     "RULE_ABSENT",
     "RULE_DUPLICATE",
+    "THROTTLING_CODES",
     "AwsFailure",
     "ErrorKind",
     "ReleaseUnconfirmed",
@@ -129,7 +131,9 @@ def iam_actions(operation: str, service: str | None = None) -> tuple[str, ...]:
     return (own,)
 
 
-_THROTTLING_CODES = frozenset(
+# AWS's words for "too many requests": the failure is AwsUnavailable, and the operator's Synced
+# condition names it AwsThrottled.
+THROTTLING_CODES = frozenset(
     {
         "Throttling",
         "ThrottlingException",
@@ -139,6 +143,11 @@ _THROTTLING_CODES = frozenset(
         "RequestLimitExceeded",
         "SlowDown",
         "EC2ThrottledException",
+    }
+)
+# Throttling, and the other answers that say AWS could not serve the request now: retry.
+_UNAVAILABLE_CODES = THROTTLING_CODES | frozenset(
+    {
         "PriorRequestNotComplete",
         "ServiceUnavailable",
         "ServiceUnavailableException",
@@ -151,7 +160,7 @@ _THROTTLING_CODES = frozenset(
         "IDPCommunicationError",
     }
 )
-_ACCESS_DENIED_CODES = frozenset(
+ACCESS_DENIED_CODES = frozenset(
     {
         "AccessDenied",
         "AccessDeniedException",
@@ -226,9 +235,9 @@ def classify(error: BaseException, service: str | None = None) -> AwsFailure:
         operation = error.operation_name
         message = str(error.response.get("Error", {}).get("Message", error))
         status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _ACCESS_DENIED_CODES or status == 403:
+        if code in ACCESS_DENIED_CODES or status == 403:
             return AwsFailure(ErrorKind.ACCESS_DENIED, code, operation, message, service)
-        if code in _THROTTLING_CODES or status >= 500 or status == 429:
+        if code in _UNAVAILABLE_CODES or status >= 500 or status == 429:
             return AwsFailure(ErrorKind.UNAVAILABLE, code, operation, message, service)
         if code in _CONCURRENT_CHANGE_CODES:
             return AwsFailure(ErrorKind.CONCURRENT_CHANGE, code, operation, message, service)

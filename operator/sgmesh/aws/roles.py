@@ -45,6 +45,14 @@ changed or `attach` turned false, the mesh was deleted) are found in two ways:
   With `attach: false` and nothing remembered, no IAM call is made: a record left from a
   past `attach: true` is released when the mesh is deleted.
 
+  The policy's roles and their tags are the same facts for every mesh: an operator that
+  resumes 100 meshes at a start sweeps them once, not once per mesh
+  (`RoleMemory.shared_sweep`, for `SWEEP_SHARE_SECONDS`). A mesh then reads again only the
+  roles the sweep saw carrying its tag, and those whose tag the process wrote since the sweep
+  began (a mesh writes only its own tag key; the writes of the process are recorded by key).
+  A role the sweep saw without the mesh's tag needs nothing from the mesh: a skipped read only
+  ever skips a role with nothing to release. Deletion sweeps afresh, on its own.
+
 It must never write to AWS, and never conclude that something is gone from an error: a role
 or instance profile is absent only on a `NoSuchEntity` answer to a request for it by name.
 """
@@ -55,7 +63,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import botocore.exceptions
@@ -69,17 +78,23 @@ __all__ = [
     "MeshRoles",
     "ProfileRoles",
     "RoleMemory",
+    "SweptRoles",
     "read_mesh_roles",
     "resolve_profiles",
 ]
 
 IAM_PAGE_SIZE = 1000  # MaxItems of the IAM listings
 DEFAULT_IAM_REFRESH_SECONDS = 600.0
+# How long one sweep of the roles a policy is attached to (and their tags) answers the first
+# reconcile of every other mesh: the meshes an operator resumes at a start all begin within it.
+SWEEP_SHARE_SECONDS = 60.0
 # The writes to a role that make the process forget what it remembers of that role.
 ROLE_WRITES = ("TagRole", "UntagRole", "AttachRolePolicy", "DetachRolePolicy")
 
-# Key of botocore's per-request context where the write hook leaves the role it wrote to.
+# Keys of botocore's per-request context where the write hook leaves the role it wrote to,
+# and the tag keys the write names.
 _WRITTEN_ROLE = "sgmesh_role_written"
+_WRITTEN_KEYS = "sgmesh_role_written_keys"
 
 
 _Value = TypeVar("_Value")
@@ -91,6 +106,24 @@ class _Kept(Generic[_Value]):
     read_at: float
 
 
+@dataclass(frozen=True)
+class SweptRoles:
+    """One sweep of the account: per policy, the roles it is attached to; per role, its tags
+    as read (None: IAM answered that the role does not exist)."""
+
+    holders: Mapping[str, frozenset[str]]
+    tags: Mapping[str, Mapping[str, str] | None]
+
+
+@dataclass
+class _Sweep:
+    began_at: float
+    swept: SweptRoles | None = None  # None while it is read
+    # Per role, the tag keys the process wrote on it since the sweep began: the tags read may
+    # predate the write, so for those keys the role must be read again.
+    written: dict[str, set[str]] = field(default_factory=dict)
+
+
 class RoleMemory:
     """What one process keeps of IAM between reconciles; safe to share across threads.
 
@@ -99,6 +132,9 @@ class RoleMemory:
     - What IAM answered of instance profiles (the roles each holds) and of roles (their
       tags), each for at most `refresh_seconds` on `clock`, and never across a write of the
       process to the role (`watch`).
+    - The last sweep of the roles a set of policies is attached to, with their tags, for
+      `SWEEP_SHARE_SECONDS`: the meshes that start together sweep the account once between
+      them (`shared_sweep`), not once each.
     """
 
     def __init__(
@@ -115,6 +151,8 @@ class RoleMemory:
         self._profiles: dict[str, _Kept[tuple[str, ...]]] = {}
         self._role_tags: dict[str, _Kept[dict[str, str]]] = {}
         self._generation = 0  # grows at every write to a role, sent or answered
+        self._sweeps: dict[tuple[str, ...], _Sweep] = {}
+        self._sweep_gates: dict[tuple[str, ...], threading.Lock] = {}
         self._hook_id = f"sgmesh.role-memory.{id(self)}"
 
     # ---- per mesh -----------------------------------------------------------------------------
@@ -160,10 +198,65 @@ class RoleMemory:
             self._drop_expired(self._role_tags)
             self._role_tags[f"role/{role_name}"] = _Kept(dict(tags), self._clock())
 
-    def forget_role(self, role_name: str) -> None:
+    def forget_role(self, role_name: str, tag_keys: Iterable[str] = ()) -> None:
+        """The process writes to the role: forget its tags. `tag_keys`: the keys the write
+        adds or removes, which every sweep since begun must read again on that role."""
         with self._lock:
             self._generation += 1
             self._role_tags.pop(f"role/{role_name}", None)
+            now = self._clock()
+            for key, sweep in list(self._sweeps.items()):
+                if now - sweep.began_at >= SWEEP_SHARE_SECONDS and sweep.swept is not None:
+                    del self._sweeps[key]  # served no longer: nothing to record for it
+                else:
+                    sweep.written.setdefault(role_name, set()).update(tag_keys)
+
+    # ---- sweeps shared between meshes ---------------------------------------------------------
+
+    def shared_sweep(
+        self, policy_arns: Sequence[str], tag_key: str, read: Callable[[], SweptRoles]
+    ) -> tuple[SweptRoles, frozenset[str]]:
+        """The roles `policy_arns` are attached to and their tags, as `read` answers: read by
+        one caller at a time, and the answer given to every caller for `SWEEP_SHARE_SECONDS`.
+        Also the roles whose `tag_key` the process wrote since that sweep began: their tags
+        as swept may not show it, so the caller reads them again.
+
+        Only a sweep that read no error is kept; one that failed is read again by the next
+        caller. Each role's tags swept are also kept as `role_tags` when no write of the
+        process overlapped the sweep."""
+        key = tuple(sorted(set(policy_arns)))
+        with self._lock:
+            gate = self._sweep_gates.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                kept = self._sweeps.get(key)
+                if (
+                    kept is not None
+                    and kept.swept is not None
+                    and self._clock() - kept.began_at < SWEEP_SHARE_SECONDS
+                ):
+                    return kept.swept, self._written(kept, tag_key)
+                sweep = self._sweeps[key] = _Sweep(began_at=self._clock())
+                generation = self._generation
+            try:
+                swept = read()
+            except BaseException:
+                with self._lock:
+                    if self._sweeps.get(key) is sweep:
+                        del self._sweeps[key]
+                raise
+            with self._lock:
+                sweep.swept = swept
+                if generation == self._generation:
+                    for role_name, tags in swept.tags.items():
+                        if tags is not None:
+                            self._role_tags[f"role/{role_name}"] = _Kept(dict(tags), self._clock())
+                return swept, self._written(sweep, tag_key)
+
+    @staticmethod
+    def _written(sweep: _Sweep, tag_key: str) -> frozenset[str]:
+        # Caller holds the lock.
+        return frozenset(role for role, keys in sweep.written.items() if tag_key in keys)
 
     # ---- the process's own writes -------------------------------------------------------------
 
@@ -191,13 +284,18 @@ class RoleMemory:
     def _write_sent(self, params: Mapping[str, Any], context: dict[str, Any], **_: Any) -> None:
         role_name = params.get("RoleName")
         if isinstance(role_name, str):
+            keys = [
+                *(tag.get("Key") for tag in params.get("Tags") or () if isinstance(tag, dict)),
+                *(params.get("TagKeys") or ()),
+            ]
             context[_WRITTEN_ROLE] = role_name
-            self.forget_role(role_name)
+            context[_WRITTEN_KEYS] = [key for key in keys if isinstance(key, str)]
+            self.forget_role(role_name, context[_WRITTEN_KEYS])
 
     def _write_ended(self, context: dict[str, Any], **_: Any) -> None:
         role_name = context.get(_WRITTEN_ROLE)
         if isinstance(role_name, str):
-            self.forget_role(role_name)
+            self.forget_role(role_name, context.get(_WRITTEN_KEYS) or ())
 
     # ---- internals (the caller holds the lock) ------------------------------------------------
 
@@ -306,12 +404,33 @@ def read_mesh_roles(
     wanted = intent.policy_arn if intent is not None and intent.attach_cni else None
     remembered = memory.recall(owner) if memory is not None else None
     swept = (remembered is None or sweep) and bool(sweep_policy_arns)
-    listed = _roles_attached_to(
-        clients, [*([wanted] if wanted else []), *(sweep_policy_arns if swept else ())]
-    )
     candidates = set(remembered or ())
-    if swept:
-        candidates.update(name for arn in sweep_policy_arns for name in listed.get(arn, ()))
+    if swept and not sweep and memory is not None:
+        # The first reconcile of a mesh in this process: the sweep is shared with the other
+        # meshes (`RoleMemory.shared_sweep`), and only the roles it saw carrying this mesh's
+        # tag, or whose tag the process wrote since, are read again below. The mesh's own
+        # policy is listed afresh unless the sweep listed it: a policy detached by hand since
+        # is attached again at the next resync, and a removal reads the role's policies
+        # afresh whatever the listing says (`_RoleReader.state`).
+        shared, rewritten = memory.shared_sweep(
+            sweep_policy_arns, owner.tag_key, partial(_sweep, clients, sweep_policy_arns)
+        )
+        listed = dict(shared.holders)
+        if wanted and wanted not in listed:
+            listed.update(_roles_attached_to(clients, [wanted]))
+        candidates.update(
+            name
+            for arn in sweep_policy_arns
+            for name in shared.holders.get(arn, ())
+            if name not in shared.tags or owner.owns(shared.tags[name] or {})
+        )
+        candidates.update(rewritten)
+    else:
+        listed = _roles_attached_to(
+            clients, [*([wanted] if wanted else []), *(sweep_policy_arns if swept else ())]
+        )
+        if swept:
+            candidates.update(name for arn in sweep_policy_arns for name in listed.get(arn, ()))
     reader = _RoleReader(clients, owner, memory=memory, listed=listed, wanted=wanted, intent=intent)
     direct = set(role_names)
     profiles = resolve_profiles(clients, profile_names, memory)
@@ -417,20 +536,10 @@ class _RoleReader:
     def _read_tags(self, name: str) -> dict[str, str] | None:
         if name not in self._tags:
             generation = self._memory.generation() if self._memory is not None else 0
-            tags: dict[str, str] = {}
-            try:
-                for page in self._clients.iam.get_paginator("list_role_tags").paginate(
-                    RoleName=name, PaginationConfig={"PageSize": IAM_PAGE_SIZE}
-                ):
-                    tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
-            except botocore.exceptions.ClientError as error:
-                if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
-                    raise
-                self._tags[name] = None
-            else:
-                self._tags[name] = tags
-                if self._memory is not None:
-                    self._memory.keep_role_tags(name, tags, generation)
+            tags = _role_tags(self._clients, name)
+            self._tags[name] = tags
+            if tags is not None and self._memory is not None:
+                self._memory.keep_role_tags(name, tags, generation)
         found = self._tags[name]
         return None if found is None else dict(found)
 
@@ -453,6 +562,28 @@ class _RoleReader:
             else:
                 self._policies[name] = frozenset(policies)
         return self._policies[name]
+
+
+def _role_tags(clients: client.AwsClients, name: str) -> dict[str, str] | None:
+    """The role's tags; None when IAM answers that it does not exist."""
+    tags: dict[str, str] = {}
+    try:
+        for page in clients.iam.get_paginator("list_role_tags").paginate(
+            RoleName=name, PaginationConfig={"PageSize": IAM_PAGE_SIZE}
+        ):
+            tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
+    except botocore.exceptions.ClientError as error:
+        if not errors.answered(error, errors.IAM_ENTITY_ABSENT):
+            raise
+        return None
+    return tags
+
+
+def _sweep(clients: client.AwsClients, policy_arns: Sequence[str]) -> SweptRoles:
+    """The roles the policies are attached to, and the tags of each: every role once."""
+    holders = _roles_attached_to(clients, policy_arns)
+    names = sorted({name for held in holders.values() for name in held})
+    return SweptRoles(holders, {name: _role_tags(clients, name) for name in names})
 
 
 def _roles_attached_to(

@@ -225,6 +225,7 @@ async def _converge(
                 result="failed",
                 reason=sources.READ_FAILED,
                 message=str(error),
+                transient=True,
             )
             if raise_on_failure:
                 delay = shared.backoff(shared.CLUSTER_READ_RETRY_SECONDS, retry)
@@ -241,6 +242,8 @@ async def _converge(
                 result="failed",
                 reason=failure.kind.value,
                 message=failure.describe(),
+                transient=failure.retryable,
+                synced_reason=status.failure_reason(failure),
             )
             if raise_on_failure:
                 raise kopf.TemporaryError(
@@ -398,11 +401,28 @@ def _failed(
     result: str,
     reason: str,
     message: str,
+    transient: bool = False,
+    synced_reason: str | None = None,
 ) -> None:
-    """Count a reconcile that did not reach a plan, and say why in the status."""
+    """Count a reconcile that did not reach a plan, and say why in the status. `transient`:
+    the failure says nothing of AWS's state, so Ready stays as AWS was last seen
+    (`status.failure_status`)."""
     runtime.metrics.reconciles.labels(body.metadata.name or "", result).inc()
+    if transient:
+        runtime.metrics.unsynced.labels(reason).inc()
     generation = body.metadata.get("generation")
-    report.set_status(body, patch, status.failure_status(reason, message, generation, previous))
+    report.set_status(
+        body,
+        patch,
+        status.failure_status(
+            reason,
+            message,
+            generation,
+            previous,
+            transient=transient,
+            synced_reason=synced_reason,
+        ),
+    )
 
 
 def _pipeline(

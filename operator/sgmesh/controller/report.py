@@ -37,7 +37,9 @@ def event(body: kopf.Body, type_: str, reason: str, message: str) -> None:
 
 
 def set_status(body: kopf.Body, patch: kopf.Patch, new_status: dict[str, Any]) -> None:
-    """Write the status and, when Ready changed to a failure, say so once in an event."""
+    """Write the status and, when Ready changed to a failure, say so once in an event; a
+    reconcile that stopped finishing (Synced turned False) while Ready stays says so once
+    too, not at every failed reconcile after it."""
     for key, value in new_status.items():
         patch.status[key] = value
     ready = new_status["conditions"][0]
@@ -45,6 +47,15 @@ def set_status(body: kopf.Body, patch: kopf.Patch, new_status: dict[str, Any]) -
     changed = (before.get("reason"), before.get("message")) != (ready["reason"], ready["message"])
     if ready["status"] == "False" and changed:
         event(body, "Warning", ready["reason"], ready["message"])
+        return
+    synced = next((c for c in new_status["conditions"] if c["type"] == status.SYNCED), None)
+    synced_before = status.find_condition(body.status, status.SYNCED) or {}
+    if (
+        synced is not None
+        and synced["status"] == "False"
+        and synced_before.get("status") != "False"
+    ):
+        event(body, "Warning", synced["reason"], synced["message"])
 
 
 def changes(runtime: shared.Runtime, body: kopf.Body, outcome: reconcile.Outcome) -> None:

@@ -4,6 +4,15 @@
 act on (`AutoScalingGroupNotFound`, `QuotaExceeded`, `AccessDenied`, `AwsUnavailable`,
 `InvalidSpec`, …) and the message names the thing. lastTransitionTime changes only when the
 condition's status does. This module builds dicts; it does not talk to the API server.
+
+`Synced` says whether the last reconcile finished (`ReconcileSucceeded`), apart from Ready, as
+Crossplane's managed resources keep them apart: a reconcile that could not finish for a
+*transient* reason — AWS throttling (`AwsThrottled`), an outage or timeout
+(`AwsUnavailable`), AWS changing under it (`ConcurrentChange`), the cluster unreadable — sets
+Synced=False and leaves Ready as AWS was last seen, so that alerts on Ready do not flap while
+AWS throttles. A mesh never reconciled yet has no AWS-seen state: its Ready turns False with
+the same reason. A failure a person must act on (AccessDenied, a request AWS rejects, an
+invalid spec) sets both to False.
 """
 
 from __future__ import annotations
@@ -13,21 +22,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
+
 from sgmesh.api import models
 from sgmesh.aws import errors, identity, reconcile
 from sgmesh.engine import cluster_members, topology
 from sgmesh.engine.topology import ProblemKind
 
 __all__ = [
+    "AWS_THROTTLED",
     "DELETING",
     "DRY_RUN",
     "INVALID_SPEC",
     "MAX_MESSAGE_BYTES",
     "MAX_PENDING_ACTIONS",
     "RECONCILED",
+    "RECONCILE_SUCCEEDED",
+    "SYNCED",
     "Verdict",
     "clip",
     "cni_policy_note",
+    "failure_reason",
     "failure_status",
     "find_condition",
     "ip_family_note",
@@ -36,10 +51,14 @@ __all__ = [
     "now",
     "outcome_status",
     "ready_condition",
+    "synced_condition",
     "verdict_of",
 ]
 
 RECONCILED = "Reconciled"
+SYNCED = "Synced"
+RECONCILE_SUCCEEDED = "ReconcileSucceeded"
+AWS_THROTTLED = "AwsThrottled"
 DRY_RUN = "DryRun"
 INVALID_SPEC = "InvalidSpec"
 PARTIAL = "PartiallyApplied"
@@ -58,6 +77,7 @@ _PROBLEM_ORDER = (
     ProblemKind.AUTO_SCALING_GROUP_NOT_FOUND,
     ProblemKind.EC2_NODE_CLASS_NOT_FOUND,
     ProblemKind.ENI_CONFIG_NOT_FOUND,
+    ProblemKind.SECURITY_GROUP_POLICY_NOT_FOUND,
     ProblemKind.SECURITY_GROUP_NOT_FOUND,
     ProblemKind.UNRESOLVED,
     ProblemKind.QUOTA_EXCEEDED,
@@ -194,6 +214,44 @@ def ready_condition(
     )
 
 
+def synced_condition(
+    failure: Verdict | None, generation: int | None, previous: Mapping[str, Any] | None
+) -> models.Condition:
+    """The Synced condition: True (ReconcileSucceeded) without `failure`, else False with its
+    reason and message. Its transition time moves only when its status changes."""
+    status = "False" if failure is not None else "True"
+    previous_synced = find_condition(previous, SYNCED)
+    transition = now()
+    if previous_synced is not None and previous_synced.get("status") == status:
+        transition = previous_synced.get("lastTransitionTime") or transition
+    return models.Condition(
+        type=SYNCED,
+        status=status,
+        reason=failure.reason if failure is not None else RECONCILE_SUCCEEDED,
+        message=failure.message if failure is not None else "",
+        last_transition_time=transition,
+        observed_generation=generation,
+    )
+
+
+def failure_reason(failure: errors.AwsFailure) -> str:
+    """The reason of a failed reconcile: AwsThrottled when AWS said too many requests."""
+    if failure.code in errors.THROTTLING_CODES:
+        return AWS_THROTTLED
+    return failure.kind.value if failure.kind is not errors.ErrorKind.REJECTED else PARTIAL
+
+
+def _condition(written: Mapping[str, Any] | None) -> models.Condition | None:
+    """A condition as the status holds it, or None when there is none or it is unreadable
+    (somebody else wrote it): then it is not kept."""
+    if written is None:
+        return None
+    try:
+        return models.Condition.model_validate(written)
+    except pydantic.ValidationError:
+        return None
+
+
 def find_condition(status: Mapping[str, Any] | None, kind: str) -> Mapping[str, Any] | None:
     """A condition of a status as the API server holds it (camelCase), or None."""
     for condition in (status or {}).get("conditions") or []:
@@ -229,14 +287,20 @@ def outcome_status(
     pending = []
     if mesh.spec.mode is models.Mode.DRY_RUN:
         pending = [action.describe() for action in outcome.pending[:MAX_PENDING_ACTIONS]]
+    unfinished = None
+    if outcome.failures:
+        first = outcome.failures[0].failure
+        unfinished = Verdict(False, failure_reason(first), clip(first.describe()))
     written = models.NodeGroupMeshStatus(
         observed_generation=generation,
         conditions=[
-            ready_condition(verdict_of(outcome, mesh.spec.mode, mesh.spec), generation, previous)
+            ready_condition(verdict_of(outcome, mesh.spec.mode, mesh.spec), generation, previous),
+            synced_condition(unfinished, generation, previous),
         ],
         members=[member_status(member) for member in outcome.topology.members],
         member_count=len(outcome.topology.members),
         rules=outcome.rules(),
+        cni_policy=outcome.cni_policy(),
         pending_actions=pending,
         last_sync_time=now(),
         regions=sorted(set(regions or ())),
@@ -252,14 +316,28 @@ def failure_status(
     previous: Mapping[str, Any] | None,
     *,
     regions: Iterable[str] | None = None,
+    transient: bool = False,
+    synced_reason: str | None = None,
 ) -> dict[str, Any]:
-    """Only the condition changes when AWS could not be read or the spec is invalid: what
+    """Only the conditions change when AWS could not be read or the spec is invalid: what
     was resolved before stays visible. `regions`, when given, replaces the list of regions
-    where the mesh may own rules (a deletion that cleaned some of them)."""
-    written = models.NodeGroupMeshStatus(
-        observed_generation=generation,
-        conditions=[ready_condition(Verdict(False, reason, clip(message)), generation, previous)],
+    where the mesh may own rules (a deletion that cleaned some of them).
+
+    `transient`: the failure says nothing of AWS's state (throttling, an outage): Synced
+    turns False (`synced_reason`, else `reason`) and a Ready that AWS was seen to give is
+    kept as it is, with the generation it was seen for; a mesh with none yet is not Ready."""
+    failed = Verdict(False, reason, clip(message))
+    synced = synced_condition(
+        Verdict(False, synced_reason or reason, failed.message), generation, previous
     )
+    kept = _condition(find_condition(previous, "Ready")) if transient else None
+    if kept is not None:
+        written = models.NodeGroupMeshStatus(conditions=[kept, synced])
+    else:
+        written = models.NodeGroupMeshStatus(
+            observed_generation=generation,
+            conditions=[ready_condition(failed, generation, previous), synced],
+        )
     if regions is not None:
         written = written.model_copy(update={"regions": sorted(set(regions))})
     return written.model_dump(mode="json", by_alias=True, exclude_unset=True)
