@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help venv lock test check unit integration lint fmt crd k8s helm crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
+.PHONY: help venv lock test check unit integration lint fmt crd k8s helm promtool crds-external image image-tools sandbox sandbox-down demo bench bench-operator clean
 
 help:
 	@echo "make test          install what is missing, build the local control plane, run every test"
@@ -17,10 +17,13 @@ help:
 	@echo "make lock          re-lock requirements/ (every dependency, with hashes) after pyproject.toml changes"
 	@echo "make crd           regenerate crds/ (and the chart's copy) from the pydantic models"
 	@echo "make helm          build helm from Go modules into the user cache (tests of deploy/)"
-	@echo "make crds-external fetch Karpenter's and the VPC CNI's CRDs from the Go module proxy"
+	@echo "make promtool      build Prometheus's promtool from Go modules into the user cache (alert tests)"
+	@echo "make crds-external fetch other projects' CRDs (Karpenter, VPC CNI, SecurityGroupPolicy, PrometheusRule) from the Go module proxy"
 	@echo "make image         build the operator image localhost/sgmesh:dev with buildah"
-	@echo "make bench         AWS call budget on a moto server; reaction to Nodes and EC2NodeClasses"
-	@echo "make bench-operator  the operator at 1, 20 and 50 meshes: memory, CPU, AWS calls, resync"
+	@echo "make bench         AWS call budget on a moto server; reaction to Nodes, EC2NodeClasses"
+	@echo "                   and SecurityGroupPolicies"
+	@echo "make bench-operator  the operator at 1, 20 and 50 meshes (memory, CPU, AWS calls, resync),"
+	@echo "                   then 100 meshes created at once and restarted"
 
 # Every package comes from a lock in requirements/, with its hashes: pip refuses a file whose
 # hash the lock does not name, and a requirement the lock does not pin. pip, setuptools and
@@ -67,6 +70,10 @@ k8s: $(STAMP)
 helm: $(STAMP)
 	$(PY) -m devtools.helm.build
 
+# promtool checks and unit-tests the alerting rules of deploy/prometheus/alerts.
+promtool: $(STAMP)
+	$(PY) -m devtools.promtool.build
+
 # The CRDs of the objects sgmesh reads besides its own (EC2NodeClass, ENIConfig), as their
 # projects publish them, into the user cache: the tests install them into the API server.
 crds-external: $(STAMP)
@@ -95,7 +102,7 @@ image: $(STAMP) image-tools
 # end-to-end tests took 239 s with 2 workers, 156 s with 4, 140 s with 6. TEST_WORKERS=0 runs
 # the suite in one process. The tests of the image share one worker (xdist_group "image").
 TEST_WORKERS ?= 4
-test: $(STAMP) k8s helm crds-external image
+test: $(STAMP) k8s helm promtool crds-external image
 	@start=$$(date +%s); \
 	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --hypothesis-profile full \
 	  --durations=15; status=$$?; \

@@ -15,7 +15,9 @@ import-linter contract keeps sgmesh from importing it, and it from importing the
     aws/world.py          the AWS world builder: VPCs, SGs, roles, templates, ASGs
     nodes.py              a world's instances registered as Nodes, CoreDNS as a Pod
     operator_harness.py   `sgmesh run` as a separate process, NodeGroupMeshes through the API
+    go_tool.py            a tool built from a Go module here, once per version, into the user cache
     helm/build.py         `make helm`: helm built from the Go module in helm/
+    promtool/build.py     `make promtool`: promtool built from the Go module in promtool/
     image.py              `make image`: the operator image, built with buildah
 
 devtools/README.md says the same for people browsing the repository.

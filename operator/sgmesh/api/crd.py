@@ -84,7 +84,12 @@ def _status_schema() -> dict[str, Any]:
     schema = _schema_of(models.NodeGroupMeshStatus)
     # kopf keeps its progress and diff base under status.kopf, never in annotations, so that
     # GitOps tools see no change the operator made to metadata.
-    schema["properties"]["kopf"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema["properties"]["kopf"] = {
+        "type": "object",
+        "description": "The operator's own bookkeeping (kopf's handler progress and last "
+        "handled spec); not for people or tools to read or write.",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
     return schema
 
 
@@ -150,8 +155,17 @@ def crd_manifest() -> dict[str, Any]:
                                 }
                             ],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
+                                "apiVersion": {
+                                    "type": "string",
+                                    "description": "The versioned schema of this object: "
+                                    f"{models.API_GROUP}/{models.API_VERSION}.",
+                                },
+                                "kind": {
+                                    "type": "string",
+                                    "description": f"The object's kind: {models.KIND}.",
+                                },
+                                # The API server refuses anything but its type here:
+                                # `kubectl explain` answers with ObjectMeta's own text.
                                 "metadata": {"type": "object"},
                                 "spec": _schema_of(models.NodeGroupMeshSpec),
                                 "status": _status_schema(),

@@ -156,12 +156,23 @@ class Traffic(_Model):
         }
     )
 
-    protocol: Protocol = Field(description="all | tcp | udp | icmp (all ICMP types).")
+    protocol: Protocol = Field(
+        description="all (every protocol and port), tcp, udp, or icmp (every ICMP type). "
+        "Required. Example: tcp, with fromPort 443 and toPort 443."
+    )
     from_port: int | None = Field(
-        default=None, ge=0, le=65535, description="First port (tcp and udp only)."
+        default=None,
+        ge=0,
+        le=65535,
+        description="First port of the range, 0-65535: required for tcp and udp, refused for "
+        "all and icmp. Example: 53.",
     )
     to_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Last port (tcp and udp only)."
+        default=None,
+        ge=0,
+        le=65535,
+        description="Last port of the range, at least fromPort: required for tcp and udp, "
+        "refused for all and icmp. Example: 53 (one port), 65535.",
     )
 
     @pydantic.model_validator(mode="after")
@@ -197,10 +208,17 @@ class Selector(_Model):
     )
 
     tags: dict[TagKey, TagValue] = Field(
-        default_factory=dict, description='Tags the ASG must carry; "*" means any value.'
+        default_factory=dict,
+        description='Tags the ASG must carry, every one; the value "*" means any value (the key '
+        "is present). Default: none (then namePrefix is required). Example: "
+        '{"team": "data", "eks:nodegroup-name": "*"}.',
     )
     name_prefix: str | None = Field(
-        default=None, min_length=1, max_length=255, description="The ASG name starts with this."
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The ASG's name starts with this (with tags, both must hold). Default: any "
+        "name. Example: eks-airflow-.",
     )
 
     @pydantic.model_validator(mode="after")
@@ -230,6 +248,9 @@ def _unique(values: list[str], what: str) -> list[str]:
 
 
 class AutoScalingGroups(_Model):
+    """Member ASGs (EKS managed node groups are ASGs too), by name and by selector; at least
+    one of either."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -243,12 +264,17 @@ class AutoScalingGroups(_Model):
     )
 
     names: list[AsgName] = Field(
-        default_factory=list, max_length=500, description="Exact ASG names."
+        default_factory=list,
+        max_length=500,
+        description="Exact ASG names of the mesh's region, each once (at most 500). Default: "
+        "none. Example: [eks-system-2024, eks-data-batch].",
     )
     selectors: list[Selector] = Field(
         default_factory=list,
         max_length=50,
-        description="An ASG joins when it matches any selector.",
+        description="An ASG of the region joins when it matches any selector; selectors are "
+        "re-resolved at every resync, so a new matching ASG joins by itself. Default: none. "
+        'Example: [{tags: {"team": "data"}}].',
     )
 
     @pydantic.model_validator(mode="after")
@@ -268,8 +294,9 @@ class SecurityGroupSelector(_Model):
 
     tags: dict[TagKey, TagValue] = Field(
         min_length=1,
-        description='Tags the security group must carry; "*" means any value. For the EKS '
-        "cluster security group: {aws:eks:cluster-name: <cluster>}.",
+        description='Tags the security group must carry, every one (at least one); "*" means '
+        "any value. Example, the EKS cluster security group: "
+        '{"aws:eks:cluster-name": "prod"}.',
     )
 
 
@@ -290,12 +317,17 @@ class SecurityGroups(_Model):
     )
 
     ids: list[SecurityGroupId] = Field(
-        default_factory=list, max_length=50, description="Security group ids."
+        default_factory=list,
+        max_length=50,
+        description="Security group ids of the cluster's VPC, each once (at most 50). Default: "
+        "none. Example: [sg-0123456789abcdef0].",
     )
     selectors: list[SecurityGroupSelector] = Field(
         default_factory=list,
         max_length=20,
-        description="A security group of the region joins when it matches any selector.",
+        description="A security group of the region joins when it matches any selector "
+        "(re-resolved at every resync). Default: none. Example: "
+        '[{tags: {"aws:eks:cluster-name": "prod"}}].',
     )
 
     @pydantic.model_validator(mode="after")
@@ -339,7 +371,9 @@ class Karpenter(_Model):
     node_classes: list[ObjectName] = Field(
         min_length=1,
         max_length=100,
-        description='EC2NodeClass names; ["*"]: every EC2NodeClass of the cluster.',
+        description='EC2NodeClass names (at least one, at most 100), or ["*"] alone: every '
+        "EC2NodeClass of the cluster, those created later included. The security groups and "
+        "node role each resolves to (its status) join. Example: [default, gpu].",
     )
 
     @pydantic.field_validator("node_classes")
@@ -357,7 +391,9 @@ class CustomNetworking(_Model):
     eni_configs: list[ObjectName] = Field(
         min_length=1,
         max_length=100,
-        description='ENIConfig names; ["*"]: every ENIConfig of the cluster.',
+        description='ENIConfig names (at least one, at most 100), or ["*"] alone: every '
+        "ENIConfig of the cluster. The security groups each names join, so that pods on "
+        "custom-networking ENIs reach each other. Example: [us-east-1a, us-east-1b].",
     )
 
     @pydantic.field_validator("eni_configs")
@@ -368,9 +404,7 @@ class CustomNetworking(_Model):
 
 # A SecurityGroupPolicy reference: "namespace/name", "namespace/*" (every policy of the
 # namespace) or "*" alone (every policy of the cluster).
-POLICY_REFERENCE = (
-    r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?/(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?))$"
-)
+POLICY_REFERENCE = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?/(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?))$"
 PolicyReference = Annotated[
     str, StringConstraints(pattern=POLICY_REFERENCE, min_length=1, max_length=317)
 ]
@@ -406,31 +440,39 @@ class PodSecurityGroups(_Model):
 
 
 class CniPolicy(_Model):
+    """The VPC CNI's IAM policy on the members' node roles, without which aws-node cannot give
+    pods addresses. Default: attached, AmazonEKS_CNI_Policy, kept when a member leaves."""
+
     attach: bool = Field(
         default=True,
-        description="Attach the policy to every member node role; false when aws-node "
-        "gets its permissions through IRSA or Pod Identity.",
+        description="Attach the policy to every member node role. Default: true. Set false "
+        "when aws-node gets its permissions through IRSA or EKS Pod Identity (then the mesh "
+        "attaches nothing, and reports roles that lack it).",
     )
     policy_arn: (
         Annotated[str, StringConstraints(pattern=POLICY_ARN, max_length=MAX_TAG_VALUE_LENGTH)]
         | None
     ) = Field(
         default=None,
-        description="Default: AmazonEKS_CNI_Policy in the partition of the region. Recorded "
-        "as an IAM tag value on the roles it is attached to: no comma, at most 256 characters.",
+        description="The managed policy to attach. Default: AmazonEKS_CNI_Policy in the "
+        "partition of the region (arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy). Recorded as an "
+        "IAM tag value on the roles it is attached to: no comma, at most 256 characters. "
+        "Example, an IPv6 cluster: arn:aws:iam::123456789012:policy/AmazonEKS_CNI_IPv6_Policy.",
     )
     retain_on_removal: bool = Field(
         default=True,
-        description="Keep an attachment the mesh made when its ASG leaves or the mesh goes.",
+        description="Keep an attachment the mesh made when its member leaves or the mesh is "
+        "deleted (a node of the role may still need it). Default: true; false detaches it then.",
     )
 
 
-_SOURCES = (
-    "autoScalingGroups, securityGroups, karpenter, customNetworking or podSecurityGroups"
-)
+_SOURCES = "autoScalingGroups, securityGroups, karpenter, customNetworking or podSecurityGroups"
 
 
 class NodeGroupMeshSpec(_Model):
+    """What the mesh holds — its members, from at least one source — and what traffic every
+    member security group admits from every other (itself included)."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
@@ -446,51 +488,76 @@ class NodeGroupMeshSpec(_Model):
     )
 
     region: Annotated[str, StringConstraints(pattern=REGION)] | None = Field(
-        default=None, description="AWS region; default: the operator's region."
+        default=None,
+        description="AWS region of the members. Default: the operator's region (--region, "
+        "else AWS_REGION of its pod). Example: us-east-1.",
     )
     auto_scaling_groups: AutoScalingGroups | None = Field(
-        default=None, description="Member ASGs, by name and by tag selector."
+        default=None,
+        description="Member ASGs (EKS managed node groups included), by name and by tag "
+        "selector. Default: none. Example: {names: [eks-a], selectors: [{tags: {team: data}}]}.",
     )
     security_groups: SecurityGroups | None = Field(
-        default=None, description="Security groups that join directly, by id and by tag."
+        default=None,
+        description="Security groups that join directly, by id and by tag: the EKS cluster "
+        "security group, a shared node security group, those of nodes no ASG launches. "
+        "Default: none.",
     )
     karpenter: Karpenter | None = Field(
-        default=None, description="Karpenter EC2NodeClasses whose nodes join."
+        default=None,
+        description="Karpenter EC2NodeClasses whose nodes join (their security groups and node "
+        "role). Default: none. Example: {nodeClasses: [default]}.",
     )
     custom_networking: CustomNetworking | None = Field(
         default=None,
-        description="VPC CNI custom networking: ENIConfigs whose security groups join.",
+        description="VPC CNI custom networking: ENIConfigs whose security groups join. "
+        'Default: none. Example: {eniConfigs: ["*"]}.',
     )
     pod_security_groups: PodSecurityGroups | None = Field(
         default=None,
-        description="Security groups for pods: SecurityGroupPolicies whose security groups join.",
+        description="Security groups for pods: SecurityGroupPolicies whose security groups "
+        'join. Default: none. Example: {policies: ["payments/*"]}.',
     )
     traffic: list[Traffic] = Field(
         default_factory=lambda: [Traffic(protocol=Protocol.ALL)],
         min_length=1,
         max_length=20,
-        description="What every member SG admits from every member SG.",
+        description="What every member security group admits from every member security "
+        "group, at most 20 entries, each once. Default: [{protocol: all}] (all traffic). "
+        "Example: [{protocol: tcp, fromPort: 0, toPort: 65535}, {protocol: udp, fromPort: 53, "
+        "toPort: 53}].",
         # The API server applies this default too, so `kubectl get` shows what is in force.
         json_schema_extra={"default": [{"protocol": "all"}]},
     )
     extra_security_group_ids: list[SecurityGroupId] = Field(
         default_factory=list,
         max_length=50,
-        description="Deprecated: use securityGroups.ids (same meaning). Security groups that "
-        "join as members without an ASG.",
+        description="Deprecated: use securityGroups.ids (same meaning; the mesh's events warn "
+        "of it). Security groups that join as members without an ASG. Default: none.",
     )
-    cni_policy: CniPolicy = Field(default_factory=CniPolicy)
-    mode: Mode = Field(default=Mode.ENFORCE, description="DryRun plans and reports, no writes.")
+    cni_policy: CniPolicy = Field(
+        default_factory=CniPolicy,
+        description="The VPC CNI policy on the members' node roles. Default: attached "
+        "(AmazonEKS_CNI_Policy), kept when a member leaves. Example, aws-node with IRSA: "
+        "{attach: false}.",
+    )
+    mode: Mode = Field(
+        default=Mode.ENFORCE,
+        description="Enforce makes AWS match the mesh; DryRun reads AWS, plans and reports "
+        "what Enforce would do in status.pendingActions, and writes nothing. Default: Enforce.",
+    )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.DELETE,
-        description="What happens to the rules the mesh owns when the mesh is deleted.",
+        description="When the mesh is deleted: Delete revokes the rules it owns and releases "
+        "its policy attachments (as cniPolicy.retainOnRemoval says); Retain leaves AWS as it is. "
+        "Default: Delete.",
     )
     resync_seconds: int | None = Field(
         default=None,
         ge=10,
         le=86400,
-        description="How often AWS is re-read and repaired; default: the operator's "
-        "--default-resync-seconds (60).",
+        description="Seconds between reconciles, 10-86400: selectors re-resolved, drift in "
+        "AWS repaired. Default: the operator's --default-resync-seconds (60). Example: 300.",
     )
 
     @pydantic.model_validator(mode="after")
@@ -539,14 +606,22 @@ MemberKindName = Literal[
 
 
 class DrainingSecurityGroup(_Model):
-    id: str
+    """A security group running instances of a member still carry, though its launch data no
+    longer names it."""
+
+    id: str = Field(description="The security group's id.")
     instances: int = Field(
         default=0, ge=0, description="Pending or running instances of the member that carry it."
     )
 
 
 class MemberStatus(_Model):
-    name: str
+    """One member of the mesh, as the last reconcile resolved it."""
+
+    name: str = Field(
+        description="The member's name, as its source names it (an ASG's name, an "
+        "EC2NodeClass's; namespace/name for a SecurityGroupPolicy)."
+    )
     kind: MemberKindName = Field(
         default="AutoScalingGroup", description="Where the member comes from."
     )
@@ -554,8 +629,12 @@ class MemberStatus(_Model):
         default_factory=list,
         description="Every SG the member's nodes have, draining ones included.",
     )
-    role_names: list[str] = Field(default_factory=list)
-    vpc_id: str | None = None
+    role_names: list[str] = Field(
+        default_factory=list,
+        description="IAM roles of the member's nodes (from their instance profiles), which "
+        "hold the CNI policy.",
+    )
+    vpc_id: str | None = Field(default=None, description="The VPC of the member's security groups.")
     draining_security_groups: list[DrainingSecurityGroup] = Field(
         default_factory=list,
         description="SGs that running instances still carry though the member's launch data "
@@ -565,12 +644,16 @@ class MemberStatus(_Model):
 
 
 class RuleCounts(_Model):
+    """Ingress rules of the mesh: desired, those present in AWS, those it owns."""
+
     desired: int = Field(default=0, description="Ingress rules the mesh needs.")
     present: int = Field(default=0, description="Desired rules that exist (owned or not).")
     owned: int = Field(default=0, description="Rules that carry this mesh's ownership tag.")
 
 
 class CniPolicyStatus(_Model):
+    """The VPC CNI policy on the members' node roles, as the last reconcile found it."""
+
     policy_arn: str | None = Field(default=None, description="The policy the mesh attaches.")
     attached_roles: list[str] = Field(
         default_factory=list,
@@ -585,27 +668,61 @@ class CniPolicyStatus(_Model):
 
 
 class Condition(_Model):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str | None = None
-    observed_generation: int | None = None
+    """One aspect of the mesh's state, as Kubernetes conditions say it."""
+
+    type: str = Field(
+        description="Ready: whether AWS matches the mesh. Synced: whether the last reconcile "
+        "finished (a transient failure sets it False and leaves Ready as AWS was last seen)."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        description="Why, in one CamelCase word: Reconciled (Ready) or ReconcileSucceeded "
+        "(Synced) when True, else what to fix first (InvalidSpec, AccessDenied, "
+        "AwsUnavailable, AwsThrottled, AutoScalingGroupNotFound, QuotaExceeded, ...)."
+    )
+    message: str = Field(
+        default="", description="What is wrong and what to do, naming the thing (an ASG, a rule)."
+    )
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation of the spec the condition is about."
+    )
 
 
 class NodeGroupMeshStatus(_Model):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    members: list[MemberStatus] = Field(default_factory=list)
+    """What the operator last found and did; written by the operator only."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation of the spec last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="The mesh's conditions: Ready says whether AWS matches the mesh, Synced "
+        "whether the last reconcile finished; when not, why (reason) and what to fix (message).",
+    )
+    members: list[MemberStatus] = Field(
+        default_factory=list, description="The members the last reconcile resolved."
+    )
     member_count: int | None = Field(
         default=None, description="How many members (of every kind) the mesh has."
     )
-    rules: RuleCounts | None = None
-    cni_policy: CniPolicyStatus | None = None
+    rules: RuleCounts | None = Field(
+        default=None,
+        description="Ingress rules of the mesh: desired, present in AWS, owned by the mesh.",
+    )
+    cni_policy: CniPolicyStatus | None = Field(
+        default=None,
+        description="The VPC CNI policy: which member node roles hold it, and which of those "
+        "attachments the mesh made.",
+    )
     pending_actions: list[str] = Field(
         default_factory=list, description="DryRun: what Enforce would do."
     )
-    last_sync_time: str | None = None
+    last_sync_time: str | None = Field(
+        default=None, description="When a reconcile last reached AWS (RFC 3339)."
+    )
     regions: list[str] = Field(
         default_factory=list,
         description="Every region where the mesh may own rules: listed before the operator "

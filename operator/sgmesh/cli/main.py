@@ -1,5 +1,6 @@
 """The `sgmesh` command line: its parser, and `main`, which turns arguments into an exit code.
 
+`kubectl sgmesh` (`sgmesh.cli.plugin`) runs the same commands as a kubectl plugin.
 The commands are `plan` and `apply` (the operator's pipeline once, on a NodeGroupMesh YAML file,
 with AWS reached through the standard environment), `doctor`, `crd`, `iam-policy` (the
 operator's IAM policy for a cluster) and `run` (the operator).
@@ -30,14 +31,15 @@ from sgmesh.engine import planning
 __all__ = ["main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command `argv` names (default: `sys.argv[1:]`) and return its exit code."""
+def main(argv: Sequence[str] | None = None, prog: str = "sgmesh") -> int:
+    """Run the command `argv` names (default: `sys.argv[1:]`) and return its exit code. `prog`:
+    the name usage messages give the command (`kubectl sgmesh` as a kubectl plugin)."""
     try:
-        parser = _parser()
+        parser = _parser(prog)
         arguments = parser.parse_args(argv)
     except settings.UsageError as error:
         # A setting read from the environment while the parser is built (the test suite's).
-        print(f"sgmesh: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
     except SystemExit as stopped:
         # argparse stops with 0 after --help or --version, with USAGE on a bad flag (_Parser).
@@ -46,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = arguments.handler(arguments)
         return result
     except settings.UsageError as error:
-        print(f"sgmesh: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return exit_codes.USAGE
     except (pipeline.InputError, models.InvalidSpecError, cluster.ClusterError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -64,9 +66,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(exit_codes.USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "sgmesh") -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="sgmesh",
+        prog=prog,
         description="Keep the node groups (ASGs) of an EKS cluster able to reach each other.",
     )
     parser.add_argument(

@@ -8,15 +8,20 @@ endpoint only reports: it never changes what the operator does.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import prometheus_client
+import prometheus_client.core
+import prometheus_client.registry
 from aiohttp import web
 
 from sgmesh.api import models
+from sgmesh.controller import schedule
 
-__all__ = ["Metrics", "serve"]
+__all__ = ["MeshCollector", "Metrics", "serve"]
 
 
 class Metrics:
@@ -35,8 +40,40 @@ class Metrics:
             ["operation"],
             registry=registry,
         )
+        # Apart from sgmesh_aws_calls_total (by operation): some operations exist in several
+        # services, and AWS throttles each service (IAM: the whole account) on its own.
+        self.aws_service_calls = prometheus_client.Counter(
+            "sgmesh_aws_service_calls_total",
+            "AWS API calls by service (ec2, iam, autoscaling, ...).",
+            ["service"],
+            registry=registry,
+        )
+        self.aws_paced = prometheus_client.Counter(
+            "sgmesh_aws_paced_seconds_total",
+            "Seconds AWS requests waited for the operator's own pace (one token bucket per "
+            "service and region), by service.",
+            ["service"],
+            registry=registry,
+        )
         self.aws_errors = prometheus_client.Counter(
             "sgmesh_aws_errors_total", "AWS errors by error code.", ["code"], registry=registry
+        )
+        # Apart from sgmesh_aws_errors_total (the failures that stopped a reconcile, by code):
+        # every call whose answer was an error, by operation, whatever the reconcile made of it
+        # (a rule already there, a launch template gone) — what to look at during an incident.
+        self.aws_call_errors = prometheus_client.Counter(
+            "sgmesh_aws_call_errors_total",
+            "AWS API calls that failed after botocore's retries, by service, operation and "
+            "error code (a call that got no answer: the exception's name).",
+            ["service", "operation", "code"],
+            registry=registry,
+        )
+        self.unsynced = prometheus_client.Counter(
+            "sgmesh_unfinished_reconciles_total",
+            "Reconciles that could not finish for a transient reason (AWS throttling or "
+            "outage, the cluster unreadable), by reason: Synced=False while Ready stays.",
+            ["reason"],
+            registry=registry,
         )
         self.actions = prometheus_client.Counter(
             "sgmesh_actions_total",
@@ -71,8 +108,21 @@ class Metrics:
             registry=registry,
         )
 
-    def count_call(self, _service: str, operation: str) -> None:
+    def follow_meshes(
+        self, bodies: Callable[[], Iterable[Mapping[str, Any]]], default_resync_seconds: float
+    ) -> None:
+        """Export, at each scrape, what the meshes' objects say (`MeshCollector`)."""
+        self.registry.register(MeshCollector(bodies, default_resync_seconds))
+
+    def count_call(self, service: str, operation: str) -> None:
         self.aws_calls.labels(operation).inc()
+        self.aws_service_calls.labels(service).inc()
+
+    def count_call_error(self, service: str, operation: str, code: str) -> None:
+        self.aws_call_errors.labels(service, operation, code).inc()
+
+    def count_paced(self, service: str, seconds: float) -> None:
+        self.aws_paced.labels(service).inc(seconds)
 
     def count_actions(self, kinds: Iterable[str]) -> None:
         for kind in kinds:
@@ -92,6 +142,83 @@ class Metrics:
         for gauge, labels in series:
             with contextlib.suppress(KeyError):  # never reconciled in this process
                 gauge.remove(*labels)
+
+
+class MeshCollector(prometheus_client.registry.Collector):
+    """The meshes as their objects say, read at scrape time from the bodies the watch on meshes
+    last delivered (as kube-state-metrics reads objects): each status condition with its
+    reason, when it last changed status, when a reconcile last reached AWS
+    (`status.lastSyncTime`), and the resync period. The alerts are written on these: a
+    condition's transition time survives restarts of the operator and of Prometheus, where an
+    alert's `for:` does not.
+
+    Only a replica that works (kopf's peering pauses the others' watches) is told of meshes,
+    so a paused replica exports none of these series.
+    """
+
+    def __init__(
+        self, bodies: Callable[[], Iterable[Mapping[str, Any]]], default_resync_seconds: float
+    ) -> None:
+        self._bodies = bodies
+        self._default_resync_seconds = default_resync_seconds
+
+    def collect(self) -> Iterator[prometheus_client.core.Metric]:
+        condition = prometheus_client.core.GaugeMetricFamily(
+            "sgmesh_mesh_condition",
+            "1 for each status condition of each mesh, with its status and reason.",
+            labels=["mesh", "condition", "status", "reason"],
+        )
+        transition = prometheus_client.core.GaugeMetricFamily(
+            "sgmesh_mesh_condition_transition_timestamp_seconds",
+            "When each condition of each mesh last changed status (its lastTransitionTime).",
+            labels=["mesh", "condition"],
+        )
+        last_sync = prometheus_client.core.GaugeMetricFamily(
+            "sgmesh_mesh_last_sync_timestamp_seconds",
+            "When a reconcile of each mesh last reached AWS (status.lastSyncTime).",
+            labels=["mesh"],
+        )
+        resync = prometheus_client.core.GaugeMetricFamily(
+            "sgmesh_mesh_resync_period_seconds",
+            "Seconds between the resyncs of each mesh (spec.resyncSeconds or the default).",
+            labels=["mesh"],
+        )
+        for body in list(self._bodies()):
+            mesh = str((body.get("metadata") or {}).get("name") or "")
+            spec = body.get("spec")
+            status = body.get("status")
+            status = status if isinstance(status, Mapping) else {}
+            period = schedule.period(
+                spec if isinstance(spec, Mapping) else {}, self._default_resync_seconds
+            )
+            resync.add_metric([mesh], period)
+            synced_at = _timestamp(status.get("lastSyncTime"))
+            if synced_at is not None:
+                last_sync.add_metric([mesh], synced_at)
+            for found in status.get("conditions") or ():
+                if not isinstance(found, Mapping) or not found.get("type"):
+                    continue
+                kind = str(found["type"])
+                labels = [mesh, kind, str(found.get("status", "")), str(found.get("reason", ""))]
+                condition.add_metric(labels, 1)
+                changed_at = _timestamp(found.get("lastTransitionTime"))
+                if changed_at is not None:
+                    transition.add_metric([mesh, kind], changed_at)
+        yield from (condition, transition, last_sync, resync)
+
+
+def _timestamp(value: object) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time as the API server stores it; None for
+    anything else (a series left out, never a wrong time)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.timestamp()
 
 
 def listen(port: int, host: str = "0.0.0.0") -> socket.socket:

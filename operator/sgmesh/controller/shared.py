@@ -40,7 +40,10 @@ FINALIZER = "sgmesh.io/finalizer"
 RESOURCE = (models.API_GROUP, models.API_VERSION, models.PLURAL)
 # Operator clients fail fast and let kopf's backoff retry: a thread is never held for long.
 AWS_ATTEMPTS = 4
-WORKER_THREADS = 32
+# Threads for AWS and cluster reads. The operator paces its AWS calls (`client.Pacing`, about
+# 20 a second per service): a few threads keep that pace whatever AWS's latency, and more
+# would only wait on the pace, or on the shared sweep of IAM, holding memory meanwhile.
+WORKER_THREADS = 16
 RETRY_DELAY_SECONDS = {
     errors.ErrorKind.UNAVAILABLE: 10.0,
     errors.ErrorKind.CONCURRENT_CHANGE: 5.0,
@@ -110,8 +113,10 @@ class Runtime:
             self._clients = client.ClientsByRegion(
                 max_attempts=AWS_ATTEMPTS,
                 listener=self.metrics.count_call,
+                error_listener=self.metrics.count_call_error,
                 max_pool_connections=WORKER_THREADS,
                 shared_reads=self.shared_reads,
+                pacing=client.Pacing(waited=self.metrics.count_paced),
             )
         return self._clients(region)
 
