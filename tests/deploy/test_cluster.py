@@ -433,6 +433,9 @@ def test_operator_with_peering_as_the_service_account_converges_unrefused(
     assert _refusals(operator) == []
 
 
+ACTIVE = "sgmesh_active_replica"
+
+
 def test_two_replicas_with_peering_leave_exactly_one_active_and_hand_over(
     kube_cluster: ControlPlane,
     peering_deployed: str,
@@ -460,13 +463,23 @@ def test_two_replicas_with_peering_leave_exactly_one_active_and_hand_over(
             errors="replace"
         )
 
-    # Exactly one active: the older replica reconciled, the newer one stayed paused.
+    # Exactly one active: the older replica reconciled, the newer one stayed paused, and each
+    # says so in sgmesh_active_replica (what SgmeshNoActiveReplica reads).
     assert worked(first)
     assert not worked(second)
     assert "Resuming operations" not in second.log_path.read_text(errors="replace")
+    wait_until(
+        lambda: (first.metric(ACTIVE), second.metric(ACTIVE)) == (1, 0),
+        DEADLINE,
+        "the first replica says it works, the second that it is paused",
+        second.log_tail,
+    )
 
     first.stop(kill=True)  # no goodbye: its peering record must expire
     meshes.create("two", {"autoScalingGroups": {"names": ["eks-b"]}})
 
     meshes.wait_ready("two", DEADLINE, second.log_tail)
     assert worked(second)
+    wait_until(
+        lambda: second.metric(ACTIVE) == 1, DEADLINE, "the second replica works", second.log_tail
+    )

@@ -21,6 +21,7 @@ import kopf
 
 from sgmesh.aws import errors, pod_identity
 from sgmesh.controller import (
+    activity,
     kopf_compat,
     meshes,
     metrics,
@@ -75,16 +76,21 @@ def run(settings: shared.OperatorSettings) -> None:
     insights = kopf_compat.new_insights()
     tick = settings.timer_tick_seconds
     kopf.timer(*shared.RESOURCE, interval=tick, initial_delay=tick)(meshes.resync)
+    me, my_priority = peering.identity(), peering.priority(time.time())
     kopf.run(
         clusterwide=True,
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        identity=kopf_compat.identity(peering.identity()),
-        priority=peering.priority(time.time()),
+        identity=kopf_compat.identity(me),
+        priority=my_priority,
         ready_flag=started,
         insights=insights,
         memo=kopf.Memo(
-            operator_settings=settings, started=started, insights=insights, listening=listening
+            operator_settings=settings,
+            started=started,
+            insights=insights,
+            listening=listening,
+            peer=(me, my_priority),
         ),
     )
 
@@ -146,6 +152,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.sweeping = asyncio.create_task(
         sweep.sweep_forever(runtime, first_delay=operator_settings.timer_tick_seconds)
     )
+    # Whether peering leaves this replica working (`sgmesh_active_replica`).
+    memo.following = asyncio.create_task(
+        activity.follow_peering(runtime, operator_settings.peering, *memo.peer)
+    )
     log.info(
         "sgmesh operator started: cluster %s, default region %s, metrics port %s",
         operator_settings.pipeline.cluster,
@@ -177,6 +187,7 @@ def _aws_node_credentials(runtime: shared.Runtime) -> sources.AwsNodeCredentials
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     runtime: shared.Runtime = memo.runtime
     memo.sweeping.cancel()
+    memo.following.cancel()
     if runtime.watching is not None:
         await runtime.watching.nodes.close()
         await runtime.watching.sources.close()

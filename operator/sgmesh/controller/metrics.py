@@ -86,6 +86,13 @@ class Metrics:
             "Reconciles started by a Node, EC2NodeClass, ENIConfig or CRD event.",
             registry=registry,
         )
+        self.active_replica = prometheus_client.Gauge(
+            "sgmesh_active_replica",
+            "1 while this replica works, 0 while kopf's peering pauses it (--peering).",
+            registry=registry,
+        )
+        self.working = True
+        self.active_replica.set(1)
         self.watched_nodes = prometheus_client.Gauge(
             "sgmesh_watched_nodes",
             "Nodes with a spec.providerID the operator's watch has seen.",
@@ -111,8 +118,16 @@ class Metrics:
     def follow_meshes(
         self, bodies: Callable[[], Iterable[Mapping[str, Any]]], default_resync_seconds: float
     ) -> None:
-        """Export, at each scrape, what the meshes' objects say (`MeshCollector`)."""
-        self.registry.register(MeshCollector(bodies, default_resync_seconds))
+        """Export, at each scrape, what the meshes' objects say (`MeshCollector`), while this
+        replica works: a replica peering paused keeps bodies it no longer follows."""
+        self.registry.register(
+            MeshCollector(lambda: bodies() if self.working else (), default_resync_seconds)
+        )
+
+    def set_working(self, working: bool) -> None:
+        """Whether this replica works (`sgmesh.controller.activity`)."""
+        self.working = working
+        self.active_replica.set(1 if working else 0)
 
     def count_call(self, service: str, operation: str) -> None:
         self.aws_calls.labels(operation).inc()
@@ -152,8 +167,8 @@ class MeshCollector(prometheus_client.registry.Collector):
     condition's transition time survives restarts of the operator and of Prometheus, where an
     alert's `for:` does not.
 
-    Only a replica that works (kopf's peering pauses the others' watches) is told of meshes,
-    so a paused replica exports none of these series.
+    Only a replica that works exports these series (`Metrics.follow_meshes`): kopf's peering
+    pauses the others' watches, and what they were last told grows stale.
     """
 
     def __init__(
