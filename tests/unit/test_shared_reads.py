@@ -5,6 +5,8 @@ answer is kept, on a clock the test sets."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,3 +148,67 @@ def test_an_answer_is_kept_its_seconds_from_when_it_was_asked() -> None:
         served_after, _ = ask(shared, READ)
     assert served_at_the_last_second is not None
     assert served_after is None
+
+
+def _in_thread(
+    shared: shared_reads.SharedReads, call: Callable[[], Any]
+) -> tuple[threading.Thread, list[Any]]:
+    """`call` in a discovery of another thread; what it returned, once it has."""
+    result: list[Any] = []
+
+    def run() -> None:
+        with shared.sharing():
+            result.append(call())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_the_same_read_in_flight_in_another_thread_is_waited_for_not_asked_again() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        served, leader = ask(shared, READ)
+        assert served is None
+        waiting, result = _in_thread(shared, lambda: ask(shared, READ)[0])
+        waiting.join(0.2)
+        assert waiting.is_alive()  # it waits for the leader's answer instead of asking AWS
+
+        answer(shared, leader)
+        waiting.join(5)
+
+    assert not waiting.is_alive()
+    [served_to_the_other] = result
+    assert served_to_the_other is not None
+    assert served_to_the_other[1] == PRE_WRITE
+    assert shared.served == 1
+
+
+def test_a_read_in_flight_that_fails_lets_the_waiting_thread_ask_itself() -> None:
+    shared = shared_reads.SharedReads()
+    with shared.sharing():
+        _, leader = ask(shared, READ)
+        waiting, result = _in_thread(shared, lambda: ask(shared, READ))
+        waiting.join(0.2)
+        assert waiting.is_alive()
+
+        shared.failed(context=leader)  # no answer came: nothing to share
+        waiting.join(5)
+
+    [(served, context)] = result
+    assert served is None  # it asks AWS itself
+    assert "sgmesh_shared_read" in context
+
+
+def test_a_wait_for_a_read_that_never_lands_ends_and_the_next_read_does_not_wait() -> None:
+    shared = shared_reads.SharedReads(wait_seconds=0.05)
+    with shared.sharing():
+        ask(shared, READ)  # sent, never answered (no after-call)
+        waiting, result = _in_thread(shared, lambda: ask(shared, READ))
+        waiting.join(5)
+        assert not waiting.is_alive()
+        [(served, other)] = result
+        assert served is None
+        answer(shared, other)  # the thread that asked itself answers for everyone
+        served, _ = ask(shared, READ)
+    assert served is not None

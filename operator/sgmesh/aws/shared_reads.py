@@ -17,7 +17,11 @@ What it must never do is hide a write. So:
 - a read that was in flight while a write was (sent before the write ended, answered after it
   began) is not remembered: its answer may predate the write;
 - errors are never remembered: an error is never read as "gone", and is never repeated either;
-- an answer is kept `ttl_seconds` from the moment it was asked, and served as a copy.
+- an answer is kept `ttl_seconds` from the moment it was asked, and served as a copy;
+- a discovery that asks what another thread is asking AWS right now waits for that answer
+  (at most `wait_seconds`) instead of asking too: meshes resumed together ask the same
+  listings at the same moment. When that answer cannot be shared (an error, a write
+  overlapped it), each waiting thread asks AWS itself.
 
 Writes made outside this process (another operator, a person) are seen once the answer ages
 out: the same as if the discovery had started those seconds earlier.
@@ -36,10 +40,12 @@ from typing import Any
 
 from sgmesh.aws import botocore_compat
 
-__all__ = ["DEFAULT_TTL_SECONDS", "READ_PREFIXES", "SharedReads"]
+__all__ = ["DEFAULT_TTL_SECONDS", "DEFAULT_WAIT_SECONDS", "READ_PREFIXES", "SharedReads"]
 
 # Long enough to cover the meshes one timer tick reconciles together, short against any resync.
 DEFAULT_TTL_SECONDS = 5.0
+# How long a thread waits for the same read in flight in another thread before asking itself.
+DEFAULT_WAIT_SECONDS = 10.0
 READ_PREFIXES = ("Describe", "List", "Get")
 
 # Keys of botocore's per-request context where the hooks leave what `remember` needs.
@@ -59,6 +65,14 @@ class _PendingRead:
     key: str
     asked_at: float
     generation: int | None  # None: a write was in flight when it was sent
+    # Set once the read is over, whatever its end, when other threads may wait for it.
+    done: threading.Event | None = None
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    thread: int
+    done: threading.Event
 
 
 class SharedReads:
@@ -69,11 +83,14 @@ class SharedReads:
         self,
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
     ) -> None:
         self.ttl_seconds = ttl_seconds
+        self.wait_seconds = wait_seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._answers: dict[str, _Answer] = {}
+        self._in_flight: dict[str, _InFlight] = {}
         self._generation = 0  # grows at every write sent and every write answered
         self._writes_in_flight = 0
         self._sharing = threading.local()
@@ -111,15 +128,30 @@ class SharedReads:
         if not getattr(self._sharing, "active", False):
             return None
         key = _request_key(model, params, context.get("client_region"))
-        now = self._clock()
-        with self._lock:
-            answer = self._answers.get(key)
-            if answer is not None and now - answer.asked_at <= self.ttl_seconds:
-                self.served += 1
-                return answer.http_response, copy.deepcopy(answer.parsed)
-            generation = None if self._writes_in_flight else self._generation
-        context[_READ] = _PendingRead(key, now, generation)
-        return None
+        me = threading.get_ident()
+        waited = False
+        while True:
+            now = self._clock()
+            with self._lock:
+                answer = self._answers.get(key)
+                if answer is not None and now - answer.asked_at <= self.ttl_seconds:
+                    self.served += 1
+                    return answer.http_response, copy.deepcopy(answer.parsed)
+                generation = None if self._writes_in_flight else self._generation
+                flying = self._in_flight.get(key)
+                if waited or flying is None or flying.thread == me or generation is None:
+                    # Others may wait for this read; after a wait that ran out, instead of a
+                    # read that never landed.
+                    done = None
+                    if generation is not None:
+                        done = threading.Event()
+                        self._in_flight[key] = _InFlight(me, done)
+                    context[_READ] = _PendingRead(key, now, generation, done)
+                    return None
+            # The same question is being asked by another thread: its answer, when it can be
+            # shared, is this one's too.
+            flying.done.wait(self.wait_seconds)
+            waited = True
 
     def remember(
         self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
@@ -129,26 +161,43 @@ class SharedReads:
             self._write_ended()
             return
         pending: _PendingRead | None = context.pop(_READ, None)
-        if pending is None or pending.generation is None or http_response.status_code >= 300:
+        if pending is None:
             return
-        with self._lock:
-            if pending.generation != self._generation or self._writes_in_flight:
+        try:
+            if pending.generation is None or http_response.status_code >= 300:
                 return
-            self._drop_expired()
-            self._answers[pending.key] = _Answer(
-                pending.asked_at,
-                botocore_compat.response_without_body(http_response),
-                copy.deepcopy(parsed),
-            )
+            with self._lock:
+                if pending.generation != self._generation or self._writes_in_flight:
+                    return
+                self._drop_expired()
+                self._answers[pending.key] = _Answer(
+                    pending.asked_at,
+                    botocore_compat.response_without_body(http_response),
+                    copy.deepcopy(parsed),
+                )
+        finally:
+            self._landed(pending)
 
     def failed(self, context: dict[str, Any], **_: Any) -> None:
         """after-call-error: no answer came (connection error, timeout); a write may still
         have happened."""
-        context.pop(_READ, None)
+        pending: _PendingRead | None = context.pop(_READ, None)
+        if pending is not None:
+            self._landed(pending)
         if context.pop(_WRITE, False):
             self._write_ended()
 
     # ---- internals ----------------------------------------------------------------------------
+
+    def _landed(self, pending: _PendingRead) -> None:
+        """A read is over (answered, refused or failed): whoever waits for it looks again."""
+        if pending.done is None:
+            return
+        with self._lock:
+            flying = self._in_flight.get(pending.key)
+            if flying is not None and flying.done is pending.done:
+                del self._in_flight[pending.key]
+        pending.done.set()
 
     def _write_ended(self) -> None:
         with self._lock:
