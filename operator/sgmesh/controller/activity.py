@@ -57,6 +57,7 @@ async def follow_peering(
     runtime.metrics.set_working(False)
     interval = peering.LIFETIME_SECONDS / 3
     loop = asyncio.get_running_loop()
+    await runtime.until_ready()
     while True:
         try:
             status = await loop.run_in_executor(

@@ -91,8 +91,20 @@ def run(settings: shared.OperatorSettings) -> None:
             insights=insights,
             listening=listening,
             peer=(me, my_priority),
+            logged_in=threading.Event(),
         ),
     )
+
+
+@kopf.on.login()
+def login(memo: kopf.Memo, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own login through the Kubernetes client: it loads the client's configuration,
+    which every read of the operator uses (`shared.Runtime.kube_api`). Noted in the memo, so
+    that what the start-up handler sets going (the sweep, the peering follower) reads the
+    cluster only after it: kopf logs in after its start-up handlers have run."""
+    info = kopf.login_via_client(**kwargs)
+    memo.logged_in.set()
+    return info
 
 
 @kopf.on.startup()
@@ -121,6 +133,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         settings=operator_settings,
         metrics=metrics.Metrics(),
         executor=ThreadPoolExecutor(shared.WORKER_THREADS, thread_name_prefix="sgmesh-aws"),
+        ready=memo.logged_in.is_set,
     )
     runtime.aws_node_role = _aws_node_credentials(runtime)
     runtime.watching = memo.watching = watches.Watching(

@@ -97,9 +97,18 @@ class Runtime:
     watching: watches.Watching | None = None
     # Meshes nudged whose reconcile has not started yet: one more nudge would add nothing.
     nudged: set[str] = field(default_factory=set)
+    # Whether kopf has logged in (`lifecycle.login`): the cluster's configuration is loaded.
+    ready: Callable[[], bool] = lambda: True
+
+    async def until_ready(self, poll_seconds: float = 0.2) -> None:
+        """Wait until kopf has logged in: what the start-up handler sets going reads the
+        cluster only then (`kube_api` made earlier would have no configuration, for good)."""
+        while not self.ready():
+            await asyncio.sleep(poll_seconds)
 
     def kube_api(self) -> kubernetes.client.ApiClient:
-        """Made on first use: by then kopf has loaded the cluster's configuration."""
+        """Made on first use, once kopf has logged in (`until_ready`; handlers of resources
+        run only after it): by then the cluster's configuration is loaded."""
         with self._kube_api_lock:
             if self._kube_api is None:
                 self._kube_api = kubernetes.client.ApiClient()

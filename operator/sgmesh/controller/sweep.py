@@ -92,6 +92,7 @@ async def sweep_once(runtime: shared.Runtime) -> int | None:
 
 async def sweep_forever(runtime: shared.Runtime, first_delay: float) -> None:
     interval = SWEEP_EVERY_RESYNCS * runtime.settings.default_resync_seconds
+    await runtime.until_ready()
     await asyncio.sleep(first_delay)
     while True:
         await sweep_once(runtime)
