@@ -84,19 +84,6 @@ def sgmesh_apply(path: Path, world: World) -> None:
 
 
 @pytest.fixture
-def cluster_nodes(
-    world: World, kube_cluster: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ClusterNodes]:
-    """Nodes and CoreDNS of this test only; doctor reaches the API server via KUBECONFIG."""
-    nodes = ClusterNodes(world, kube_cluster.kubectl)
-    nodes.clear()
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    yield nodes
-    nodes.clear()
-
-
-@pytest.fixture
 def meshes(kube_cluster: ControlPlane, nodegroupmesh_crd: str) -> Iterator[Meshes]:
     api = Meshes(kube_cluster.kubeconfig)
     api.remove_all()

@@ -77,19 +77,6 @@ def group_of(report: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def cluster_nodes(
-    world: World, kube_cluster: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ClusterNodes]:
-    """Nodes and pods of this test only; doctor reaches the API server via KUBECONFIG."""
-    nodes = ClusterNodes(world, kube_cluster.kubectl)
-    nodes.clear()
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    yield nodes
-    nodes.clear()
-
-
-@pytest.fixture
 def policies(kube_cluster: ControlPlane, securitygrouppolicy_crd: str) -> Iterator[ControlPlane]:
     """The SecurityGroupPolicy CRD installed, and no policy left by this test."""
     yield kube_cluster
