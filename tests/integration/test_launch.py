@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from devtools.aws.world import Mixed, Override, World
 from sgmesh.api import models
-from sgmesh.aws import client, discovery
+from sgmesh.aws import client, discovery, launch
 from sgmesh.engine import ownership, planning, topology
 from sgmesh.engine.topology import ProblemKind
 from tests.support.fault_proxy import ThrottlingProxy
@@ -171,3 +171,30 @@ def test_user_data_of_a_template_does_not_reach_the_topology(
 
     assert member(found, "asg").security_group_ids == (group,)
     assert secret not in repr(found)
+
+
+# ---- the account's listing of template versions ----------------------------------------------
+
+
+def test_a_members_template_beyond_the_first_page_is_still_found(
+    world: World, clients: client.AwsClients
+):
+    # More templates in the account than one page of the listing ($Latest or $Default of every
+    # template, 200 a page; moto cuts the answer there without a NextToken): the members'
+    # templates, created last, are asked for by id, never taken as gone.
+    group = world.security_group("nodes")
+    for index in range(launch.TEMPLATE_VERSION_PAGE_SIZE + 20):
+        world.launch_template(f"other-{index:03d}", security_group_ids=[group])
+    late = world.security_group("late")
+    profile = world.role_with_profile("nodes").arn
+    for name in ("eks-a", "eks-b"):
+        template = world.launch_template(name, security_group_ids=[late], profile_arn=profile)
+        world.asg(name, launch_template=template)
+
+    found = discovery.discover(
+        clients, planning.Intent.from_spec(spec(["eks-a", "eks-b"]), OWNER, clients.region)
+    )
+
+    assert found.problems == ()
+    assert member(found, "eks-a").security_group_ids == (late,)
+    assert member(found, "eks-b").security_group_ids == (late,)
