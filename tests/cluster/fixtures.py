@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 
 from devtools import external_crds
+from devtools.aws.world import World
 from devtools.k8s import build
 from devtools.k8s.controlplane import ControlPlane, ControlPlaneError
+from devtools.nodes import ClusterNodes
 from devtools.operator_harness import CRD_FILE, CRD_NAME
 
 __all__ = [
     "apply_established",
+    "cluster_nodes",
     "ec2nodeclass_crd",
     "eniconfig_crd",
     "kube_binaries",
@@ -137,3 +140,17 @@ def reinstall_crd(
     yield install
     for name in crds:
         install(name)
+
+
+@pytest.fixture
+def cluster_nodes(
+    world: World, kube_cluster: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ClusterNodes]:
+    """Nodes and pods of this test only, for doctor, which reaches the API server through
+    KUBECONFIG as a person's shell does."""
+    nodes = ClusterNodes(world, kube_cluster.kubectl)
+    nodes.clear()
+    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield nodes
+    nodes.clear()

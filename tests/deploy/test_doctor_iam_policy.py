@@ -13,12 +13,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from devtools.aws.world import CNI_POLICY_ARN, World
-from devtools.k8s.controlplane import ControlPlane
 from devtools.nodes import ClusterNodes
 from devtools.operator_harness import Meshes
 from sgmesh.api import iam_policy
@@ -65,18 +63,6 @@ def test_the_operator_policy_does_not_cover_doctor_and_needs_not_to() -> None:
     # role of aws-node's Pod Identity association; the operator needs neither.
     assert {"ec2:GetManagedPrefixListEntries", "eks:DescribePodIdentityAssociation"} <= doctor_only
     assert not doctor_only & iam.Policy.load().actions
-
-
-@pytest.fixture
-def cluster_nodes(
-    world: World, kube_cluster: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ClusterNodes]:
-    nodes = ClusterNodes(world, kube_cluster.kubectl)
-    nodes.clear()
-    monkeypatch.setenv("KUBECONFIG", str(kube_cluster.kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    yield nodes
-    nodes.clear()
 
 
 @pytest.mark.kube
