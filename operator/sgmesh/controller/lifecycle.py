@@ -153,7 +153,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         ),
     )
     runtime.metrics.follow_meshes(
-        runtime.watching.meshes.bodies, operator_settings.default_resync_seconds
+        runtime.watching.meshes.bodies,
+        operator_settings.default_resync_seconds,
+        working=lambda: runtime.working,
     )
     if memo.listening is not None:
         runtime.web_runner = await metrics.serve(

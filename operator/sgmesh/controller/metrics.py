@@ -91,7 +91,6 @@ class Metrics:
             "1 while this replica works, 0 while kopf's peering pauses it (--peering).",
             registry=registry,
         )
-        self.working = True
         self.active_replica.set(1)
         self.watched_nodes = prometheus_client.Gauge(
             "sgmesh_watched_nodes",
@@ -116,18 +115,16 @@ class Metrics:
         )
 
     def follow_meshes(
-        self, bodies: Callable[[], Iterable[Mapping[str, Any]]], default_resync_seconds: float
+        self,
+        bodies: Callable[[], Iterable[Mapping[str, Any]]],
+        default_resync_seconds: float,
+        working: Callable[[], bool] = lambda: True,
     ) -> None:
         """Export, at each scrape, what the meshes' objects say (`MeshCollector`), while this
-        replica works: a replica peering paused keeps bodies it no longer follows."""
+        replica `working`: a replica peering paused keeps bodies it no longer follows."""
         self.registry.register(
-            MeshCollector(lambda: bodies() if self.working else (), default_resync_seconds)
+            MeshCollector(lambda: bodies() if working() else (), default_resync_seconds)
         )
-
-    def set_working(self, working: bool) -> None:
-        """Whether this replica works (`sgmesh.controller.activity`)."""
-        self.working = working
-        self.active_replica.set(1 if working else 0)
 
     def count_call(self, service: str, operation: str) -> None:
         self.aws_calls.labels(operation).inc()

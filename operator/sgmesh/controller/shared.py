@@ -99,6 +99,14 @@ class Runtime:
     nudged: set[str] = field(default_factory=set)
     # Whether kopf has logged in (`lifecycle.login`): the cluster's configuration is loaded.
     ready: Callable[[], bool] = lambda: True
+    # Whether kopf's peering leaves this replica working (`activity`; always without peering).
+    # A paused replica writes nothing to AWS of its own accord (the orphan sweep) and exports
+    # no mesh series.
+    working: bool = True
+
+    def set_working(self, working: bool) -> None:
+        self.working = working
+        self.metrics.active_replica.set(1 if working else 0)
 
     async def until_ready(self, poll_seconds: float = 0.2) -> None:
         """Wait until kopf has logged in: what the start-up handler sets going reads the
@@ -107,12 +115,17 @@ class Runtime:
             await asyncio.sleep(poll_seconds)
 
     def kube_api(self) -> kubernetes.client.ApiClient:
-        """Made on first use, once kopf has logged in (`until_ready`; handlers of resources
-        run only after it): by then the cluster's configuration is loaded."""
+        """One client for every read, made once kopf has logged in (`until_ready`; handlers of
+        resources run only after it): by then the cluster's configuration is loaded. A client
+        asked for sooner is not kept, so it cannot leave the process without a configuration
+        for good."""
         with self._kube_api_lock:
-            if self._kube_api is None:
-                self._kube_api = kubernetes.client.ApiClient()
-            return self._kube_api
+            if self._kube_api is not None:
+                return self._kube_api
+            made = kubernetes.client.ApiClient()
+            if self.ready():
+                self._kube_api = made
+            return made
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())

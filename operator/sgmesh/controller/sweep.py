@@ -3,8 +3,8 @@ then every `SWEEP_EVERY_RESYNCS` default resync periods, in the operator's regio
 cluster's VPC.
 
 The names of the cluster's meshes are read from the API server first; when that read fails,
-the round is skipped (a failed read is never "no meshes"). Every replica sweeps: revoking a rule
-twice is harmless, and the sweep costs one or two reads when nothing is abandoned.
+the round is skipped (a failed read is never "no meshes"). Only a replica that works sweeps: one
+that kopf's peering pauses writes nothing to AWS (`shared.Runtime.working`).
 """
 
 from __future__ import annotations
@@ -55,10 +55,11 @@ def mesh_names(api: kubernetes.client.ApiClient) -> set[str]:
 
 
 async def sweep_once(runtime: shared.Runtime) -> int | None:
-    """One round; how many rules it revoked, or None when it could not tell."""
+    """One round; how many rules it revoked, or None when it could not tell or, paused by
+    peering, must not act."""
     settings = runtime.settings
     vpc_id, region = settings.pipeline.boundary.vpc_id, settings.region
-    if not vpc_id or not region:
+    if not vpc_id or not region or not runtime.working:
         return None
     loop = asyncio.get_running_loop()
     try:
