@@ -170,6 +170,17 @@ def rss_mib(pid: int) -> float:
     raise BenchFailure(f"/proc/{pid}/status has no VmRSS")
 
 
+def worst_period(periods: dict[str, float | None]) -> float | None:
+    """The longest period a mesh kept; None when some mesh was never resynced twice."""
+    kept = list(periods.values())
+    return None if None in kept else max(p for p in kept if p is not None)
+
+
+def median_period(periods: dict[str, float | None]) -> float | None:
+    kept = [p for p in periods.values() if p is not None]
+    return statistics.median(kept) if kept else None
+
+
 def cpu_seconds(pid: int) -> float:
     # Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -222,13 +233,11 @@ class Measurement:
 
     @property
     def worst_period(self) -> float | None:
-        kept = list(self.periods.values())
-        return None if None in kept else max(p for p in kept if p is not None)
+        return worst_period(self.periods)
 
     @property
     def median_period(self) -> float | None:
-        kept = [p for p in self.periods.values() if p is not None]
-        return statistics.median(kept) if kept else None
+        return median_period(self.periods)
 
     def missed_goals(self) -> list[str]:
         missed = []
@@ -427,13 +436,11 @@ class FleetMeasurement:
 
     @property
     def worst_period(self) -> float | None:
-        kept = list(self.periods.values())
-        return None if None in kept else max(p for p in kept if p is not None)
+        return worst_period(self.periods)
 
     @property
     def median_period(self) -> float | None:
-        kept = [p for p in self.periods.values() if p is not None]
-        return statistics.median(kept) if kept else None
+        return median_period(self.periods)
 
     @property
     def roles(self) -> int:
