@@ -39,11 +39,10 @@ each line.
 
 moto and AWS
 ------------
-moto answers DescribeSecurityGroups, DescribeSecurityGroupRules and ListEntitiesForPolicy in
-one page whatever their size, and cuts
-DescribeLaunchTemplateVersions at `MaxResults` (200) without a next token, so that a template
-past the 200th costs a call of its own there; only DescribeAutoScalingGroups pages as AWS
-does. So the table gives two minimums:
+moto answers DescribeSecurityGroups, DescribeSecurityGroupRules, ListEntitiesForPolicy and
+ListInstanceProfiles in one page whatever their size; DescribeAutoScalingGroups, and
+DescribeLaunchTemplateVersions on the project's moto server (`devtools.aws.moto_aws`), page as
+AWS does. So the table gives two minimums:
 "minimum", the fewest calls on this moto server (one per request for the calls it does not
 page), against which the calls measured are compared (the ratio); and "AWS minimum", what AWS
 pages would need. "AWS projected" is what the same reconcile would make on AWS: the calls

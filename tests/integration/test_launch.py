@@ -177,11 +177,13 @@ def test_user_data_of_a_template_does_not_reach_the_topology(
 
 
 def test_a_members_template_beyond_the_first_page_is_still_found(
-    world: World, clients: client.AwsClients
+    world: World, fault_proxy: ThrottlingProxy
 ):
-    # More templates in the account than one page of the listing ($Latest or $Default of every
-    # template, 200 a page; moto cuts the answer there without a NextToken): the members'
-    # templates, created last, are asked for by id, never taken as gone.
+    # More templates in the account than one page of the listing ($Default of every template,
+    # as the members' ASGs name no version; 200 a page): the listing asks for the next page
+    # with the NextToken of the first. The test AWS lists templates in the order they were
+    # made, so the members' templates, made last, are on that second page; none is asked for
+    # by itself.
     group = world.security_group("nodes")
     for index in range(launch.TEMPLATE_VERSION_PAGE_SIZE + 20):
         world.launch_template(f"other-{index:03d}", security_group_ids=[group])
@@ -190,6 +192,7 @@ def test_a_members_template_beyond_the_first_page_is_still_found(
     for name in ("eks-a", "eks-b"):
         template = world.launch_template(name, security_group_ids=[late], profile_arn=profile)
         world.asg(name, launch_template=template)
+    clients = client.make_clients()
 
     found = discovery.discover(
         clients, planning.Intent.from_spec(spec(["eks-a", "eks-b"]), OWNER, clients.region)
@@ -198,3 +201,15 @@ def test_a_members_template_beyond_the_first_page_is_still_found(
     assert found.problems == ()
     assert member(found, "eks-a").security_group_ids == (late,)
     assert member(found, "eks-b").security_group_ids == (late,)
+    asked = [
+        form for form in fault_proxy.forms if form.get("Action") == "DescribeLaunchTemplateVersions"
+    ]
+    # One listing in two pages, the second asked for with the first's NextToken; no template
+    # asked for by id.
+    assert [
+        (form.get("LaunchTemplateVersion.1"), form.get("MaxResults"), form.get("LaunchTemplateId"))
+        for form in asked
+    ] == [("$Default", "200", None)] * 2
+    assert "NextToken" not in asked[0]
+    assert asked[1].get("NextToken")
+    assert clients.calls["DescribeLaunchTemplateVersions"] == 2
