@@ -42,8 +42,10 @@ Computed per operation from what AWS holds before the apply (read with the world
   detach what it did not make). Those are read only where the process holds no answer for
   them (`Facts.profiles_unknown`, `Facts.roles_unknown`): a process that just started (the
   cold apply), the roles it wrote to (the resync after the writes), every answer older than
-  the IAM refresh (`sgmesh.aws.roles.RoleMemory`): one GetInstanceProfile per such profile
-  (IAM has no batch read of profiles) and one ListRoleTags per such role. A steady resync
+  the IAM refresh (`sgmesh.aws.roles.RoleMemory`): one listing of the account's instance
+  profiles with their roles, ListInstanceProfiles per page of 1,000 (or one GetInstanceProfile
+  per such profile, where that is fewer calls; moto answers the listing in one page), and one
+  ListRoleTags per such role (IAM has no batch read of tags). A steady resync
   holds an answer for every one: the listing is all it needs, whatever the number of roles.
   The same listing sweeps, in a process that remembers nothing of the mesh, for roles the
   mesh tagged that are no longer members (then the tags of each role holding the policy that
@@ -84,6 +86,7 @@ PAGE_LIMITS: dict[str, tuple[str, int]] = {
     "DescribeSecurityGroupRules": ("MaxResults", RULE_PAGE),
     "DescribeInstances": ("MaxResults", INSTANCE_PAGE),
     "ListEntitiesForPolicy": ("MaxItems", IAM_PAGE),
+    "ListInstanceProfiles": ("MaxItems", IAM_PAGE),
 }
 # IAM reads that grow with the account rather than with the mesh.
 ACCOUNT_WIDE_IAM_READS = frozenset(
@@ -118,6 +121,7 @@ class Facts:
     # to by the process since, or read longer ago than the IAM refresh).
     profiles_unknown: int = 0
     roles_unknown: int = 0
+    account_profiles: int = 0  # instance profiles of the account
 
 
 # ---- The minimum ---------------------------------------------------------------------------
@@ -147,7 +151,7 @@ def minimum(facts: Facts) -> dict[str, Minimum]:
         ),
         "DescribeLaunchTemplateVersions": Minimum(
             pages(facts.templates, TEMPLATE_VERSION_PAGE),
-            1 + max(0, facts.templates - TEMPLATE_VERSION_PAGE),
+            pages(facts.templates, TEMPLATE_VERSION_PAGE),
         ),
         "DescribeSecurityGroups": Minimum(
             pages(facts.security_groups, FILTER_VALUES),
@@ -172,9 +176,14 @@ def minimum(facts: Facts) -> dict[str, Minimum]:
 
 def iam_minimum(facts: Facts) -> dict[str, Minimum]:
     """IAM as the data requires (see the module docstring); `attach: false` needs none."""
+    listing = pages(facts.account_profiles, IAM_PAGE)
     return {
         "ListEntitiesForPolicy": Minimum(pages(facts.roles_with_policy, IAM_PAGE), 1),
-        "GetInstanceProfile": Minimum(facts.profiles_unknown, facts.profiles_unknown),
+        **(
+            {"ListInstanceProfiles": Minimum(min(listing, facts.profiles_unknown), 1)}
+            if facts.profiles_unknown
+            else {}
+        ),
         "ListRoleTags": Minimum(facts.roles_unknown, facts.roles_unknown),
     }
 

@@ -160,6 +160,10 @@ def read_facts(
         roles=len(attached),
         roles_with_policy=with_policy,
         profiles=len(bench.role_names),  # one instance profile per role
+        account_profiles=sum(
+            len(page["InstanceProfiles"])
+            for page in iam.get_paginator("list_instance_profiles").paginate()
+        ),
         remembered=remembered,
         attach=attach,
         groups_lacking_rules=lacking_rules,

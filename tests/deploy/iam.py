@@ -363,6 +363,10 @@ def authorizations(request: AwsRequest) -> list[Authorization]:
             return [
                 Authorization(action, f"{iam}:instance-profile/{params['InstanceProfileName']}")
             ]
+        case "iam:ListInstanceProfiles":
+            # An IAM listing is authorized on the path it lists under ("/" when none is given).
+            path = params.get("PathPrefix", "/")
+            return [Authorization(action, f"{iam}:instance-profile{path}")]
         case (
             "iam:ListRoleTags"
             | "iam:ListAttachedRolePolicies"

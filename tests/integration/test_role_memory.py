@@ -1,8 +1,10 @@
 """What the process remembers of IAM (`sgmesh.aws.roles.RoleMemory`) against a moto server:
 drift made by hand is still followed — a CNI policy detached, within one resync; a record tag
 removed, within one IAM refresh; a member's new instance profile, within one resync; a profile
-that now holds another role, within one refresh — no removal is decided from memory, and a
-process that remembers nothing decides what one that remembers does."""
+that now holds another role, within one refresh — profiles come from one shared listing of
+the account's (by name where it does not name them, or may not be made), no removal is
+decided from memory, and a process that remembers nothing decides what one that remembers
+does."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from devtools.aws.world import CNI_POLICY_ARN, NodeGroup, World
 from sgmesh.api import models
 from sgmesh.aws import client, reconcile, roles
 from sgmesh.engine import planning
+from tests.support.fault_proxy import ThrottlingProxy
 
 IAM_OPERATIONS = frozenset(botocore.session.get_session().get_service_model("iam").operation_names)
 CLUSTER = "test-cluster"
@@ -127,7 +130,10 @@ def test_a_record_tag_removed_by_hand_is_seen_within_one_iam_refresh(
 
     assert KEY not in after.topology.roles["eks-a"].tags
     assert after.plan.empty
-    assert clients.calls["ListRoleTags"] == clients.calls["GetInstanceProfile"] == 2
+    assert clients.calls["ListRoleTags"] == 2
+    # The profiles came back from one listing of the account's instance profiles.
+    assert clients.calls["ListInstanceProfiles"] == 1
+    assert clients.calls["GetInstanceProfile"] == 0
     restarted = reconcile.converge(clients, mesh(["eks-a", "eks-b"]), operator_settings(clock))
     assert restarted.topology.roles == after.topology.roles
 
@@ -276,3 +282,72 @@ def test_a_restart_reads_afresh_and_decides_the_same(
         restarted = plans(clients, operator_settings(clock), spec)
         assert remembering == restarted
         assert remembering  # something to decide, every time
+
+
+def test_a_profile_the_shared_listing_does_not_name_is_read_by_name(
+    world: World, clients: client.AwsClients
+) -> None:
+    """The listing is no answer about a profile it does not name: it may predate it. A node
+    group made after it is read by name, and meshed."""
+    clock = Clock()
+    settings, _ = steady(world, clients, clock, ["eks-a"])
+    world.node_group("eks-b")  # after the listing, which is still shared
+
+    calls = converge(clients, settings, mesh(["eks-a", "eks-b"]))
+
+    assert calls["ListInstanceProfiles"] == 0
+    assert calls["GetInstanceProfile"] == 1
+    assert world.role_tags("eks-b")[KEY] == CNI_POLICY_ARN
+    assert CNI_POLICY_ARN in world.attached_policy_arns("eks-b")
+
+
+def test_profiles_unknown_after_the_share_are_listed_again_in_one_call(
+    world: World, clients: client.AwsClients
+) -> None:
+    clock = Clock()
+    settings, _ = steady(world, clients, clock, ["eks-a"])
+    world.node_group("eks-b")
+    world.node_group("eks-c")
+    clock.now += roles.SWEEP_SHARE_SECONDS
+
+    calls = converge(clients, settings, mesh(["eks-a", "eks-b", "eks-c"]))
+
+    assert calls["ListInstanceProfiles"] == 1
+    assert calls["GetInstanceProfile"] == 0
+    for name in ("eks-b", "eks-c"):
+        assert CNI_POLICY_ARN in world.attached_policy_arns(name)
+
+
+def test_an_identity_that_may_not_list_profiles_reads_them_by_name(
+    world: World, fault_proxy: ThrottlingProxy
+) -> None:
+    """An operator upgraded before its IAM policy: the refused listing is no answer about
+    any profile; each is read by name, and the listing is tried again after one refresh."""
+    clock = Clock()
+    for name in ("eks-a", "eks-b", "eks-c"):
+        world.node_group(name)
+    fault_proxy.refuse["ListInstanceProfiles"] = ("AccessDenied", 403)
+    clients = client.make_clients()
+    settings = operator_settings(clock)
+
+    calls = converge(clients, settings, mesh(["eks-a", "eks-b"]))
+
+    assert calls["ListInstanceProfiles"] == 1
+    assert calls["GetInstanceProfile"] == 2
+    for name in ("eks-a", "eks-b"):
+        assert CNI_POLICY_ARN in world.attached_policy_arns(name)
+
+    # Not asked again within the refresh, even when the share is over.
+    clock.now += roles.SWEEP_SHARE_SECONDS
+    calls = converge(clients, settings, mesh(["eks-a", "eks-b", "eks-c"]))
+    assert calls["ListInstanceProfiles"] == 0
+    assert calls["GetInstanceProfile"] == 1
+    assert CNI_POLICY_ARN in world.attached_policy_arns("eks-c")
+
+    # After the refresh the listing is tried again, and granted now.
+    del fault_proxy.refuse["ListInstanceProfiles"]
+    clock.now += REFRESH_SECONDS
+    calls = converge(clients, settings, mesh(["eks-a", "eks-b", "eks-c"]))
+    assert calls["ListInstanceProfiles"] == 1
+    assert calls["GetInstanceProfile"] == 0
+    assert fault_proxy.refused["ListInstanceProfiles"] == 1

@@ -77,7 +77,9 @@ def test_a_restart_reads_each_roles_tags_once_whatever_the_number_of_meshes(
     assert clients.mutating_calls == 0
     # One sweep for all: every role's tags once; each mesh's own roles come from it.
     assert clients.calls["ListRoleTags"] == roles_attached
-    assert clients.calls["GetInstanceProfile"] == roles_attached
+    # One listing of the account's instance profiles answers for every mesh's profiles.
+    assert clients.calls["ListInstanceProfiles"] == 1
+    assert clients.calls["GetInstanceProfile"] == 0
     # The sweep's listing answers for every mesh's own policy too (the default CNI policy).
     assert clients.calls["ListEntitiesForPolicy"] == 1
 

@@ -26,7 +26,7 @@ def test_throttled_reads_are_retried_and_the_mesh_still_converges(
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    fault_proxy.throttle.update({"DescribeAutoScalingGroups": 2, "GetInstanceProfile": 2})
+    fault_proxy.throttle.update({"DescribeAutoScalingGroups": 2, "ListInstanceProfiles": 2})
     clients = client.make_clients()
 
     outcome = reconcile.converge(clients, MESH, reconcile.Settings())
@@ -34,7 +34,7 @@ def test_throttled_reads_are_retried_and_the_mesh_still_converges(
     assert outcome.converged
     assert fault_proxy.throttled == {
         "DescribeAutoScalingGroups": 2,
-        "GetInstanceProfile": 2,
+        "ListInstanceProfiles": 2,
     }
     assert fault_proxy.requests["DescribeAutoScalingGroups"] == 3  # two throttled, then answered
     assert clients.calls["DescribeAutoScalingGroups"] == 1  # one call, retried inside botocore
@@ -45,7 +45,7 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
 ) -> None:
     world.node_group("eks-a")
     world.node_group("eks-b")
-    fault_proxy.throttle["GetInstanceProfile"] = 100
+    fault_proxy.throttle["ListInstanceProfiles"] = 100
     clients = client.make_clients(max_attempts=3)
 
     with pytest.raises(botocore.exceptions.ClientError) as raised:
@@ -54,7 +54,8 @@ def test_throttling_beyond_the_retries_stops_before_any_write_and_is_unavailable
     failure = errors.classify(raised.value)
     assert failure.kind is errors.ErrorKind.UNAVAILABLE
     assert failure.code == "Throttling"
-    assert fault_proxy.throttled["GetInstanceProfile"] == 3
+    assert fault_proxy.throttled["ListInstanceProfiles"] == 3
+    assert "GetInstanceProfile" not in fault_proxy.requests  # a refused listing is no answer
     writes = {action for action in fault_proxy.requests if action in client.MUTATING_OPERATIONS}
     assert writes == set()
 

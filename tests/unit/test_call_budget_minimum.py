@@ -1,6 +1,7 @@
 """The call budget's minimum of IAM, stated from what the data requires rather than from the
 code's reads: a steady resync needs one listing of the CNI policy's roles whatever the number
-of roles, and only profiles and roles the process holds no answer for are read by name. And
+of roles, and only profiles and roles the process holds no answer for are read: the profiles
+in one listing of the account's, the roles by name. And
 which steady applies the verdict judges: every world of at least 50 ASGs, and the largest."""
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from bench.call_budget.minimum import RULE_PAGE, Facts, Measurement, Minimum
 OPERATION = "DescribeSecurityGroupRules"
 
 
-def facts(roles: int, *, unknown: int = 0, remembered: bool = True) -> Facts:
+def facts(
+    roles: int, *, unknown: int = 0, remembered: bool = True, account_profiles: int | None = None
+) -> Facts:
     return Facts(
         asgs=roles,
         templates=roles,
@@ -30,6 +33,7 @@ def facts(roles: int, *, unknown: int = 0, remembered: bool = True) -> Facts:
         roles_lacking_policy=0,
         profiles_unknown=unknown,
         roles_unknown=unknown,
+        account_profiles=account_profiles if account_profiles is not None else roles,
     )
 
 
@@ -44,14 +48,25 @@ def test_a_steady_resync_needs_one_listing_of_the_policys_roles_whatever_their_n
     assert iam(minimum.minimum(facts(2500)))["ListEntitiesForPolicy"] == Minimum(3, 1)
 
 
-def test_profiles_and_roles_the_process_does_not_know_are_read_by_name() -> None:
+def test_profiles_the_process_does_not_know_are_listed_and_roles_read_by_name() -> None:
     cold = iam(minimum.minimum(facts(200, unknown=200, remembered=False)))
     assert cold == {
         "ListEntitiesForPolicy": Minimum(1, 1),
-        "GetInstanceProfile": Minimum(200, 200),
+        "ListInstanceProfiles": Minimum(1, 1),
         "ListRoleTags": Minimum(200, 200),
     }
     assert "ListAttachedRolePolicies" not in cold  # the listing says which roles hold it
+
+
+def test_profiles_are_read_in_pages_of_the_account_or_by_name_whichever_is_fewer() -> None:
+    # AWS pages the account's 4,500 profiles by 1,000; moto answers in one page.
+    assert iam(minimum.minimum(facts(200, unknown=200, account_profiles=4500)))[
+        "ListInstanceProfiles"
+    ] == Minimum(5, 1)
+    assert iam(minimum.minimum(facts(200, unknown=2, account_profiles=4500)))[
+        "ListInstanceProfiles"
+    ] == Minimum(2, 1)
+    assert "ListInstanceProfiles" not in iam(minimum.minimum(facts(200)))
 
 
 def test_attach_false_needs_no_iam_call() -> None:

@@ -6,6 +6,7 @@ or the client's hooks are called in the order botocore calls them for two thread
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -237,3 +238,115 @@ def test_a_read_begun_after_a_write_was_answered_is_kept(
     keep(memory, "node-role")
 
     assert memory.role_tags("node-role") == TAGS
+
+
+# ---- The shared listing of instance profiles ----------------------------------------------
+
+
+class Listing:
+    """What `RoleMemory.list_profiles` reads: the account's profiles, over `pages` pages."""
+
+    def __init__(self, profiles: dict[str, tuple[str, ...]], pages: int = 1) -> None:
+        self.profiles = profiles
+        self.pages = pages
+        self.reads = 0
+
+    def __call__(self) -> tuple[dict[str, tuple[str, ...]], int]:
+        self.reads += 1
+        return self.profiles, self.pages
+
+
+def refusal(code: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": code}}, "ListInstanceProfiles"
+    )
+
+
+def test_listed_profiles_are_kept_as_if_read_by_name(
+    memory: roles.RoleMemory, clock: Clock
+) -> None:
+    listing = Listing({"ng-a": ("role-a",), "empty": ()})
+
+    assert memory.list_profiles(2, listing) == {"ng-a"}
+
+    assert memory.profile_roles("ng-a") == ("role-a",)
+    assert memory.profile_roles("empty") is None  # a profile without a role is a problem
+    clock.now += REFRESH
+    assert memory.profile_roles("ng-a") is None
+
+
+def test_a_listing_is_shared_for_the_share_seconds(memory: roles.RoleMemory, clock: Clock) -> None:
+    listing = Listing({"ng-a": ("role-a",)})
+    memory.list_profiles(1, listing)
+
+    clock.now += roles.SWEEP_SHARE_SECONDS - 1
+    assert memory.list_profiles(1, listing) == frozenset()
+    clock.now += 1
+    assert memory.list_profiles(1, listing) == {"ng-a"}
+    assert listing.reads == 2
+
+
+def test_a_listing_of_more_pages_than_profiles_to_read_is_not_made_again(
+    memory: roles.RoleMemory, clock: Clock
+) -> None:
+    listing = Listing({"ng-a": ("role-a",)}, pages=3)
+    memory.list_profiles(5, listing)
+    clock.now += roles.SWEEP_SHARE_SECONDS
+
+    assert memory.list_profiles(2, listing) == frozenset()  # two by name cost less
+    assert memory.list_profiles(3, listing) == {"ng-a"}
+    assert listing.reads == 2
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "AccessDeniedException"])
+def test_a_refused_listing_is_tried_again_after_one_refresh(
+    memory: roles.RoleMemory, clock: Clock, code: str
+) -> None:
+    def refused() -> tuple[dict[str, tuple[str, ...]], int]:
+        raise refusal(code)
+
+    assert memory.list_profiles(3, refused) == frozenset()
+    clock.now += REFRESH - 1
+    listing = Listing({"ng-a": ("role-a",)})
+    assert memory.list_profiles(3, listing) == frozenset()
+    clock.now += 1
+    assert memory.list_profiles(3, listing) == {"ng-a"}
+
+
+@pytest.mark.parametrize("code", ["Throttling", "ServiceUnavailable"])
+def test_a_listing_that_failed_otherwise_raises_and_is_made_again(
+    memory: roles.RoleMemory, code: str
+) -> None:
+    def failed() -> tuple[dict[str, tuple[str, ...]], int]:
+        raise refusal(code)
+
+    with pytest.raises(botocore.exceptions.ClientError):
+        memory.list_profiles(3, failed)
+    listing = Listing({"ng-a": ("role-a",)})
+    assert memory.list_profiles(3, listing) == {"ng-a"}
+
+
+def test_callers_that_come_while_a_listing_is_read_wait_for_it(
+    memory: roles.RoleMemory,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    listing = Listing({"ng-a": ("role-a",)})
+
+    def slow() -> tuple[dict[str, tuple[str, ...]], int]:
+        started.set()
+        release.wait(5)
+        return listing()
+
+    first = threading.Thread(target=memory.list_profiles, args=(1, slow))
+    first.start()
+    assert started.wait(5)
+    answers: list[frozenset[str]] = []
+    second = threading.Thread(target=lambda: answers.append(memory.list_profiles(1, listing)))
+    second.start()
+    release.set()
+    first.join(5)
+    second.join(5)
+
+    assert listing.reads == 1
+    assert answers == [frozenset()]  # it found the first caller's answer kept
+    assert memory.profile_roles("ng-a") == ("role-a",)

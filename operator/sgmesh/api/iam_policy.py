@@ -151,7 +151,7 @@ def policy(scope: ClusterScope) -> dict[str, Any]:
             _statement("FindRolesOfTheCniPolicy", ["iam:ListEntitiesForPolicy"], [cni_policy]),
             _statement(
                 "ReadInstanceProfiles",
-                ["iam:GetInstanceProfile"],
+                ["iam:GetInstanceProfile", "iam:ListInstanceProfiles"],
                 [scope.iam_arn("instance-profile/*")],
             ),
             _statement(

@@ -9,7 +9,11 @@ only when somebody changes it — instance profile → role, and the tags on a r
 record of the attachments it made) — is kept in the process's `RoleMemory` between
 reconciles, and read again:
 
-- when the launch data names a profile or role that is not remembered;
+- when the launch data names a profile or role that is not remembered: a profile from one
+  listing of the account's instance profiles (`ListInstanceProfiles`, paged by 1,000, each
+  with its role), shared by every mesh for `SWEEP_SHARE_SECONDS` (`RoleMemory.list_profiles`),
+  and by name (`GetInstanceProfile`) when the listing does not name it or costs more pages than
+  the profiles to read; a role's tags by name;
 - when the process itself writes to a role (TagRole, UntagRole, AttachRolePolicy,
   DetachRolePolicy through clients a discovery used): it forgets that role when the write is
   sent and again when it is answered, and a read that overlapped a write is not kept;
@@ -54,11 +58,15 @@ changed or `attach` turned false, the mesh was deleted) are found in two ways:
   ever skips a role with nothing to release. Deletion sweeps afresh, on its own.
 
 It must never write to AWS, and never conclude that something is gone from an error: a role
-or instance profile is absent only on a `NoSuchEntity` answer to a request for it by name.
+or instance profile is absent only on a `NoSuchEntity` answer to a request for it by name (a
+listing that does not name a profile is no such answer: it may predate the profile). An
+identity whose policy predates `iam:ListInstanceProfiles` reads profiles by name, as before,
+and tries the listing again after one IAM refresh.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -97,6 +105,8 @@ _WRITTEN_ROLE = "sgmesh_role_written"
 _WRITTEN_KEYS = "sgmesh_role_written_keys"
 
 
+log = logging.getLogger("sgmesh")
+
 _Value = TypeVar("_Value")
 
 
@@ -124,6 +134,16 @@ class _Sweep:
     written: dict[str, set[str]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _ProfileListing:
+    """The last listing of the account's instance profiles: when it began, the pages it took,
+    and whether IAM refused it (the identity may not list)."""
+
+    began_at: float
+    pages: int
+    refused: bool = False
+
+
 class RoleMemory:
     """What one process keeps of IAM between reconciles; safe to share across threads.
 
@@ -134,7 +154,8 @@ class RoleMemory:
       process to the role (`watch`).
     - The last sweep of the roles a set of policies is attached to, with their tags, for
       `SWEEP_SHARE_SECONDS`: the meshes that start together sweep the account once between
-      them (`shared_sweep`), not once each.
+      them (`shared_sweep`), not once each. Likewise the last listing of instance profiles
+      (`list_profiles`), whose answers are kept as if each profile had been read by name.
     """
 
     def __init__(
@@ -153,6 +174,8 @@ class RoleMemory:
         self._generation = 0  # grows at every write to a role, sent or answered
         self._sweeps: dict[tuple[str, ...], _Sweep] = {}
         self._sweep_gates: dict[tuple[str, ...], threading.Lock] = {}
+        self._listing: _ProfileListing | None = None
+        self._listing_gate = threading.Lock()
         self._hook_id = f"sgmesh.role-memory.{id(self)}"
 
     # ---- per mesh -----------------------------------------------------------------------------
@@ -253,6 +276,50 @@ class RoleMemory:
                             self._role_tags[f"role/{role_name}"] = _Kept(dict(tags), self._clock())
                 return swept, self._written(sweep, tag_key)
 
+    def list_profiles(
+        self, unknown: int, read: Callable[[], tuple[Mapping[str, Sequence[str]], int]]
+    ) -> frozenset[str]:
+        """Keep what one listing of the account's instance profiles answers (`read`: each
+        profile's roles, and the pages it took), as if each profile had been read by name.
+        Returns the profiles this call listed: a caller that finds its profiles kept without
+        listing them took them from memory.
+
+        `unknown`: the profiles the caller holds no answer for. The listing is skipped when
+        one began less than `SWEEP_SHARE_SECONDS` ago (what it named is kept already), when
+        the last one took more pages than `unknown` (reading each by name costs less), and
+        for one IAM refresh after IAM refused it. One caller lists at a time; the others wait
+        for its answer."""
+        with self._listing_gate:
+            with self._lock:
+                last, began_at = self._listing, self._clock()
+                if last is not None and (
+                    began_at - last.began_at < SWEEP_SHARE_SECONDS
+                    or last.pages > unknown
+                    or (last.refused and began_at - last.began_at < self.refresh_seconds)
+                ):
+                    return frozenset()
+            try:
+                listed, pages = read()
+            except botocore.exceptions.ClientError as error:
+                if not errors.answered(error, errors.ACCESS_DENIED_CODES):
+                    raise
+                log.warning(
+                    "IAM refused ListInstanceProfiles (%s): instance profiles are read by name "
+                    "until the next IAM refresh; grant iam:ListInstanceProfiles (see "
+                    "`sgmesh iam-policy`) to read them in one listing",
+                    errors.error_code(error),
+                )
+                with self._lock:
+                    self._listing = _ProfileListing(began_at, pages=0, refused=True)
+                return frozenset()
+            with self._lock:
+                self._listing = _ProfileListing(began_at, pages)
+                self._drop_expired(self._profiles)
+                kept = {name: tuple(roles) for name, roles in listed.items() if roles}
+                for name, role_names in kept.items():
+                    self._profiles[f"profile/{name}"] = _Kept(role_names, began_at)
+                return frozenset(kept)
+
     @staticmethod
     def _written(sweep: _Sweep, tag_key: str) -> frozenset[str]:
         # Caller holds the lock.
@@ -351,18 +418,26 @@ def resolve_profiles(
     read_again: Collection[str] = (),
 ) -> ProfileRoles:
     """Instance profiles → roles: from `memory` where it knows the profile (unless named in
-    `read_again`), else each asked for by name; only NoSuchEntity makes one absent. Only a
-    profile that holds a role is remembered: any other is a problem, read at every reconcile."""
+    `read_again`), else from the listing it shares (`RoleMemory.list_profiles`), else each
+    asked for by name; only NoSuchEntity makes one absent. Only a profile that holds a role is
+    remembered: any other is a problem, read at every reconcile."""
     found: dict[str, tuple[str, ...]] = {}
     unresolved: dict[str, tuple[str, ...]] = {}
     remembered: set[str] = set()
-    for name in sorted(set(profile_names)):
+    names = sorted(set(profile_names))
+    listed: frozenset[str] = frozenset()
+    if memory is not None:
+        unknown = [n for n in names if n not in read_again and memory.profile_roles(n) is None]
+        if unknown:
+            listed = memory.list_profiles(len(unknown), partial(_list_profiles, clients))
+    for name in names:
         kept = None
         if memory is not None and name not in read_again:
             kept = memory.profile_roles(name)
         if kept is not None:
             found[name] = kept
-            remembered.add(name)
+            if name not in listed:
+                remembered.add(name)
             continue
         try:
             profile = clients.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
@@ -577,6 +652,21 @@ def _role_tags(clients: client.AwsClients, name: str) -> dict[str, str] | None:
             raise
         return None
     return tags
+
+
+def _list_profiles(clients: client.AwsClients) -> tuple[dict[str, tuple[str, ...]], int]:
+    """Every instance profile of the account with the roles it holds, and the pages read."""
+    profiles: dict[str, tuple[str, ...]] = {}
+    pages = 0
+    for page in clients.iam.get_paginator("list_instance_profiles").paginate(
+        PaginationConfig={"PageSize": IAM_PAGE_SIZE}
+    ):
+        pages += 1
+        for profile in page.get("InstanceProfiles", []):
+            profiles[profile["InstanceProfileName"]] = tuple(
+                role["RoleName"] for role in profile.get("Roles", [])
+            )
+    return profiles, pages
 
 
 def _sweep(clients: client.AwsClients, policy_arns: Sequence[str]) -> SweptRoles:
