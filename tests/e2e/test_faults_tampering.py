@@ -1,6 +1,7 @@
 """Out-of-band changes in AWS, each repaired at the next resync with nothing unowned touched:
 an owner tag removed, the CNI policy detached, a rule deleted, the SG of a launch template
-swapped for another.
+swapped for another; and a node role's record of the attachment the mesh made, removed by
+hand, written again within one IAM refresh (after a restart too).
 
 Each test ends with AWS exact: no rule lost, duplicated or orphaned, and the rules sgmesh does
 not own untouched.
@@ -118,3 +119,61 @@ def test_security_group_swapped_in_the_launch_template_moves_the_mesh(
     assert meshes.wait_ready("mesh", DEADLINE, operator.log_tail)["status"]["members"][0][
         "securityGroupIds"
     ] == [new_group_id]
+
+
+# The shortest IAM refresh the operator takes: a record tag removed by hand is seen within it.
+IAM_REFRESH_SECONDS = 10
+
+
+def test_a_role_record_removed_by_hand_is_written_again_within_one_iam_refresh(
+    world: World, meshes: Meshes, start_operator: Callable[..., Operator]
+) -> None:
+    quick = quick_resync()
+    operator = start_operator(
+        extra_args=(*quick["extra_args"], "--iam-refresh-seconds", str(IAM_REFRESH_SECONDS)),
+        extra_env=quick["extra_env"],
+    )
+    groups = [world.node_group(f"eks-{name}") for name in "abc"]
+    meshes.create("mesh", SPEC)
+    meshes.wait_ready("mesh", DEADLINE, operator.log_tail)
+    key, tampered = owner_key("mesh"), groups[1].role
+    assert world.role_tags(tampered)[key] == CNI_POLICY_ARN
+
+    world.clients.iam.untag_role(RoleName=tampered, TagKeys=[key])
+
+    wait_until(
+        lambda: world.role_tags(tampered).get(key) == CNI_POLICY_ARN,
+        IAM_REFRESH_SECONDS + REPAIR_DEADLINE,
+        "the record written again",
+        operator.log_tail,
+    )
+    assert all(CNI_POLICY_ARN in world.attached_policy_arns(group.role) for group in groups)
+    status = meshes.wait_ready("mesh", DEADLINE, operator.log_tail)["status"]["cniPolicy"]
+    assert status["ownedRoles"] == sorted(group.role for group in groups)
+
+
+def test_a_role_record_removed_while_the_operator_was_down_is_written_again_after_it(
+    world: World, meshes: Meshes, start_operator: Callable[..., Operator]
+) -> None:
+    """The mesh's status, not the process's memory, says the attachment was the mesh's: a new
+    process reads the role afresh and decides as the old one would have."""
+    first = start_operator(**quick_resync())
+    groups = [world.node_group(f"eks-{name}") for name in "abc"]
+    meshes.create("mesh", SPEC)
+    meshes.wait_ready("mesh", DEADLINE, first.log_tail)
+    first.stop()
+    key, tampered = owner_key("mesh"), groups[0].role
+    world.clients.iam.untag_role(RoleName=tampered, TagKeys=[key])
+
+    second = start_operator(**quick_resync())
+
+    wait_until(
+        lambda: world.role_tags(tampered).get(key) == CNI_POLICY_ARN,
+        REPAIR_DEADLINE,
+        "the record written again",
+        second.log_tail,
+    )
+    # Nobody else's attachment was claimed: the other roles carry the mesh's record as before.
+    assert {group.role for group in groups if key in world.role_tags(group.role)} == {
+        group.role for group in groups
+    }

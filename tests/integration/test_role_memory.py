@@ -1,10 +1,10 @@
 """What the process remembers of IAM (`sgmesh.aws.roles.RoleMemory`) against a moto server:
 drift made by hand is still followed — a CNI policy detached, within one resync; a record tag
-removed, within one IAM refresh; a member's new instance profile, within one resync; a profile
-that now holds another role, within one refresh — profiles come from one shared listing of
-the account's (by name where it does not name them, or may not be made), no removal is
-decided from memory, and a process that remembers nothing decides what one that remembers
-does."""
+removed, written again within one IAM refresh (the mesh's status says the attachment is its
+own); a member's new instance profile, within one resync; a profile that now holds another
+role, within one refresh — profiles come from one shared listing of the account's (by name
+where it does not name them, or may not be made), no removal is decided from memory, and a
+process that remembers nothing decides what one that remembers does."""
 
 from __future__ import annotations
 
@@ -109,35 +109,63 @@ def test_a_policy_detached_by_hand_is_attached_again_at_the_next_resync(
     )
 
 
-def test_a_record_tag_removed_by_hand_is_seen_within_one_iam_refresh(
+def test_a_record_tag_removed_by_hand_is_written_again_within_one_iam_refresh(
     world: World, clients: client.AwsClients
 ) -> None:
-    """The policy stays attached, so nothing is written either way: an attachment without
-    the mesh's record is one the mesh never claims (`planning.role_actions`). What the
-    refresh changes is what the mesh believes, and so what it would do when the role leaves:
-    after it, the same as a process that just started."""
+    """Memory hides the removal until the role's tags are read again, at the refresh at the
+    latest; the mesh's status (`status.cniPolicy.ownedRoles`) says the attachment is the
+    mesh's, so the record is written again. A process that just started, with the same
+    status, decides the same."""
     clock = Clock()
     settings, _ = steady(world, clients, clock, ["eks-a", "eks-b"])
+    spec = mesh(["eks-a", "eks-b"])
+    status = reconcile.converge(clients, spec, settings).cni_policy()
+    assert status.owned_roles == ["eks-a", "eks-b"]
     world.clients.iam.untag_role(RoleName="eks-a", TagKeys=[KEY])
 
     clock.now += REFRESH_SECONDS / 2 - 1  # every answer is kept at least half the refresh
-    before = reconcile.converge(clients, mesh(["eks-a", "eks-b"]), settings)
+    before = reconcile.converge(clients, spec, settings, recorded_cni=status)
     assert before.topology.roles["eks-a"].tags.get(KEY) == CNI_POLICY_ARN  # remembered
+    assert before.plan.empty
 
     clock.now += REFRESH_SECONDS / 2 + 1
     clients.calls.clear()
-    after = reconcile.converge(clients, mesh(["eks-a", "eks-b"]), settings)
+    after = reconcile.converge(clients, spec, settings, recorded_cni=before.cni_policy())
 
-    assert KEY not in after.topology.roles["eks-a"].tags
-    assert after.plan.empty
+    assert [(action.kind, getattr(action, "role", "")) for action in after.plan.actions] == [
+        ("tag-role", "eks-a")
+    ]
+    assert world.role_tags("eks-a")[KEY] == CNI_POLICY_ARN
+    assert after.cni_policy().owned_roles == ["eks-a", "eks-b"]
     assert clients.calls["ListRoleTags"] == 2
     # The profiles came back from one listing of the account's instance profiles.
     assert clients.calls["ListInstanceProfiles"] == 1
     assert clients.calls["GetInstanceProfile"] == 0
-    restarted = reconcile.converge(clients, mesh(["eks-a", "eks-b"]), operator_settings(clock))
-    assert restarted.topology.roles == after.topology.roles
 
-    # eks-a leaves: its attachment is not the mesh's any more, so it stays.
+    world.clients.iam.untag_role(RoleName="eks-a", TagKeys=[KEY])
+    restarted = reconcile.converge(
+        clients, spec, operator_settings(clock), recorded_cni=after.cni_policy()
+    )
+    assert [(action.kind, getattr(action, "role", "")) for action in restarted.plan.actions] == [
+        ("tag-role", "eks-a")
+    ]
+    assert world.role_tags("eks-a")[KEY] == CNI_POLICY_ARN
+
+
+def test_without_the_meshs_status_a_record_removed_by_hand_is_not_claimed_again(
+    world: World, clients: client.AwsClients
+) -> None:
+    """`sgmesh apply` has no status: after the refresh it sees the attachment without the
+    mesh's record, which it never claims, so the attachment stays when its role leaves."""
+    clock = Clock()
+    settings, _ = steady(world, clients, clock, ["eks-a", "eks-b"])
+    world.clients.iam.untag_role(RoleName="eks-a", TagKeys=[KEY])
+    clock.now += REFRESH_SECONDS
+
+    after = reconcile.converge(clients, mesh(["eks-a", "eks-b"]), settings)
+
+    assert KEY not in after.topology.roles["eks-a"].tags
+    assert after.plan.empty
     converge(clients, settings, mesh(["eks-b"]))
     assert CNI_POLICY_ARN in world.attached_policy_arns("eks-a")
 

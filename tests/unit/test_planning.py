@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from sgmesh.api import models
 from sgmesh.engine import planning
 from sgmesh.engine.ingress import IngressRule, Permission, PrefixList
 from sgmesh.engine.topology import Problem, ProblemKind
@@ -332,6 +333,80 @@ def test_recorded_attachment_detached_by_hand_is_attached_again() -> None:
         member("a", "sg-a", roles=["ra"]), roles=[role("ra", tags={OWNER.tag_key: CNI})]
     )
     assert kinds(planning.plan(current, intent(traffic=()))) == ["attach"]
+
+
+def test_a_record_removed_by_hand_from_a_role_the_status_lists_as_owned_is_written_again() -> None:
+    current = world(
+        member("a", "sg-a", roles=["ra", "rb"]), roles=[role("ra", CNI), role("rb", CNI)]
+    )
+    recorded = dataclasses.replace(intent(traffic=()), recorded_roles=frozenset({"ra"}))
+
+    plan = planning.plan(current, recorded)
+
+    # Only the record: the attachment is there. rb's attachment was never the mesh's.
+    assert [(a.kind, getattr(a, "role", "")) for a in plan.actions] == [("tag-role", "ra")]
+    (restoring,) = plan.actions
+    assert isinstance(restoring, planning.TagRole)
+    assert restoring.restores
+    assert "removed by hand" in restoring.reason
+    after = carry_out(current, plan, OWNER)
+    assert after.roles["ra"].tags == {OWNER.tag_key: CNI}
+    assert planning.plan(after, recorded).empty
+
+
+def test_a_role_the_status_lists_is_not_recorded_again_unless_it_still_holds_the_policy() -> None:
+    recorded = dataclasses.replace(intent(traffic=()), recorded_roles=frozenset({"ra"}))
+    # Detached and untagged by hand: attached again and recorded, as any member role lacking it.
+    lacking = world(member("a", "sg-a", roles=["ra"]), roles=[role("ra")])
+    assert [
+        (a.kind, getattr(a, "restores", False)) for a in planning.plan(lacking, recorded).actions
+    ] == [
+        ("tag-role", False),
+        ("attach", False),
+    ]
+    # No longer a member: nothing is claimed.
+    left = world(member("a", "sg-a"), roles=[role("ra", CNI)])
+    assert planning.plan(left, dataclasses.replace(recorded, traffic=())).empty
+    # The mesh attaches nothing now (IRSA): nothing is claimed.
+    irsa = world(member("a", "sg-a", roles=["ra"]), roles=[role("ra", CNI)])
+    assert planning.plan(irsa, dataclasses.replace(recorded, attach_cni=False)).empty
+
+
+def test_roles_recorded_for_another_policy_are_not_claimed_for_this_one() -> None:
+    custom = "arn:aws:iam::123456789012:policy/cni"
+    spec = models.NodeGroupMeshSpec.model_validate(
+        {"autoScalingGroups": {"names": ["a"]}, "cniPolicy": {"policyArn": custom}}
+    )
+    stale = models.CniPolicyStatus(policy_arn=CNI, owned_roles=["ra"])
+    same = models.CniPolicyStatus(policy_arn=custom, owned_roles=["ra"])
+
+    assert (
+        planning.Intent.from_spec(spec, OWNER, "us-east-1", recorded=stale).recorded_roles
+        == frozenset()
+    )
+    assert planning.Intent.from_spec(spec, OWNER, "us-east-1", recorded=same).recorded_roles == {
+        "ra"
+    }
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {},
+        {"cniPolicy": None},
+        {"cniPolicy": {"policyArn": CNI, "ownedRoles": "ra"}},
+        {"cniPolicy": {"policyArn": CNI, "ownedRoles": ["ra"], "addedByHand": True}},
+        None,
+    ],
+)
+def test_a_status_without_a_cni_record_sgmesh_writes_records_nothing(status: Any) -> None:
+    assert models.recorded_cni_policy(status) is None
+
+
+def test_the_cni_record_is_read_from_the_status_as_sgmesh_writes_it() -> None:
+    written = models.CniPolicyStatus(policy_arn=CNI, attached_roles=["ra"], owned_roles=["ra"])
+    status = {"cniPolicy": written.model_dump(mode="json", by_alias=True)}
+    assert models.recorded_cni_policy(status) == written
 
 
 def orphan(rule_id: str, group: str, source: str, made_by: Any) -> IngressRule:

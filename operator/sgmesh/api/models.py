@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
@@ -50,6 +51,7 @@ __all__ = [
     "cni_policy_arn",
     "iam_name",
     "partition_of",
+    "recorded_cni_policy",
     "validate_cluster_name",
 ]
 
@@ -662,8 +664,10 @@ class CniPolicyStatus(_Model):
     owned_roles: list[str] = Field(
         default_factory=list,
         description="Of those, the roles whose attachment this mesh made and recorded (the "
-        "role's sgmesh.io tag): the only ones it ever detaches. An attachment someone else "
-        "made, or one kept by retainOnRemoval after the mesh released it, is never adopted.",
+        "role's sgmesh.io tag): the only ones it ever detaches. A record removed by hand from "
+        "one of them is written again (and the role stays listed until it is). An attachment "
+        "someone else made, or one kept by retainOnRemoval after the mesh released it, is "
+        "never adopted.",
     )
 
 
@@ -823,6 +827,18 @@ def partition_of(region: str) -> str:
         if region.startswith(prefix):
             return partition
     return "aws"
+
+
+def recorded_cni_policy(status: Any) -> CniPolicyStatus | None:
+    """The CNI policy as a mesh's status last recorded it (`status.cniPolicy`); None when the
+    status holds none, or one that is not what sgmesh writes (edited by hand): no record."""
+    recorded = status.get("cniPolicy") if isinstance(status, Mapping) else None
+    if recorded is None:
+        return None
+    try:
+        return CniPolicyStatus.model_validate(recorded)
+    except pydantic.ValidationError:
+        return None
 
 
 def cni_policy_arn(spec: NodeGroupMeshSpec, region: str) -> str:

@@ -117,6 +117,13 @@ class Outcome:
             if self.policy_arn in role.attached_policy_arns
         }
         owned = {name for name, role in self.topology.roles.items() if self.owner.owns(role.tags)}
+        # A record removed by hand stays the mesh's until it is written again: while that
+        # write waits (dry run) or fails, the status still names the role.
+        owned.update(
+            action.role
+            for action in self.plan.actions
+            if isinstance(action, planning.TagRole) and action.restores
+        )
         for action in self.applied.done if self.applied is not None else ():
             match action:
                 case planning.AttachPolicy(role=role) if action.policy_arn == self.policy_arn:
@@ -147,12 +154,14 @@ def converge(
     cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS,
     *,
     fresh: bool = False,
+    recorded_cni: models.CniPolicyStatus | None = None,
 ) -> Outcome:
     """Reconcile one mesh. Writes only when `write` and the spec's mode is Enforce.
 
     `cluster`: the members its Kubernetes sources name (`sgmesh.kube.sources`), and whether
     aws-node uses IRSA. `fresh`: read AWS as it is now, not what a discovery of the last
-    seconds read (see `discovery.discover`)."""
+    seconds read (see `discovery.discover`). `recorded_cni`: the mesh's status of the CNI
+    policy, whose owned roles get back a record tag removed by hand (`planning.Intent`)."""
     owner = owner_of(mesh, settings)
     intent = planning.Intent.from_spec(
         mesh.spec,
@@ -161,6 +170,7 @@ def converge(
         settings.rules_per_security_group,
         cluster,
         boundary=settings.boundary,
+        recorded=recorded_cni,
     )
     topology = discovery.discover(clients, intent, settings.role_memory, fresh=fresh)
     plan = planning.plan(topology, intent)

@@ -437,7 +437,8 @@ def _pipeline(
     """Read the mesh's Kubernetes sources (and aws-node's own credentials, IRSA or EKS Pod
     Identity) and reconcile; in a worker thread. `previous`: the mesh's status, whose members
     of this `generation` of the spec stay meshed while their objects are gone
-    (`cluster_members.last_members`)."""
+    (`cluster_members.last_members`), and whose roles recorded as the mesh's get back a
+    record tag removed by hand."""
     cluster = cluster_members.NO_CLUSTER_MEMBERS
     if mesh.spec.uses_cluster or mesh.spec.cni_policy.attach:
         objects = sources.read(
@@ -447,5 +448,10 @@ def _pipeline(
             mesh.spec, objects, cluster_members.last_members(previous, generation)
         )
     return reconcile.converge(
-        clients, mesh, runtime.settings.pipeline, cluster=cluster, fresh=fresh
+        clients,
+        mesh,
+        runtime.settings.pipeline,
+        cluster=cluster,
+        fresh=fresh,
+        recorded_cni=models.recorded_cni_policy(previous),
     )

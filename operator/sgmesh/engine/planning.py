@@ -121,6 +121,10 @@ class Intent:
     spec: models.NodeGroupMeshSpec | None = None
     cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS
     boundary: Boundary = NO_BOUNDARY
+    # The roles whose attachment of `policy_arn` the mesh's status last listed as its own
+    # (`status.cniPolicy.ownedRoles`): on such a role still holding the policy, a missing
+    # record tag was removed by hand, and is written again (`role_actions`).
+    recorded_roles: frozenset[str] = frozenset()
 
     @classmethod
     def from_spec(
@@ -132,20 +136,27 @@ class Intent:
         cluster: cluster_members.ClusterMembers = cluster_members.NO_CLUSTER_MEMBERS,
         *,
         boundary: Boundary = NO_BOUNDARY,
+        recorded: models.CniPolicyStatus | None = None,
     ) -> Intent:
         """`cluster`: the members the spec's Kubernetes sources name, and whether aws-node has
-        its own role (the CNI policy then stays off node roles whatever `cniPolicy.attach`)."""
+        its own role (the CNI policy then stays off node roles whatever `cniPolicy.attach`).
+        `recorded`: the mesh's status of the CNI policy; its owned roles count only for the
+        policy the mesh attaches now."""
         shapes = dict.fromkeys(TrafficShape.from_traffic(entry) for entry in spec.traffic)
+        policy_arn = models.cni_policy_arn(spec, region)
         return cls(
             owner=owner,
             traffic=tuple(shapes),
             attach_cni=cluster_members.attaches_cni(spec, cluster),
-            policy_arn=models.cni_policy_arn(spec, region),
+            policy_arn=policy_arn,
             retain_cni=spec.cni_policy.retain_on_removal,
             rules_per_security_group=rules_per_security_group,
             spec=spec,
             cluster=cluster,
             boundary=boundary,
+            recorded_roles=frozenset(recorded.owned_roles)
+            if recorded is not None and recorded.policy_arn == policy_arn
+            else frozenset(),
         )
 
 
@@ -200,12 +211,14 @@ class UntagRule:
 
 @dataclass(frozen=True)
 class TagRole:
-    """Record on the role that the attachment of `policy_arn` is (also) this mesh's."""
+    """Record on the role that the attachment of `policy_arn` is (also) this mesh's.
+    `restores`: the record was the mesh's (its status says so) and was removed by hand."""
 
     role: str
     policy_arn: str
     reason: str
     kind: Literal["tag-role"] = "tag-role"
+    restores: bool = False
 
     def describe(self) -> str:
         return f"record {self.policy_arn} on role {self.role}"
@@ -575,14 +588,34 @@ def role_actions(role: topology.RoleState, intent: Intent, *, member: bool) -> l
         record_after = None
 
     # An attachment the mesh makes, or one a mesh made, is recorded; one that was there
-    # before any mesh came is never recorded, so it is never detached.
+    # before any mesh came is never recorded, so it is never detached. A record the mesh's
+    # status lists as its own but AWS no longer shows was removed by hand: written again.
+    restores = (
+        wanted is not None
+        and recorded is None
+        and name in intent.recorded_roles
+        and wanted in role.attached_policy_arns
+    )
     if wanted is not None and (
-        wanted not in role.attached_policy_arns or recorded == wanted or wanted in claimed_by_others
+        wanted not in role.attached_policy_arns
+        or recorded == wanted
+        or wanted in claimed_by_others
+        or restores
     ):
         record_after = wanted
 
     if record_after is not None and record_after != recorded:
-        actions.append(TagRole(name, record_after, f"role {name} of a member needs {record_after}"))
+        actions.append(
+            TagRole(
+                name,
+                record_after,
+                f"the record on role {name} of the attachment of {record_after} this mesh made "
+                "was removed by hand"
+                if restores
+                else f"role {name} of a member needs {record_after}",
+                restores=restores,
+            )
+        )
     if wanted is not None and wanted not in role.attached_policy_arns:
         actions.append(
             AttachPolicy(
