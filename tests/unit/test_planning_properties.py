@@ -97,13 +97,17 @@ def topologies(draw: st.DrawFn) -> Topology:
 
 @st.composite
 def intents(draw: st.DrawFn, owner: ownership.Owner = OWNER) -> planning.Intent:
-    return intent(
+    drawn = intent(
         owner=owner,
         traffic=draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=3, unique=True)),
         attach_cni=draw(st.booleans()),
         retain_cni=draw(st.booleans()),
         quota=draw(st.sampled_from([60, 60, 8, 30])),
         policy_arn=draw(st.sampled_from([CNI, CUSTOM])),
+    )
+    # The roles the mesh's status lists as its own.
+    return dataclasses.replace(
+        drawn, recorded_roles=frozenset(draw(st.sets(st.sampled_from(ROLES))))
     )
 
 
@@ -224,6 +228,32 @@ def test_only_attachments_this_mesh_alone_recorded_are_ever_detached(
             claims = {role.tags[k] for k in ownership.other_mesh_keys(role.tags, OWNER)}
             assert action.policy_arn not in claims
             assert not wanted.retain_cni
+
+
+@given(topologies(), intents())
+def test_an_attachment_is_claimed_only_when_the_mesh_makes_it_or_a_mesh_recorded_it(
+    current: Topology, wanted: planning.Intent
+) -> None:
+    """An attachment that holds no record of this mesh is claimed (tagged) only when the mesh
+    attaches the policy itself, another mesh records it, or the mesh's status lists the role
+    as its own (a record removed by hand); one that was there before any mesh never is."""
+    plan = planning.plan(current, wanted)
+    attaching = {a.role for a in plan.actions if isinstance(a, planning.AttachPolicy)}
+    for action in plan.actions:
+        if isinstance(action, planning.TagRole):
+            role = current.roles[action.role]
+            claims = {role.tags[k] for k in ownership.other_mesh_keys(role.tags, OWNER)}
+            assert (
+                action.role in attaching
+                or role.tags.get(OWNER.tag_key) is not None
+                or action.policy_arn in claims
+                or (action.restores and action.role in wanted.recorded_roles)
+            )
+            assert action.restores == (
+                action.role in wanted.recorded_roles
+                and role.tags.get(OWNER.tag_key) is None
+                and action.policy_arn in role.attached_policy_arns
+            )
 
 
 @given(topologies(), intents(), st.data())
