@@ -103,7 +103,8 @@ class Outcome:
 
     def cni_policy(self) -> models.CniPolicyStatus:
         """Which member roles hold the CNI policy and which of those attachments are this
-        mesh's (its record tag on the role), after the writes that succeeded.
+        mesh's (its record tag on the role, naming this policy), after the writes that
+        succeeded.
 
         An attachment is the mesh's only while its record is there: one it released (IRSA
         turned on, a member gone, with `retainOnRemoval: true`) stays in AWS but is no longer
@@ -116,7 +117,14 @@ class Outcome:
             for name, role in self.topology.roles.items()
             if self.policy_arn in role.attached_policy_arns
         }
-        owned = {name for name, role in self.topology.roles.items() if self.owner.owns(role.tags)}
+        # The roles whose record names the policy the mesh attaches (a record of an earlier
+        # policy is released, never claimed for this one).
+        key = self.owner.tag_key
+        owned = {
+            name
+            for name, role in self.topology.roles.items()
+            if role.tags.get(key) == self.policy_arn
+        }
         # A record removed by hand stays the mesh's until it is written again: while that
         # write waits (dry run) or fails, the status still names the role.
         owned.update(
@@ -130,7 +138,7 @@ class Outcome:
                     attached.add(role)
                 case planning.DetachPolicy(role=role) if action.policy_arn == self.policy_arn:
                     attached.discard(role)
-                case planning.TagRole(role=role):
+                case planning.TagRole(role=role) if action.policy_arn == self.policy_arn:
                     owned.add(role)
                 case planning.UntagRole(role=role):
                     owned.discard(role)
