@@ -23,6 +23,7 @@ from sgmesh.aws import errors, pod_identity
 from sgmesh.controller import (
     activity,
     kopf_compat,
+    memory,
     meshes,
     metrics,
     nudges,
@@ -171,6 +172,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.following = asyncio.create_task(
         activity.follow_peering(runtime, operator_settings.peering, *memo.peer)
     )
+    # RSS that follows the load: freed memory goes back to the system (`memory`).
+    memo.trimming = asyncio.create_task(memory.trim_forever())
     log.info(
         "sgmesh operator started: cluster %s, default region %s, metrics port %s",
         operator_settings.pipeline.cluster,
@@ -203,6 +206,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     runtime: shared.Runtime = memo.runtime
     memo.sweeping.cancel()
     memo.following.cancel()
+    memo.trimming.cancel()
     if runtime.watching is not None:
         await runtime.watching.nodes.close()
         await runtime.watching.sources.close()
