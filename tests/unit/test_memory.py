@@ -22,9 +22,12 @@ def test_trim_is_called_at_every_interval() -> None:
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.create_task(
-            memory.trim_forever(0.01, lambda: calls.append(loop.time()) or 0)
-        )
+
+        def trim() -> int:
+            calls.append(loop.time())
+            return 0
+
+        task = asyncio.create_task(memory.trim_forever(0.01, trim))
         while len(calls) < 3:
             await asyncio.sleep(0.005)
         task.cancel()
