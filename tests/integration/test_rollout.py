@@ -1,7 +1,9 @@
 """A rollout against a moto server: a member's launch data (or node class) moves its nodes to a
 new security group, but its running instances keep the old one until they are replaced. The old
 SG stays meshed, shown as draining with the number of instances that carry it, while the new one
-joins at once; once no running instance carries it, its rules go at the next reconcile. A member
+joins at once; once no running instance carries it, its rules go at the next reconcile. The
+node role of the instance profile running instances were launched with keeps the CNI policy
+the same way. A member
 removed from the spec leaves at once, whatever still runs. All of it for one read more per
 reconcile, whatever the number of members."""
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from devtools.aws.world import World
+from devtools.aws.world import CNI_POLICY_ARN, World
 from sgmesh.api import models
 from sgmesh.aws import client, reconcile
 from sgmesh.cli import render
@@ -298,3 +300,42 @@ def _instances_with(world: World, key: str, value: str) -> list[str]:
         ]
     )
     return [i["InstanceId"] for r in answer["Reservations"] for i in r["Instances"]]
+
+
+def test_a_role_running_instances_were_launched_with_keeps_the_cni_policy_until_they_are_gone(
+    world: World, clients: client.AwsClients
+) -> None:
+    """A rollout to another instance profile: the instances still running carry the old one,
+    and their ipamd needs the CNI policy on its role until they are replaced."""
+    group = world.security_group("eks-a")
+    old, new = world.role_with_profile("eks-a-v1"), world.role_with_profile("eks-a-v2")
+    template = world.launch_template("eks-a", security_group_ids=[group], profile_arn=old.arn)
+    world.asg("eks-a", launch_template=template, version="$Latest", capacity=2)
+    running = world.asg_instances("eks-a")
+    for instance_id in running:  # what AWS shows of an instance launched from the template
+        world.clients.ec2.associate_iam_instance_profile(
+            IamInstanceProfile={"Arn": old.arn}, InstanceId=instance_id
+        )
+    rollout = node_group_mesh(
+        autoScalingGroups={"names": ["eks-a"]}, cniPolicy={"retainOnRemoval": False}
+    )
+    reconcile.converge(clients, rollout, SETTINGS)
+    assert CNI_POLICY_ARN in world.attached_policy_arns("eks-a-v1")
+
+    world.launch_template_version(template, security_group_ids=[group], profile_arn=new.arn)
+    during = reconcile.converge(clients, rollout, SETTINGS)
+
+    assert during.converged, during.plan.problems
+    assert member(during, "eks-a").role_names == ("eks-a-v1", "eks-a-v2")
+    for role in ("eks-a-v1", "eks-a-v2"):
+        assert CNI_POLICY_ARN in world.attached_policy_arns(role)
+        assert world.role_tags(role)[OWNER_KEY] == CNI_POLICY_ARN
+
+    world.terminate_instances(running)
+    after = reconcile.converge(clients, rollout, SETTINGS)
+
+    assert after.converged, after.plan.problems
+    assert member(after, "eks-a").role_names == ("eks-a-v2",)
+    assert CNI_POLICY_ARN not in world.attached_policy_arns("eks-a-v1")
+    assert OWNER_KEY not in world.role_tags("eks-a-v1")
+    assert CNI_POLICY_ARN in world.attached_policy_arns("eks-a-v2")

@@ -160,6 +160,8 @@ def _discover(
         [
             *(profile for each in launches for profile in each.profile_names),
             *(profile for source in cluster.members for profile in source.instance_profile_names),
+            # Roles of instances still running from an earlier instance profile keep the policy.
+            *running.profile_names(),
         ]
         if attach
         else (),
@@ -295,7 +297,12 @@ def _members(
     members: list[topology.Member] = []
     for each in launches:
         role_names = {
-            role for profile in each.profile_names for role in profiles.role_names.get(profile, ())
+            role
+            for profile in {
+                *each.profile_names,
+                *running.auto_scaling_group_profiles.get(each.name, ()),
+            }
+            for role in profiles.role_names.get(profile, ())
         }
         reasons = [*each.unresolved, *launched.unresolved.get(each.name, ())]
         if attach:  # roles matter only to a mesh that attaches the CNI policy
@@ -318,7 +325,14 @@ def _members(
             *(role for role in source.role_names if role not in mesh_roles.missing),
             *(
                 role
-                for profile in source.instance_profile_names
+                for profile in {
+                    *source.instance_profile_names,
+                    *(
+                        running.node_class_profiles.get(source.name, ())
+                        if source.kind is topology.MemberKind.EC2_NODE_CLASS
+                        else ()
+                    ),
+                }
                 for role in profiles.role_names.get(profile, ())
             ),
         }

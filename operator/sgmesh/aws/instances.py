@@ -1,10 +1,15 @@
-"""Running instances: the security groups the instances of member ASGs and EC2NodeClasses carry.
+"""Running instances: the security groups the instances of member ASGs and EC2NodeClasses carry,
+and the instance profiles they were launched with.
 
 A rollout moves a member's launch data to new SGs (a new launch template version, an EKS
 managed node group update, Karpenter drift after an EC2NodeClass change) long before its
 instances are replaced: until then they keep the SGs they were launched with, and their pods
 (CoreDNS among them) need those SGs meshed. So a member's SGs are those its launch data names
-and those its running instances carry (`sgmesh.aws.discovery` puts the two together).
+and those its running instances carry (`sgmesh.aws.discovery` puts the two together). The same
+holds for the node role: a rollout to another instance profile leaves the running instances
+with the old one, whose role their ipamd still needs the CNI policy on; so a member's roles are
+those of the profiles its launch data names and of those its running instances were launched
+with.
 
 One read serves every member: DescribeInstances filtered by the tag key EC2 Auto Scaling
 (`aws:autoscaling:groupName`) or Karpenter (`karpenter.k8s.aws/ec2nodeclass`) puts on the
@@ -32,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from sgmesh.api import models
 from sgmesh.aws import client
 
 if TYPE_CHECKING:
@@ -57,10 +63,22 @@ POD_INTERFACE_TYPES = frozenset({"trunk", "branch"})
 @dataclass(frozen=True)
 class RunningGroups:
     """SG id → how many pending or running instances carry it, per member ASG and per
-    EC2NodeClass (by name). A member without running instances is absent."""
+    EC2NodeClass (by name); and the names of the instance profiles those instances were
+    launched with. A member without running instances is absent."""
 
     auto_scaling_groups: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     node_classes: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    auto_scaling_group_profiles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    node_class_profiles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def profile_names(self) -> frozenset[str]:
+        """Every instance profile a running instance of a member was launched with."""
+        return frozenset(
+            name
+            for by_member in (self.auto_scaling_group_profiles, self.node_class_profiles)
+            for names in by_member.values()
+            for name in names
+        )
 
 
 def read_running_groups(
@@ -77,19 +95,32 @@ def read_running_groups(
     if not keys:
         return RunningGroups()
     counts: dict[str, dict[str, Counter[str]]] = {key: defaultdict(Counter) for key in keys}
+    profiles: dict[str, dict[str, set[str]]] = {key: defaultdict(set) for key in keys}
     for instance in _describe_instances(clients, keys, vpc_id):
         tags = {
             tag["Key"]: tag.get("Value", "") for tag in instance.get("Tags", []) if "Key" in tag
         }
         groups = _carried_groups(instance)
+        profile_arn = instance.get("IamInstanceProfile", {}).get("Arn")
         for key in keys:
             if tags.get(key) in wanted[key]:
                 counts[key][tags[key]].update(groups)
+                if profile_arn:
+                    profiles[key][tags[key]].add(models.iam_name(profile_arn))
     found = {
         key: {name: dict(sorted(groups.items())) for name, groups in sorted(by_name.items())}
         for key, by_name in counts.items()
     }
-    return RunningGroups(found.get(ASG_TAG, {}), found.get(NODE_CLASS_TAG, {}))
+    launched_with = {
+        key: {name: frozenset(names) for name, names in by_name.items()}
+        for key, by_name in profiles.items()
+    }
+    return RunningGroups(
+        found.get(ASG_TAG, {}),
+        found.get(NODE_CLASS_TAG, {}),
+        launched_with.get(ASG_TAG, {}),
+        launched_with.get(NODE_CLASS_TAG, {}),
+    )
 
 
 def _carried_groups(instance: InstanceTypeDef) -> set[str]:
