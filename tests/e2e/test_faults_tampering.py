@@ -159,7 +159,9 @@ def test_a_role_record_removed_while_the_operator_was_down_is_written_again_afte
     process reads the role afresh and decides as the old one would have."""
     first = start_operator(**quick_resync())
     groups = [world.node_group(f"eks-{name}") for name in "abc"]
-    meshes.create("mesh", SPEC)
+    # A member whose role held the policy before the mesh came: never the mesh's to record.
+    hand_made = world.node_group("eks-d", policy_arns=[CNI_POLICY_ARN])
+    meshes.create("mesh", {"autoScalingGroups": {"names": ["eks-a", "eks-b", "eks-c", "eks-d"]}})
     meshes.wait_ready("mesh", DEADLINE, first.log_tail)
     first.stop()
     key, tampered = owner_key("mesh"), groups[0].role
@@ -173,7 +175,9 @@ def test_a_role_record_removed_while_the_operator_was_down_is_written_again_afte
         "the record written again",
         second.log_tail,
     )
-    # Nobody else's attachment was claimed: the other roles carry the mesh's record as before.
-    assert {group.role for group in groups if key in world.role_tags(group.role)} == {
-        group.role for group in groups
-    }
+    # The attachment made before the mesh is still nobody's: the new process claimed only
+    # what the mesh's status lists.
+    second_status = meshes.wait_ready("mesh", DEADLINE, second.log_tail)["status"]["cniPolicy"]
+    assert key not in world.role_tags(hand_made.role)
+    assert second_status["ownedRoles"] == sorted(group.role for group in groups)
+    assert hand_made.role in second_status["attachedRoles"]

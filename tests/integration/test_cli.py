@@ -331,10 +331,9 @@ def test_a_file_with_one_bad_mesh_writes_nothing_for_any_mesh(
     assert owned_rules(world, groups[0]) == []
 
 
-def test_a_mesh_reading_the_cluster_fails_clearly_when_none_is_reachable(
-    world: World, groups: list[NodeGroup], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
+def unreachable_kubeconfig(path: Path) -> Path:
+    """A kubeconfig whose only cluster answers nothing."""
+    kubeconfig = path / "kubeconfig"
     kubeconfig.write_text(
         yaml.safe_dump(
             {
@@ -347,13 +346,35 @@ def test_a_mesh_reading_the_cluster_fails_clearly_when_none_is_reachable(
             }
         )
     )
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    mesh = write_mesh(tmp_path, karpenter={"nodeClasses": ["default"]})
+    return kubeconfig
+
+
+@pytest.mark.parametrize(
+    ("members", "named"),
+    [
+        (
+            {"karpenter": {"nodeClasses": ["default"]}},
+            "mesh 'airflow' reads members from the cluster",
+        ),
+        ({"podSecurityGroups": {"policies": ["payments/db-clients"]}}, "spec.podSecurityGroups"),
+    ],
+    ids=["node-classes", "pod-security-groups"],
+)
+def test_a_mesh_reading_the_cluster_fails_clearly_when_none_is_reachable(
+    world: World,
+    groups: list[NodeGroup],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    members: dict[str, Any],
+    named: str,
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(unreachable_kubeconfig(tmp_path)))
+    mesh = write_mesh(tmp_path, **members)
 
     code, _, err = run_process("apply", "-f", str(mesh))
 
     assert code == 1
-    assert "mesh 'airflow' reads members from the cluster" in err
+    assert named in err
     assert "did not answer" in err
     assert "Traceback" not in err
     assert owned_rules(world, groups[0]) == []  # nothing applied

@@ -1,6 +1,6 @@
 """`sgmesh plan` on a file whose mesh lists SecurityGroupPolicies: read from the cluster of the
-current kubeconfig (the real API server, with the real CRD), and a clear error naming the field
-when no cluster answers."""
+current kubeconfig (the real API server, with the real CRD). The clear error naming the field
+when no cluster answers is `tests/integration/test_cli.py`'s, for every member source."""
 
 from __future__ import annotations
 
@@ -10,44 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devtools import vpc_resources
 from devtools.aws.world import NodeGroup, World
 from tests.integration.test_cli import cluster, groups, run_process, write_mesh
 
 __all__ = ["cluster", "groups"]  # the fixtures of test_cli.py, used here too
-
-
-def unreachable_kubeconfig(path: Path) -> Path:
-    kubeconfig = path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "gone", "cluster": {"server": "https://127.0.0.1:9"}}],
-                "users": [{"name": "gone", "user": {"token": "x"}}],
-                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "gone"}}],
-                "current-context": "gone",
-            }
-        )
-    )
-    return kubeconfig
-
-
-def test_apply_without_a_reachable_cluster_names_pod_security_groups(
-    world: World, groups: list[NodeGroup], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBECONFIG", str(unreachable_kubeconfig(tmp_path)))
-    mesh = write_mesh(tmp_path, podSecurityGroups={"policies": ["payments/db-clients"]})
-
-    code, _, err = run_process("apply", "-f", str(mesh))
-
-    assert code == 1
-    assert "spec.podSecurityGroups" in err
-    assert "did not answer" in err
-    assert "Traceback" not in err
 
 
 @pytest.mark.kube

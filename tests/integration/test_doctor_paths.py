@@ -275,7 +275,7 @@ def test_the_ipv4_policy_in_an_ipv6_cluster_is_a_finding_naming_assign_ipv6_addr
 def test_a_node_whose_instance_was_terminated_is_not_counted_nor_evidence(
     world: World, cluster_nodes: ClusterNodes
 ) -> None:
-    system = node_group(world, cluster_nodes, "eks-system", policy_arns=[CNI_POLICY_ARN])
+    node_group(world, cluster_nodes, "eks-system", policy_arns=[CNI_POLICY_ARN])
     cluster_nodes.coredns("coredns-1", "eks-system-node")
     a = world.node_group("eks-a", policy_arns=[CNI_POLICY_ARN])
     first, second = cluster_nodes.launch(a.asg, a.profile, count=2)
@@ -291,4 +291,5 @@ def test_a_node_whose_instance_was_terminated_is_not_counted_nor_evidence(
     assert group_of(report, "eks-a")["nodes"] == ["eks-a-live"]
     assert report["notLive"] == {"eks-a-gone": f"instance {second} is terminated"}
     assert not any("eks-a-gone" in line for f in report["findings"] for line in f["evidence"])
-    assert system.security_group_id  # eks-system is still there, unmeshed: findings remain
+    # The other group's live node is counted as before.
+    assert group_of(report, "eks-system")["nodes"] == ["eks-system-node"]

@@ -4,6 +4,8 @@ of one service and region shares one bucket."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import boto3
 import pytest
 
@@ -64,15 +66,37 @@ def test_a_bucket_refuses_a_rate_that_would_never_let_a_request_through() -> Non
 
 
 def test_the_clients_of_a_service_and_region_share_one_bucket() -> None:
+    """Calls take their token from the bucket of their service and region, whichever of the
+    process's clients makes them: a second EC2 call in the same region waits, one in another
+    region does not; IAM is global, so its second call waits whatever the region."""
     session = boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
     )
     waited: list[tuple[str, float]] = []
-    pacing = client.Pacing(burst=1, per_second=1000, waited=lambda s, w: waited.append((s, w)))
+    pacing = client.Pacing(burst=1, per_second=20, waited=lambda s, w: waited.append((s, w)))
     first = client.make_clients("us-east-1", session=session, pacing=pacing)
-    second = client.make_clients("eu-west-1", session=session, pacing=pacing)
+    same_region = client.make_clients("us-east-1", session=session, pacing=pacing)
+    elsewhere = client.make_clients("eu-west-1", session=session, pacing=pacing)
 
-    # IAM is global: one bucket for both regions; EC2 has one per region.
-    assert len(pacing._buckets) == 5 + 4
-    assert ("iam", "global") in pacing._buckets
-    assert first.iam is not second.iam
+    def call(made: Any, operation: str) -> list[tuple[str, float]]:
+        """Emit the hook botocore emits before sending `operation`: what waited meanwhile."""
+        waited.clear()
+        service = made.meta.service_model
+        made.meta.events.emit(
+            f"before-call.{service.endpoint_prefix}.{operation}",
+            model=service.operation_model(operation),
+            params={},
+            request_signer=None,
+            context={},
+        )
+        return list(waited)
+
+    assert call(first.ec2, "DescribeInstances") == []  # the bucket's one token
+    assert call(elsewhere.ec2, "DescribeInstances") == []  # another region's bucket
+    (paced,) = call(same_region.ec2, "DescribeInstances")
+    assert paced[0] == "ec2"
+    assert paced[1] > 0
+    assert call(first.iam, "ListRoleTags") == []
+    (paced,) = call(elsewhere.iam, "ListRoleTags")  # IAM's bucket is the account's
+    assert paced[0] == "iam"
+    assert paced[1] > 0
