@@ -228,7 +228,7 @@ def _read_tags_by_resource() -> None:
     moto answers `get_tags()` of an EC2 resource (which every `tag:` filter calls, once per
     resource it tests) with DescribeTags filtered on the resource's id: a regular expression
     matched against every tag of the region. A filter over the region's rules thus costs rules
-    x tags: 0.3 s for the rules a mesh owns among 1,200 rules on two cores, which made the
+    x tags: 0.33 s (in process) for the rules a mesh owns among 1,200 rules, which made the
     benchmarks measure moto rather than the operator. The answer is the same list, read from
     the resource's own entry: a resource id has no wildcard, and DescribeTags's resource-id
     filter matches the whole id.
