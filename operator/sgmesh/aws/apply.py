@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AWS_SETTLING",
-    "SETTLED",
     "ApplyResult",
     "Failure",
     "Settling",
@@ -65,8 +64,6 @@ class Settling:
 
 # What AWS needs: its reads catch up with its writes within seconds.
 AWS_SETTLING = Settling()
-# For tests of the pipeline alone against a store whose reads never lag (no waits).
-SETTLED = Settling(interval_seconds=0.0, attempts=1, confirm_seconds=0.0)
 
 
 @dataclass(frozen=True)

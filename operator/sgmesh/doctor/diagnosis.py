@@ -36,7 +36,6 @@ from sgmesh.engine.ingress import IngressRule
 from sgmesh.engine.reachability import Endpoint, Flow, PathVerdict, Side
 
 __all__ = [
-    "CNI_POLICY_NAMES",
     "Check",
     "DnsServer",
     "Finding",
@@ -49,13 +48,9 @@ __all__ = [
     "Report",
     "Status",
     "diagnose",
-    "grants_cni_permissions",
     "suggest_mesh",
 ]
 
-# AWS's managed policy, and the IPv6 policy its documentation has every account create under
-# this name (there is no AWS-managed IPv6 equivalent).
-CNI_POLICY_NAMES = frozenset({"AmazonEKS_CNI_Policy", "AmazonEKS_CNI_IPv6_Policy"})
 # Below this share of the quota still free, an SG is reported even if the mesh would fit.
 QUOTA_WARNING_SHARE = 0.9
 DNS_FLOWS = (reachability.DNS_UDP, reachability.DNS_TCP)
@@ -265,12 +260,6 @@ class Report:
     @property
     def healthy(self) -> bool:
         return not self.findings
-
-
-def grants_cni_permissions(policy_arns: Iterable[str]) -> bool:
-    """Whether the policies are the CNI's by name (what a mesh attaches); doctor judges a role
-    by the actions its policies allow (`iam_actions`)."""
-    return any(arn.rpartition("/")[2] in CNI_POLICY_NAMES for arn in policy_arns)
 
 
 # ---- groups and the ENIs that carry their pods -----------------------------------------------
