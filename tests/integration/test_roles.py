@@ -76,13 +76,13 @@ def test_a_steady_reconcile_reads_only_which_roles_hold_the_policy(
     steady = converge(clients, settings, mesh(["eks-a", "eks-b"]))
 
     assert not (cold.keys() & ACCOUNT_WIDE)
-    # Nothing remembered yet: the instance profiles listed, each role read, and the CNI
-    # policy's roles listed.
+    # Nothing remembered yet: the instance profiles listed, each role read, the CNI policy's
+    # roles swept, and listed afresh for this mesh's own roles.
     assert cold == Counter(
         {
             "ListInstanceProfiles": 1,
             "ListRoleTags": 2,
-            SWEEP: 1,
+            SWEEP: 2,
             "TagRole": 2,
             "AttachRolePolicy": 2,
         }
@@ -127,7 +127,7 @@ def test_after_a_restart_a_role_that_left_is_found_by_the_sweep(
     restarted = reconcile.Settings(cluster=CLUSTER)  # nothing remembered
     calls = converge(clients, restarted, mesh(["eks-a"]))
 
-    assert calls[SWEEP] == 1
+    assert calls[SWEEP] == 2  # the sweep, and the mesh's own policy listed afresh
     assert key() not in world.role_tags("eks-b")
     assert CNI_POLICY_ARN not in world.attached_policy_arns("eks-b")
     assert CNI_POLICY_ARN in world.attached_policy_arns("unrelated")

@@ -80,8 +80,9 @@ def test_a_restart_reads_each_roles_tags_once_whatever_the_number_of_meshes(
     # One listing of the account's instance profiles answers for every mesh's profiles.
     assert clients.calls["ListInstanceProfiles"] == 1
     assert clients.calls["GetInstanceProfile"] == 0
-    # The sweep's listing answers for every mesh's own policy too (the default CNI policy).
-    assert clients.calls["ListEntitiesForPolicy"] == 1
+    # The sweep's listing once, and each mesh's own policy afresh, as at every reconcile
+    # (meshes reconciled together share that one through shared reads; these clients have none).
+    assert clients.calls["ListEntitiesForPolicy"] == 1 + MESHES
 
 
 def test_a_shared_sweep_still_releases_a_role_that_left_while_the_operator_was_down(
@@ -119,4 +120,24 @@ def test_a_sweep_is_read_again_once_its_share_has_passed(
     clients.calls.clear()
     converge_all(clients, restarted, {"mesh-1": groups["mesh-1"]})
 
-    assert clients.calls["ListEntitiesForPolicy"] == 1  # the sweep is read again
+    # The sweep is read again, and the mesh's own policy listed afresh.
+    assert clients.calls["ListEntitiesForPolicy"] == 2
+
+
+def test_a_policy_detached_after_the_shared_sweep_is_attached_again_at_the_first_reconcile(
+    world: World, clients: client.AwsClients
+) -> None:
+    """The sweep answers which roles a mesh recorded, not whether its roles hold the policy
+    now: a detach made after the sweep (by hand, or by another mesh of this process) is seen
+    by the mesh's own listing."""
+    clock = Clock()
+    groups = fleet(world)
+    converge_all(clients, process(clock), groups)
+    restarted = process(clock)
+    converge_all(clients, restarted, {"mesh-0": groups["mesh-0"]})  # takes the sweep
+    detached = groups["mesh-1"][0]
+    world.clients.iam.detach_role_policy(RoleName=detached, PolicyArn=CNI_POLICY_ARN)
+
+    converge_all(clients, restarted, {"mesh-1": groups["mesh-1"]})
+
+    assert CNI_POLICY_ARN in world.attached_policy_arns(detached)

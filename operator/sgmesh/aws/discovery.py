@@ -161,6 +161,8 @@ def _discover(
             *(profile for each in launches for profile in each.profile_names),
             *(profile for source in cluster.members for profile in source.instance_profile_names),
             # Roles of instances still running from an earlier instance profile keep the policy.
+            # One of those profiles that no longer resolves adds no role and no problem: those
+            # instances have no role the mesh could keep the policy on.
             *running.profile_names(),
         ]
         if attach

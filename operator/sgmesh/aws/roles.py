@@ -273,7 +273,7 @@ class RoleMemory:
                 if generation == self._generation:
                     for role_name, tags in swept.tags.items():
                         if tags is not None:
-                            self._role_tags[f"role/{role_name}"] = _Kept(dict(tags), self._clock())
+                            self._role_tags[f"role/{role_name}"] = _Kept(dict(tags), sweep.began_at)
                 return swept, self._written(sweep, tag_key)
 
     def list_profiles(
@@ -484,14 +484,15 @@ def read_mesh_roles(
         # The first reconcile of a mesh in this process: the sweep is shared with the other
         # meshes (`RoleMemory.shared_sweep`), and only the roles it saw carrying this mesh's
         # tag, or whose tag the process wrote since, are read again below. The mesh's own
-        # policy is listed afresh unless the sweep listed it: a policy detached by hand since
-        # is attached again at the next resync, and a removal reads the role's policies
-        # afresh whatever the listing says (`_RoleReader.state`).
+        # policy is listed afresh, as at every reconcile: the sweep may be a minute old, and
+        # since then this process or a person may have attached or detached it (the plan
+        # records an attachment only where it attaches the policy itself). Meshes reconciled
+        # together share that listing (`sgmesh.aws.shared_reads`).
         shared, rewritten = memory.shared_sweep(
             sweep_policy_arns, owner.tag_key, partial(_sweep, clients, sweep_policy_arns)
         )
         listed = dict(shared.holders)
-        if wanted and wanted not in listed:
+        if wanted:
             listed.update(_roles_attached_to(clients, [wanted]))
         candidates.update(
             name
