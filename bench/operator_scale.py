@@ -428,6 +428,7 @@ class FleetMeasurement:
     restart: Burst
     restart_reconciles: float  # reconciles the restart took until every mesh was reconciled
     restart_writes: float  # calls of the restart that change AWS (nothing was to change)
+    created_operations: dict[str, float]  # the creation's calls by operation
     restart_operations: dict[str, float]  # the restart's calls by operation
     rss_peak_mib: float
     rss_end_mib: float
@@ -600,6 +601,7 @@ def _measure_fleet(
     names = [f"fleet-{index:03d}" for index in range(count)]
     with operator:
         before = _services(operator)
+        calls_before = scrape(operator)["calls"]
         for name, asgs in zip(names, members, strict=True):
             meshes.create(
                 name, {"autoScalingGroups": {"names": list(asgs)}, "resyncSeconds": resync}
@@ -608,6 +610,11 @@ def _measure_fleet(
             operator, lambda: _all_ready(meshes, names), 600, "every mesh Ready", before
         )
         created = _burst(seconds, samples)
+        created_operations = {
+            operation: n - calls_before.get(operation, 0)
+            for operation, n in sorted(scrape(operator)["calls"].items())
+            if n > calls_before.get(operation, 0)
+        }
         _progress(
             f"fleet of {count}: created at once, all Ready in {created.seconds:.1f} s, "
             f"{created.calls:.0f} AWS calls, at most {created.peak_per_second:.0f} a second; "
@@ -646,6 +653,7 @@ def _measure_fleet(
         restart=restart,
         restart_reconciles=restart_reconciles,
         restart_writes=restart_writes,
+        created_operations=created_operations,
         restart_operations=dict(sorted(after["calls"].items())),
         **steady,
     )
@@ -722,14 +730,21 @@ def fleet_report(fleet: FleetMeasurement) -> str:
         + [["total", f"{sum(fleet.calls_per_minute.values()):.1f}"]],
     )
     operations = _markdown(
-        ["operation", "steady: AWS calls / minute", "restart: AWS calls"],
+        ["operation", "steady: AWS calls / minute", "creation: AWS calls", "restart: AWS calls"],
         [
             [
                 op,
                 f"{fleet.operations_per_minute.get(op, 0):.1f}",
+                f"{fleet.created_operations.get(op, 0):.0f}",
                 f"{fleet.restart_operations.get(op, 0):.0f}",
             ]
-            for op in sorted({*fleet.operations_per_minute, *fleet.restart_operations})
+            for op in sorted(
+                {
+                    *fleet.operations_per_minute,
+                    *fleet.created_operations,
+                    *fleet.restart_operations,
+                }
+            )
         ],
     )
     missed = fleet.missed_goals()

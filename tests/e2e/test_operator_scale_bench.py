@@ -111,6 +111,8 @@ def test_the_scale_bench_measures_a_small_fleet_created_at_once_and_restarted() 
     # A restart with nothing to change writes nothing and reconciles each mesh.
     assert fleet["restart_reconciles"] >= 2
     assert fleet["restart_writes"] == 0
+    # Creating attached the CNI policy to each mesh's roles: the creation's writes are counted.
+    assert fleet["created_operations"]["AttachRolePolicy"] == 2 * 3
     assert 0 < fleet["rss_end_mib"] <= fleet["rss_peak_mib"]
 
 

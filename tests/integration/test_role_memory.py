@@ -36,12 +36,12 @@ class Clock:
         return self.now
 
 
-def mesh(names: Sequence[str], **cni: Any) -> models.NodeGroupMesh:
+def mesh(names: Sequence[str], *, name: str = "mesh", **cni: Any) -> models.NodeGroupMesh:
     return models.NodeGroupMesh.parse(
         {
             "apiVersion": "sgmesh.io/v1alpha1",
             "kind": "NodeGroupMesh",
-            "metadata": {"name": "mesh"},
+            "metadata": {"name": name},
             "spec": {
                 "autoScalingGroups": {"names": list(names)},
                 "cniPolicy": {"retainOnRemoval": False, **cni},
@@ -76,6 +76,7 @@ def steady(
     converge(clients, settings, mesh(names))  # cold: attaches and tags
     converge(clients, settings, mesh(names))  # reads back the roles it wrote to
     assert converge(clients, settings, mesh(names)) == Counter({"ListEntitiesForPolicy": 1})
+    clock.now += roles.PROFILE_LISTING_FRESH_SECONDS  # what was listed is only remembered now
     return settings, groups
 
 
@@ -98,12 +99,13 @@ def test_a_policy_detached_by_hand_is_attached_again_at_the_next_resync(
 
     assert CNI_POLICY_ARN in world.attached_policy_arns("eks-a")
     assert world.role_tags("eks-a")[KEY] == CNI_POLICY_ARN
-    # The listing showed it; the role and its profile were read afresh before the write.
+    # The listing showed it; the role and its profile were read afresh before the write (the
+    # profile through the account's listing: one page costs no more than one read by name).
     assert calls == Counter(
         {
             "ListEntitiesForPolicy": 1,
             "ListRoleTags": 1,
-            "GetInstanceProfile": 1,
+            "ListInstanceProfiles": 1,
             "AttachRolePolicy": 1,
         }
     )
@@ -235,16 +237,44 @@ def test_a_remembered_profile_is_read_again_when_its_role_needs_an_action(
     settings = operator_settings(clock)
     converge(clients, settings, mesh(["eks-a"]))
     converge(clients, settings, mesh(["eks-a"]))
+    clock.now += roles.PROFILE_LISTING_FRESH_SECONDS  # the listing is only remembered now
     swap_role(world, group, "eks-a-new")
     world.clients.iam.detach_role_policy(RoleName="eks-a", PolicyArn=CNI_POLICY_ARN)
 
     calls = converge(clients, settings, mesh(["eks-a"]))
 
-    assert calls["GetInstanceProfile"] == 1
+    assert calls["ListInstanceProfiles"] == 1  # one page: no dearer than a read by name
     assert "AttachRolePolicy" in calls
     assert CNI_POLICY_ARN in world.attached_policy_arns("eks-a-new")
     assert CNI_POLICY_ARN not in world.attached_policy_arns("eks-a")  # never attached again
     assert KEY not in world.role_tags("eks-a")  # its stale record released
+
+
+def test_meshes_that_doubt_remembered_profiles_together_read_them_in_one_listing(
+    world: World, clients: client.AwsClients
+) -> None:
+    """Three meshes each find their role without the policy (detached by hand). Before each
+    writes, the profile it remembers is read again: from one listing of the account's
+    profiles, made for all of them and as fresh as a read by name, not one
+    GetInstanceProfile per profile (100 meshes created at once doubted 300)."""
+    clock = Clock()
+    settings = operator_settings(clock)
+    names = ["eks-a", "eks-b", "eks-c"]
+    for name in names:
+        world.node_group(name)
+        converge(clients, settings, mesh([name], name=name))
+        converge(clients, settings, mesh([name], name=name))
+    clock.now += roles.PROFILE_LISTING_FRESH_SECONDS  # the listing is only remembered now
+    for name in names:
+        world.clients.iam.detach_role_policy(RoleName=name, PolicyArn=CNI_POLICY_ARN)
+
+    calls = sum((converge(clients, settings, mesh([name], name=name)) for name in names), Counter())
+
+    assert calls["ListInstanceProfiles"] == 1
+    assert calls["GetInstanceProfile"] == 0
+    assert calls["AttachRolePolicy"] == 3
+    for name in names:
+        assert CNI_POLICY_ARN in world.attached_policy_arns(name)
 
 
 def test_no_removal_is_decided_from_memory(world: World, clients: client.AwsClients) -> None:

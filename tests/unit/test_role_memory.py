@@ -7,7 +7,7 @@ or the client's hooks are called in the order botocore calls them for two thread
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -267,7 +267,7 @@ def test_listed_profiles_are_kept_as_if_read_by_name(
 ) -> None:
     listing = Listing({"ng-a": ("role-a",), "empty": ()})
 
-    assert memory.list_profiles(2, listing) == {"ng-a"}
+    assert memory.list_profiles(2, listing) == {"ng-a": ("role-a",)}
 
     assert memory.profile_roles("ng-a") == ("role-a",)
     assert memory.profile_roles("empty") is None  # a profile without a role is a problem
@@ -280,10 +280,32 @@ def test_a_listing_is_shared_for_the_share_seconds(memory: roles.RoleMemory, clo
     memory.list_profiles(1, listing)
 
     clock.now += roles.SWEEP_SHARE_SECONDS - 1
-    assert memory.list_profiles(1, listing) == frozenset()
+    assert memory.list_profiles(1, listing) == {}  # remembered only, from an older listing
     clock.now += 1
-    assert memory.list_profiles(1, listing) == {"ng-a"}
+    assert memory.list_profiles(1, listing) == {"ng-a": ("role-a",)}
     assert listing.reads == 2
+
+
+def test_a_listing_answers_as_a_read_by_name_for_its_fresh_seconds(
+    memory: roles.RoleMemory, clock: Clock
+) -> None:
+    """Whoever made it: a caller that doubts what it remembers takes a listing this recent as
+    fresh, and makes one when the last is older."""
+    listing = Listing({"ng-a": ("role-a",)})
+    memory.list_profiles(1, listing)
+
+    clock.now += roles.PROFILE_LISTING_FRESH_SECONDS - 1
+    fresh = roles.PROFILE_LISTING_FRESH_SECONDS
+    assert memory.list_profiles(1, listing) == {"ng-a": ("role-a",)}
+    assert memory.list_profiles(1, listing, share_seconds=fresh) == {"ng-a": ("role-a",)}
+    assert listing.reads == 1
+
+    clock.now += 1
+    assert memory.list_profiles(1, listing) == {}
+    listing.profiles = {"ng-a": ("role-b",)}
+    assert memory.list_profiles(1, listing, share_seconds=fresh) == {"ng-a": ("role-b",)}
+    assert listing.reads == 2
+    assert memory.profile_roles("ng-a") == ("role-b",)
 
 
 def test_a_listing_of_more_pages_than_profiles_to_read_is_not_made_again(
@@ -293,8 +315,8 @@ def test_a_listing_of_more_pages_than_profiles_to_read_is_not_made_again(
     memory.list_profiles(5, listing)
     clock.now += roles.SWEEP_SHARE_SECONDS
 
-    assert memory.list_profiles(2, listing) == frozenset()  # two by name cost less
-    assert memory.list_profiles(3, listing) == {"ng-a"}
+    assert memory.list_profiles(2, listing) == {}  # two by name cost less
+    assert memory.list_profiles(3, listing) == {"ng-a": ("role-a",)}
     assert listing.reads == 2
 
 
@@ -305,12 +327,12 @@ def test_a_refused_listing_is_tried_again_after_one_refresh(
     def refused() -> tuple[dict[str, tuple[str, ...]], int]:
         raise refusal(code)
 
-    assert memory.list_profiles(3, refused) == frozenset()
+    assert memory.list_profiles(3, refused) == {}
     clock.now += REFRESH - 1
     listing = Listing({"ng-a": ("role-a",)})
-    assert memory.list_profiles(3, listing) == frozenset()
+    assert memory.list_profiles(3, listing) == {}
     clock.now += 1
-    assert memory.list_profiles(3, listing) == {"ng-a"}
+    assert memory.list_profiles(3, listing) == {"ng-a": ("role-a",)}
 
 
 @pytest.mark.parametrize("code", ["Throttling", "ServiceUnavailable"])
@@ -323,7 +345,7 @@ def test_a_listing_that_failed_otherwise_raises_and_is_made_again(
     with pytest.raises(botocore.exceptions.ClientError):
         memory.list_profiles(3, failed)
     listing = Listing({"ng-a": ("role-a",)})
-    assert memory.list_profiles(3, listing) == {"ng-a"}
+    assert memory.list_profiles(3, listing) == {"ng-a": ("role-a",)}
 
 
 def test_callers_that_come_while_a_listing_is_read_wait_for_it(
@@ -340,7 +362,7 @@ def test_callers_that_come_while_a_listing_is_read_wait_for_it(
     first = threading.Thread(target=memory.list_profiles, args=(1, slow))
     first.start()
     assert started.wait(5)
-    answers: list[frozenset[str]] = []
+    answers: list[Mapping[str, tuple[str, ...]]] = []
     second = threading.Thread(target=lambda: answers.append(memory.list_profiles(1, listing)))
     second.start()
     release.set()
@@ -348,5 +370,5 @@ def test_callers_that_come_while_a_listing_is_read_wait_for_it(
     second.join(5)
 
     assert listing.reads == 1
-    assert answers == [frozenset()]  # it found the first caller's answer kept
+    assert answers == [{"ng-a": ("role-a",)}]  # the first caller's answer, fresh
     assert memory.profile_roles("ng-a") == ("role-a",)

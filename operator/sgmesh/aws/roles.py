@@ -27,10 +27,14 @@ when `planning.role_actions` finds nothing to do on it as remembered (its tags) 
 now (whether it holds the policy); any other role is read afresh — its tags
 (`ListRoleTags`), and all its attached policies (`ListAttachedRolePolicies`) when it carries
 the mesh's record of a policy the mesh no longer wants on it — and so is the remembered
-instance profile it came from, before the plan is made. So every write, and above all every
-removal (DetachPolicy, UntagRole), is planned from what IAM answered in this reconcile; a
-restart, a second replica or a lost memory read afresh and reach the same decisions. With
-`cniPolicy.attach: false` no member role is read at all.
+instance profile it came from, before the plan is made: through a listing of the account's
+profiles begun at most `PROFILE_LISTING_FRESH_SECONDS` ago, which the meshes that doubt
+together share (100 meshes created at once doubt 300 profiles), or by name where that costs
+fewer calls. So every write, and above all every removal (DetachPolicy, UntagRole), is
+planned from what IAM answered in this reconcile (a profile: at most a few seconds before it,
+as any answer shared between meshes); a restart, a second replica or a lost memory read
+afresh and reach the same decisions. With `cniPolicy.attach: false` no member role is read
+at all.
 
 Roles the mesh tagged but that are no longer members (membership shrank, the mesh's policy
 changed or `attach` turned false, the mesh was deleted) are found in two ways:
@@ -78,10 +82,12 @@ from typing import Any, Generic, TypeVar
 import botocore.exceptions
 
 from sgmesh.aws import client, errors
+from sgmesh.aws import shared_reads as sharing
 from sgmesh.engine import ownership, planning, topology
 
 __all__ = [
     "DEFAULT_IAM_REFRESH_SECONDS",
+    "PROFILE_LISTING_FRESH_SECONDS",
     "ROLE_WRITES",
     "MeshRoles",
     "ProfileRoles",
@@ -96,6 +102,10 @@ DEFAULT_IAM_REFRESH_SECONDS = 600.0
 # How long one sweep of the roles a policy is attached to (and their tags) answers the first
 # reconcile of every other mesh: the meshes an operator resumes at a start all begin within it.
 SWEEP_SHARE_SECONDS = 60.0
+# How recently a listing of instance profiles must have begun to answer as a read by name made
+# now would: the lifetime of the answers meshes reconciled together share
+# (`sgmesh.aws.shared_reads`). The process never writes to an instance profile.
+PROFILE_LISTING_FRESH_SECONDS = sharing.DEFAULT_TTL_SECONDS
 # The writes to a role that make the process forget what it remembers of that role.
 ROLE_WRITES = ("TagRole", "UntagRole", "AttachRolePolicy", "DetachRolePolicy")
 
@@ -137,11 +147,12 @@ class _Sweep:
 @dataclass(frozen=True)
 class _ProfileListing:
     """The last listing of the account's instance profiles: when it began, the pages it took,
-    and whether IAM refused it (the identity may not list)."""
+    whether IAM refused it (the identity may not list), and the profiles it named."""
 
     began_at: float
     pages: int
     refused: bool = False
+    named: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # profiles with a role
 
 
 class RoleMemory:
@@ -277,27 +288,33 @@ class RoleMemory:
                 return swept, self._written(sweep, tag_key)
 
     def list_profiles(
-        self, unknown: int, read: Callable[[], tuple[Mapping[str, Sequence[str]], int]]
-    ) -> frozenset[str]:
+        self,
+        unknown: int,
+        read: Callable[[], tuple[Mapping[str, Sequence[str]], int]],
+        *,
+        share_seconds: float = SWEEP_SHARE_SECONDS,
+    ) -> Mapping[str, tuple[str, ...]]:
         """Keep what one listing of the account's instance profiles answers (`read`: each
         profile's roles, and the pages it took), as if each profile had been read by name.
-        Returns the profiles this call listed: a caller that finds its profiles kept without
-        listing them took them from memory.
 
-        `unknown`: the profiles the caller holds no answer for. The listing is skipped when
-        one began less than `SWEEP_SHARE_SECONDS` ago (what it named is kept already), when
-        the last one took more pages than `unknown` (reading each by name costs less), and
-        for one IAM refresh after IAM refused it. One caller lists at a time; the others wait
-        for its answer."""
+        `unknown`: the profiles the caller holds no answer it may trust for. A listing is made
+        unless one began less than `share_seconds` ago, the last one took more pages than
+        `unknown` (reading each by name costs less), or IAM refused it less than one IAM
+        refresh ago. One caller lists at a time; the others wait for its answer.
+
+        Returns the profiles that hold a role as the last listing named them, when it began
+        less than `PROFILE_LISTING_FRESH_SECONDS` ago (as fresh as a read by name made now),
+        whoever made it; else nothing: what an older listing named is only remembered
+        (`profile_roles`)."""
         with self._listing_gate:
             with self._lock:
                 last, began_at = self._listing, self._clock()
                 if last is not None and (
-                    began_at - last.began_at < SWEEP_SHARE_SECONDS
+                    began_at - last.began_at < share_seconds
                     or last.pages > unknown
                     or (last.refused and began_at - last.began_at < self.refresh_seconds)
                 ):
-                    return frozenset()
+                    return self._listed_lately()
             try:
                 listed, pages = read()
             except botocore.exceptions.ClientError as error:
@@ -311,14 +328,21 @@ class RoleMemory:
                 )
                 with self._lock:
                     self._listing = _ProfileListing(began_at, pages=0, refused=True)
-                return frozenset()
+                return {}
             with self._lock:
-                self._listing = _ProfileListing(began_at, pages)
-                self._drop_expired(self._profiles)
                 kept = {name: tuple(roles) for name, roles in listed.items() if roles}
+                self._listing = _ProfileListing(began_at, pages, named=kept)
+                self._drop_expired(self._profiles)
                 for name, role_names in kept.items():
                     self._profiles[f"profile/{name}"] = _Kept(role_names, began_at)
-                return frozenset(kept)
+                return self._listed_lately()
+
+    def _listed_lately(self) -> Mapping[str, tuple[str, ...]]:
+        # Caller holds the lock.
+        last = self._listing
+        if last is None or self._clock() - last.began_at >= PROFILE_LISTING_FRESH_SECONDS:
+            return {}
+        return last.named
 
     @staticmethod
     def _written(sweep: _Sweep, tag_key: str) -> frozenset[str]:
@@ -417,27 +441,35 @@ def resolve_profiles(
     *,
     read_again: Collection[str] = (),
 ) -> ProfileRoles:
-    """Instance profiles → roles: from `memory` where it knows the profile (unless named in
-    `read_again`), else from the listing it shares (`RoleMemory.list_profiles`), else each
-    asked for by name; only NoSuchEntity makes one absent. Only a profile that holds a role is
-    remembered: any other is a problem, read at every reconcile."""
+    """Instance profiles → roles: from the listing `memory` shares (`RoleMemory.list_profiles`)
+    when it is as fresh as a read by name; else from what `memory` remembers, unless the
+    profile is named in `read_again`; else each asked for by name. Only NoSuchEntity makes one
+    absent. A profile named in `read_again` is read again through one listing that the meshes
+    doubting together share, or by name where that costs fewer calls. Only a profile that
+    holds a role is remembered: any other is a problem, read at every reconcile."""
     found: dict[str, tuple[str, ...]] = {}
     unresolved: dict[str, tuple[str, ...]] = {}
     remembered: set[str] = set()
     names = sorted(set(profile_names))
-    listed: frozenset[str] = frozenset()
+    listed: Mapping[str, tuple[str, ...]] = {}
     if memory is not None:
-        unknown = [n for n in names if n not in read_again and memory.profile_roles(n) is None]
+        unknown = [n for n in names if n in read_again or memory.profile_roles(n) is None]
         if unknown:
-            listed = memory.list_profiles(len(unknown), partial(_list_profiles, clients))
+            listed = memory.list_profiles(
+                len(unknown),
+                partial(_list_profiles, clients),
+                share_seconds=PROFILE_LISTING_FRESH_SECONDS if read_again else SWEEP_SHARE_SECONDS,
+            )
     for name in names:
+        if name in listed:
+            found[name] = listed[name]
+            continue
         kept = None
         if memory is not None and name not in read_again:
             kept = memory.profile_roles(name)
         if kept is not None:
             found[name] = kept
-            if name not in listed:
-                remembered.add(name)
+            remembered.add(name)
             continue
         try:
             profile = clients.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
