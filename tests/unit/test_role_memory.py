@@ -365,6 +365,8 @@ def test_callers_that_come_while_a_listing_is_read_wait_for_it(
     answers: list[Mapping[str, tuple[str, ...]]] = []
     second = threading.Thread(target=lambda: answers.append(memory.list_profiles(1, listing)))
     second.start()
+    second.join(0.2)
+    assert second.is_alive()  # its own listing would not block: it waits at the gate
     release.set()
     first.join(5)
     second.join(5)

@@ -108,6 +108,10 @@ def test_meshes_that_come_together_wait_for_one_sweep() -> None:
         target=lambda: answers.append(memory.shared_sweep([POLICY], OTHER, slow)[0])
     )
     second.start()
+    second.join(0.2)
+    # It waits at the gate: had it swept too, it would be blocked in a second read.
+    assert second.is_alive()
+    assert len(reads) == 1
     release.set()
     first.join(10)
     second.join(10)
