@@ -96,10 +96,15 @@ class World:
 
     # ---- network -----------------------------------------------------------------------------
 
-    def vpc(self, subnets: int = 1) -> Vpc:
-        """A new VPC (10.N.0.0/16) with `subnets` subnets; the first one made is the main VPC."""
-        octet = next(self._octets)
+    def vpc(self, subnets: int = 1, *, like: Vpc | None = None) -> Vpc:
+        """A new VPC (10.N.0.0/16) with `subnets` subnets; the first one made is the main VPC.
+        `like`: over the same CIDR and subnets' CIDRs as that VPC (accounts reuse CIDRs)."""
         ec2 = self.clients.ec2
+        if like is None:
+            octet = next(self._octets)
+        else:
+            cidr = ec2.describe_vpcs(VpcIds=[like.id])["Vpcs"][0]["CidrBlock"]
+            octet = int(cidr.split(".")[1])
         vpc_id = ec2.create_vpc(CidrBlock=f"10.{octet}.0.0/16")["Vpc"]["VpcId"]
         zones = [
             zone["ZoneName"] for zone in ec2.describe_availability_zones()["AvailabilityZones"]
@@ -162,15 +167,21 @@ class World:
         return str(answer["SecurityGroups"][0]["GroupId"])
 
     def network_interface(
-        self, group_ids: Sequence[str], vpc: Vpc | None = None, description: str | None = None
+        self,
+        group_ids: Sequence[str],
+        vpc: Vpc | None = None,
+        description: str | None = None,
+        address: str | None = None,
     ) -> str:
-        """An ENI in the first subnet of `vpc` with the given SGs."""
+        """An ENI in the first subnet of `vpc` with the given SGs (and primary `address`)."""
         arguments: dict[str, Any] = {
             "SubnetId": (vpc or self.main_vpc).subnet_ids[0],
             "Groups": list(group_ids),
         }
         if description is not None:
             arguments["Description"] = description
+        if address is not None:
+            arguments["PrivateIpAddress"] = address
         answer = self.clients.ec2.create_network_interface(**arguments)
         return str(answer["NetworkInterface"]["NetworkInterfaceId"])
 

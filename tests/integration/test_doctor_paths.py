@@ -216,6 +216,57 @@ def test_fargate_and_hybrid_nodes_on_a_healthy_cluster_exit_0_with_dns_on_fargat
     assert report["outsideVpc"] == {"mi-0123456789abcdef0": "EKS hybrid node"}
 
 
+def test_a_fargate_nodes_address_reused_in_another_vpc_is_looked_up_in_the_clusters_vpc(
+    world: World, cluster_nodes: ClusterNodes
+) -> None:
+    """Accounts reuse CIDRs: another VPC holds the Fargate node's address too, on an ENI with
+    other SGs. The cluster's VPC is the one its instances run in; the node's ENI is sought
+    there."""
+    system = node_group(world, cluster_nodes, "eks-system", policy_arns=[CNI_POLICY_ARN])
+    fargate_sg = world.security_group("eks-cluster-sg")
+    address = cluster_nodes.interface_address(world.network_interface([fargate_sg]))
+    elsewhere = world.vpc(like=world.main_vpc)
+    world.network_interface(
+        [world.security_group("other-app", elsewhere)], elsewhere, address=address
+    )
+    node = cluster_nodes.fargate_node(
+        f"fargate-ip-{address.replace('.', '-')}.ec2.internal", address
+    )
+    cluster_nodes.coredns("coredns-1", node, address)
+    admit_each_other(world, system.security_group_id, fargate_sg)
+
+    code, report = doctor_json()
+
+    assert code == 0, report["findings"]
+    assert group_of(report, "fargate/default")["securityGroupIds"] == [fargate_sg]
+    assert report["dns"] == {"eks-system": "ok", "fargate/default": "ok"}
+
+
+def test_a_fargate_node_whose_address_several_vpcs_hold_is_not_guessed(
+    world: World, cluster_nodes: ClusterNodes
+) -> None:
+    """No instance says which VPC is the cluster's: an address ENIs of two VPCs hold names no
+    one ENI, and the node is reported, not judged on either."""
+    address = cluster_nodes.interface_address(
+        world.network_interface([world.security_group("eks-cluster-sg")])
+    )
+    elsewhere = world.vpc(like=world.main_vpc)
+    world.network_interface(
+        [world.security_group("other-app", elsewhere)], elsewhere, address=address
+    )
+    name = f"fargate-ip-{address.replace('.', '-')}.ec2.internal"
+    cluster_nodes.fargate_node(name, address)
+
+    code, report = doctor_json()
+
+    assert code == 1
+    [unmapped] = findings(report, "NodeNotMapped")
+    assert name in unmapped["summary"]
+    for vpc in (world.main_vpc.id, elsewhere.id):
+        assert vpc in unmapped["summary"]
+    assert all(group["kind"] != "Fargate" for group in report["nodeGroups"])
+
+
 def test_an_inline_policy_granting_the_cni_actions_is_no_finding(
     world: World, cluster_nodes: ClusterNodes
 ) -> None:

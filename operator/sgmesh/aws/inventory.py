@@ -24,7 +24,7 @@ from sgmesh.aws import client, errors, identity, security_groups
 from sgmesh.engine import chunking, ingress, reachability
 
 if TYPE_CHECKING:
-    from mypy_boto3_ec2.type_defs import InstanceTypeDef
+    from mypy_boto3_ec2.type_defs import FilterTypeDef, InstanceTypeDef
 
 __all__ = [
     "endpoint",
@@ -90,12 +90,16 @@ def interfaces(instance: InstanceTypeDef, name: str) -> tuple[reachability.Endpo
 
 
 def _described_interfaces(
-    clients: client.AwsClients, filter_name: str, values: Sequence[str]
+    clients: client.AwsClients,
+    filter_name: str,
+    values: Sequence[str],
+    vpc_id: str | None = None,
 ) -> list[Mapping[str, Any]]:
     found: list[Mapping[str, Any]] = []
     paginator = clients.ec2.get_paginator("describe_network_interfaces")
+    in_vpc: list[FilterTypeDef] = [{"Name": "vpc-id", "Values": [vpc_id]}] if vpc_id else []
     for chunk in chunking.chunks(sorted(set(values)), FILTER_VALUES_PER_CALL):
-        for page in paginator.paginate(Filters=[{"Name": filter_name, "Values": chunk}]):
+        for page in paginator.paginate(Filters=[{"Name": filter_name, "Values": chunk}, *in_vpc]):
             found.extend(dict(interface) for interface in page.get("NetworkInterfaces", []))
     return found
 
@@ -112,18 +116,26 @@ def read_interfaces(
 
 
 def read_interfaces_by_address(
-    clients: client.AwsClients, addresses: Sequence[str]
-) -> dict[str, reachability.Endpoint]:
+    clients: client.AwsClients, addresses: Sequence[str], vpc_id: str | None = None
+) -> tuple[dict[str, reachability.Endpoint], dict[str, tuple[str, ...]]]:
     """The ENI holding each private IPv4 address (a Fargate node's own ENI, found by the
-    node's InternalIP); an address no ENI holds is not in the answer."""
+    node's InternalIP), sought in VPC `vpc_id` when the cluster's VPC is known: an address is
+    unique only within a VPC, and accounts reuse CIDRs. Second, the addresses that ENIs of
+    several VPCs hold, with those VPCs: no one ENI is theirs. An address no ENI holds is in
+    neither answer."""
     wanted = set(addresses)
-    found: dict[str, reachability.Endpoint] = {}
-    for interface in _described_interfaces(clients, "addresses.private-ip-address", addresses):
+    holders: dict[str, dict[str, reachability.Endpoint]] = {}  # address → VPC → its ENI
+    for interface in _described_interfaces(
+        clients, "addresses.private-ip-address", addresses, vpc_id
+    ):
         for private in interface.get("PrivateIpAddresses", []):
             address = private.get("PrivateIpAddress")
             if address in wanted:
-                found[address] = endpoint(interface, "fargate")
-    return found
+                vpc = str(interface.get("VpcId", ""))
+                holders.setdefault(address, {})[vpc] = endpoint(interface, "fargate")
+    found = {a: next(iter(by_vpc.values())) for a, by_vpc in holders.items() if len(by_vpc) == 1}
+    shared = {a: tuple(sorted(by_vpc)) for a, by_vpc in holders.items() if len(by_vpc) > 1}
+    return found, shared
 
 
 def read_rules(

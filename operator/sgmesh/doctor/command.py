@@ -3,11 +3,11 @@
 The readers are at the edges: Kubernetes through `sgmesh.kube.inventory` (the current
 kubeconfig, else the in-cluster config), AWS through `sgmesh.aws.inventory` (the standard
 environment). This module puts what they read together into a `diagnosis.Inventory` — which
-Nodes run on EC2 instances, which on Fargate (mapped through their address to their ENI), which
-are hybrid (outside the VPC) or gone (an instance terminated or stopped); each pod with the ENI
-of its own when it has one (a branch ENI, named by the SecurityGroupPolicies whose SGs it
-carries); the cluster's IP family from EKS — and the findings come from the pure `diagnosis`
-module, the output from `render`.
+Nodes run on EC2 instances, which on Fargate (mapped through their address to their ENI, in the
+VPC of the cluster's instances), which are hybrid (outside the VPC) or gone (an instance
+terminated or stopped); each pod with the ENI of its own when it has one (a branch ENI, named
+by the SecurityGroupPolicies whose SGs it carries); the cluster's IP family from EKS — and the
+findings come from the pure `diagnosis` module, the output from `render`.
 
 It must never write, to AWS or to the cluster: every call here is a read, and
 deploy/doctor-iam-policy.json lists exactly those reads. A failed read is never read as
@@ -281,10 +281,14 @@ def _fargate_nodes(
     clients: client.AwsClients,
     kube_nodes: Sequence[kube_inventory.KubeNode],
     unmapped: dict[str, str],
+    vpc_id: str | None,
 ) -> list[diagnosis.Node]:
-    """Fargate's nodes, each one pod on an ENI of its own, found by the node's address."""
+    """Fargate's nodes, each one pod on an ENI of its own, found by the node's address in the
+    cluster's VPC `vpc_id` (None: unknown, and an address several VPCs hold maps to none)."""
     addresses = sorted({a for node in kube_nodes for a in node.addresses if ":" not in a})
-    holding = inventory.read_interfaces_by_address(clients, addresses) if addresses else {}
+    holding, shared = (
+        inventory.read_interfaces_by_address(clients, addresses, vpc_id) if addresses else ({}, {})
+    )
     nodes = []
     for node in kube_nodes:
         interfaces = tuple(
@@ -292,6 +296,13 @@ def _fargate_nodes(
             for a in node.addresses
             if a in holding
         )
+        reused = [f"{a} in {', '.join(shared[a])}" for a in node.addresses if a in shared]
+        if not interfaces and reused:
+            unmapped[node.name] = (
+                f"Fargate node: ENIs of several VPCs hold its address ({'; '.join(reused)}), "
+                "and no instance of the cluster tells which VPC is the cluster's"
+            )
+            continue
         if not interfaces:
             shown = ", ".join(node.addresses) or "none"
             unmapped[node.name] = f"Fargate node: no ENI holds its address ({shown})"
@@ -391,7 +402,9 @@ def _read_aws(
         )
     fargate = [n for n in kube_nodes if _is_fargate(n) and not _is_hybrid(n)]
     if fargate:
-        nodes += _fargate_nodes(clients, fargate, unmapped)
+        # The cluster's VPC, when its instances all run in one.
+        vpcs = {instance["VpcId"] for _, instance in mapped if "VpcId" in instance}
+        nodes += _fargate_nodes(clients, fargate, unmapped, vpcs.pop() if len(vpcs) == 1 else None)
     pods, dns_servers = _pods(clients, kube_pods, policies)
 
     group_ids = sorted(
