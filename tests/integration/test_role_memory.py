@@ -256,7 +256,7 @@ def test_meshes_that_doubt_remembered_profiles_together_read_them_in_one_listing
     """Three meshes each find their role without the policy (detached by hand). Before each
     writes, the profile it remembers is read again: from one listing of the account's
     profiles, made for all of them and as fresh as a read by name, not one
-    GetInstanceProfile per profile (100 meshes created at once doubted 300)."""
+    GetInstanceProfile per profile (100 meshes created at once doubted 297)."""
     clock = Clock()
     settings = operator_settings(clock)
     names = ["eks-a", "eks-b", "eks-c"]
